@@ -1,0 +1,23 @@
+"""Where perturbations come from: every source is a pure function of (seed, step, query, index).
+
+See :mod:`edgezo.directions.base` for the contract. Sources:
+
+* :class:`Gaussian`, :class:`Rademacher`, :class:`Uniform` — hashed per element;
+* :class:`Pool` — PeZO pre-generation (a reused pool, no RNG per step);
+* :class:`RNGArray` — PeZO on-the-fly (an array of small hardware RNGs, rotated);
+* :class:`LFSR`, :class:`Xorshift` — bit-exact models of hardware generators.
+"""
+
+from .base import CHUNK, Directions, StreamDirections
+from .counter import Gaussian, Rademacher, Uniform
+from .pool import Pool
+
+__all__ = [
+    "CHUNK",
+    "Directions",
+    "StreamDirections",
+    "Gaussian",
+    "Rademacher",
+    "Uniform",
+    "Pool",
+]

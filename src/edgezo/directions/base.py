@@ -1,0 +1,164 @@
+"""The contract every perturbation source follows.
+
+A direction source defines, for every perturbation ``(step, query)``, a vector
+``z`` over the trainable parameters seen as one flat vector (see
+:class:`edgezo.params.ParamSpace`). ``z[i]`` is a pure function of the source's
+configuration (its seed), ``step``, ``query`` and the global index ``i``: it is
+never stored, never drawn from a global RNG, and never depends on how a caller
+splits the vector into pieces. The optimizer regenerates the same ``z`` to
+perturb, to restore and to update.
+
+Two families exist:
+
+* counter sources (:class:`Gaussian`, :class:`Rademacher`, :class:`Uniform`)
+  hash ``(seed, step, query, i)`` directly, so any element is computable alone;
+* stream sources (:class:`Pool`, :class:`RNGArray`, :class:`LFSR`,
+  :class:`Xorshift`) produce one endless stream ``S`` and perturbation number
+  ``t = step * queries + query`` reads the window ``S[t*d : (t+1)*d]``, as
+  PeZO's hardware does (PAPERS.md A). They need ``d`` and ``queries``, which the
+  optimizer passes with :meth:`Directions.bind`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+from torch import Tensor
+
+#: Elements generated per piece when a source materialises ``z`` for a tensor:
+#: large enough to amortise Python overhead, small enough to stay in cache.
+CHUNK = 1 << 16
+
+
+class Directions(ABC):
+    """A perturbation source ``z(step, query)[i]`` (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.dim: int | None = None
+        self.queries: int = 1
+
+    # -- configuration ------------------------------------------------------
+    def bind(self, dim: int, queries: int = 1) -> Directions:
+        """Tell the source the length ``d`` of the flat vector and the queries per step.
+
+        Stream sources need both to place perturbation ``(step, query)`` in their
+        stream; counter sources only validate them. Returns ``self``.
+        """
+        if dim < 1:
+            raise ValueError(f"Invalid dimension: {dim}; there must be at least one trainable value")
+        if queries < 1:
+            raise ValueError(f"Invalid number of queries: {queries}; use queries >= 1")
+        self.dim, self.queries = int(dim), int(queries)
+        self._check_binding()
+        return self
+
+    def _check_binding(self) -> None:
+        """Hook for sources that must reject a (dim, queries) pair."""
+
+    def config(self) -> dict[str, Any]:
+        """The settings that determine the numbers (saved in checkpoints and checked on load)."""
+        return {"type": type(self).__name__}
+
+    # -- the numbers --------------------------------------------------------
+    @abstractmethod
+    def sample(
+        self,
+        step: int,
+        query: int,
+        offset: int,
+        n: int,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
+        """Return ``z(step, query)[offset : offset + n]`` as a new 1-D tensor."""
+
+    def add_(
+        self,
+        target: Tensor,
+        step: int,
+        query: int,
+        offset: int,
+        alpha: float,
+        mask: Tensor | None = None,
+    ) -> None:
+        """``target += alpha * z(step, query)[offset : offset + target.numel()]``, in place.
+
+        ``target`` is a contiguous 1-D view of one parameter tensor whose first
+        element has global index ``offset``. Where ``mask`` (same shape, 0/1) is
+        zero the target is left untouched. The default implementation generates
+        ``z`` piece by piece (at most :data:`CHUNK` values alive at once); sources
+        that can do better (the pool's zero-copy views) override it.
+        """
+        n = target.numel()
+        for start in range(0, n, CHUNK):
+            stop = min(start + CHUNK, n)
+            z = self.sample(
+                step, query, offset + start, stop - start, dtype=target.dtype, device=target.device
+            )
+            _axpy_(target[start:stop], z, alpha, None if mask is None else mask[start:stop])
+
+    # -- checkpoints --------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The source's configuration; the numbers are a function of it and of the step."""
+        return {"config": self.config()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Check that a checkpoint was written with the same source configuration."""
+        saved, mine = state.get("config"), self.config()
+        if saved != mine:
+            raise ValueError(
+                f"Checkpoint was written with directions {saved}, but this optimizer uses {mine}; "
+                "construct the optimizer with the same direction source to resume."
+            )
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "type")
+        return f"{type(self).__name__}({args})"
+
+
+def _axpy_(target: Tensor, z: Tensor, alpha: float, mask: Tensor | None) -> None:
+    """``target += alpha * z`` (times ``mask`` where given), without a temporary."""
+    if mask is None:
+        target.add_(z, alpha=alpha)
+    else:
+        target.addcmul_(z, mask, value=alpha)
+
+
+def as_device(device: torch.device | str | None) -> torch.device:
+    """Normalise an optional device argument (default: CPU)."""
+    return torch.device("cpu") if device is None else torch.device(device)
+
+
+class StreamDirections(Directions):
+    """A source defined by one endless stream ``S``; perturbation ``t`` reads ``S[t*d:(t+1)*d]``.
+
+    ``t = step * queries + query`` counts perturbations in the order the optimizer
+    makes them, so consecutive perturbations read consecutive windows: the numbers
+    left at the end of one perturbation start the next one (PAPERS.md A).
+    Subclasses implement :meth:`stream`.
+    """
+
+    @abstractmethod
+    def stream(
+        self, start: int, n: int, *, dtype: torch.dtype, device: torch.device
+    ) -> Tensor:
+        """Return ``S[start : start + n]`` as a new 1-D tensor."""
+
+    def position(self, step: int, query: int, offset: int) -> int:
+        """Stream position of ``z(step, query)[offset]``."""
+        if self.dim is None:
+            raise RuntimeError(
+                f"{type(self).__name__} reads perturbations from one stream and needs the "
+                "parameter count: call .bind(dim, queries) first (the ZO optimizer does this)."
+            )
+        if not 0 <= query < self.queries:
+            raise ValueError(f"query {query} is out of range for {self.queries} queries per step")
+        return (step * self.queries + query) * self.dim + offset
+
+    def sample(self, step, query, offset, n, *, dtype=torch.float32, device=None) -> Tensor:
+        return self.stream(
+            self.position(step, query, offset), n, dtype=dtype, device=as_device(device)
+        )

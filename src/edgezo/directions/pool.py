@@ -1,0 +1,175 @@
+"""PeZO pre-generation: a fixed pool of random numbers, read cyclically (PAPERS.md A).
+
+A pool of ``P`` numbers is generated once and kept (on an FPGA: in block RAM).
+Perturbation ``t`` (``t = step * queries + query``) of dimension ``d`` reads the
+pool cyclically from offset ``o_t``::
+
+    z_t[j] = pool[(o_t + j) mod P],    o_{t+1} = (o_t + d) mod P,    o_0 = 0
+
+so the numbers left over at the end of one perturbation start the next one.
+Applying a perturbation needs no random number generator at all: ``w += a * z``
+is a sum with one or two contiguous slices of the pool (zero-copy views), so a
+perturbation pass costs about what a memory copy costs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .base import StreamDirections, _axpy_
+from .counter import Gaussian, Uniform, new_seed
+
+
+class Pool(StreamDirections):
+    """PeZO's pre-generated pool of ``size`` random numbers, reused cyclically.
+
+    Args:
+        size: pool length ``P``. Must not divide the parameter count ``d``
+            (then every perturbation would be the same); PeZO uses pools much
+            smaller than ``d``.
+        seed: seed of the pool's numbers; ``None`` draws one from torch's
+            global generator.
+        distribution: ``"uniform"`` (PeZO, the default) or ``"gaussian"``.
+        scale: how the pool is scaled so the ZO estimate keeps a Gaussian's
+            magnitude (PeZO's "adaptive scaling"; its exact rule is not public):
+
+            * ``"pool"`` (default): divide the pool by its empirical RMS once, at
+              generation, so its second moment is exactly 1. A finite pool's
+              second moment differs from the distribution's; this corrects it
+              with one constant, which hardware folds into eps and the learning
+              rate (no per-element cost).
+            * ``"unit"``: the distribution's theoretical scale (uniform on
+              ``[-sqrt 3, sqrt 3]``); no correction.
+            * ``"perturbation"``: rescale every window so ``||z_t||^2 = d``
+              exactly; O(1) per perturbation from a prefix sum of squares
+              (``P + 1`` extra float64 values).
+
+    Example:
+        >>> pool = Pool(size=1000, seed=0).bind(dim=2500)
+        >>> bool(torch.equal(pool.sample(1, 0, 0, 5), pool.pool[500:505]))  # o_1 = 2500 mod 1000
+        True
+    """
+
+    DISTRIBUTIONS = ("uniform", "gaussian")
+    SCALES = ("pool", "unit", "perturbation")
+
+    def __init__(
+        self,
+        size: int = 2**20,
+        seed: int | None = None,
+        distribution: str = "uniform",
+        scale: str = "pool",
+    ) -> None:
+        super().__init__()
+        if int(size) < 2:
+            raise ValueError(f"Invalid pool size: {size}; a pool needs at least 2 numbers")
+        if distribution not in self.DISTRIBUTIONS:
+            raise ValueError(
+                f"Invalid distribution {distribution!r}; choose one of {self.DISTRIBUTIONS}"
+            )
+        if scale not in self.SCALES:
+            raise ValueError(f"Invalid scale rule {scale!r}; choose one of {self.SCALES}")
+        self.size = int(size)
+        self.seed = new_seed() if seed is None else int(seed)
+        self.distribution = distribution
+        self.scale = scale
+        source = Uniform(self.seed) if distribution == "uniform" else Gaussian(self.seed)
+        pool = source.sample(0, 0, 0, self.size)
+        if scale == "pool":
+            pool = pool / pool.double().square().mean().sqrt().float()
+        self.pool: Tensor = pool  #: the numbers, float32, on the CPU
+        self._cumsq: Tensor | None = None
+        self._copies: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "type": "Pool",
+            "size": self.size,
+            "seed": self.seed,
+            "distribution": self.distribution,
+            "scale": self.scale,
+        }
+
+    def _check_binding(self) -> None:
+        if self.distinct_perturbations == 1:
+            suggestion = self.size + 1 if (self.size + 1) % 2 else self.size + 3
+            raise ValueError(
+                f"Pool size {self.size} divides the parameter count {self.dim}, so every "
+                f"perturbation would read the same numbers (o_t = t*d mod P = 0). Choose a pool "
+                f"size that does not divide {self.dim}, e.g. size={suggestion}."
+            )
+
+    @property
+    def distinct_perturbations(self) -> int:
+        """How many different windows the offsets cycle through: ``P / gcd(d, P)``."""
+        if self.dim is None:
+            raise RuntimeError("call .bind(dim) first")
+        return self.size // math.gcd(self.dim, self.size)
+
+    def offset(self, step: int, query: int) -> int:
+        """``o_t`` of PAPERS.md A for perturbation ``t = step * queries + query``."""
+        return self.position(step, query, 0) % self.size
+
+    # -- the numbers --------------------------------------------------------
+    def values(self, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """The pool in the given dtype and device (converted once, then cached)."""
+        key = (torch.device(device), dtype)
+        if key not in self._copies:
+            self._copies[key] = self.pool.to(device=device, dtype=dtype)
+        return self._copies[key]
+
+    def _window_scale(self, start: int) -> float:
+        """The ``"perturbation"`` rule's factor for the window starting at stream ``start``."""
+        if self.scale != "perturbation":
+            return 1.0
+        if self._cumsq is None:
+            self._cumsq = torch.cat(
+                [torch.zeros(1, dtype=torch.float64), self.pool.double().square().cumsum(0)]
+            )
+        whole, rest = divmod(self.dim, self.size)
+        k = start % self.size
+        total = whole * float(self._cumsq[-1]) + self._cyclic_sum(k, rest)
+        return math.sqrt(self.dim / total)
+
+    def _cyclic_sum(self, k: int, n: int) -> float:
+        """Sum of squares of ``pool[(k + j) mod P]`` for ``j < n``, with ``n <= P``."""
+        c = self._cumsq
+        if k + n <= self.size:
+            return float(c[k + n] - c[k])
+        return float(c[-1] - c[k] + c[k + n - self.size])
+
+    def slices(self, start: int, n: int) -> list[tuple[int, int, int]]:
+        """``S[start:start+n]`` as ``(target_start, pool_start, length)`` contiguous pieces."""
+        pieces, done = [], 0
+        k = start % self.size
+        while done < n:
+            length = min(n - done, self.size - k)
+            pieces.append((done, k, length))
+            done += length
+            k = 0
+        return pieces
+
+    def stream(self, start, n, *, dtype, device) -> Tensor:
+        pool = self.values(dtype, device)
+        out = torch.empty(n, dtype=dtype, device=device)
+        for t0, p0, length in self.slices(start, n):
+            out[t0 : t0 + length].copy_(pool[p0 : p0 + length])
+        return out
+
+    def sample(self, step, query, offset, n, *, dtype=torch.float32, device=None) -> Tensor:
+        out = super().sample(step, query, offset, n, dtype=dtype, device=device)
+        scale = self._window_scale(self.position(step, query, 0))
+        return out.mul_(scale) if scale != 1.0 else out
+
+    def add_(self, target, step, query, offset, alpha, mask=None) -> None:
+        """``target += alpha * z`` from zero-copy slices of the pool (no allocation)."""
+        pool = self.values(target.dtype, target.device)
+        alpha = alpha * self._window_scale(self.position(step, query, 0))
+        start = self.position(step, query, offset)
+        for t0, p0, length in self.slices(start, target.numel()):
+            part = slice(t0, t0 + length)
+            _axpy_(target[part], pool[p0 : p0 + length], alpha, None if mask is None else mask[part])
