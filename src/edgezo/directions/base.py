@@ -47,7 +47,9 @@ class Directions(ABC):
         stream; counter sources only validate them. Returns ``self``.
         """
         if dim < 1:
-            raise ValueError(f"Invalid dimension: {dim}; there must be at least one trainable value")
+            raise ValueError(
+                f"Invalid dimension: {dim}; there must be at least one trainable value"
+            )
         if queries < 1:
             raise ValueError(f"Invalid number of queries: {queries}; use queries >= 1")
         self.dim, self.queries = int(dim), int(queries)
@@ -142,9 +144,7 @@ class StreamDirections(Directions):
     """
 
     @abstractmethod
-    def stream(
-        self, start: int, n: int, *, dtype: torch.dtype, device: torch.device
-    ) -> Tensor:
+    def stream(self, start: int, n: int, *, dtype: torch.dtype, device: torch.device) -> Tensor:
         """Return ``S[start : start + n]`` as a new 1-D tensor."""
 
     def position(self, step: int, query: int, offset: int) -> int:

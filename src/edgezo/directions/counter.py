@@ -71,7 +71,9 @@ def _lowbias32_(x: Tensor, tmp: Tensor) -> None:
     x.bitwise_xor_(tmp.bitwise_and_(0xFFFF))
 
 
-def hash_bits(seed: int, step: int, query: int, offset: int, n: int, device: torch.device) -> Tensor:
+def hash_bits(
+    seed: int, step: int, query: int, offset: int, n: int, device: torch.device
+) -> Tensor:
     """The 32-bit words ``x`` of step 2 for indices ``offset .. offset+n-1``, as int32."""
     out = torch.empty(n, dtype=torch.int32, device=device)
     tmp = torch.empty(min(n, CHUNK), dtype=torch.int32, device=device)
@@ -196,7 +198,9 @@ class Uniform(CounterDirections):
         if self.scale == "unit":
             return 1.0
         if self.dim is None:
-            raise RuntimeError("Uniform(scale='perturbation') needs the parameter count: call .bind(dim)")
+            raise RuntimeError(
+                "Uniform(scale='perturbation') needs the parameter count: call .bind(dim)"
+            )
         key = (step, query)
         if key not in self._norms:
             total = 0.0

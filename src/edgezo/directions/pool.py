@@ -172,4 +172,6 @@ class Pool(StreamDirections):
         start = self.position(step, query, offset)
         for t0, p0, length in self.slices(start, target.numel()):
             part = slice(t0, t0 + length)
-            _axpy_(target[part], pool[p0 : p0 + length], alpha, None if mask is None else mask[part])
+            _axpy_(
+                target[part], pool[p0 : p0 + length], alpha, None if mask is None else mask[part]
+            )

@@ -1,0 +1,332 @@
+"""ZO: a torch.optim-style optimizer that trains with forward passes only.
+
+It composes the parts of DESIGN.md: a :class:`~edgezo.params.ParamSpace` (the
+weights as one flat vector), a :class:`~edgezo.directions.Directions` source,
+an :class:`~edgezo.estimators.Estimator` and an
+:class:`~edgezo.updates.UpdateRule`. One step, central estimator, one query::
+
+    w += eps z          (pass 1)   L+ = closure()
+    w -= 2 eps z        (pass 2)   L- = closure()
+    w += (eps - lr c) z (pass 3)   restore fused with the update, c = (L+ - L-) / (2 eps)
+
+Every pass regenerates ``z`` tensor by tensor; nothing of the model's size is
+allocated. If a loss is not finite, or the closure raises, the weights are put
+back (see ``README`` for the floating-point drift of perturb/restore) and no
+update is made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.autograd.forward_ad as fwad
+from torch import Tensor
+
+from .directions import Directions, Gaussian
+from .estimators import Closure, Estimator, get_estimator
+from .params import ParamSpace
+from .updates import SGD, Momentum, Term, UpdateRule
+
+
+class ZO(torch.optim.Optimizer):
+    """Zeroth-order / forward-gradient optimizer: ``opt.step(closure)`` runs forwards only.
+
+    Args:
+        params: tensors or parameter groups, as for any ``torch.optim`` optimizer.
+            Groups may set their own ``lr`` and ``weight_decay``, and a ``masks``
+            list (one 0/1 tensor or ``None`` per parameter) for sparse updates.
+        lr: learning rate.
+        eps: perturbation scale (the same for every group: it defines the
+            finite difference).
+        directions: where ``z`` comes from (default: ``Gaussian()``, MeZO).
+        estimator: ``"central"``, ``"forward"``, ``"sign"``, ``"jvp"`` or an
+            :class:`~edgezo.estimators.Estimator`.
+        queries: directions per step; the estimate averages them.
+        weight_decay: decoupled decay, ``w -= lr * weight_decay * w``.
+        momentum: heavy-ball coefficient, by seed replay (no buffer per weight).
+        history: steps of momentum replay kept (each costs one pass per query).
+        update: a custom :class:`~edgezo.updates.UpdateRule` (overrides ``momentum``).
+
+    Example:
+        >>> import torch, torch.nn.functional as F
+        >>> from edgezo import ZO
+        >>> from edgezo.directions import Pool
+        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+        <torch._C.Generator object at ...>
+        >>> model = torch.nn.Linear(4, 2)
+        >>> x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
+        >>> opt = ZO(model.parameters(), lr=1e-2, eps=1e-3, directions=Pool(size=1001, seed=0))
+        >>> loss = opt.step(lambda: F.cross_entropy(model(x), y))
+        >>> loss.dtype
+        torch.float32
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float = 1e-4,
+        eps: float = 1e-3,
+        directions: Directions | None = None,
+        estimator: str | Estimator = "central",
+        queries: int = 1,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        history: int = 8,
+        update: UpdateRule | None = None,
+    ) -> None:
+        _check_number("learning rate", lr, minimum=0.0)
+        _check_number("weight_decay", weight_decay, minimum=0.0)
+        if not (math.isfinite(eps) and eps > 0):
+            raise ValueError(f"Invalid eps: {eps}; the perturbation scale must be > 0")
+        if int(queries) != queries or queries < 1:
+            raise ValueError(f"Invalid number of queries: {queries}; use an integer >= 1")
+        if directions is not None and not isinstance(directions, Directions):
+            raise TypeError(
+                f"directions must be an edgezo.directions source (e.g. Pool(size=2**20)), "
+                f"got {type(directions).__name__}"
+            )
+        super().__init__(params, {"lr": lr, "weight_decay": weight_decay, "masks": None})
+        for group in self.param_groups:
+            _check_number("learning rate", group["lr"], minimum=0.0)
+            _check_number("weight_decay", group["weight_decay"], minimum=0.0)
+        self.eps = float(eps)
+        self.queries = int(queries)
+        self.estimator = get_estimator(estimator)
+        self.update_rule = update or (Momentum(momentum, history) if momentum else SGD())
+        self.space = ParamSpace(
+            [g["params"] for g in self.param_groups], masks=_masks(self.param_groups)
+        )
+        self.directions = (directions or Gaussian()).bind(self.space.dim, self.queries)
+        self.steps = 0  #: steps taken (the perturbation counter; also counts skipped steps)
+        self.skipped = 0  #: steps skipped because a loss or coefficient was not finite
+        self.forwards = 0  #: closure evaluations so far
+
+    # -- the step -----------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure: Closure | None = None) -> Tensor:  # type: ignore[override]
+        """Estimate the gradient from forward passes and update the weights in place.
+
+        Args:
+            closure: computes and returns the (scalar) loss of the current batch.
+                It is called several times per step and needs no autograd.
+
+        Returns:
+            The loss as a float32 scalar tensor: ``L(w)`` for ``forward``/``jvp``,
+            the mean of the perturbed losses (``L(w) + O(eps^2)``) for
+            ``central``/``sign``. If the step was skipped, the non-finite value.
+        """
+        if closure is None:
+            raise ValueError(
+                "ZO.step needs a closure that returns the loss: opt.step(lambda: loss_fn())"
+            )
+        probe = _Probe(self, self.steps)
+        try:
+            estimate = self.estimator.estimate(probe, closure, self.queries)
+            if estimate.finite:
+                terms = self.update_rule.terms(self.steps, estimate.coefficients)
+            else:
+                terms = []
+                self.skipped += 1
+            probe.finish(terms)
+        except BaseException:
+            probe.undo()
+            raise
+        if estimate.finite:
+            self.update_rule.commit(self.steps, estimate.coefficients)
+        self.steps += 1
+        return torch.tensor(estimate.loss, dtype=torch.float32)
+
+    # -- checkpoints --------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        for group in state["param_groups"]:
+            group.pop("masks", None)  # tensors, rebuilt by the caller with the params
+        state["zo"] = {
+            "steps": self.steps,
+            "skipped": self.skipped,
+            "forwards": self.forwards,
+            "eps": self.eps,
+            "queries": self.queries,
+            "estimator": self.estimator.name,
+            "layout": self.space.describe(),
+            "directions": self.directions.state_dict(),
+            "update": self.update_rule.state_dict(),
+        }
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = dict(state_dict)
+        zo = state.pop("zo", None)
+        if zo is None:
+            raise ValueError("Not a ZO optimizer state_dict (no 'zo' entry)")
+        if zo["layout"] != self.space.describe():
+            raise ValueError(
+                f"Checkpoint parameters {zo['layout']} do not match this optimizer's "
+                f"{self.space.describe()}; build the model the same way before resuming"
+            )
+        self.directions.load_state_dict(zo["directions"])
+        masks = [g["masks"] for g in self.param_groups]
+        for group in state["param_groups"]:
+            group.pop("masks", None)
+        super().load_state_dict(state)
+        for group, m in zip(self.param_groups, masks):
+            group["masks"] = m
+        self.eps, self.queries = zo["eps"], zo["queries"]
+        self.estimator = get_estimator(zo["estimator"])
+        self.steps, self.skipped, self.forwards = zo["steps"], zo["skipped"], zo["forwards"]
+        self.update_rule.load_state_dict(zo["update"])
+
+    def __repr__(self) -> str:
+        return (
+            f"ZO(dim={self.space.dim}, estimator={self.estimator.name!r}, queries={self.queries}, "
+            f"eps={self.eps}, directions={self.directions!r}, update={type(self.update_rule).__name__})"
+        )
+
+
+class _Probe:
+    """The optimizer's side of :class:`~edgezo.estimators.Probe` for one step.
+
+    ``applied[(step, query)]`` is how much of ``z(step, query)`` this step has
+    added to the weights, per parameter group. Restores of released queries are
+    deferred (and the last one fused with the update); a failure subtracts
+    everything applied so far, which puts the weights back.
+    """
+
+    def __init__(self, opt: ZO, step: int) -> None:
+        self.opt, self.step, self.eps = opt, step, opt.eps
+        self.groups = len(opt.param_groups)
+        self.applied: dict[tuple[int, int], list[float]] = {}
+        self.released: list[int] = []
+
+    def _add(self, key: tuple[int, int], alphas: list[float]) -> None:
+        """``w += alphas[group] * z(key)`` over every tensor, recorded in ``applied``."""
+        opt = self.opt
+        total = self.applied.setdefault(key, [0.0] * self.groups)
+        for seg in opt.space:
+            a = alphas[seg.group]
+            if a != 0.0:
+                opt.directions.add_(seg.flat(), key[0], key[1], seg.offset, a, seg.flat_mask())
+                total[seg.group] += a
+
+    # perturbations -------------------------------------------------------
+    def perturb(self, query: int, scale: float) -> None:
+        self._flush()
+        self._add((self.step, query), [scale * self.eps] * self.groups)
+
+    def release(self, query: int) -> None:
+        self.released.append(query)
+
+    def _flush(self) -> None:
+        """Undo the perturbations of released queries before perturbing along another."""
+        for q in self.released:
+            key = (self.step, q)
+            self._add(key, [-a for a in self.applied[key]])
+        self.released.clear()
+
+    # evaluations ---------------------------------------------------------
+    def evaluate(self, closure: Closure) -> float:
+        self.opt.forwards += 1
+        return _loss_value(closure())
+
+    def directional(self, closure: Closure, query: int) -> tuple[float, float]:
+        opt = self.opt
+        opt.forwards += 1
+        with fwad.dual_level(), _math_attention():
+            for seg in opt.space:
+                z = opt.directions.sample(
+                    self.step,
+                    query,
+                    seg.offset,
+                    seg.numel,
+                    dtype=seg.param.dtype,
+                    device=seg.param.device,
+                ).view_as(seg.param)
+                if seg.mask is not None:
+                    z.mul_(seg.mask)
+                seg.param.add_(fwad.make_dual(torch.zeros_like(seg.param), z))
+            primal, tangent = fwad.unpack_dual(closure())
+        if tangent is None:
+            raise RuntimeError(
+                "The closure's loss does not depend on the parameters (no forward-mode tangent); "
+                "check that the closure uses the model whose parameters were given to ZO"
+            )
+        return _loss_value(primal), _loss_value(tangent)
+
+    # the update ----------------------------------------------------------
+    def finish(self, terms: list[Term]) -> None:
+        """Undo what is still perturbed, fused with the update terms; then weight decay."""
+        lrs = [g["lr"] for g in self.opt.param_groups]
+        moves = {key: [-a for a in amounts] for key, amounts in self.applied.items()}
+        for step, query, weight in terms:
+            alphas = moves.setdefault((step, query), [0.0] * self.groups)
+            for g, lr in enumerate(lrs):
+                alphas[g] -= lr * weight
+        self.released.clear()
+        for key, alphas in moves.items():
+            self._add(key, alphas)
+        _decay_weights(self.opt)
+        self.applied.clear()
+
+    def undo(self) -> None:
+        """Subtract everything this step added: the weights are as before the step."""
+        for key, amounts in list(self.applied.items()):
+            self._add(key, [-a for a in amounts])
+        self.applied.clear()
+
+
+def _decay_weights(opt: ZO) -> None:
+    """Decoupled weight decay ``w -= lr * wd * w`` on the trainable elements."""
+    for seg in opt.space:
+        group = opt.param_groups[seg.group]
+        decay = group["lr"] * group["weight_decay"]
+        if decay == 0.0:
+            continue
+        flat, mask = seg.flat(), seg.flat_mask()
+        if mask is None:
+            flat.mul_(1.0 - decay)
+        else:
+            flat.addcmul_(flat, mask, value=-decay)
+
+
+def _loss_value(loss: Tensor | float) -> float:
+    if isinstance(loss, Tensor):
+        if loss.numel() != 1:
+            raise ValueError(
+                f"The closure must return a scalar loss, got a tensor of shape {tuple(loss.shape)}; "
+                "reduce it (e.g. .mean())"
+            )
+        return float(loss.detach())
+    return float(loss)
+
+
+def _math_attention() -> contextlib.AbstractContextManager:
+    """Select PyTorch's math attention kernel: the fused CPU kernels lack forward-mode AD."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # torch < 2.3
+        return contextlib.nullcontext()
+    return sdpa_kernel([SDPBackend.MATH])
+
+
+def _masks(groups: list[dict[str, Any]]) -> dict[Tensor, Tensor]:
+    out: dict[Tensor, Tensor] = {}
+    for g in groups:
+        masks = g.get("masks")
+        if masks is None:
+            continue
+        if len(masks) != len(g["params"]):
+            raise ValueError(
+                f"A parameter group has {len(g['params'])} params but {len(masks)} masks; "
+                "give one mask (or None) per parameter"
+            )
+        out.update({p: m for p, m in zip(g["params"], masks) if m is not None})
+    return out
+
+
+def _check_number(name: str, value: float, minimum: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= minimum):
+        raise ValueError(f"Invalid {name}: {value}; it must be a finite number >= {minimum}")

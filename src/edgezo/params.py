@@ -1,0 +1,142 @@
+"""ParamSpace: the trainable tensors seen as one virtual flat vector.
+
+Tensors keep their own storage; ParamSpace only fixes their order and each
+one's global offset, so a perturbation ``z`` of length ``d`` (the total count)
+can be addressed by global index and regenerated tensor by tensor. Masks mark
+which elements train (a sparse update): a masked-out element is never perturbed
+and never changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One trainable tensor's place in the flat vector.
+
+    Attributes:
+        param: the tensor itself (updated in place).
+        offset: global index of its first element.
+        group: index of its optimizer parameter group.
+        mask: optional 0/1 tensor of the same shape and dtype; 0 = frozen.
+    """
+
+    param: Tensor
+    offset: int
+    group: int
+    mask: Tensor | None = None
+
+    @property
+    def numel(self) -> int:
+        return self.param.numel()
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.numel
+
+    def flat(self) -> Tensor:
+        """A 1-D view of the tensor (the parameter must be contiguous)."""
+        return self.param.detach().view(-1)
+
+    def flat_mask(self) -> Tensor | None:
+        return None if self.mask is None else self.mask.view(-1)
+
+
+class ParamSpace:
+    """The trainable tensors of some parameter groups, in a fixed order with global offsets.
+
+    Args:
+        groups: a sequence of parameter lists, one per optimizer group (order is kept).
+        masks: optional ``{tensor: 0/1 mask}``; a mask must have the tensor's shape.
+
+    Example:
+        >>> a, b = torch.zeros(2, 3), torch.zeros(4)
+        >>> space = ParamSpace([[a, b]])
+        >>> space.dim, [s.offset for s in space]
+        (10, [0, 6])
+    """
+
+    def __init__(
+        self, groups: Sequence[Iterable[Tensor]], masks: dict[Tensor, Tensor] | None = None
+    ) -> None:
+        masks = {} if masks is None else masks
+        by_id = {id(t): m for t, m in masks.items()}
+        segments: list[Segment] = []
+        offset = 0
+        seen: set[int] = set()
+        for g, params in enumerate(groups):
+            for p in params:
+                _check_param(p, seen)
+                mask = _check_mask(p, by_id.get(id(p)))
+                segments.append(Segment(p, offset, g, mask))
+                offset += p.numel()
+        self.segments: tuple[Segment, ...] = tuple(segments)
+        self.dim: int = offset
+
+    def __iter__(self) -> Iterator[Segment]:
+        return iter(self.segments)
+
+    def __len__(self) -> int:
+        return len(self.segments)
+
+    def trainable(self) -> int:
+        """Number of elements that train (mask == 1), ``dim`` without masks."""
+        return sum(s.numel if s.mask is None else int(s.mask.count_nonzero()) for s in self)
+
+    def locate(self, offset: int, n: int) -> Iterator[tuple[Segment, int, int]]:
+        """The pieces ``(segment, start, stop)`` (local indices) covering ``[offset, offset+n)``."""
+        end = offset + n
+        for s in self.segments:
+            if s.end <= offset or s.offset >= end:
+                continue
+            yield s, max(offset, s.offset) - s.offset, min(end, s.end) - s.offset
+
+    def gather(self, offset: int = 0, n: int | None = None) -> Tensor:
+        """Copy of the flat vector ``w[offset:offset+n]`` (float64, for inspection and tests)."""
+        n = self.dim - offset if n is None else n
+        return torch.cat(
+            [s.flat()[a:b].double().cpu() for s, a, b in self.locate(offset, n)]
+            or [torch.zeros(0, dtype=torch.float64)]
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """Shapes and offsets, for checkpoints (a resumed optimizer must see the same layout)."""
+        return {"dim": self.dim, "shapes": [tuple(s.param.shape) for s in self]}
+
+
+def _check_param(p: Tensor, seen: set[int]) -> None:
+    if not isinstance(p, Tensor):
+        raise TypeError(f"ZO optimizes Tensors, but one of the params is a {type(p).__name__}")
+    if not p.is_floating_point():
+        raise TypeError(
+            f"ZO optimizes floating-point tensors, but a parameter has dtype {p.dtype}; "
+            "for integer weights use edgezo.fixedpoint.quantize_model"
+        )
+    if not p.is_contiguous():
+        raise ValueError(
+            f"A parameter of shape {tuple(p.shape)} is not contiguous; ZO perturbs parameters "
+            "through flat views, call .data = p.data.contiguous() on it first"
+        )
+    if id(p) in seen:
+        raise ValueError("A parameter appears twice in the parameter groups; pass each once")
+    seen.add(id(p))
+
+
+def _check_mask(p: Tensor, mask: Tensor | None) -> Tensor | None:
+    if mask is None:
+        return None
+    if mask.shape != p.shape:
+        raise ValueError(
+            f"A mask of shape {tuple(mask.shape)} was given for a parameter of shape "
+            f"{tuple(p.shape)}; masks must match their parameter's shape"
+        )
+    if not bool(((mask == 0) | (mask == 1)).all()):
+        raise ValueError("Masks hold 0 (frozen) or 1 (trained) only")
+    return mask.to(dtype=p.dtype, device=p.device).contiguous()
