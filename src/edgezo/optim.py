@@ -173,7 +173,7 @@ class ZO(torch.optim.Optimizer):
         for group in state["param_groups"]:
             group.pop("masks", None)
         super().load_state_dict(state)
-        for group, m in zip(self.param_groups, masks):
+        for group, m in zip(self.param_groups, masks, strict=True):
             group["masks"] = m
         self.eps, self.queries = zo["eps"], zo["queries"]
         self.estimator = get_estimator(zo["estimator"])
@@ -323,7 +323,7 @@ def _masks(groups: list[dict[str, Any]]) -> dict[Tensor, Tensor]:
                 f"A parameter group has {len(g['params'])} params but {len(masks)} masks; "
                 "give one mask (or None) per parameter"
             )
-        out.update({p: m for p, m in zip(g["params"], masks) if m is not None})
+        out.update({p: m for p, m in zip(g["params"], masks, strict=True) if m is not None})
     return out
 
 
