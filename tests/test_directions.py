@@ -1,0 +1,253 @@
+"""Direction sources: one contract for every source, plus each source's own rules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgezo.directions import Gaussian, Pool, Rademacher, Uniform
+from edgezo.directions.counter import hash_bits, keys
+
+DIM = 10_007  # parameter count the stream sources are bound to
+
+
+def sources():
+    """Every source and configuration under the common contract (name, factory)."""
+    return {
+        "gaussian": lambda: Gaussian(seed=3),
+        "rademacher": lambda: Rademacher(seed=3),
+        "uniform": lambda: Uniform(seed=3),
+        "uniform-perturbation": lambda: Uniform(seed=3, scale="perturbation"),
+        "pool": lambda: Pool(size=4099, seed=3),
+        "pool-small": lambda: Pool(size=1000, seed=3),  # P < d: windows wrap several times
+        "pool-unit": lambda: Pool(size=4099, seed=3, scale="unit"),
+        "pool-perturbation": lambda: Pool(size=4099, seed=3, scale="perturbation"),
+        "pool-gaussian": lambda: Pool(size=4099, seed=3, distribution="gaussian"),
+    }
+
+
+SOURCES = sources()
+
+
+def bound(name, queries=2):
+    return SOURCES[name]().bind(DIM, queries)
+
+
+# -- the contract ------------------------------------------------------------
+@pytest.mark.parametrize("name", SOURCES)
+def test_same_configuration_gives_same_numbers(name):
+    a, b = bound(name), bound(name)
+    assert torch.equal(a.sample(5, 1, 100, 3000), b.sample(5, 1, 100, 3000))
+
+
+@pytest.mark.parametrize("name", SOURCES)
+@settings(max_examples=25, deadline=None)
+@given(
+    step=st.integers(0, 10**6),
+    query=st.integers(0, 1),
+    offset=st.integers(0, DIM - 1),
+    data=st.data(),
+)
+def test_numbers_do_not_depend_on_chunking(name, step, query, offset, data):
+    n = data.draw(st.integers(1, DIM - offset))
+    src = bound(name)
+    whole = src.sample(step, query, 0, DIM)
+    assert torch.equal(src.sample(step, query, offset, n), whole[offset : offset + n])
+
+
+@pytest.mark.parametrize("name", SOURCES)
+@pytest.mark.parametrize("masked", [False, True])
+def test_add_matches_sample(name, masked):
+    src = bound(name)
+    offset, n = 1234, 5000
+    target = torch.randn(n, generator=torch.Generator().manual_seed(0))
+    mask = (torch.rand(n, generator=torch.Generator().manual_seed(1)) < 0.3).float()
+    expected = target + 0.25 * src.sample(7, 1, offset, n) * (mask if masked else 1.0)
+    src.add_(target, 7, 1, offset, 0.25, mask if masked else None)
+    torch.testing.assert_close(target, expected, rtol=0, atol=1e-6)
+    if masked:
+        frozen = mask == 0
+        assert torch.equal(
+            target[frozen], torch.randn(n, generator=torch.Generator().manual_seed(0))[frozen]
+        )
+
+
+@pytest.mark.parametrize("name", SOURCES)
+def test_perturbations_differ_between_steps_and_queries(name):
+    src = bound(name)
+    z = {k: src.sample(*k, 0, DIM).double() for k in [(0, 0), (0, 1), (1, 0), (997, 1)]}
+    keys_ = list(z)
+    for i, a in enumerate(keys_):
+        for b in keys_[i + 1 :]:
+            corr = float((z[a] * z[b]).mean())
+            # independent unit-variance vectors: correlation ~ N(0, 1/d); 6 sigma
+            assert abs(corr) < 6 / math.sqrt(DIM), (a, b, corr)
+
+
+@pytest.mark.parametrize("name", SOURCES)
+def test_values_have_zero_mean_and_unit_second_moment(name):
+    src = SOURCES[name]().bind(1 << 18)
+    z = src.sample(1, 0, 0, 1 << 18).double()
+    n = z.numel()
+    # CLT: mean ~ N(0, 1/n); second moment ~ N(1, Var(z^2)/n) with Var(z^2) <= 2
+    # (Gaussian 2, uniform 0.8, Rademacher 0). Pools repeat values, so use the
+    # number of distinct values for their bound.
+    distinct = min(n, getattr(src, "size", n))
+    assert abs(float(z.mean())) < 6 / math.sqrt(distinct)
+    assert abs(float(z.square().mean()) - 1) < 6 * math.sqrt(2 / distinct)
+
+
+def test_stream_sources_need_binding():
+    with pytest.raises(RuntimeError, match="bind"):
+        Pool(size=100, seed=0).sample(0, 0, 0, 10)
+
+
+@pytest.mark.parametrize("bad", [0, -5])
+def test_bind_rejects_bad_dimensions(bad):
+    with pytest.raises(ValueError, match="at least one trainable"):
+        Gaussian(0).bind(bad)
+    with pytest.raises(ValueError, match="queries"):
+        Gaussian(0).bind(10, queries=bad)
+
+
+# -- the counter hash, against a scalar reference -----------------------------
+def _lowbias32(x: int) -> int:
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & 0xFFFFFFFF
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+def _reference_word(seed, step, query, i):
+    k1, k2 = (k & 0xFFFFFFFF for k in keys(seed, step, query, i >> 32))
+    return _lowbias32(_lowbias32((i & 0xFFFFFFFF) ^ k1) ^ k2)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**63 - 1),
+    step=st.integers(0, 2**40),
+    offset=st.integers(0, 2**40),
+)
+def test_hash_words_match_scalar_reference(seed, step, offset):
+    # 40-bit offsets also exercise pieces that cross a 2**32 block boundary
+    offset = max(0, offset - 3) if offset % 7 else (offset | 0xFFFFFFFF) - 2
+    got = hash_bits(seed, step, 1, offset, 6, torch.device("cpu"))
+    want = [_reference_word(seed, step, 1, offset + j) for j in range(6)]
+    assert [v & 0xFFFFFFFF for v in got.tolist()] == want
+
+
+def _ks_statistic(sample: torch.Tensor, cdf) -> float:
+    x, _ = torch.sort(sample.double())
+    n = x.numel()
+    f = cdf(x)
+    upper = torch.arange(1, n + 1, dtype=torch.float64) / n - f
+    lower = f - torch.arange(0, n, dtype=torch.float64) / n
+    return float(torch.maximum(upper, lower).max())
+
+
+def test_gaussian_passes_kolmogorov_smirnov():
+    z = Gaussian(seed=11).sample(2, 0, 0, 200_000)
+    d = _ks_statistic(z, lambda x: 0.5 * (1 + torch.erf(x / math.sqrt(2))))
+    assert d < 1.95 / math.sqrt(z.numel())  # critical value at alpha = 0.001
+
+
+def test_uniform_passes_kolmogorov_smirnov_and_is_bounded():
+    z = Uniform(seed=11).sample(2, 0, 0, 200_000)
+    a = math.sqrt(3)
+    assert float(z.abs().max()) <= a
+    d = _ks_statistic(z, lambda x: (x + a) / (2 * a))
+    assert d < 1.95 / math.sqrt(z.numel())
+
+
+def test_rademacher_is_plus_minus_one():
+    z = Rademacher(seed=1).sample(0, 0, 0, 100_000)
+    assert set(z.unique().tolist()) == {-1.0, 1.0}
+
+
+def test_uniform_perturbation_scale_gives_exact_norm():
+    src = Uniform(seed=2, scale="perturbation").bind(5000)
+    for step in range(3):
+        z = src.sample(step, 0, 0, 5000).double()
+        assert float(z.square().sum()) == pytest.approx(5000, rel=1e-6)
+
+
+def test_dtype_and_device_are_respected():
+    z = Gaussian(0).sample(0, 0, 0, 10, dtype=torch.float16)
+    assert z.dtype == torch.float16
+    assert torch.equal(z, Gaussian(0).sample(0, 0, 0, 10).half())
+
+
+# -- the pool: PeZO's pre-generation rules ------------------------------------
+def test_pool_offsets_follow_pezo_rule():
+    d, p, q = 2500, 1000, 3
+    pool = Pool(size=p, seed=0).bind(d, q)
+    o = 0
+    for t in range(20):  # o_{t+1} = (o_t + d) mod P, t = step * q + query
+        step, query = divmod(t, q)
+        assert pool.offset(step, query) == o
+        expected = torch.stack([pool.pool[(o + j) % p] for j in range(0, d, 97)])
+        assert torch.equal(pool.sample(step, query, 0, d)[::97], expected)
+        o = (o + d) % p
+
+
+def test_pool_repeats_after_its_distinct_perturbations():
+    pool = Pool(size=1000, seed=0).bind(10_007)  # offsets cycle through 1000 / gcd(10007, 1000)
+    period = pool.distinct_perturbations
+    assert period == 1000
+    assert torch.equal(pool.sample(3, 0, 0, 500), pool.sample(3 + period, 0, 0, 500))
+    assert not torch.equal(pool.sample(3, 0, 0, 500), pool.sample(4, 0, 0, 500))
+
+
+def test_pool_scale_rules():
+    raw = Uniform(seed=5).sample(0, 0, 0, 777)
+    unit = Pool(size=777, seed=5, scale="unit")
+    assert torch.equal(unit.pool, raw)  # the pool is the uniform stream of its seed
+    normalised = Pool(size=777, seed=5, scale="pool")
+    assert float(normalised.pool.double().square().mean()) == pytest.approx(1, abs=1e-6)
+    per = Pool(size=777, seed=5, scale="perturbation").bind(2000)
+    for step in range(4):
+        z = per.sample(step, 0, 0, 2000).double()
+        assert float(z.square().sum()) == pytest.approx(2000, rel=1e-6)
+
+
+def test_pool_rejects_identical_perturbations():
+    with pytest.raises(ValueError, match="every perturbation would read the same numbers"):
+        Pool(size=100, seed=0).bind(dim=5000)
+    assert Pool(size=101, seed=0).bind(dim=5000).distinct_perturbations == 101
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"size": 1}, "at least 2"),
+        ({"distribution": "cauchy"}, "distribution"),
+        ({"scale": "magic"}, "scale rule"),
+    ],
+)
+def test_pool_rejects_bad_configuration(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Pool(**{"size": 64, "seed": 0, **kwargs})
+
+
+def test_pool_add_reads_views_without_copying_the_pool():
+    pool = Pool(size=4096, seed=1).bind(10_000)
+    target = torch.zeros(3000)
+    pool.add_(target, 0, 0, 0, 1.0)
+    assert torch.equal(target, pool.pool[:3000])
+    # a window that wraps around the end of the pool: two slices
+    target = torch.zeros(3000)
+    pool.add_(target, 1, 0, 0, 1.0)  # o_1 = 10000 mod 4096 = 1808
+    assert torch.equal(target, torch.cat([pool.pool[1808:], pool.pool[: 3000 - (4096 - 1808)]]))
+
+
+def test_checkpoint_config_is_checked():
+    a, b = Pool(size=100, seed=1), Pool(size=100, seed=2)
+    with pytest.raises(ValueError, match="same direction source"):
+        b.load_state_dict(a.state_dict())
+    Pool(size=100, seed=1).load_state_dict(a.state_dict())
