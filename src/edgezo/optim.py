@@ -205,12 +205,13 @@ class _Probe:
     def _add(self, key: tuple[int, int], alphas: list[float]) -> None:
         """``w += alphas[group] * z(key)`` over every tensor, recorded in ``applied``."""
         opt = self.opt
-        total = self.applied.setdefault(key, [0.0] * self.groups)
         for seg in opt.space:
             a = alphas[seg.group]
             if a != 0.0:
                 opt.directions.add_(seg.flat(), key[0], key[1], seg.offset, a, seg.flat_mask())
-                total[seg.group] += a
+        total = self.applied.setdefault(key, [0.0] * self.groups)
+        for g, a in enumerate(alphas):
+            total[g] += a
 
     # perturbations -------------------------------------------------------
     def perturb(self, query: int, scale: float) -> None:

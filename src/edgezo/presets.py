@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .directions import Gaussian, Pool
+from .directions import Directions, Gaussian, Pool, RNGArray
 from .optim import ZO
 
 
@@ -19,7 +19,8 @@ def mezo(
     """MeZO (Malladi et al. 2023, arXiv 2305.17333): ZO-SGD, Gaussian z, central, one query.
 
     Defaults are MeZO's for language models (lr 1e-6, eps 1e-3); small vision
-    models usually want a larger lr (1e-4 to 1e-2).
+    models usually want a larger lr (1e-4 to 1e-2). Other keyword arguments go
+    to :class:`~edgezo.ZO`.
     """
     return ZO(params, lr=lr, eps=eps, directions=Gaussian(seed), estimator="central", **kwargs)
 
@@ -29,14 +30,26 @@ def pezo(
     lr: float = 1e-6,
     eps: float = 1e-3,
     seed: int | None = None,
+    reuse: str = "pool",
     pool_size: int = 2**20,
+    rngs: int = 16,
     **kwargs: Any,
 ) -> ZO:
-    """PeZO (Tan et al. 2025, arXiv 2504.20314), pre-generation: MeZO with a reused uniform pool.
+    """PeZO (Tan et al. 2025, arXiv 2504.20314): MeZO with hardware-cheap uniform perturbations.
 
-    The pool holds ``pool_size`` uniform numbers scaled to unit second moment
-    (see :class:`~edgezo.directions.Pool`); no random number is generated per step.
+    ``reuse="pool"`` (pre-generation): ``pool_size`` uniform numbers, scaled to
+    unit second moment, read cyclically (:class:`~edgezo.directions.Pool`); no
+    random number is generated per step. ``reuse="array"`` (on-the-fly): ``rngs``
+    32-bit LFSRs giving 8 bits each per cycle, rotated every cycle
+    (:class:`~edgezo.directions.RNGArray`).
     """
-    return ZO(
-        params, lr=lr, eps=eps, directions=Pool(pool_size, seed), estimator="central", **kwargs
-    )
+    directions: Directions
+    if reuse == "pool":
+        directions = Pool(pool_size, seed)
+    elif reuse == "array":
+        directions = RNGArray(n=rngs, rng="lfsr", bits=8, seed=0 if seed is None else seed)
+    else:
+        raise ValueError(
+            f"Invalid reuse {reuse!r}; PeZO reuses random numbers by 'pool' or 'array'"
+        )
+    return ZO(params, lr=lr, eps=eps, directions=directions, estimator="central", **kwargs)

@@ -10,6 +10,7 @@ See :mod:`edgezo.directions.base` for the contract. Sources:
 
 from .base import CHUNK, Directions, StreamDirections
 from .counter import Gaussian, Rademacher, Uniform
+from .hwrng import LFSR, RNGArray, Xorshift
 from .pool import Pool
 
 __all__ = [
@@ -20,4 +21,7 @@ __all__ = [
     "Rademacher",
     "Uniform",
     "Pool",
+    "RNGArray",
+    "LFSR",
+    "Xorshift",
 ]
