@@ -40,7 +40,9 @@ def estimated_gradient(model, closure, lr=1.0, **zo):
     opt.step(closure)
     after = flat(model)
     with torch.no_grad():  # put the weights back for the caller
-        for p, v in zip(model.parameters(), before.split([p.numel() for p in model.parameters()]), strict=True):
+        for p, v in zip(
+            model.parameters(), before.split([p.numel() for p in model.parameters()]), strict=True
+        ):
             p.copy_(v.view_as(p))
     return (before - after) / lr, opt
 
