@@ -63,17 +63,27 @@ def test_numbers_do_not_depend_on_chunking(name, step, query, offset, data):
 @pytest.mark.parametrize("masked", [False, True])
 def test_add_matches_sample(name, masked):
     src = bound(name)
-    offset, n = 1234, 5000
-    target = torch.randn(n, generator=torch.Generator().manual_seed(0))
+    offset, n, eps = 1234, 5000, 0.25
+    original = torch.randn(n, generator=torch.Generator().manual_seed(0))
     mask = (torch.rand(n, generator=torch.Generator().manual_seed(1)) < 0.3).float()
-    expected = target + 0.25 * src.sample(7, 1, offset, n) * (mask if masked else 1.0)
-    src.add_(target, 7, 1, offset, 0.25, mask if masked else None)
+    a = src.sample(7, 1, offset, n) * eps
+    expected = original - 2 * a * (mask if masked else 1.0)
+    target = original.clone()
+    src.add_(target, 7, 1, offset, eps, -2.0, mask if masked else None)
     torch.testing.assert_close(target, expected, rtol=0, atol=1e-6)
     if masked:
-        frozen = mask == 0
-        assert torch.equal(
-            target[frozen], torch.randn(n, generator=torch.Generator().manual_seed(0))[frozen]
-        )
+        assert torch.equal(target[mask == 0], original[mask == 0])
+
+
+@pytest.mark.parametrize("name", SOURCES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_round_trip_brings_zeros_back_exactly(name, dtype):
+    """+a, -2a, +a with a rounded once: zeros (e.g. fresh biases) come back to exactly 0."""
+    src = bound(name)
+    target = torch.zeros(3000, dtype=dtype)
+    for multiple in (1.0, -2.0, 1.0):
+        src.add_(target, 3, 0, 500, 1e-3, multiple)
+    assert torch.equal(target, torch.zeros(3000, dtype=dtype))
 
 
 @pytest.mark.parametrize("name", SOURCES)

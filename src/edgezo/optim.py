@@ -190,7 +190,7 @@ class ZO(torch.optim.Optimizer):
 class _Probe:
     """The optimizer's side of :class:`~edgezo.estimators.Probe` for one step.
 
-    ``applied[(step, query)]`` is how much of ``z(step, query)`` this step has
+    ``applied[(step, query)]`` is how many ``eps * z(step, query)`` this step has
     added to the weights, per parameter group. Restores of released queries are
     deferred (and the last one fused with the update); a failure subtracts
     everything applied so far, which puts the weights back.
@@ -202,21 +202,23 @@ class _Probe:
         self.applied: dict[tuple[int, int], list[float]] = {}
         self.released: list[int] = []
 
-    def _add(self, key: tuple[int, int], alphas: list[float]) -> None:
-        """``w += alphas[group] * z(key)`` over every tensor, recorded in ``applied``."""
+    def _add(self, key: tuple[int, int], multiples: list[float]) -> None:
+        """``w += multiples[group] * eps * z(key)`` over every tensor, recorded in ``applied``."""
         opt = self.opt
         for seg in opt.space:
-            a = alphas[seg.group]
-            if a != 0.0:
-                opt.directions.add_(seg.flat(), key[0], key[1], seg.offset, a, seg.flat_mask())
+            k = multiples[seg.group]
+            if k != 0.0:
+                opt.directions.add_(
+                    seg.flat(), key[0], key[1], seg.offset, self.eps, k, seg.flat_mask()
+                )
         total = self.applied.setdefault(key, [0.0] * self.groups)
-        for g, a in enumerate(alphas):
-            total[g] += a
+        for g, k in enumerate(multiples):
+            total[g] += k
 
     # perturbations -------------------------------------------------------
     def perturb(self, query: int, scale: float) -> None:
         self._flush()
-        self._add((self.step, query), [scale * self.eps] * self.groups)
+        self._add((self.step, query), [scale] * self.groups)
 
     def release(self, query: int) -> None:
         self.released.append(query)
@@ -262,13 +264,13 @@ class _Probe:
         """Undo what is still perturbed, fused with the update terms; then weight decay."""
         lrs = [g["lr"] for g in self.opt.param_groups]
         moves = {key: [-a for a in amounts] for key, amounts in self.applied.items()}
-        for step, query, weight in terms:
-            alphas = moves.setdefault((step, query), [0.0] * self.groups)
+        for step, query, weight in terms:  # w -= lr * weight * z, in units of eps * z
+            multiples = moves.setdefault((step, query), [0.0] * self.groups)
             for g, lr in enumerate(lrs):
-                alphas[g] -= lr * weight
+                multiples[g] -= lr * weight / self.eps
         self.released.clear()
-        for key, alphas in moves.items():
-            self._add(key, alphas)
+        for key, multiples in moves.items():
+            self._add(key, multiples)
         _decay_weights(self.opt)
         self.applied.clear()
 

@@ -83,24 +83,35 @@ class Directions(ABC):
         step: int,
         query: int,
         offset: int,
-        alpha: float,
+        eps: float,
+        multiple: float = 1.0,
         mask: Tensor | None = None,
     ) -> None:
-        """``target += alpha * z(step, query)[offset : offset + target.numel()]``, in place.
+        """``target += multiple * a`` with ``a = round(eps * z(step, query)[offset : ...])``, in place.
 
         ``target`` is a contiguous 1-D view of one parameter tensor whose first
-        element has global index ``offset``. Where ``mask`` (same shape, 0/1) is
-        zero the target is left untouched. The default implementation generates
-        ``z`` piece by piece (at most :data:`CHUNK` values alive at once); sources
-        that can do better (the pool's zero-copy views) override it.
+        element has global index ``offset``; where ``mask`` (0/1, same length) is
+        0 it is left untouched. The step ``a`` is rounded to the target's dtype
+        *before* it is added, so the optimizer's ``+a, -2a, +a`` round trip
+        (``multiple`` = 1, -2, 1: exact scalings) brings a zero back to exactly
+        zero and any weight back to within an ulp or so (``benchmarks/drift.py``),
+        as an out-of-place ``w + a`` would. The default implementation
+        generates ``z`` piece by piece (at most :data:`CHUNK` values alive at
+        once); sources that can do better (the pool's cached views) override it.
         """
         n = target.numel()
         for start in range(0, n, CHUNK):
             stop = min(start + CHUNK, n)
             z = self.sample(
-                step, query, offset + start, stop - start, dtype=target.dtype, device=target.device
+                step,
+                query,
+                offset + start,
+                stop - start,
+                dtype=_work_dtype(target.dtype),
+                device=target.device,
             )
-            _axpy_(target[start:stop], z, alpha, None if mask is None else mask[start:stop])
+            a = z.mul_(eps).to(target.dtype)
+            _axpy_(target[start:stop], a, multiple, None if mask is None else mask[start:stop])
 
     # -- checkpoints --------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -121,12 +132,17 @@ class Directions(ABC):
         return f"{type(self).__name__}({args})"
 
 
-def _axpy_(target: Tensor, z: Tensor, alpha: float, mask: Tensor | None) -> None:
-    """``target += alpha * z`` (times ``mask`` where given), without a temporary."""
+def _axpy_(target: Tensor, a: Tensor, multiple: float, mask: Tensor | None) -> None:
+    """``target += multiple * a`` (times ``mask`` where given), without a temporary."""
     if mask is None:
-        target.add_(z, alpha=alpha)
+        target.add_(a, alpha=multiple)
     else:
-        target.addcmul_(z, mask, value=alpha)
+        target.addcmul_(a, mask, value=multiple)
+
+
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Precision in which ``eps * z`` is formed: float64 for float64 weights, else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def as_device(device: torch.device | str | None) -> torch.device:

@@ -7,9 +7,11 @@ pool cyclically from offset ``o_t``::
     z_t[j] = pool[(o_t + j) mod P],    o_{t+1} = (o_t + d) mod P,    o_0 = 0
 
 so the numbers left over at the end of one perturbation start the next one.
-Applying a perturbation needs no random number generator at all: ``w += a * z``
-is a sum with one or two contiguous slices of the pool (zero-copy views), so a
-perturbation pass costs about what a memory copy costs.
+Applying a perturbation needs no random number generator at all: ``w += eps * z``
+is a sum with one or two contiguous slices of the pool (pre-multiplied by eps
+once, then read through views), so a perturbation pass costs about what a
+memory copy costs. The pool's memory (``P`` values, plus the scaled copy) is
+the price, as on the FPGA.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import StreamDirections, _axpy_
+from .base import StreamDirections, _axpy_, _work_dtype
 from .counter import Gaussian, Uniform, new_seed
 
 
@@ -45,8 +47,9 @@ class Pool(StreamDirections):
             * ``"unit"``: the distribution's theoretical scale (uniform on
               ``[-sqrt 3, sqrt 3]``); no correction.
             * ``"perturbation"``: rescale every window so ``||z_t||^2 = d``
-              exactly; O(1) per perturbation from a prefix sum of squares
-              (``P + 1`` extra float64 values).
+              exactly; the factor is O(1) per perturbation from a prefix sum
+              of squares (``P + 1`` extra float64 values), but the pre-scaled
+              pool is recomputed for every new window (one pass over ``P``).
 
     Example:
         >>> pool = Pool(size=1000, seed=0).bind(dim=2500)
@@ -84,6 +87,8 @@ class Pool(StreamDirections):
         self.pool: Tensor = pool  #: the numbers, float32, on the CPU
         self._cumsq: Tensor | None = None
         self._copies: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+        self._scaled_key: tuple | None = None
+        self._scaled: Tensor | None = None
 
     def config(self) -> dict[str, Any]:
         return {
@@ -165,13 +170,24 @@ class Pool(StreamDirections):
         scale = self._window_scale(self.position(step, query, 0))
         return out.mul_(scale) if scale != 1.0 else out
 
-    def add_(self, target, step, query, offset, alpha, mask=None) -> None:
-        """``target += alpha * z`` from zero-copy slices of the pool (no allocation)."""
-        pool = self.values(target.dtype, target.device)
-        alpha = alpha * self._window_scale(self.position(step, query, 0))
+    def add_(self, target, step, query, offset, eps, multiple=1.0, mask=None) -> None:
+        """``target += multiple * round(eps * z)`` from slices of the pre-scaled pool (no allocation)."""
+        eps = eps * self._window_scale(self.position(step, query, 0))
+        scaled = self.scaled(eps, target.dtype, target.device)
         start = self.position(step, query, offset)
         for t0, p0, length in self.slices(start, target.numel()):
             part = slice(t0, t0 + length)
             _axpy_(
-                target[part], pool[p0 : p0 + length], alpha, None if mask is None else mask[part]
+                target[part],
+                scaled[p0 : p0 + length],
+                multiple,
+                None if mask is None else mask[part],
             )
+
+    def scaled(self, eps: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """``round(eps * pool)`` in ``dtype`` on ``device``: the perturbation steps, computed once."""
+        key = (eps, torch.device(device), dtype)
+        if self._scaled_key != key:
+            self._scaled = (self.pool.to(_work_dtype(dtype)) * eps).to(device=device, dtype=dtype)
+            self._scaled_key = key
+        return self._scaled
