@@ -306,3 +306,20 @@ def test_bad_parameters_and_closures_fail_clearly():
     assert float(w.detach().abs().max()) <= 1e-3 * 6 * 2**-23
     with pytest.raises(ValueError, match="needs a closure"):
         opt.step()
+
+
+def test_learning_rate_schedulers_drive_the_step_size():
+    w = torch.nn.Parameter(torch.ones(8))
+    opt = ZO([w], lr=0.1, estimator="jvp", directions=Gaussian(0))
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.0)
+    opt.step(lambda: (w**2).sum())
+    sched.step()  # lr -> 0: the next step must not move w
+    after_first = w.detach().clone()
+    opt.step(lambda: (w**2).sum())
+    assert torch.equal(w.detach(), after_first)
+
+
+def test_param_groups_cannot_be_added_later():
+    opt = ZO([torch.nn.Parameter(torch.ones(3))], directions=Gaussian(0))
+    with pytest.raises(RuntimeError, match="create a new ZO optimizer"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(2))]})

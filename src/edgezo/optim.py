@@ -140,6 +140,14 @@ class ZO(torch.optim.Optimizer):
         self.steps += 1
         return torch.tensor(estimate.loss, dtype=torch.float32)
 
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if hasattr(self, "space"):  # the flat layout, and so every z, is fixed at construction
+            raise RuntimeError(
+                "ZO fixes the parameter layout when it is built (the perturbations depend on it); "
+                "create a new ZO optimizer with all parameter groups instead of add_param_group"
+            )
+        super().add_param_group(param_group)
+
     # -- checkpoints --------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
