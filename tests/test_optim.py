@@ -323,3 +323,23 @@ def test_param_groups_cannot_be_added_later():
     opt = ZO([torch.nn.Parameter(torch.ones(3))], directions=Gaussian(0))
     with pytest.raises(RuntimeError, match="create a new ZO optimizer"):
         opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(2))]})
+
+
+def test_an_interrupt_inside_a_pass_takes_back_the_tensors_already_done():
+    class Flaky(Pool):
+        calls = 0
+
+        def add_(self, target, *args, **kwargs):
+            Flaky.calls += 1
+            if Flaky.calls == 7:  # second pass (4 tensors a pass), after its first two tensors
+                raise KeyboardInterrupt
+            super().add_(target, *args, **kwargs)
+
+    model, batches = problem()
+    opt = ZO(model.parameters(), lr=1.0, directions=Flaky(997, seed=0))
+    x, y = batches[0]
+    before = weights(model)
+    with pytest.raises(KeyboardInterrupt):
+        opt.step(lambda: F.cross_entropy(model(x), y))
+    drift = max(int(ulps(a, b).max()) for a, b in zip(weights(model), before, strict=True))
+    assert drift <= 2

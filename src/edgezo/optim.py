@@ -212,13 +212,18 @@ class _Probe:
 
     def _add(self, key: tuple[int, int], multiples: list[float]) -> None:
         """``w += multiples[group] * eps * z(key)`` over every tensor, recorded in ``applied``."""
-        opt = self.opt
-        for seg in opt.space:
-            k = multiples[seg.group]
-            if k != 0.0:
-                opt.directions.add_(
-                    seg.flat(), key[0], key[1], seg.offset, self.eps, k, seg.flat_mask()
-                )
+        add_ = self.opt.directions.add_
+        done = []
+        try:
+            for seg in self.opt.space:
+                k = multiples[seg.group]
+                if k != 0.0:
+                    add_(seg.flat(), key[0], key[1], seg.offset, self.eps, k, seg.flat_mask())
+                    done.append((seg, k))
+        except BaseException:  # interrupted mid-pass: take back the tensors already done
+            for seg, k in done:
+                add_(seg.flat(), key[0], key[1], seg.offset, self.eps, -k, seg.flat_mask())
+            raise
         total = self.applied.setdefault(key, [0.0] * self.groups)
         for g, k in enumerate(multiples):
             total[g] += k
