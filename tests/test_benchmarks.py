@@ -1,0 +1,142 @@
+"""Smoke tests of the benchmark scripts: they run, print JSON with the expected keys, sane numbers.
+
+The fast tests (about 5 s each on two shared cores) run ``--quick`` on the CNN
+without the memory subprocesses, and ``scale_rules.py --quick``. The complete
+``step_overhead.py --quick`` (ViTTiny, and twelve memory subprocesses that each
+import torch) takes about a minute there, so it is marked ``slow``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def run_json(script: str, *args: str, timeout: float = 600) -> dict:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout)
+
+
+def numbers(obj, path=""):
+    """Every (path, number) in a JSON value (booleans excluded)."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from numbers(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from numbers(v, f"{path}[{i}]")
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        yield path, obj
+
+
+def assert_finite(obj):
+    bad = [(p, v) for p, v in numbers(obj) if not math.isfinite(v)]
+    assert not bad, bad
+
+
+def assert_positive(obj):
+    bad = [(p, v) for p, v in numbers(obj) if not (math.isfinite(v) and v > 0)]
+    assert not bad, bad
+
+
+def check_workload(entry: dict) -> None:
+    assert entry["params"] > 0
+    assert_positive(entry["forward"])
+    passes = entry["passes"]
+    assert_positive(passes["memory_pass"])
+    for name in ("Gaussian", "Rademacher", "Uniform", "Pool", "pool_axpy_floor"):
+        assert_positive(passes["sources"][name])
+        assert "ratio_to_memory_pass" in passes["sources"][name]
+    for name in (
+        "zo_central_gaussian",
+        "zo_central_pool",
+        "zo_forward_pool",
+        "zo_jvp_pool",
+        "backprop_sgd",
+    ):
+        step = entry["steps"][name]
+        assert_positive({k: v for k, v in step.items() if k != "decomposition"})
+        assert "ratio_to_two_forwards" in step
+    assert_positive(entry["steps"]["two_forwards"])
+    for name in ("zo_central_pool", "zo_central_gaussian"):
+        b = entry["step_breakdown"][name]
+        assert b["passes_per_step"] == 3.0
+        assert_positive({k: b[k] for k in ("step_s", "closure_s", "directions_add_s")})
+    assert entry["pool_pass_profile"]
+
+
+def test_step_overhead_quick_cnn(tmp_path):
+    out = tmp_path / "bench.json"
+    res = run_json(
+        "step_overhead.py", "--quick", "--workloads", "smallcnn", "--no-memory", "--out", str(out)
+    )
+    assert json.loads(out.read_text()) == res
+    assert_finite(res)
+    assert res["env"]["torch_threads"] == 2
+    assert res["env"]["torch"]
+    check_workload(res["workloads"]["smallcnn"])
+    hw = res["hardware_sources"]
+    if not hw["missing"]:
+        for name in ("LFSR", "Xorshift", "RNGArray"):
+            assert_positive(res["workloads"]["smallcnn"]["hw_passes"]["sources"][name])
+    target = res["targets"]["pool_pass_le_1.5x_memory_pass"]
+    assert isinstance(target["met"], bool)
+
+
+@pytest.mark.slow
+def test_step_overhead_quick_full():
+    res = run_json("step_overhead.py", "--quick")
+    assert_finite(res)
+    for w in ("smallcnn", "vittiny"):
+        check_workload(res["workloads"][w])
+        mem = res["memory"][w]
+        assert_positive(mem["peak_rss_mib"])
+        assert set(mem["peak_rss_mib"]) == {
+            "baseline",
+            "inference",
+            "inference_optimizer_built",
+            "zo_pool",
+            "zo_gaussian",
+            "backprop",
+        }
+        assert_positive(mem["ratios"])
+    assert res["workloads"]["vittiny"]["params"] > 5_000_000
+    targets = res["targets"]
+    for key in (
+        "pool_pass_le_1.5x_memory_pass",
+        "zo_step_pool_le_1.10x_two_forwards_vittiny",
+        "zo_peak_memory_le_1.05x_inference",
+    ):
+        assert isinstance(targets[key]["met"], bool)
+
+
+def test_scale_rules_quick():
+    res = run_json("scale_rules.py", "--quick")
+    assert_finite(res)
+    assert res["config"]["dim"] > 2**10  # the small pool is smaller than d, the large one larger
+    expected = {"Gaussian", "Uniform(unit)", "Uniform(perturbation)"}
+    expected |= {f"Pool(P=2**{p},{s})" for p in (10, 20) for s in ("pool", "unit", "perturbation")}
+    assert set(res["rules"]) == expected
+    for rule in res["rules"].values():
+        s = rule["summary"]
+        assert_positive({k: v for k, v in s.items() if k != "second_moment_std"})
+        assert s["second_moment_std"] >= 0
+        assert 0.5 < s["second_moment_mean"] < 2.0
+        assert len(rule["estimator"]) == len(rule["training"]) == len(res["config"]["seeds"])
+    # rescaling every perturbation makes ||z||^2 = d exactly
+    assert res["rules"]["Uniform(perturbation)"]["summary"]["second_moment_std"] < 1e-6
+    assert_positive({k: v for k, v in res["backprop_sgd_reference"].items() if k != "per_seed"})
