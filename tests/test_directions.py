@@ -261,3 +261,25 @@ def test_checkpoint_config_is_checked():
     with pytest.raises(ValueError, match="same direction source"):
         b.load_state_dict(a.state_dict())
     Pool(size=100, seed=1).load_state_dict(a.state_dict())
+
+
+@pytest.mark.parametrize("name", SOURCES)
+def test_a_pass_equals_adding_tensor_by_tensor(name):
+    """add_pass_ (fused for the pool) == add_ on every segment, with groups, masks, dtypes."""
+    from edgezo.params import ParamSpace
+
+    g = torch.Generator().manual_seed(0)
+    shapes = [(40, 50), (50,), (3000,), (7, 11), (4000,)]  # 10,007 values in all = DIM
+    tensors = [torch.randn(s, generator=g) for s in shapes]
+    tensors[3] = tensors[3].to(torch.float64)
+    mask = (torch.rand(shapes[2], generator=g) < 0.5).float()
+    space = ParamSpace([tensors[:3], tensors[3:]], masks={tensors[2]: mask})
+    expected = [t.clone() for t in tensors]
+    src = bound(name)
+    for seg, t in zip(space, expected, strict=True):
+        k = (0.5, -2.0)[seg.group]
+        m = None if seg.mask is None else seg.flat_mask()
+        src.add_(t.view(-1), 9, 1, seg.offset, 1e-2, k, m)
+    src.add_pass_(space.segments, 9, 1, 1e-2, (0.5, -2.0))
+    for got, want in zip(tensors, expected, strict=True):
+        assert torch.equal(got, want)

@@ -141,12 +141,30 @@ class ZO(torch.optim.Optimizer):
         return torch.tensor(estimate.loss, dtype=torch.float32)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        if hasattr(self, "space"):  # the flat layout, and so every z, is fixed at construction
+        """Register a group (only while constructing: the flat layout is then fixed).
+
+        Replaces ``torch.optim.Optimizer.add_param_group``, whose dynamo guard
+        imports ``torch._dynamo`` (about 70 MB of resident memory, PEERS.md's
+        "ZO memory = inference memory" budget) for a check ZO does not need.
+        """
+        if hasattr(self, "space"):  # every z depends on the layout
             raise RuntimeError(
                 "ZO fixes the parameter layout when it is built (the perturbations depend on it); "
                 "create a new ZO optimizer with all parameter groups instead of add_param_group"
             )
-        super().add_param_group(param_group)
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
+        params = param_group["params"]
+        if isinstance(params, set):
+            raise TypeError("Parameters must be given in an ordered collection (a list), not a set")
+        params = [params] if isinstance(params, Tensor) else list(params)
+        if params and all(isinstance(p, tuple) for p in params):  # named parameters
+            param_group["param_names"] = [name for name, _ in params]
+            params = [p for _, p in params]
+        param_group["params"] = params
+        for name, default in self.defaults.items():
+            param_group.setdefault(name, default)
+        self.param_groups.append(param_group)
 
     # -- checkpoints --------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -212,18 +230,7 @@ class _Probe:
 
     def _add(self, key: tuple[int, int], multiples: list[float]) -> None:
         """``w += multiples[group] * eps * z(key)`` over every tensor, recorded in ``applied``."""
-        add_ = self.opt.directions.add_
-        done = []
-        try:
-            for seg in self.opt.space:
-                k = multiples[seg.group]
-                if k != 0.0:
-                    add_(seg.flat(), key[0], key[1], seg.offset, self.eps, k, seg.flat_mask())
-                    done.append((seg, k))
-        except BaseException:  # interrupted mid-pass: take back the tensors already done
-            for seg, k in done:
-                add_(seg.flat(), key[0], key[1], seg.offset, self.eps, -k, seg.flat_mask())
-            raise
+        self.opt.directions.add_pass_(self.opt.space.segments, *key, self.eps, multiples)
         total = self.applied.setdefault(key, [0.0] * self.groups)
         for g, k in enumerate(multiples):
             total[g] += k

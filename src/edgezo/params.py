@@ -10,7 +10,7 @@ and never changed.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -32,25 +32,33 @@ class Segment:
     offset: int
     group: int
     mask: Tensor | None = None
+    numel: int = field(init=False)
+    _flat: Tensor = field(init=False, repr=False)
+    _flat_mask: Tensor | None = field(init=False, repr=False)
 
-    @property
-    def numel(self) -> int:
-        return self.param.numel()
+    def __post_init__(self) -> None:
+        # views made once: a pass touches every tensor, and a view costs microseconds
+        object.__setattr__(self, "numel", self.param.numel())
+        object.__setattr__(self, "_flat", self.param.detach().view(-1))
+        object.__setattr__(self, "_flat_mask", None if self.mask is None else self.mask.view(-1))
 
     @property
     def end(self) -> int:
         return self.offset + self.numel
 
     def flat(self) -> Tensor:
-        """A 1-D view of the tensor (the parameter must be contiguous)."""
-        return self.param.detach().view(-1)
+        """A 1-D view of the tensor, sharing its storage (made when the space was built)."""
+        return self._flat
 
     def flat_mask(self) -> Tensor | None:
-        return None if self.mask is None else self.mask.view(-1)
+        return self._flat_mask
 
 
 class ParamSpace:
     """The trainable tensors of some parameter groups, in a fixed order with global offsets.
+
+    The space keeps flat views of the tensors: replacing a parameter's storage
+    afterwards (``p.data = ...``) is not seen; update values in place instead.
 
     Args:
         groups: a sequence of parameter lists, one per optimizer group (order is kept).

@@ -22,10 +22,14 @@ Two families exist:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from ..params import Segment
 
 #: Elements generated per piece when a source materialises ``z`` for a tensor:
 #: large enough to amortise Python overhead, small enough to stay in cache.
@@ -112,6 +116,32 @@ class Directions(ABC):
             )
             a = z.mul_(eps).to(target.dtype)
             _axpy_(target[start:stop], a, multiple, None if mask is None else mask[start:stop])
+
+    def add_pass_(
+        self,
+        segments: Sequence[Segment],
+        step: int,
+        query: int,
+        eps: float,
+        multiples: Sequence[float],
+    ) -> None:
+        """One pass over all tensors: :meth:`add_` on each segment with its group's multiple.
+
+        If interrupted (an exception, Ctrl-C) the tensors already done are taken
+        back before the exception propagates, so a pass is all or nothing.
+        Sources override it to batch the work (the pool: one fused call).
+        """
+        done = []
+        try:
+            for seg in segments:
+                k = multiples[seg.group]
+                if k != 0.0:
+                    self.add_(seg.flat(), step, query, seg.offset, eps, k, seg.flat_mask())
+                    done.append((seg, k))
+        except BaseException:
+            for seg, k in done:
+                self.add_(seg.flat(), step, query, seg.offset, eps, -k, seg.flat_mask())
+            raise
 
     # -- checkpoints --------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import StreamDirections, _axpy_, _work_dtype
+from .base import CHUNK, StreamDirections, _axpy_, _work_dtype
 from .counter import Gaussian, Uniform, new_seed
 
 
@@ -80,15 +80,24 @@ class Pool(StreamDirections):
         self.seed = new_seed() if seed is None else int(seed)
         self.distribution = distribution
         self.scale = scale
-        source = Uniform(self.seed) if distribution == "uniform" else Gaussian(self.seed)
-        pool = source.sample(0, 0, 0, self.size)
-        if scale == "pool":
-            pool = pool / pool.double().square().mean().sqrt().float()
-        self.pool: Tensor = pool  #: the numbers, float32, on the CPU
+        self.pool: Tensor = self._generate()  #: the numbers, float32, on the CPU
         self._cumsq: Tensor | None = None
         self._copies: dict[tuple[torch.device, torch.dtype], Tensor] = {}
         self._scaled_key: tuple | None = None
         self._scaled: Tensor | None = None
+
+    def _generate(self) -> Tensor:
+        """The pool: the first ``P`` numbers of the seed's stream, made piece by piece."""
+        source = Uniform(self.seed) if self.distribution == "uniform" else Gaussian(self.seed)
+        pool = torch.empty(self.size)
+        square_sum = 0.0
+        for start in range(0, self.size, CHUNK):
+            piece = pool[start : start + CHUNK]
+            piece.copy_(source.sample(0, 0, start, piece.numel()))
+            square_sum += float(torch.dot(piece.double(), piece.double()))
+        if self.scale == "pool":  # unit second moment, exactly as measured in float64
+            pool.mul_(math.sqrt(self.size / square_sum))
+        return pool
 
     def config(self) -> dict[str, Any]:
         return {
@@ -183,6 +192,47 @@ class Pool(StreamDirections):
                 multiple,
                 None if mask is None else mask[part],
             )
+
+    def add_pass_(self, segments, step, query, eps, multiples) -> None:
+        """One pass over all tensors in a few fused ``torch._foreach_*`` calls (no allocation).
+
+        The tensors are grouped by (dtype, device, multiple, masked); each group is
+        one foreach call over (target slice, pool slice) pairs, so the Python cost
+        per tensor is a few slice computations, not a kernel launch.
+        """
+        window = self.position(step, query, 0)
+        eps = eps * self._window_scale(window)
+        batches: dict[tuple, tuple[list, list, list]] = {}
+        for seg in segments:
+            k = multiples[seg.group]
+            if k == 0.0:
+                continue
+            flat, mask = seg.flat(), seg.flat_mask()
+            scaled = self.scaled(eps, flat.dtype, flat.device)
+            targets, sources, masks = batches.setdefault(
+                (flat.dtype, flat.device, k, mask is not None), ([], [], [])
+            )
+            for t0, p0, length in self.slices(window + seg.offset, seg.numel):
+                whole = length == seg.numel
+                targets.append(flat if whole else flat[t0 : t0 + length])
+                sources.append(scaled[p0 : p0 + length])
+                if mask is not None:
+                    masks.append(mask if whole else mask[t0 : t0 + length])
+        done = []
+        try:
+            for (_, _, k, masked), (targets, sources, masks) in batches.items():
+                if masked:
+                    torch._foreach_addcmul_(targets, sources, masks, value=k)
+                else:
+                    torch._foreach_add_(targets, sources, alpha=k)
+                done.append((k, targets, sources, masks))
+        except BaseException:  # take back the groups already done
+            for k, targets, sources, masks in done:
+                if masks:
+                    torch._foreach_addcmul_(targets, sources, masks, value=-k)
+                else:
+                    torch._foreach_add_(targets, sources, alpha=-k)
+            raise
 
     def scaled(self, eps: float, dtype: torch.dtype, device: torch.device) -> Tensor:
         """``round(eps * pool)`` in ``dtype`` on ``device``: the perturbation steps, computed once."""
