@@ -50,6 +50,12 @@ class ZO(torch.optim.Optimizer):
         momentum: heavy-ball coefficient, by seed replay (no buffer per weight).
         history: steps of momentum replay kept (each costs one pass per query).
         update: a custom :class:`~edgezo.updates.UpdateRule` (overrides ``momentum``).
+        z_bits, z_max: fixed-point weights only (from
+            :func:`edgezo.fixedpoint.quantize_model`): ``z`` is quantized to
+            ``z_bits``-bit integers with ``dz = z_max / (2**(z_bits-1) - 1)``.
+        force: build even if a fixed-point configuration cannot train (``eps`` or
+            the update rounds to zero at the weights' bit width); the error
+            otherwise raised says which tensor and by how much.
 
     Example:
         >>> import torch, torch.nn.functional as F
@@ -77,6 +83,9 @@ class ZO(torch.optim.Optimizer):
         momentum: float = 0.0,
         history: int = 8,
         update: UpdateRule | None = None,
+        z_bits: int = 8,
+        z_max: float = 3.5,
+        force: bool = False,
     ) -> None:
         _check_number("learning rate", lr, minimum=0.0)
         _check_number("weight_decay", weight_decay, minimum=0.0)
@@ -101,9 +110,36 @@ class ZO(torch.optim.Optimizer):
             [g["params"] for g in self.param_groups], masks=_masks(self.param_groups)
         )
         self.directions = (directions or Gaussian()).bind(self.space.dim, self.queries)
+        self.fixed = self._fixed_point(z_bits, z_max, force) if self.space.fixed_segments else None
         self.steps = 0  #: steps taken (the perturbation counter; also counts skipped steps)
         self.skipped = 0  #: steps skipped because a loss or coefficient was not finite
         self.forwards = 0  #: closure evaluations so far
+
+    def _fixed_point(self, z_bits: int, z_max: float, force: bool) -> Any:
+        """The integer arithmetic for the fixed-point tensors, after checking it can train."""
+        from .fixedpoint.zo import FixedPointSteps, ZFormat
+
+        if self.estimator.name == "jvp":
+            raise ValueError(
+                "estimator 'jvp' needs float weights (forward-mode AD); fixed-point weights "
+                "train with 'central', 'forward' or 'sign'"
+            )
+        steps = FixedPointSteps(
+            self.space.fixed_segments,
+            self.directions,
+            self.eps,
+            ZFormat.of(self.directions, z_bits, z_max),
+        )
+        problems = steps.problems(
+            [g["lr"] for g in self.param_groups], self.eps, self.estimator.name == "sign"
+        )
+        if problems and not force:
+            raise ValueError(
+                "This fixed-point configuration cannot train:\n- "
+                + "\n- ".join(problems)
+                + "\n(QZO-FF needs 16-bit weights for this reason.) Pass force=True to train anyway."
+            )
+        return steps
 
     # -- the step -----------------------------------------------------------
     @torch.no_grad()
@@ -230,10 +266,25 @@ class _Probe:
 
     def _add(self, key: tuple[int, int], multiples: list[float]) -> None:
         """``w += multiples[group] * eps * z(key)`` over every tensor, recorded in ``applied``."""
-        self.opt.directions.add_pass_(self.opt.space.segments, *key, self.eps, multiples)
+        opt = self.opt
+        opt.directions.add_pass_(opt.space.float_segments, *key, self.eps, multiples)
         total = self.applied.setdefault(key, [0.0] * self.groups)
         for g, k in enumerate(multiples):
             total[g] += k
+        if opt.fixed is not None and key[0] == self.step:  # perturbations, not updates
+            self._set_fixed_perturbation(key, total)
+
+    def _set_fixed_perturbation(self, key: tuple[int, int], total: list[float]) -> None:
+        """Fixed-point layers compute ``w_q(+/-)`` on the fly: tell them the net multiple."""
+        net = total[0]
+        if any(t != net for t in total) or net != int(net):
+            raise ValueError(
+                "fixed-point perturbations take one integer multiple of eps for all groups"
+            )
+        others = [k for k, t in self.applied.items() if k != key and any(t)]
+        if net and others:
+            raise RuntimeError("fixed-point layers hold one perturbation at a time")
+        self.opt.fixed.perturb(key, int(net))
 
     # perturbations -------------------------------------------------------
     def perturb(self, query: int, scale: float) -> None:
@@ -289,21 +340,33 @@ class _Probe:
             for g, lr in enumerate(lrs):
                 multiples[g] -= lr * weight / self.eps
         self.released.clear()
+        opt = self.opt
         for key, multiples in moves.items():
-            self._add(key, multiples)
-        _decay_weights(self.opt)
+            opt.directions.add_pass_(opt.space.float_segments, *key, self.eps, multiples)
+            amounts = self.applied.setdefault(key, [0.0] * self.groups)
+            self.applied[key] = [a + k for a, k in zip(amounts, multiples, strict=True)]
+        _decay_weights(opt)
+        if opt.fixed is not None:
+            opt.fixed.clear()
+            opt.fixed.update(terms, lrs)
+            opt.fixed.decay([g["lr"] * g["weight_decay"] for g in opt.param_groups])
         self.applied.clear()
 
     def undo(self) -> None:
         """Subtract everything this step added: the weights are as before the step."""
+        opt = self.opt
         for key, amounts in list(self.applied.items()):
-            self._add(key, [-a for a in amounts])
+            opt.directions.add_pass_(
+                opt.space.float_segments, *key, self.eps, [-a for a in amounts]
+            )
+        if opt.fixed is not None:
+            opt.fixed.clear()
         self.applied.clear()
 
 
 def _decay_weights(opt: ZO) -> None:
     """Decoupled weight decay ``w -= lr * wd * w`` on the trainable elements."""
-    for seg in opt.space:
+    for seg in opt.space.float_segments:
         group = opt.param_groups[seg.group]
         decay = group["lr"] * group["weight_decay"]
         if decay == 0.0:

@@ -43,6 +43,11 @@ class Segment:
         object.__setattr__(self, "_flat_mask", None if self.mask is None else self.mask.view(-1))
 
     @property
+    def fixed(self) -> bool:
+        """Whether the tensor holds fixed-point integers (trained with integer arithmetic)."""
+        return is_fixed_point(self.param)
+
+    @property
     def end(self) -> int:
         return self.offset + self.numel
 
@@ -94,6 +99,14 @@ class ParamSpace:
     def __len__(self) -> int:
         return len(self.segments)
 
+    @property
+    def float_segments(self) -> tuple[Segment, ...]:
+        return tuple(s for s in self.segments if not s.fixed)
+
+    @property
+    def fixed_segments(self) -> tuple[Segment, ...]:
+        return tuple(s for s in self.segments if s.fixed)
+
     def trainable(self) -> int:
         """Number of elements that train (mask == 1), ``dim`` without masks."""
         return sum(s.numel if s.mask is None else int(s.mask.count_nonzero()) for s in self)
@@ -122,7 +135,7 @@ class ParamSpace:
 def _check_param(p: Tensor, seen: set[int]) -> None:
     if not isinstance(p, Tensor):
         raise TypeError(f"ZO optimizes Tensors, but one of the params is a {type(p).__name__}")
-    if not p.is_floating_point():
+    if not p.is_floating_point() and not is_fixed_point(p):
         raise TypeError(
             f"ZO optimizes floating-point tensors, but a parameter has dtype {p.dtype}; "
             "for integer weights use edgezo.fixedpoint.quantize_model"
@@ -137,6 +150,11 @@ def _check_param(p: Tensor, seen: set[int]) -> None:
     seen.add(id(p))
 
 
+def is_fixed_point(p: Tensor) -> bool:
+    """An integer tensor made by :func:`edgezo.fixedpoint.quantize_model` (it carries ``.fixed``)."""
+    return not p.is_floating_point() and hasattr(p, "fixed")
+
+
 def _check_mask(p: Tensor, mask: Tensor | None) -> Tensor | None:
     if mask is None:
         return None
@@ -147,4 +165,5 @@ def _check_mask(p: Tensor, mask: Tensor | None) -> Tensor | None:
         )
     if not bool(((mask == 0) | (mask == 1)).all()):
         raise ValueError("Masks hold 0 (frozen) or 1 (trained) only")
-    return mask.to(dtype=p.dtype, device=p.device).contiguous()
+    dtype = p.dtype if p.is_floating_point() else torch.float32
+    return mask.to(dtype=dtype, device=p.device).contiguous()

@@ -1,0 +1,198 @@
+"""Integer perturbation and update of fixed-point weights (QZO-FF, PAPERS.md B).
+
+Notation (per tensor, or per output channel with per-channel scales): weights
+``w = dw * w_q`` in ``b`` bits; perturbations ``z = dz * z_q`` with ``z_q`` an
+8-bit integer (``dz = z_max / 127``, so ``1.0`` is ``1_q = round(1 / dz)``, 36 at
+``z_max = 3.5``); ``eps_q = round(eps / dw)``.
+
+* Perturbed weights, as the paper's NPU computes them while streaming weights
+  to the compute unit::
+
+      w_q(+/-) = sat_b(requant_dz(w_q * 1_q +/- eps_q * z_q))
+
+  a 16x8-bit product in a 32-bit accumulator, brought back to ``b`` bits by a
+  multiply and a shift (``m / 2**k ~ dz``). They are computed on the fly when a
+  layer reads its weights (:mod:`edgezo.fixedpoint.model`); the stored ``w_q``
+  is not touched, so perturb + restore is bit-exact by construction. Note the
+  paper's scheme evaluates at ``(1_q dz) w`` (0.992 w at ``z_max = 3.5``): the
+  constant 1.0 is itself quantized.
+* Update, for the terms ``(step, query, weight)`` of the update rule: the weights
+  are written as integers ``n_i`` times one step ``delta`` (sign-m-SPSA: ``n_i =
+  +/-1`` and ``delta = 1/m``, exact; otherwise ``delta = max|weight| / 127``,
+  8-bit coefficients), the gradient is the integer ``g_q = sum_i n_i z_q,i`` and::
+
+      w_q <- sat_b(w_q - requant(g_q))       requant ~ lr * delta * dz / dw
+
+  so the ``1/m`` of sign-m-SPSA is folded into the one multiply-and-shift.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..directions import Directions
+from ..params import Segment
+from .model import FixedPointParameter
+from .quant import Requant, channel_view, qmax, saturate
+
+
+@dataclass(frozen=True)
+class ZFormat:
+    """How ``z`` becomes 8-bit integers: ``z_q = sat(round(z / dz))``, ``dz = z_max / qmax``.
+
+    A hardware source whose odd integers ``v`` fit in ``bits`` (e.g.
+    ``LFSR(bits=7)``) is used as is, with ``dz`` its own ``scale``.
+    """
+
+    dz: float
+    bits: int
+    native: bool  # the source's integers are used directly
+
+    @classmethod
+    def of(cls, directions: Directions, bits: int = 8, z_max: float = 3.5) -> ZFormat:
+        native_bits = getattr(directions, "bits", None)
+        if hasattr(directions, "integers") and native_bits is not None and native_bits < bits:
+            return cls(float(directions.scale), bits, True)
+        if not z_max > 0:
+            raise ValueError(f"Invalid z_max {z_max}; the clipping range of z must be > 0")
+        return cls(z_max / qmax(bits), bits, False)
+
+    @property
+    def one(self) -> int:
+        """``1_q = round(1 / dz)``: the constant 1.0 in z's format."""
+        return round(1.0 / self.dz)
+
+    def integers(
+        self, directions: Directions, step: int, query: int, offset: int, n: int
+    ) -> Tensor:
+        """``z_q`` of ``z(step, query)[offset : offset + n]`` (int32)."""
+        if self.native:
+            return directions.integers(step, query, offset, n).to(torch.int32)
+        z = directions.sample(step, query, offset, n)
+        return saturate(torch.round(z / self.dz), self.bits).to(torch.int32)
+
+
+class FixedPointSteps:
+    """The integer side of one ZO optimizer: on-the-fly perturbation and integer updates."""
+
+    def __init__(
+        self, segments: Sequence[Segment], directions: Directions, eps: float, zf: ZFormat
+    ):
+        self.segments, self.directions, self.zf = list(segments), directions, zf
+        self.requant_dz = Requant.of(zf.dz)
+        self.eps_q = [self._eps_q(seg, eps) for seg in self.segments]
+
+    @staticmethod
+    def _eps_q(seg: Segment, eps: float) -> Tensor:
+        return torch.round(eps / seg.param.fixed.scale).to(torch.int64)
+
+    # -- checks before training ----------------------------------------------------------
+    def problems(self, lrs: Sequence[float], eps: float, sign_updates: bool) -> list[str]:
+        """Why this configuration cannot train, with the numbers (empty if it can)."""
+        out = []
+        for seg, eps_q in zip(self.segments, self.eps_q, strict=True):
+            dw = seg.param.fixed.scale
+            name = f"a {seg.param.fixed.bits}-bit tensor of shape {tuple(seg.param.shape)}"
+            if bool((eps_q == 0).any()):
+                out.append(
+                    f"eps = {eps:g} rounds to eps_q = 0 for {name} (weight step dw up to "
+                    f"{float(dw.max()):.3g}): its perturbation vanishes; use eps >= "
+                    f"{float(dw.max()) / 2:.3g} or more weight bits"
+                )
+            lr = lrs[seg.group]
+            step = lr * self.zf.one * self.zf.dz / dw  # a one-sigma sign update, in units of dw
+            if sign_updates and lr > 0 and bool((step < 0.5).any()):
+                out.append(
+                    f"lr = {lr:g} gives a one-sigma update of {float(step.min()):.3g} weight "
+                    f"steps for {name}: it rounds to zero; use lr >= {float(dw.max()) / 2:.3g} "
+                    "or more weight bits"
+                )
+        return out
+
+    # -- perturbation (on the fly) -------------------------------------------------------
+    def perturb(self, key: tuple[int, int], net: int) -> None:
+        """Make every layer read ``w_q(+/-)`` for ``net * eps`` along ``z(key)``; 0 restores."""
+        for seg, eps_q in zip(self.segments, self.eps_q, strict=True):
+            seg.param.fixed.perturbation = (
+                None if net == 0 else _Perturbed(self, seg, key, net * eps_q)
+            )
+
+    def clear(self) -> None:
+        self.perturb((0, 0), 0)
+
+    def perturbed(self, seg: Segment, key: tuple[int, int], eps_q: Tensor) -> Tensor:
+        """``sat(requant_dz(w_q * 1_q + eps_q * z_q))`` (masked elements keep ``w_q``)."""
+        p = seg.param
+        z = self.zf.integers(self.directions, *key, seg.offset, seg.numel).view(p.shape)
+        acc = p.data.to(torch.int64) * self.zf.one + eps_q * z
+        out = saturate(self.requant_dz.apply(acc), p.fixed.bits).to(p.dtype)
+        return out if seg.mask is None else torch.where(seg.mask.bool(), out, p.data)
+
+    # -- the update ------------------------------------------------------------------------
+    @torch.no_grad()
+    def update(self, terms: Sequence[tuple[int, int, float]], lrs: Sequence[float]) -> None:
+        """``w_q <- sat(w_q - requant(sum_i n_i z_q,i))`` on every tensor (see module doc)."""
+        if not terms:
+            return
+        numerators, delta = integer_coefficients([w for _, _, w in terms])
+        for seg in self.segments:
+            lr = lrs[seg.group]
+            if lr == 0.0:
+                continue
+            g = torch.zeros(seg.numel, dtype=torch.int64)
+            for (step, query, _), n in zip(terms, numerators, strict=True):
+                if n:
+                    g += n * self.zf.integers(self.directions, step, query, seg.offset, seg.numel)
+            factor = lr * delta * self.zf.dz / seg.param.fixed.scale
+            self._subtract(seg, g.view(seg.param.shape), factor)
+
+    @torch.no_grad()
+    def decay(self, factors: Sequence[float]) -> None:
+        """Weight decay ``w_q <- sat(w_q - requant(w_q))``, requant ~ ``lr * weight_decay``."""
+        for seg in self.segments:
+            if factors[seg.group]:
+                self._subtract(
+                    seg, seg.param.data.to(torch.int64), torch.tensor(factors[seg.group])
+                )
+
+    @staticmethod
+    def _subtract(seg: Segment, amount: Tensor, factor: Tensor) -> None:
+        p = seg.param
+        rows = channel_view(amount, p.fixed.per_channel)
+        f = torch.as_tensor(factor, dtype=torch.float64).reshape(-1, 1)
+        change = Requant.of(f).apply(rows).view(p.shape)
+        if seg.mask is not None:
+            change = change * seg.mask.to(torch.int64)
+        p.data.copy_(saturate(p.data.to(torch.int64) - change, p.fixed.bits))
+
+
+class _Perturbed:
+    """What a layer computes when it reads a weight under perturbation (see ``perturbed``)."""
+
+    def __init__(self, steps: FixedPointSteps, seg: Segment, key: tuple[int, int], eps_q: Tensor):
+        self.steps, self.seg, self.key, self.eps_q = steps, seg, key, eps_q
+
+    def __call__(self, param: FixedPointParameter) -> Tensor:
+        return self.steps.perturbed(self.seg, self.key, self.eps_q)
+
+
+def integer_coefficients(weights: Sequence[float]) -> tuple[list[int], float]:
+    """Write ``weights`` as ``n_i * delta`` with integer ``n_i``.
+
+    Equal magnitudes (sign-m-SPSA: ``+/-1/m``) are exact: ``n_i = +/-1``,
+    ``delta = 1/m``. Otherwise the coefficients are quantized to 8 bits:
+    ``delta = max|w| / 127``.
+    """
+    mags = {abs(w) for w in weights if w != 0.0}
+    if not mags:
+        return [0] * len(weights), 0.0
+    if len(mags) == 1:
+        delta = mags.pop()
+        return [int(math.copysign(1, w)) if w else 0 for w in weights], delta
+    delta = max(mags) / 127
+    return [round(w / delta) for w in weights], delta
