@@ -280,6 +280,6 @@ def test_a_pass_equals_adding_tensor_by_tensor(name):
         k = (0.5, -2.0)[seg.group]
         m = None if seg.mask is None else seg.flat_mask()
         src.add_(t.view(-1), 9, 1, seg.offset, 1e-2, k, m)
-    src.add_pass_(space.segments, 9, 1, 1e-2, (0.5, -2.0))
+    src.add_pass_(space.segments, 9, 1, 1e-2, [(0.5, -2.0)[seg.group] for seg in space])
     for got, want in zip(tensors, expected, strict=True):
         assert torch.equal(got, want)

@@ -173,6 +173,7 @@ class ZO(torch.optim.Optimizer):
             raise
         if estimate.finite:
             self.update_rule.commit(self.steps, estimate.coefficients)
+            self.directions.commit(self.steps)
         self.steps += 1
         return torch.tensor(estimate.loss, dtype=torch.float32)
 
@@ -253,43 +254,41 @@ class _Probe:
     """The optimizer's side of :class:`~edgezo.estimators.Probe` for one step.
 
     ``applied[(step, query)]`` is how many ``eps * z(step, query)`` this step has
-    added to the weights, per parameter group. Restores of released queries are
-    deferred (and the last one fused with the update); a failure subtracts
-    everything applied so far, which puts the weights back.
+    added to each float tensor. Restores of released queries are deferred (the
+    last one is fused with the update); a failure subtracts everything applied
+    so far, which puts the weights back. Fixed-point tensors are never changed
+    by a perturbation: their layers compute ``w_q(+/-)`` on the fly from the net
+    integer multiple kept in ``nets``.
     """
 
     def __init__(self, opt: ZO, step: int) -> None:
         self.opt, self.step, self.eps = opt, step, opt.eps
-        self.groups = len(opt.param_groups)
+        self.floats = opt.space.float_segments
         self.applied: dict[tuple[int, int], list[float]] = {}
+        self.nets: dict[tuple[int, int], float] = {}
         self.released: list[int] = []
 
     def _add(self, key: tuple[int, int], multiples: list[float]) -> None:
-        """``w += multiples[group] * eps * z(key)`` over every tensor, recorded in ``applied``."""
-        opt = self.opt
-        opt.directions.add_pass_(opt.space.float_segments, *key, self.eps, multiples)
-        total = self.applied.setdefault(key, [0.0] * self.groups)
-        for g, k in enumerate(multiples):
-            total[g] += k
-        if opt.fixed is not None and key[0] == self.step:  # perturbations, not updates
-            self._set_fixed_perturbation(key, total)
+        """``w += multiples[i] * eps * z(key)`` on float tensor ``i``, recorded in ``applied``."""
+        self.opt.directions.add_pass_(self.floats, *key, self.eps, multiples)
+        total = self.applied.setdefault(key, [0.0] * len(self.floats))
+        self.applied[key] = [a + k for a, k in zip(total, multiples, strict=True)]
 
-    def _set_fixed_perturbation(self, key: tuple[int, int], total: list[float]) -> None:
-        """Fixed-point layers compute ``w_q(+/-)`` on the fly: tell them the net multiple."""
-        net = total[0]
-        if any(t != net for t in total) or net != int(net):
-            raise ValueError(
-                "fixed-point perturbations take one integer multiple of eps for all groups"
-            )
-        others = [k for k, t in self.applied.items() if k != key and any(t)]
-        if net and others:
-            raise RuntimeError("fixed-point layers hold one perturbation at a time")
+    def _set_net(self, key: tuple[int, int], net: float) -> None:
+        """Fixed-point layers: perturb by ``net * eps_q`` along ``z(key)`` (0: unperturbed)."""
+        if self.opt.fixed is None:
+            return
+        if net != int(net):
+            raise ValueError(f"fixed-point perturbations are integer multiples of eps, got {net}")
+        self.nets[key] = net
         self.opt.fixed.perturb(key, int(net))
 
     # perturbations -------------------------------------------------------
     def perturb(self, query: int, scale: float) -> None:
         self._flush()
-        self._add((self.step, query), [scale] * self.groups)
+        key = (self.step, query)
+        self._add(key, [scale] * len(self.floats))
+        self._set_net(key, self.nets.get(key, 0.0) + scale)
 
     def release(self, query: int) -> None:
         self.released.append(query)
@@ -299,6 +298,7 @@ class _Probe:
         for q in self.released:
             key = (self.step, q)
             self._add(key, [-a for a in self.applied[key]])
+            self._set_net(key, 0.0)
         self.released.clear()
 
     # evaluations ---------------------------------------------------------
@@ -311,17 +311,13 @@ class _Probe:
         opt.forwards += 1
         with fwad.dual_level(), _math_attention():
             for seg in opt.space:
+                p = seg.param
                 z = opt.directions.sample(
-                    self.step,
-                    query,
-                    seg.offset,
-                    seg.numel,
-                    dtype=seg.param.dtype,
-                    device=seg.param.device,
-                ).view_as(seg.param)
+                    self.step, query, seg.offset, seg.numel, dtype=p.dtype, device=p.device
+                ).view_as(p)
                 if seg.mask is not None:
                     z.mul_(seg.mask)
-                seg.param.add_(fwad.make_dual(torch.zeros_like(seg.param), z))
+                p.add_(fwad.make_dual(torch.zeros_like(p), z))
             primal, tangent = fwad.unpack_dual(closure())
         if tangent is None:
             raise RuntimeError(
@@ -333,35 +329,42 @@ class _Probe:
     # the update ----------------------------------------------------------
     def finish(self, terms: list[Term]) -> None:
         """Undo what is still perturbed, fused with the update terms; then weight decay."""
-        lrs = [g["lr"] for g in self.opt.param_groups]
-        moves = {key: [-a for a in amounts] for key, amounts in self.applied.items()}
-        for step, query, weight in terms:  # w -= lr * weight * z, in units of eps * z
-            multiples = moves.setdefault((step, query), [0.0] * self.groups)
-            for g, lr in enumerate(lrs):
-                multiples[g] -= lr * weight / self.eps
-        self.released.clear()
         opt = self.opt
+        lrs = [g["lr"] for g in opt.param_groups]
+        weights = _segment_weights(opt, terms)  # weights[t][i]: term t on tensor i
+        moves = {key: [-a for a in amounts] for key, amounts in self.applied.items()}
+        floats = [i for i, seg in enumerate(opt.space) if not seg.fixed]
+        for (step, query, _), per_segment in zip(terms, weights, strict=True):
+            multiples = moves.setdefault((step, query), [0.0] * len(self.floats))
+            for j, i in enumerate(floats):  # w -= lr * weight * z, in units of eps * z
+                multiples[j] -= lrs[self.floats[j].group] * per_segment[i] / self.eps
+        self.released.clear()
         for key, multiples in moves.items():
-            opt.directions.add_pass_(opt.space.float_segments, *key, self.eps, multiples)
-            amounts = self.applied.setdefault(key, [0.0] * self.groups)
-            self.applied[key] = [a + k for a, k in zip(amounts, multiples, strict=True)]
+            self._add(key, multiples)
         _decay_weights(opt)
         if opt.fixed is not None:
             opt.fixed.clear()
-            opt.fixed.update(terms, lrs)
+            fixed = [i for i, seg in enumerate(opt.space) if seg.fixed]
+            opt.fixed.update(terms, [[w[i] for w in weights] for i in fixed], lrs)
             opt.fixed.decay([g["lr"] * g["weight_decay"] for g in opt.param_groups])
         self.applied.clear()
 
     def undo(self) -> None:
         """Subtract everything this step added: the weights are as before the step."""
-        opt = self.opt
         for key, amounts in list(self.applied.items()):
-            opt.directions.add_pass_(
-                opt.space.float_segments, *key, self.eps, [-a for a in amounts]
-            )
-        if opt.fixed is not None:
-            opt.fixed.clear()
+            self.opt.directions.add_pass_(self.floats, *key, self.eps, [-a for a in amounts])
+        if self.opt.fixed is not None:
+            self.opt.fixed.clear()
         self.applied.clear()
+
+
+def _segment_weights(opt: ZO, terms: list[Term]) -> list[list[float]]:
+    """Each term's weight on each tensor: the rule's weight times its per-tensor factor."""
+    out = []
+    for step, query, weight in terms:
+        factors = opt.update_rule.factors(step, query, opt.space, opt.directions)
+        out.append([weight] * len(opt.space) if factors is None else [weight * f for f in factors])
+    return out
 
 
 def _decay_weights(opt: ZO) -> None:

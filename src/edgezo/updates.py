@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import deque
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .directions import Directions
+    from .params import ParamSpace
 
 Term = tuple[int, int, float]
 
@@ -21,6 +26,15 @@ class UpdateRule(ABC):
     @abstractmethod
     def terms(self, step: int, coefficients: list[float]) -> list[Term]:
         """The terms for this step (pure: does not change the rule's state)."""
+
+    def factors(
+        self, step: int, query: int, space: ParamSpace, directions: Directions
+    ) -> Sequence[float] | None:
+        """Per-tensor factors of term ``(step, query)`` (``None``: 1 for every tensor).
+
+        Lets a rule scale layers differently (QZO-FF's kernel-wise normalization).
+        """
+        return None
 
     def commit(self, step: int, coefficients: list[float]) -> None:
         """Record a step that was applied (called only once its update succeeded)."""
@@ -70,6 +84,15 @@ class Momentum(UpdateRule):
             decay = self.beta ** (step - past_step)
             out += [(s, i, decay * w) for s, i, w in SGD().terms(past_step, coefs)]
         return out
+
+    def factors(
+        self, step: int, query: int, space: ParamSpace, directions: Directions
+    ) -> Sequence[float] | None:
+        """Per-tensor factors of term ``(step, query)`` (``None``: 1 for every tensor).
+
+        Lets a rule scale layers differently (QZO-FF's kernel-wise normalization).
+        """
+        return None
 
     def commit(self, step: int, coefficients: list[float]) -> None:
         self._past.appendleft((step, list(coefficients)))

@@ -125,16 +125,15 @@ class Directions(ABC):
         eps: float,
         multiples: Sequence[float],
     ) -> None:
-        """One pass over all tensors: :meth:`add_` on each segment with its group's multiple.
+        """One pass over all tensors: :meth:`add_` on ``segments[i]`` with ``multiples[i]``.
 
         If interrupted (an exception, Ctrl-C) the tensors already done are taken
         back before the exception propagates, so a pass is all or nothing.
-        Sources override it to batch the work (the pool: one fused call).
+        Sources override it to batch the work (the pool: a few fused calls).
         """
         done = []
         try:
-            for seg in segments:
-                k = multiples[seg.group]
+            for seg, k in zip(segments, multiples, strict=True):
                 if k != 0.0:
                     self.add_(seg.flat(), step, query, seg.offset, eps, k, seg.flat_mask())
                     done.append((seg, k))
@@ -142,6 +141,9 @@ class Directions(ABC):
             for seg, k in done:
                 self.add_(seg.flat(), step, query, seg.offset, eps, -k, seg.flat_mask())
             raise
+
+    def commit(self, step: int) -> None:
+        """Called once step ``step`` has been applied; sources with history update it here."""
 
     # -- checkpoints --------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

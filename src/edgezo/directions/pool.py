@@ -203,8 +203,7 @@ class Pool(StreamDirections):
         window = self.position(step, query, 0)
         eps = eps * self._window_scale(window)
         batches: dict[tuple, tuple[list, list, list]] = {}
-        for seg in segments:
-            k = multiples[seg.group]
+        for seg, k in zip(segments, multiples, strict=True):
             if k == 0.0:
                 continue
             flat, mask = seg.flat(), seg.flat_mask()

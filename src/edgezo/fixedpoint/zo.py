@@ -86,6 +86,7 @@ class FixedPointSteps:
         self.segments, self.directions, self.zf = list(segments), directions, zf
         self.requant_dz = Requant.of(zf.dz)
         self.eps_q = [self._eps_q(seg, eps) for seg in self.segments]
+        self.active: dict[tuple[int, int], int] = {}
 
     @staticmethod
     def _eps_q(seg: Segment, eps: float) -> Tensor:
@@ -116,33 +117,50 @@ class FixedPointSteps:
 
     # -- perturbation (on the fly) -------------------------------------------------------
     def perturb(self, key: tuple[int, int], net: int) -> None:
-        """Make every layer read ``w_q(+/-)`` for ``net * eps`` along ``z(key)``; 0 restores."""
-        for seg, eps_q in zip(self.segments, self.eps_q, strict=True):
-            seg.param.fixed.perturbation = (
-                None if net == 0 else _Perturbed(self, seg, key, net * eps_q)
-            )
+        """Layers read ``w_q`` perturbed by ``net * eps_q`` along ``z(key)`` (0 removes it).
+
+        Several directions may be active at once (a sharpness-aware ascent plus
+        the estimate); their ``net * eps_q * z_q`` terms share one accumulator.
+        """
+        if net:
+            self.active[key] = net
+        else:
+            self.active.pop(key, None)
+        for j, seg in enumerate(self.segments):
+            seg.param.fixed.perturbation = _Perturbed(self, j) if self.active else None
 
     def clear(self) -> None:
-        self.perturb((0, 0), 0)
+        self.active.clear()
+        for seg in self.segments:
+            seg.param.fixed.perturbation = None
 
-    def perturbed(self, seg: Segment, key: tuple[int, int], eps_q: Tensor) -> Tensor:
-        """``sat(requant_dz(w_q * 1_q + eps_q * z_q))`` (masked elements keep ``w_q``)."""
+    def perturbed(self, j: int) -> Tensor:
+        """Tensor ``j``: ``sat(requant_dz(w_q * 1_q + sum_k net_k * eps_q * z_q,k))`` (masked: ``w_q``)."""
+        seg, eps_q = self.segments[j], self.eps_q[j]
         p = seg.param
-        z = self.zf.integers(self.directions, *key, seg.offset, seg.numel).view(p.shape)
-        acc = p.data.to(torch.int64) * self.zf.one + eps_q * z
+        acc = p.data.to(torch.int64) * self.zf.one
+        for key, net in self.active.items():
+            z = self.zf.integers(self.directions, *key, seg.offset, seg.numel).view(p.shape)
+            acc += (net * eps_q) * z
         out = saturate(self.requant_dz.apply(acc), p.fixed.bits).to(p.dtype)
         return out if seg.mask is None else torch.where(seg.mask.bool(), out, p.data)
 
     # -- the update ------------------------------------------------------------------------
     @torch.no_grad()
-    def update(self, terms: Sequence[tuple[int, int, float]], lrs: Sequence[float]) -> None:
-        """``w_q <- sat(w_q - requant(sum_i n_i z_q,i))`` on every tensor (see module doc)."""
-        if not terms:
-            return
-        numerators, delta = integer_coefficients([w for _, _, w in terms])
-        for seg in self.segments:
+    def update(
+        self,
+        terms: Sequence[tuple[int, int, float]],
+        weights: Sequence[Sequence[float]],
+        lrs: Sequence[float],
+    ) -> None:
+        """``w_q <- sat(w_q - requant(sum_i n_i z_q,i))`` per tensor (see the module doc).
+
+        ``weights[j][t]`` is term ``t``'s weight on fixed-point tensor ``j``.
+        """
+        for seg, per_term in zip(self.segments, weights, strict=True):
             lr = lrs[seg.group]
-            if lr == 0.0:
+            numerators, delta = integer_coefficients(per_term)
+            if lr == 0.0 or delta == 0.0:
                 continue
             g = torch.zeros(seg.numel, dtype=torch.int64)
             for (step, query, _), n in zip(terms, numerators, strict=True):
@@ -172,13 +190,13 @@ class FixedPointSteps:
 
 
 class _Perturbed:
-    """What a layer computes when it reads a weight under perturbation (see ``perturbed``)."""
+    """What a layer computes when it reads a weight under perturbation."""
 
-    def __init__(self, steps: FixedPointSteps, seg: Segment, key: tuple[int, int], eps_q: Tensor):
-        self.steps, self.seg, self.key, self.eps_q = steps, seg, key, eps_q
+    def __init__(self, steps: FixedPointSteps, index: int):
+        self.steps, self.index = steps, index
 
     def __call__(self, param: FixedPointParameter) -> Tensor:
-        return self.steps.perturbed(self.seg, self.key, self.eps_q)
+        return self.steps.perturbed(self.index)
 
 
 def integer_coefficients(weights: Sequence[float]) -> tuple[list[int], float]:
