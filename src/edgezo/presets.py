@@ -53,3 +53,30 @@ def pezo(
             f"Invalid reuse {reuse!r}; PeZO reuses random numbers by 'pool' or 'array'"
         )
     return ZO(params, lr=lr, eps=eps, directions=directions, estimator="central", **kwargs)
+
+
+def qzo_ff(
+    params: Iterable[Any],
+    lr: float = 1e-4,
+    eps: float = 1e-3,
+    seed: int | None = None,
+    queries: int = 3,
+    **kwargs: Any,
+) -> ZO:
+    """QZO-FF (Feng et al. 2024, arXiv 2411.04036): sign-m-SPSA with m = 3, 8-bit ``z``.
+
+    Give it the parameters of a model quantized by
+    :func:`edgezo.fixedpoint.quantize_model` (16-bit weights, 8-bit activations:
+    "16w8a") and it trains with integer arithmetic only; given float parameters
+    it is the same estimator in floating point. ``z`` is Gaussian, clipped to
+    ``z_max = 3.5`` and quantized to 8 bits on the fixed-point path.
+    """
+    return ZO(
+        params,
+        lr=lr,
+        eps=eps,
+        directions=Gaussian(seed),
+        estimator="sign",
+        queries=queries,
+        **kwargs,
+    )
