@@ -25,15 +25,17 @@ and the standard normal's, taken at the boundaries between adjacent output codes
 (a quantized output cannot be closer to a continuous CDF than its grid allows, so
 the comparison is made where the grid allows it). For ``bits = 8``:
 
-==============================  ==========  ===========  =========  ===========
-generator                       mean        variance     ks         max abs(z)
-==============================  ==========  ===========  =========  ===========
-CLT, k = 4                      0 exactly   1 exactly    0.0060     3.46
-Box-Muller, m = 12, a = 10      < 1e-6      0.9997       0.0005     4.25
-==============================  ==========  ===========  =========  ===========
+==============================  ===========  ===========  ==========  ===========
+generator                       mean         variance     ks          max abs(z)
+==============================  ===========  ===========  ==========  ===========
+CLT, k = 4                      0 exactly    1 exactly    0.0074      3.45
+Box-Muller, m = 12, a = 10      1.1e-5       1.00017      3.0e-5      4.22
+==============================  ===========  ===========  ==========  ===========
 
 The CLT's error is its shape (Irwin-Hall, tails cut at ``sqrt(3k)``); Box-Muller's
-is the tail cut at 4.25 sigma and the radius quantization. See :data:`ACCURACY`.
+is the tail cut at 4.25 sigma (mass 2.7e-5 lost) and its output grid (steps of 1/16 at
+``bits = 8``); its mean is not exactly 0 because ``floor`` is not symmetric on the
+products that are exact multiples of ``2**sh``. See :data:`ACCURACY`.
 """
 
 from __future__ import annotations
@@ -53,8 +55,8 @@ from .uniform import LFSRGen
 #: Documented accuracy of the default configurations at ``bits = 8`` (see the module
 #: docstring): bounds on ``|mean|``, ``|variance - 1|`` and the grid KS distance to N(0, 1).
 ACCURACY: dict[str, dict[str, float]] = {
-    "clt": {"mean": 1e-12, "variance": 1e-12, "ks": 0.0065},
-    "boxmuller": {"mean": 1e-5, "variance": 2e-3, "ks": 0.001},
+    "clt": {"mean": 1e-12, "variance": 1e-12, "ks": 0.0075},
+    "boxmuller": {"mean": 2e-5, "variance": 3e-4, "ks": 1e-4},
 }
 
 

@@ -149,3 +149,33 @@ class PoolGen(Generator):
             data = (Cat(port.data, nxt.data) >> (skip_d * bits))[: t * bits]
         self.drive_lanes(m, [odd_signed(data[k * bits : (k + 1) * bits], bits) for k in range(t)])
         return m
+
+
+def pass_schedule(
+    model: ROMPool, lanes: int, cycles: int, passes: int = 3
+) -> tuple[list[dict[str, int]], dict[int, np.ndarray]]:
+    """Controls and expected outputs of a ZO run on :class:`PoolGen`, for co-simulation.
+
+    Every perturbation ``t = step * queries + query`` (``model`` must be bound) is read
+    ``passes`` times back to back (perturb ``+eps z``, ``-2 eps z``, restore/update), each pass
+    with ``restart`` on its first cycle; ``advance`` is raised on the last cycle of the last pass.
+
+    Returns:
+        ``(controls, expected)``: ``controls[c]`` are the inputs of cycle ``c`` (``cycles``
+        entries); ``expected[c]`` the codes lanes must show at cycle ``c`` (``-1 << 40`` marks
+        lanes past ``d`` in a pass's last cycle, which are not checked).
+    """
+    d, per_pass = model.dim, -(-model.dim // lanes)
+    controls: list[dict[str, int]] = []
+    expected: dict[int, np.ndarray] = {}
+    t = 0
+    while len(controls) < cycles:
+        codes = np.full(per_pass * lanes, -1 << 40, dtype=np.int64)
+        codes[:d] = model.integers(t // model.queries, t % model.queries, 0, d)
+        for p in range(passes):
+            for k in range(per_pass):
+                last = p == passes - 1 and k == per_pass - 1
+                expected[len(controls) + PoolGen.latency] = codes[k * lanes : (k + 1) * lanes]
+                controls.append({"restart": int(k == 0), "advance": int(last)})
+        t += 1
+    return controls[:cycles], {c: e for c, e in expected.items() if c < cycles}

@@ -1,11 +1,12 @@
 """Activity-based dynamic-power estimate from a gate-level simulation of the synthesized netlist.
 
-What it is: yosys maps the design to a generic netlist of 6-input LUTs, flip-flops
-and memories (``abc -lut 6``; memories kept as memory cells), simulates it for
+What it is: yosys maps the design to a generic netlist of 6-input LUTs, flip-flops,
+memories and multipliers (``abc -lut 6``; memories and multipliers kept as cells), simulates it for
 ``cycles`` clock cycles from its reset state (yosys ``sim``), and every bit of every
 net is counted each time it toggles (from the VCD). The estimate is
 
     E per cycle = sum over net bits of  toggles/cycle * (C_drive[driver type] + C_load * fanout)
+                  (driver types: LUT, flip-flop, memory read port, multiplier)
                 + C_clock * flip-flops  +  C_read * memory bits read per cycle
 
 in units of "one LUT output toggle with no load" (:data:`WEIGHTS`). Designs are
@@ -14,8 +15,8 @@ compared at the same throughput and clock, so only the ratio is reported.
 What it is not: a vendor power estimate. There is no placement or routing
 (wire capacitance is modelled by fan-out only), no static/leakage power, no
 vendor-calibrated energies, no glitches (the simulation is zero-delay, cycle by
-cycle), and multipliers are counted as LUT logic even where the real target has
-DSP blocks. Control inputs (the pool's ``restart`` / ``advance``) are tied low:
+cycle), and a multiplier is one hard cell (a DSP block, as on Xilinx and ECP5)
+whatever the target. Control inputs (the pool's ``restart`` / ``advance``) are tied low:
 designs run in streaming mode, one window after another.
 
 The same simulation also checks the *synthesized* netlist against the Python model:
@@ -37,13 +38,15 @@ from .cosim import unpack
 from .synth import run_yosys, to_rtlil
 
 #: Relative energies (unit: one toggle of a LUT output with no load). Assumptions of this
-#: model, not measurements: a flip-flop output toggle costs about a LUT output toggle, each
-#: driven input adds half of that, the clock costs a quarter per flip-flop per cycle, and a
-#: memory read a quarter per bit read (bit lines and sense amplifiers).
+#: model, not measurements: a flip-flop or memory output toggle costs about a LUT output
+#: toggle, each driven input adds half of that, the clock costs a quarter per flip-flop per
+#: cycle, a memory read a quarter per bit read (bit lines and sense amplifiers), and a hard
+#: multiplier (DSP) three per output-bit toggle (its partial-product array).
 WEIGHTS: dict[str, float] = {
     "lut": 1.0,
     "ff": 1.0,
     "mem": 1.0,
+    "dsp": 3.0,
     "load": 0.5,
     "clock": 0.25,
     "read": 0.25,
@@ -52,8 +55,8 @@ WEIGHTS: dict[str, float] = {
 _SCRIPT = (
     "hierarchy -top top; proc; flatten; "
     "delete -port {inputs}; setundef -zero -undriven; "
-    "opt; wreduce; alumacc; opt; memory -nomap; memory_nordff; opt_clean; "
-    "techmap; opt -fast; abc -lut 6; opt_clean; autoname; "
+    "opt; wreduce; opt; memory -nomap; memory_nordff; opt_clean; "
+    "techmap t:$mul %n; opt -fast; abc -lut 6; opt_clean; autoname; "
     "write_json net.json; sim -clock clk -n {cycles} -vcd act.vcd"
 )
 
@@ -82,7 +85,7 @@ def _driver_types(module: dict) -> tuple[dict[int, str], dict[int, int], dict[st
     driver, fanout, cells, read_bits = {}, defaultdict(int), defaultdict(int), 0
     for cell in module["cells"].values():
         kind = cell["type"]
-        cls = "lut" if kind == "$lut" else "mem" if kind.startswith("$mem") else "ff"
+        cls = {"$lut": "lut", "$mul": "dsp"}.get(kind, "mem" if kind.startswith("$mem") else "ff")
         if cls == "mem":
             ports = int(cell["parameters"]["RD_PORTS"], 2)
             read_bits += ports * int(cell["parameters"]["WIDTH"], 2)

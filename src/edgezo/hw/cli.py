@@ -1,0 +1,87 @@
+"""Command line: ``edgezo hw report [--throughput N] [--bits B] [--target T] [--out DIR]``.
+
+:func:`add_cli` registers the ``hw`` command on the main CLI's subparsers;
+``python -m edgezo.hw ...`` runs it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .synth import TARGETS, YosysNotFound
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``hw report`` on ``subparsers``; the parsed namespace's ``func(args)`` runs it."""
+    hw = subparsers.add_parser(
+        "hw", help="RNG hardware: synthesis cost and power of the generators"
+    )
+    sub = hw.add_subparsers(dest="hw_command", required=True)
+    rep = sub.add_parser(
+        "report",
+        help="compare Gaussian, uniform and PeZO generators at equal throughput (table + chart)",
+    )
+    rep.add_argument(
+        "--throughput",
+        type=int,
+        default=16,
+        metavar="N",
+        help="numbers per clock cycle (even; default 16)",
+    )
+    rep.add_argument(
+        "--bits",
+        type=int,
+        default=8,
+        metavar="B",
+        help="uniform bits per number, 5..16 (default 8)",
+    )
+    rep.add_argument(
+        "--target",
+        choices=sorted(TARGETS),
+        default="xilinx",
+        help="yosys synthesis flow (default xilinx)",
+    )
+    rep.add_argument(
+        "--out", default="hw_report", metavar="DIR", help="output folder (default ./hw_report)"
+    )
+    rep.add_argument(
+        "--cycles",
+        type=int,
+        default=512,
+        help="cycles of gate-level simulation for power (default 512)",
+    )
+    rep.add_argument("--jobs", type=int, default=2, help="yosys runs in parallel (default 2)")
+    rep.set_defaults(func=run_report)
+    return hw
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """Run the report; print the Markdown and where the files are. Returns an exit status."""
+    from .report import write_report
+
+    try:
+        path, rows = write_report(
+            args.out, args.throughput, args.bits, args.target, args.cycles, args.jobs
+        )
+    except YosysNotFound as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(path.read_text())
+    print(f"wrote {path}, {path.with_suffix('.png')}, {path.with_suffix('.json')}")
+    bad = [r.key for r in rows if r.netlist_matches is False]
+    if bad:
+        print(f"error: synthesized netlist differs from the Python model: {bad}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m edgezo.hw``: the ``hw`` command alone."""
+    parser = argparse.ArgumentParser(prog="edgezo")
+    add_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["hw", *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)
