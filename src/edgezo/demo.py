@@ -7,7 +7,7 @@ The story, on real data (MNIST from an installed wheel; nothing is downloaded):
    (:mod:`edgezo.cache`), so only the first run pays for it.
 2. **Deploy into a shifted domain**: a washed-out, noisy camera (raised black
    level, compressed contrast, sensor noise: :func:`~edgezo.data.washed_out`).
-   Zero-shot accuracy falls from ~99% to ~38%.
+   Zero-shot accuracy falls from ~99% to ~40%.
 3. **Adapt on the device** with zeroth-order SGD, two forward passes per step
    and no backward pass, on labelled shifted *train* images, once per method:
 
