@@ -159,9 +159,9 @@ def chart(rows: list[Row], path: Path, title: str) -> None:
         ("flip-flops", [r.resources.ffs for r in rows]),
         ("energy / cycle (rel.)", [r.energy or 0.0 for r in rows]),
     ]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 5.5))
+    fig, axes = plt.subplots(1, 4, figsize=(19, 5.5))
     x = np.arange(len(rows))
-    for ax, (name, values) in zip(axes, metrics, strict=True):
+    for ax, (name, values) in zip(axes[:3], metrics, strict=True):
         ax.bar(x, np.maximum(values, 0.5), color=[colors[r.family] for r in rows])
         ax.set_yscale("log")
         ax.set_title(name)
@@ -170,8 +170,14 @@ def chart(rows: list[Row], path: Path, title: str) -> None:
             ax.text(
                 xi, max(v, 0.5), f"{v:.0f}" if v else "n/a", ha="center", va="bottom", fontsize=8
             )
+    hard = axes[3]
+    bram, dsp = [r.resources.bram for r in rows], [r.resources.dsp for r in rows]
+    hard.bar(x - 0.2, bram, 0.4, color=[colors[r.family] for r in rows], label="block RAM")
+    hard.bar(x + 0.2, dsp, 0.4, color="white", edgecolor="black", hatch="//", label="DSP")
+    hard.set_title("block RAM (solid), DSP (hatched)")
+    hard.set_xticks(x, [r.key for r in rows], rotation=45, ha="right")
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colors.values()]
-    fig.legend(handles, list(colors), loc="upper right")
+    fig.legend(handles, list(colors), loc="upper left")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -195,7 +201,6 @@ def write_report(
     md = markdown(rows, throughput, bits, target, cycles)
     md += f"\nMeasured in {time.perf_counter() - start:.0f} s (`edgezo hw report --throughput {throughput} --bits {bits} --target {target}`).\n"
     (out / "report.md").write_text(md)
-    chart(rows, out / "report.png", f"{throughput} numbers/cycle, {bits + 1}-bit, {target}")
     (out / "report.json").write_text(
         json.dumps(
             {
@@ -208,4 +213,5 @@ def write_report(
             indent=1,
         )
     )
+    chart(rows, out / "report.png", f"{throughput} numbers/cycle, {bits + 1}-bit, {target}")
     return out / "report.md", rows
