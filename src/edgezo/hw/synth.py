@@ -21,10 +21,10 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from amaranth.back import rtlil
-
-from ._rtl import Generator
+if TYPE_CHECKING:  # Amaranth is imported only when a design is converted
+    from ._rtl import Generator
 
 TARGETS: dict[str, str] = {
     "xilinx": "synth_xilinx -noiopad -top top",
@@ -107,6 +107,8 @@ def yosys_command() -> list[str]:
 
 def to_rtlil(gen: Generator) -> str:
     """The design as RTLIL text, top module ``top`` (pure Python: no yosys needed)."""
+    from amaranth.back import rtlil
+
     return rtlil.convert(gen, name="top")
 
 
