@@ -48,8 +48,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     rep.add_argument(
         "--cycles",
         type=int,
-        default=512,
-        help="cycles of gate-level simulation for power (default 512)",
+        default=256,
+        help="cycles of gate-level simulation for power (default 256)",
     )
     rep.add_argument("--jobs", type=int, default=2, help="yosys runs in parallel (default 2)")
     rep.set_defaults(func=run_report)

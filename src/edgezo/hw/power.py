@@ -105,61 +105,60 @@ def _driver_types(module: dict) -> tuple[dict[int, str], dict[int, int], dict[st
     return driver, fanout, dict(cells), read_bits
 
 
-def _extend(value: str, width: int) -> str:
-    """A VCD vector value left-extended to ``width`` characters (VCD drops leading zeros)."""
-    fill = value[0] if value[0] in "xz" else "0"
-    return value.rjust(width, fill)
-
-
 def _parse_vcd(path: Path, widths: dict[str, int], watch: str):
-    """Per-variable bit toggle counts, and the ``watch`` variable's changes ``{time: bits}``."""
-    names, toggles, last = {}, {}, {}
-    samples: dict[int, str] = {}
+    """Per-variable toggle counts per bit (LSB first), and the ``watch`` variable's changes.
+
+    Returns ``(toggles, changes)``: ``toggles[name][i]`` counts the changes of bit ``i``;
+    ``changes`` maps time to the ``watch`` variable's value (x and z read as 0).
+    """
+    names: dict[str, str] = {}
+    last: dict[str, int] = {}
+    diffs: dict[str, list[bytes]] = defaultdict(list)
+    changes: dict[int, int] = {}
     time = 0
     with open(path) as f:
         for line in f:
-            if line.startswith("$var"):
-                p = line.split()
-                name = p[4].lstrip("\\")
-                if name in widths:
-                    names[p[3]] = name
+            c = line[0]
+            if c == "$":
+                if line.startswith("$var"):
+                    p = line.split()
+                    if p[4].lstrip("\\") in widths:
+                        names[p[3]] = p[4].lstrip("\\")
                 continue
-            if line.startswith("#"):
+            if c == "#":
                 time = int(line[1:])
                 continue
-            p = line.split()
-            if not p:
-                continue
-            if len(p) == 2:
-                value, ident = p[0][1:], p[1]
-            elif line[0] in "01xz":
-                value, ident = line[0], line.strip()[1:]
+            if c == "b":
+                value, ident = line[1:].split()
+            elif c in "01xz":
+                value, ident = c, line[1:].strip()
             else:
                 continue
             name = names.get(ident)
             if name is None:
                 continue
-            value = _extend(value, widths[name]).replace("x", "0").replace("z", "0")
+            x = int(value.replace("x", "0").replace("z", "0"), 2)
             if name in last:
-                old = last[name]
-                toggles[name] = toggles.get(name, 0) + (
-                    np.frombuffer(old.encode(), np.uint8) != np.frombuffer(value.encode(), np.uint8)
-                )
-            else:
-                toggles[name] = np.zeros(len(value), dtype=np.int64)
-            last[name] = value
+                diffs[name].append((x ^ last[name]).to_bytes((widths[name] + 7) // 8, "little"))
+            last[name] = x
             if name == watch:
-                samples[time] = value
-    return toggles, samples
+                changes[time] = x
+    toggles = {}
+    for name in last:
+        n = (widths[name] + 7) // 8
+        rows = np.frombuffer(b"".join(diffs[name]), dtype=np.uint8).reshape(-1, n)
+        bits = np.unpackbits(rows, axis=1, bitorder="little")[:, : widths[name]]
+        toggles[name] = bits.sum(axis=0)
+    return toggles, changes
 
 
-def _sample(changes: dict[int, str], cycles: int, period: int = 10) -> list[int]:
+def _sample(changes: dict[int, int], cycles: int, period: int = 10) -> list[int]:
     """The value during each cycle ``c`` (the last change at or before time ``c * period``)."""
-    times, out, k, value = sorted(changes), [], 0, "0"
+    times, out, k, value = sorted(changes), [], 0, 0
     for c in range(cycles):
         while k < len(times) and times[k] <= c * period:
             value, k = changes[times[k]], k + 1
-        out.append(int(value, 2))
+        out.append(value)
     return out
 
 
@@ -182,7 +181,7 @@ def activity(
     energy: dict[str, float] = defaultdict(float)
     seen: set[int] = set()
     for name, counts in toggles.items():
-        bits = netnames[name][::-1]  # VCD vectors are written MSB first
+        bits = netnames[name]  # toggles are LSB first, as yosys lists a wire's bits
         for b, n in zip(bits, counts.tolist(), strict=True):
             if not isinstance(b, int) or b in seen or b not in driver:
                 continue

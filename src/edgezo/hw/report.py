@@ -66,7 +66,7 @@ def measure(
     throughput: int = 16,
     bits: int = 8,
     target: str = "xilinx",
-    cycles: int = 512,
+    cycles: int = 256,
     jobs: int = 2,
     **build_args,
 ) -> list[Row]:
@@ -189,7 +189,7 @@ def write_report(
     throughput: int = 16,
     bits: int = 8,
     target: str = "xilinx",
-    cycles: int = 512,
+    cycles: int = 256,
     jobs: int = 2,
 ) -> tuple[Path, list[Row]]:
     """Measure, then write ``report.md``, ``report.png`` and ``report.json`` to ``out``."""
