@@ -20,7 +20,7 @@ import numpy as np
 
 from . import designs as designs_mod
 from .power import WEIGHTS, Activity, activity
-from .synth import Resources, synthesize, yosys_command
+from .synth import TARGETS, Resources, synthesize, yosys_command
 
 #: PeZO's published reductions of RNG logic vs a Gaussian generator (PAPERS.md A)
 PEZO_PUBLISHED = {"luts": -48.6, "ffs": -12.7, "power": -86.0}
@@ -94,7 +94,7 @@ def markdown(rows: list[Row], throughput: int, bits: int, target: str, cycles: i
     lines = [
         f"# RNG hardware cost: {throughput} numbers/cycle, {bits + 1}-bit outputs, target {target}",
         "",
-        "Cells from yosys `stat -json` (`" + _script(target) + "`); energy: gate-level toggle",
+        "Cells from yosys `stat -json` (`" + TARGETS[target] + "`); energy: gate-level toggle",
         f"estimate over {cycles} cycles, relative units (edgezo.hw.power; not a vendor power",
         "figure). *netlist = model*: the synthesized netlist's outputs equal the Python model's,",
         "bit for bit, over the simulated cycles.",
@@ -138,12 +138,6 @@ def markdown(rows: list[Row], throughput: int, bits: int, target: str, cycles: i
         f"Energy weights (relative): {json.dumps(WEIGHTS)}.",
     ]
     return "\n".join(lines) + "\n"
-
-
-def _script(target: str) -> str:
-    from .synth import TARGETS
-
-    return TARGETS[target]
 
 
 def chart(rows: list[Row], path: Path, title: str) -> None:
