@@ -5,7 +5,7 @@ images (batch 16, 65 tokens), both with cross-entropy. For each:
 
 * ``forward``: median time of one forward + loss under ``torch.no_grad``;
 * ``passes``: one perturbation pass over all parameters per direction source,
-  ``for seg in opt.space: opt.directions.add_(seg.flat(), step, 0, seg.offset, 1e-3)``
+  as the optimizer makes it: ``opt.directions.add_pass_(segments, step, 0, 1e-3, ones)``
   (a new ``step`` each call, weights restored afterwards), against a plain
   in-place memory pass ``for p in params: p.mul_(1)`` timed in the same rounds
   (ratio). ``pool_axpy_floor`` is the pool pass reduced to its kernels (one bare
@@ -20,7 +20,7 @@ images (batch 16, 65 tokens), both with cross-entropy. For each:
   forwards timed in the same rounds (ratio), with the estimate
   ``step - two forwards - n x pass`` (``decomposition``);
 * ``step_breakdown``: instrumented ZO steps, measured directly: time inside the
-  closure, inside ``directions.add_``, and the rest (optimizer bookkeeping);
+  closure, inside ``directions.add_pass_``, and the rest (optimizer bookkeeping);
 * ``pool_pass_profile``: cProfile of the Pool pass, functions by own time;
 * ``memory``: peak resident set of a fresh subprocess per mode: ``baseline``
   (imports + model + batch), ``inference``, ``inference_optimizer_built``
@@ -185,7 +185,7 @@ def time_forward(closure, repeats: int, warmup: int) -> dict[str, float]:
 
 
 def pass_fn(opt: ZO) -> Callable[[], None]:
-    """One perturbation pass, exactly as the brief writes it, along a new ``z`` every call.
+    """One perturbation pass, exactly as the optimizer makes it, along a new ``z`` every call.
 
     ``eps`` stays 1e-3 on every call, as in the optimizer (the pool caches
     ``eps * pool`` per ``eps``); the caller restores the weights afterwards.
@@ -196,8 +196,8 @@ def pass_fn(opt: ZO) -> Callable[[], None]:
         step = count[0]
         count[0] += 1
         with torch.no_grad():
-            for seg in opt.space:
-                opt.directions.add_(seg.flat(), step, 0, seg.offset, 1e-3)
+            segments = opt.space.float_segments
+            opt.directions.add_pass_(segments, step, 0, 1e-3, [1.0] * len(segments))
 
     return run
 
@@ -321,7 +321,7 @@ def bench_steps(model, x, y, repeats: int, warmup: int, pass_medians: dict[str, 
 
 
 def step_breakdown(model, x, y, make_source, estimator: str, steps: int) -> dict[str, Any]:
-    """Instrumented ZO steps: time inside the closure, inside ``directions.add_``, and the rest.
+    """Instrumented ZO steps: time inside the closure, inside ``directions.add_pass_``, and the rest.
 
     The wrappers cost two ``perf_counter`` calls each, so this runs apart from the
     timing rounds; medians over ``steps`` steps after one warm-up step.
@@ -330,7 +330,7 @@ def step_breakdown(model, x, y, make_source, estimator: str, steps: int) -> dict
     params = [p for p in model.parameters() if p.requires_grad]
     opt = ZO(params, lr=1e-6, eps=1e-3, directions=make_source(), estimator=estimator)
     acc = {"closure": 0.0, "add": 0.0, "add_calls": 0}
-    add = opt.directions.add_
+    add = opt.directions.add_pass_
 
     def timed_closure():
         t0 = time.perf_counter()
@@ -344,7 +344,7 @@ def step_breakdown(model, x, y, make_source, estimator: str, steps: int) -> dict
         acc["add"] += time.perf_counter() - t0
         acc["add_calls"] += 1
 
-    opt.directions.add_ = timed_add  # instance attribute shadows the method
+    opt.directions.add_pass_ = timed_add  # instance attribute shadows the method
     rows = []
     for i in range(steps + 1):
         acc.update(closure=0.0, add=0.0, add_calls=0)
@@ -359,7 +359,7 @@ def step_breakdown(model, x, y, make_source, estimator: str, steps: int) -> dict
         "closure_s": med[1],
         "directions_add_s": med[2],
         "rest_s": med[0] - med[1] - med[2],
-        "passes_per_step": rows[-1][3] / len(opt.space),
+        "passes_per_step": rows[-1][3],
         "outside_closure_fraction": (med[0] - med[1]) / med[0],
         "steps": steps,
     }

@@ -264,22 +264,28 @@ def test_checkpoint_config_is_checked():
 
 
 @pytest.mark.parametrize("name", SOURCES)
-def test_a_pass_equals_adding_tensor_by_tensor(name):
+@pytest.mark.parametrize("plain", [True, False], ids=["plain", "groups-masks-dtypes"])
+@pytest.mark.parametrize("step", [0, 1, 7])
+def test_a_pass_equals_adding_tensor_by_tensor(name, plain, step):
     """add_pass_ (fused for the pool) == add_ on every segment, with groups, masks, dtypes."""
     from edgezo.params import ParamSpace
 
     g = torch.Generator().manual_seed(0)
     shapes = [(40, 50), (50,), (3000,), (7, 11), (4000,)]  # 10,007 values in all = DIM
     tensors = [torch.randn(s, generator=g) for s in shapes]
-    tensors[3] = tensors[3].to(torch.float64)
-    mask = (torch.rand(shapes[2], generator=g) < 0.5).float()
-    space = ParamSpace([tensors[:3], tensors[3:]], masks={tensors[2]: mask})
+    if plain:  # the pool's one-call fast path (unless the window wraps)
+        space, multiples = ParamSpace([tensors]), (0.5, 0.5)
+    else:
+        tensors[3] = tensors[3].to(torch.float64)
+        mask = (torch.rand(shapes[2], generator=g) < 0.5).float()
+        space = ParamSpace([tensors[:3], tensors[3:]], masks={tensors[2]: mask})
+        multiples = (0.5, -2.0)
     expected = [t.clone() for t in tensors]
     src = bound(name)
     for seg, t in zip(space, expected, strict=True):
-        k = (0.5, -2.0)[seg.group]
+        k = multiples[seg.group]
         m = None if seg.mask is None else seg.flat_mask()
-        src.add_(t.view(-1), 9, 1, seg.offset, 1e-2, k, m)
-    src.add_pass_(space.segments, 9, 1, 1e-2, [(0.5, -2.0)[seg.group] for seg in space])
+        src.add_(t.view(-1), step, 1, seg.offset, 1e-2, k, m)
+    src.add_pass_(space.segments, step, 1, 1e-2, [multiples[seg.group] for seg in space])
     for got, want in zip(tensors, expected, strict=True):
         assert torch.equal(got, want)

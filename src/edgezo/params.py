@@ -92,20 +92,14 @@ class ParamSpace:
                 offset += p.numel()
         self.segments: tuple[Segment, ...] = tuple(segments)
         self.dim: int = offset
+        self.float_segments: tuple[Segment, ...] = tuple(s for s in segments if not s.fixed)
+        self.fixed_segments: tuple[Segment, ...] = tuple(s for s in segments if s.fixed)
 
     def __iter__(self) -> Iterator[Segment]:
         return iter(self.segments)
 
     def __len__(self) -> int:
         return len(self.segments)
-
-    @property
-    def float_segments(self) -> tuple[Segment, ...]:
-        return tuple(s for s in self.segments if not s.fixed)
-
-    @property
-    def fixed_segments(self) -> tuple[Segment, ...]:
-        return tuple(s for s in self.segments if s.fixed)
 
     def trainable(self) -> int:
         """Number of elements that train (mask == 1), ``dim`` without masks."""

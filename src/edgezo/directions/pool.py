@@ -84,6 +84,7 @@ class Pool(StreamDirections):
         self._cumsq: Tensor | None = None
         self._copies: dict[tuple[torch.device, torch.dtype], Tensor] = {}
         self._scaled_key: tuple | None = None
+        self._plans: dict[int, tuple] = {}
         self._scaled: Tensor | None = None
 
     def _generate(self) -> Tensor:
@@ -202,6 +203,8 @@ class Pool(StreamDirections):
         """
         window = self.position(step, query, 0)
         eps = eps * self._window_scale(window)
+        if self._add_contiguous_(segments, window, eps, multiples):
+            return
         batches: dict[tuple, tuple[list, list, list]] = {}
         for seg, k in zip(segments, multiples, strict=True):
             if k == 0.0:
@@ -232,6 +235,40 @@ class Pool(StreamDirections):
                 else:
                     torch._foreach_add_(targets, sources, alpha=-k)
             raise
+
+    def _add_contiguous_(self, segments, window: int, eps: float, multiples) -> bool:
+        """The common case in one call: unmasked tensors of one dtype, adjacent in the flat
+        vector, one multiple, a window that does not wrap: the pool slice is split into
+        per-tensor views by ``torch.split`` (one C++ call) and added by one foreach call.
+        Returns False (nothing done) when the case does not apply.
+        """
+        plan = self._plan(segments)
+        if plan is None or len(set(multiples)) != 1 or multiples[0] == 0.0:
+            return False
+        flats, sizes, first = plan
+        start = (window + first) % self.size
+        if start + sum(sizes) > self.size:
+            return False
+        scaled = self.scaled(eps, flats[0].dtype, flats[0].device)
+        sources = scaled[start : start + sum(sizes)].split(sizes)
+        torch._foreach_add_(flats, sources, alpha=multiples[0])
+        return True
+
+    def _plan(self, segments) -> tuple[list, list, int] | None:
+        """Flat views, sizes and first offset of ``segments`` if the fast path applies (cached)."""
+        key = id(segments)
+        cached = self._plans.get(key)
+        if cached is not None and cached[0] is segments:
+            return cached[1]
+        flats = [seg.flat() for seg in segments]
+        adjacent = all(a.end == b.offset for a, b in zip(segments[:-1], segments[1:], strict=True))
+        uniform = len({(f.dtype, f.device) for f in flats}) == 1
+        unmasked = all(seg.mask is None for seg in segments)
+        plan = None
+        if segments and adjacent and uniform and unmasked:
+            plan = (flats, [seg.numel for seg in segments], segments[0].offset)
+        self._plans[key] = (segments, plan)
+        return plan
 
     def scaled(self, eps: float, dtype: torch.dtype, device: torch.device) -> Tensor:
         """``round(eps * pool)`` in ``dtype`` on ``device``: the perturbation steps, computed once."""
