@@ -39,8 +39,11 @@ class SharpnessAware(Estimator):
     ``k * eps``; ``k < 1`` is an error. ``rho = 0`` is exactly ``base`` (no
     extra forward, no ascent).
 
-    Cost: ``base.forwards(q) + 2`` forwards per step and three extra
-    perturbation passes (fewer when ``s <= 0``); no memory per weight.
+    Cost: ``base.forwards(q) + 2`` forwards per step; no memory per weight.
+    Float weights: up to four extra perturbation passes (``+r``, ``-2r``,
+    ``+2r`` when ``s > 0``, and undoing ``z_a`` alongside the update). Fixed
+    point: nothing is written; while the base evaluates, every layer read
+    regenerates ``z_a``'s 8-bit values as well as the base's ``z_i``.
     The reported loss is ``(L+ + L-) / 2 = L(w) + O(r**2)``; the losses list
     holds ``L+, L-`` then the base's.
 
