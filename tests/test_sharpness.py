@@ -367,11 +367,6 @@ def test_training_with_sharpness_aware_lowers_the_loss(fixed_point):
     assert full_loss(model, batches) < before - 0.05
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ZO.load_state_dict rebuilds the estimator from its name, dropping the wrapper; "
-    "remove this mark once it keeps the instance",
-)
 def test_resume_with_sharpness_aware_is_bit_exact():
     def make(m):
         return ZO(

@@ -69,6 +69,8 @@ class Estimator(ABC):
     """A rule turning closure evaluations into one coefficient per query."""
 
     name: str = ""
+    #: query slots used beyond ``queries`` (the optimizer binds the source with them)
+    extra_queries: int = 0
 
     @abstractmethod
     def forwards(self, queries: int) -> int:

@@ -109,7 +109,9 @@ class ZO(torch.optim.Optimizer):
         self.space = ParamSpace(
             [g["params"] for g in self.param_groups], masks=_masks(self.param_groups)
         )
-        self.directions = (directions or Gaussian()).bind(self.space.dim, self.queries)
+        # estimators may use query slots past `queries` (SharpnessAware: the ascent direction)
+        slots = self.queries + self.estimator.extra_queries
+        self.directions = (directions or Gaussian()).bind(self.space.dim, slots)
         self.fixed = self._fixed_point(z_bits, z_max, force) if self.space.fixed_segments else None
         self.steps = 0  #: steps taken (the perturbation counter; also counts skipped steps)
         self.skipped = 0  #: steps skipped because a loss or coefficient was not finite
@@ -159,6 +161,7 @@ class ZO(torch.optim.Optimizer):
             raise ValueError(
                 "ZO.step needs a closure that returns the loss: opt.step(lambda: loss_fn())"
             )
+        self.update_rule.begin(self.steps, self.space)
         probe = _Probe(self, self.steps)
         try:
             estimate = self.estimator.estimate(probe, closure, self.queries)
@@ -214,7 +217,7 @@ class ZO(torch.optim.Optimizer):
             "forwards": self.forwards,
             "eps": self.eps,
             "queries": self.queries,
-            "estimator": self.estimator.name,
+            "estimator": _describe(self.estimator),
             "layout": self.space.describe(),
             "directions": self.directions.state_dict(),
             "update": self.update_rule.state_dict(),
@@ -239,7 +242,11 @@ class ZO(torch.optim.Optimizer):
         for group, m in zip(self.param_groups, masks, strict=True):
             group["masks"] = m
         self.eps, self.queries = zo["eps"], zo["queries"]
-        self.estimator = get_estimator(zo["estimator"])
+        if zo["estimator"] != _describe(self.estimator):
+            raise ValueError(
+                f"Checkpoint was written with estimator {zo['estimator']!r}, but this optimizer "
+                f"uses {_describe(self.estimator)!r}; construct it with the same estimator to resume"
+            )
         self.steps, self.skipped, self.forwards = zo["steps"], zo["skipped"], zo["forwards"]
         self.update_rule.load_state_dict(zo["update"])
 
@@ -365,6 +372,11 @@ def _segment_weights(opt: ZO, terms: list[Term]) -> list[list[float]]:
         factors = opt.update_rule.factors(step, query, opt.space, opt.directions)
         out.append([weight] * len(opt.space) if factors is None else [weight * f for f in factors])
     return out
+
+
+def _describe(estimator: Estimator) -> str:
+    """What a checkpoint records of the estimator: its class and name (``SharpnessAware:sign``)."""
+    return f"{type(estimator).__name__}:{estimator.name}"
 
 
 def _decay_weights(opt: ZO) -> None:

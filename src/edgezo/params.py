@@ -159,5 +159,5 @@ def _check_mask(p: Tensor, mask: Tensor | None) -> Tensor | None:
         )
     if not bool(((mask == 0) | (mask == 1)).all()):
         raise ValueError("Masks hold 0 (frozen) or 1 (trained) only")
-    dtype = p.dtype if p.is_floating_point() else torch.float32
+    dtype = p.dtype if p.is_floating_point() else torch.bool  # 1 byte per integer weight
     return mask.to(dtype=dtype, device=p.device).contiguous()

@@ -36,6 +36,9 @@ class UpdateRule(ABC):
         """
         return None
 
+    def begin(self, step: int, space: ParamSpace) -> None:
+        """Called at the start of step ``step``, before any perturbation (e.g. to read norms)."""
+
     def commit(self, step: int, coefficients: list[float]) -> None:
         """Record a step that was applied (called only once its update succeeded)."""
 

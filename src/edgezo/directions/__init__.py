@@ -5,11 +5,13 @@ See :mod:`edgezo.directions.base` for the contract. Sources:
 * :class:`Gaussian`, :class:`Rademacher`, :class:`Uniform` — hashed per element;
 * :class:`Pool` — PeZO pre-generation (a reused pool, no RNG per step);
 * :class:`RNGArray` — PeZO on-the-fly (an array of small hardware RNGs, rotated);
-* :class:`LFSR`, :class:`Xorshift` — bit-exact models of hardware generators.
+* :class:`LFSR`, :class:`Xorshift` — bit-exact models of hardware generators;
+* :class:`MomentumGuided` — QZO-FF's momentum-guided sampling around any source.
 """
 
 from .base import CHUNK, Directions, StreamDirections
 from .counter import Gaussian, Rademacher, Uniform
+from .guided import MomentumGuided, Ramp
 from .hwrng import LFSR, RNGArray, Xorshift
 from .pool import Pool
 
@@ -24,4 +26,6 @@ __all__ = [
     "RNGArray",
     "LFSR",
     "Xorshift",
+    "MomentumGuided",
+    "Ramp",
 ]
