@@ -83,7 +83,6 @@ def test_plain_array_is_each_register_alone():
     np.testing.assert_array_equal(out, want)
 
 
-@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_lane_width_and_wrong_model():
     gen = LFSRGen(LFSR(16, seed=1, bits=8), 4)
     assert (gen.lanes, gen.lane_width, len(gen.out)) == (4, 9, 36)
@@ -136,7 +135,6 @@ def test_pool_passes_match_model(dim, lanes, size, queries):
     assert checked > CYCLES * lanes * 0.9
 
 
-@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_pool_rejects_bad_lanes():
     with pytest.raises(ValueError, match="power of two that divides"):
         PoolGen(ROMPool(size=60, bits=8), 7, 8)

@@ -44,7 +44,7 @@ from amaranth.lib.wiring import In
 from edgezo.directions import Pool
 from edgezo.directions.counter import hash_words
 
-from ._rtl import Generator, odd_signed
+from ._rtl import Generator, odd_signed, reject
 
 
 class ROMPool(Pool):
@@ -104,12 +104,15 @@ class PoolGen(Generator):
     def __init__(self, model: ROMPool, dim: int, lanes: int = 1) -> None:
         lanes, dim = int(lanes), int(dim)
         if lanes < 1 or lanes & (lanes - 1) or model.size % lanes:
-            raise ValueError(
-                f"Invalid lanes={lanes} for a pool of {model.size}: use a power of two that "
-                "divides the pool size"
+            raise reject(
+                self,
+                ValueError(
+                    f"Invalid lanes={lanes} for a pool of {model.size}: use a power of two that "
+                    "divides the pool size"
+                ),
             )
         if dim < 1:
-            raise ValueError(f"Invalid dim={dim}: use the parameter count (>= 1)")
+            raise reject(self, ValueError(f"Invalid dim={dim}: use the parameter count (>= 1)"))
         self.model, self.dim = model, dim
         self.shifted = dim % lanes != 0  # windows can start inside a row
         super().__init__(lanes, model.bits + 1, {"restart": In(1), "advance": In(1)})

@@ -26,13 +26,23 @@ from amaranth.hdl import Module, Signal, Value
 
 from edgezo.directions.hwrng import LFSR, RNGArray, Xorshift, _Register
 
-from ._rtl import Generator, odd_signed, realize, sym_identity, sym_lfsr_step, sym_xorshift_step
+from ._rtl import (
+    Generator,
+    odd_signed,
+    realize,
+    reject,
+    sym_identity,
+    sym_lfsr_step,
+    sym_xorshift_step,
+)
 
 
-def _check_throughput(throughput: int) -> int:
+def _check_throughput(gen: Generator, throughput: int) -> int:
     throughput = int(throughput)
     if throughput < 1:
-        raise ValueError(f"Invalid throughput {throughput}: use at least 1 number per cycle")
+        raise reject(
+            gen, ValueError(f"Invalid throughput {throughput}: use at least 1 number per cycle")
+        )
     return throughput
 
 
@@ -61,7 +71,7 @@ class _SingleRegisterGen(Generator):
 
     def __init__(self, model: _Register, throughput: int = 1) -> None:
         self.model = model
-        self.throughput = _check_throughput(throughput)
+        self.throughput = _check_throughput(self, throughput)
         super().__init__(self.throughput, model.bits + 1)
 
     def elaborate(self, platform) -> Module:
@@ -92,7 +102,9 @@ class LFSRGen(_SingleRegisterGen):
 
     def __init__(self, model: LFSR, throughput: int = 1) -> None:
         if not isinstance(model, LFSR):
-            raise TypeError(f"LFSRGen implements an LFSR model, got {type(model).__name__}")
+            raise reject(
+                self, TypeError(f"LFSRGen implements an LFSR model, got {type(model).__name__}")
+            )
         super().__init__(model, throughput)
 
 
@@ -105,7 +117,10 @@ class XorshiftGen(_SingleRegisterGen):
 
     def __init__(self, model: Xorshift, throughput: int = 1) -> None:
         if not isinstance(model, Xorshift):
-            raise TypeError(f"XorshiftGen implements a Xorshift model, got {type(model).__name__}")
+            raise reject(
+                self,
+                TypeError(f"XorshiftGen implements a Xorshift model, got {type(model).__name__}"),
+            )
         super().__init__(model, throughput)
 
 
