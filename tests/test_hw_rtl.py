@@ -86,6 +86,7 @@ def test_plain_array_is_each_register_alone():
 def test_lane_width_and_wrong_model():
     gen = LFSRGen(LFSR(16, seed=1, bits=8), 4)
     assert (gen.lanes, gen.lane_width, len(gen.out)) == (4, 9, 36)
+    assert simulate(gen, 2).shape == (2, 4)
     with pytest.raises(TypeError, match="LFSRGen implements an LFSR model"):
         LFSRGen(Xorshift(), 1)
     with pytest.raises(ValueError, match="Invalid throughput 0"):
