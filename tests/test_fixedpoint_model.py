@@ -378,7 +378,7 @@ def test_weights_round_trip_and_use_their_scale(name, per_channel, method):
                 else w.detach().reshape(1, -1)
             )
             wmax = rows.abs().amax(1)
-            expect = torch.where(wmax > 0, wmax / qmax, torch.ones_like(wmax))
+            expect = torch.where(wmax > 0, wmax / qmax, torch.full_like(wmax, 1 / qmax))
             assert torch.equal(scale.reshape(-1), expect)
             assert scale.dim() == (w.dim() if per_channel and w.dim() >= 2 else 0)
 

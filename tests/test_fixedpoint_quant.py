@@ -29,11 +29,13 @@ def ref_qmax(bits: int) -> int:
 
 
 def ref_scale(w: np.ndarray, bits: int, per_channel: bool) -> np.ndarray:
-    """``dw = max|w| / qmax`` per tensor or per row (dim 0), float32; a zero row gets 1."""
+    """``dw = max|w| / qmax`` per tensor or per row (dim 0), float32; a zero row gets 1 / qmax."""
     w32 = w.astype(np.float32)
     rows = w32.reshape(w32.shape[0], -1) if per_channel and w32.ndim >= 2 else w32.reshape(1, -1)
     wmax = np.abs(rows).max(axis=1)
-    scale = np.where(wmax > 0, wmax / np.float32(ref_qmax(bits)), np.float32(1.0))
+    scale = wmax / np.float32(ref_qmax(bits))
+    tiny = np.finfo(np.float32).tiny
+    scale = np.where(scale >= tiny, scale, np.float32(1.0) / np.float32(ref_qmax(bits)))
     return scale.astype(np.float32)
 
 
@@ -139,22 +141,25 @@ def test_max_scale_and_quantize_match_the_paper(w, bits, per_channel, magnitude)
             assert np.abs(r).max() == ref_qmax(bits)
 
 
-def test_zero_tensor_gets_unit_scale_and_zero_ints():
+def test_zero_tensor_gets_a_unit_range_and_zero_ints():
+    """A fresh zero bias must stay trainable: w_max = 1, so dw = 1 / qmax (not 1)."""
     w = torch.zeros(3, 4)
-    assert float(symmetric_scale(w, 8)) == 1.0
-    s = symmetric_scale(w, 8, per_channel=True)
-    assert s.reshape(-1).tolist() == [1.0, 1.0, 1.0]
-    assert quantize(w, s, 8).abs().sum() == 0
+    assert float(symmetric_scale(w, 8)) == pytest.approx(1 / 127)
+    s = symmetric_scale(w, 16, per_channel=True)
+    assert s.reshape(-1).tolist() == pytest.approx([1 / 32767] * 3)
+    assert quantize(w, s, 16).abs().sum() == 0
+
+
+def test_headroom_widens_the_range():
+    w = torch.tensor([0.5, -1.0, 0.25])
+    assert float(symmetric_scale(w, 16, headroom=2.0)) == pytest.approx(2.0 / 32767)
+    with pytest.raises(ValueError, match="headroom"):
+        symmetric_scale(w, 16, headroom=0.5)
 
 
 @pytest.mark.parametrize("bits", [8, 16])
 def test_subnormal_tensor_gets_a_positive_scale(bits):
-    """A tensor with ``0 < max|w| < qmax * 2**-149`` must not get ``dw = 0``.
-
-    Fails at the time of writing: ``symmetric_scale`` tests ``wmax > 0`` before
-    dividing by ``qmax``; the quotient underflows to 0 in float32, so ``w / dw``
-    is inf and ZO later fails with a non-finite requantization factor.
-    """
+    """A tensor with ``0 < max|w| < qmax * 2**-149`` must not get ``dw = 0`` (w / dw = inf)."""
     w = torch.tensor([7e-45, -3e-45, 0.0])
     scale = symmetric_scale(w, bits)
     assert float(scale) > 0

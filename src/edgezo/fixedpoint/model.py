@@ -64,7 +64,9 @@ class FixedPointParameter(nn.Parameter):
     def __deepcopy__(self, memo: dict) -> FixedPointParameter:
         if id(self) in memo:
             return memo[id(self)]
-        fixed = FixedPoint(self.fixed.scale.clone(), self.fixed.bits, self.fixed.trainable)
+        # the scale is also the module's ``<name>_scale`` buffer: the memo keeps them one tensor
+        scale = copy.deepcopy(self.fixed.scale, memo)
+        fixed = FixedPoint(scale, self.fixed.bits, self.fixed.trainable)
         result = type(self)(self.data.clone(), fixed)
         memo[id(self)] = result
         return result
@@ -105,18 +107,27 @@ def _quantized_class(cls: type) -> type:
     return _CLASSES[cls]
 
 
-def _quantize_input(module: nn.Module, args: tuple) -> tuple:
-    """Forward pre-hook: fake-quantize the layer's input with its static scale."""
+def _is_activation(x: Any) -> bool:
+    return isinstance(x, Tensor) and x.is_floating_point()
+
+
+def _activations(args: tuple, kwargs: dict) -> list[Tensor]:
+    """The float tensors a layer receives (all positional ones, and query/key/value by name)."""
+    named = [kwargs.get(k) for k in ("input", "query", "key", "value")]
+    return [x for x in (*args, *named) if _is_activation(x)]
+
+
+def _quantize_input(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Forward pre-hook: fake-quantize every float input of the layer with its static scale."""
     scale = getattr(module, INPUT_SCALE, None)
-    if (
-        scale is None
-        or not args
-        or not isinstance(args[0], Tensor)
-        or not args[0].is_floating_point()
-    ):
-        return args
+    if scale is None:
+        return args, kwargs
     m = qmax(module._edgezo_activation_bits)
-    return (torch.round(args[0] / scale).clamp_(-m, m) * scale, *args[1:])
+
+    def q(x: Any) -> Any:
+        return torch.round(x / scale).clamp_(-m, m) * scale if _is_activation(x) else x
+
+    return tuple(q(x) for x in args), {k: q(v) for k, v in kwargs.items()}
 
 
 # -- quantize_model -------------------------------------------------------------------------
@@ -127,6 +138,7 @@ def quantize_model(
     per_channel: bool = False,
     calibration: Iterable[Any] | None = None,
     scale_method: str = "max",
+    headroom: float = 1.0,
 ) -> nn.Module:
     """A copy of ``model`` with integer weights and (optionally) fake-quantized activations.
 
@@ -141,6 +153,8 @@ def quantize_model(
             run through the model once to fix the activation scales
             ``max|x| / (2**(a-1) - 1)``. Required when ``activation_bits`` is set.
         scale_method: ``"max"`` (max-abs) or ``"mse"`` (clipping by least squared error).
+        headroom: ``w_max`` is multiplied by this (>= 1) so the largest weights can
+            still grow; 1 is the paper's ``dw = w_max / (2**(b-1) - 1)``.
 
     Returns:
         The quantized copy (the original is left as it was). Train its
@@ -167,15 +181,16 @@ def quantize_model(
             continue
         for name in names:
             p = module._parameters.pop(name)
-            scale = symmetric_scale(p, weight_bits, per_channel, scale_method)
+            scale = symmetric_scale(p, weight_bits, per_channel, scale_method, headroom)
             q = quantize(p, scale, weight_bits)
+            module.register_buffer(name + "_scale", scale)  # saved with the weights
             module.register_parameter(
                 name + "_q",
                 FixedPointParameter(q, FixedPoint(scale, weight_bits, p.requires_grad)),
             )
         module.__class__ = _quantized_class(type(module))
         module._edgezo_activation_bits = activation_bits
-        module.register_forward_pre_hook(_quantize_input)
+        module.register_forward_pre_hook(_quantize_input, with_kwargs=True)
     if activation_bits is not None:
         calibrate(model, calibration)
     return model
@@ -186,15 +201,15 @@ def calibrate(model: nn.Module, batches: Iterable[Any]) -> None:
     """Fix every quantized layer's input scale to ``max|x| / qmax`` over the batches."""
     peaks: dict[nn.Module, float] = {}
 
-    def observe(module: nn.Module, args: tuple) -> None:
-        if args and isinstance(args[0], Tensor) and args[0].is_floating_point():
-            peaks[module] = max(peaks.get(module, 0.0), float(args[0].detach().abs().max()))
+    def observe(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        for x in _activations(args, kwargs):
+            peaks[module] = max(peaks.get(module, 0.0), float(x.detach().abs().max()))
 
     layers = [m for m in model.modules() if type(m) in _CLASSES.values()]
     for m in layers:  # observe raw inputs: no fake quantization while calibrating
         if hasattr(m, INPUT_SCALE):
             delattr(m, INPUT_SCALE)
-    handles = [m.register_forward_pre_hook(observe, prepend=True) for m in layers]
+    handles = [m.register_forward_pre_hook(observe, prepend=True, with_kwargs=True) for m in layers]
     try:
         count = 0
         for batch in batches:

@@ -43,21 +43,30 @@ def channel_view(w: Tensor, per_channel: bool) -> Tensor:
     return w.reshape(1, -1)
 
 
-def symmetric_scale(w: Tensor, bits: int, per_channel: bool = False, method: str = "max") -> Tensor:
+def symmetric_scale(
+    w: Tensor, bits: int, per_channel: bool = False, method: str = "max", headroom: float = 1.0
+) -> Tensor:
     """``dw = w_max / (2**(b-1) - 1)`` per tensor or per output channel (PAPERS.md B).
 
     ``method="max"`` takes ``w_max = max |w|``; ``"mse"`` searches clipping
     ratios in ``[0.5, 1]`` for the one with the least squared rounding error.
+    ``headroom >= 1`` multiplies ``w_max`` so that the largest weights can
+    still grow in training (with ``1``, they sit at the integer limit).
     Returns a float32 tensor broadcastable to ``w``: shape ``()`` per tensor,
-    ``(C, 1, ..., 1)`` per channel. A zero tensor gets scale 1 (nothing to represent).
+    ``(C, 1, ..., 1)`` per channel. An all-zero (or subnormal) tensor or channel,
+    such as a fresh bias, gets ``w_max = 1``: nothing to represent yet, and room
+    to train.
     """
+    if not headroom >= 1.0:
+        raise ValueError(f"Invalid headroom {headroom}; use headroom >= 1")
     rows = channel_view(w.detach().float(), per_channel)
     wmax = rows.abs().amax(dim=1)
     if method == "mse":
         wmax = _mse_clip(rows, wmax, bits)
     elif method != "max":
         raise ValueError(f"Invalid scale method {method!r}; use 'max' or 'mse'")
-    scale = torch.where(wmax > 0, wmax / qmax(bits), torch.ones_like(wmax))
+    scale = wmax * headroom / qmax(bits)
+    scale = torch.where(scale >= torch.finfo(torch.float32).tiny, scale, 1.0 / qmax(bits))
     if per_channel and w.dim() >= 2:
         return scale.view(-1, *([1] * (w.dim() - 1)))
     return scale.reshape(())
@@ -67,7 +76,8 @@ def _mse_clip(rows: Tensor, wmax: Tensor, bits: int) -> Tensor:
     best, best_err = wmax.clone(), torch.full_like(wmax, math.inf)
     for ratio in torch.linspace(0.5, 1.0, 51).tolist():
         clip = wmax * ratio
-        scale = torch.where(clip > 0, clip / qmax(bits), torch.ones_like(clip))[:, None]
+        scale = clip / qmax(bits)
+        scale = torch.where(scale >= torch.finfo(torch.float32).tiny, scale, 1.0)[:, None]
         err = ((rows / scale).round().clamp(-qmax(bits), qmax(bits)) * scale - rows).square().sum(1)
         better = err < best_err
         best, best_err = torch.where(better, clip, best), torch.where(better, err, best_err)
