@@ -208,10 +208,21 @@ class ZO(torch.optim.Optimizer):
 
     # -- checkpoints --------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        for group in state["param_groups"]:
-            group.pop("masks", None)  # tensors, rebuilt by the caller with the params
-        state["zo"] = {
+        """Everything a bit-exact resume needs, as plain data (``torch.load(weights_only=True)``).
+
+        Same layout as ``torch.optim`` (``state``, ``param_groups`` with parameter
+        indices) plus a ``zo`` entry. ZO keeps no per-parameter state: the step
+        counter, the source's configuration (and history, if any) and the update
+        rule's few numbers are all there is. Masks are not saved: they belong to
+        the parameter groups the optimizer is built with.
+        """
+        groups, index = [], 0
+        for group in self.param_groups:
+            packed = {k: v for k, v in group.items() if k not in ("params", "masks")}
+            packed["params"] = list(range(index, index + len(group["params"])))
+            index += len(group["params"])
+            groups.append(packed)
+        zo = {
             "steps": self.steps,
             "skipped": self.skipped,
             "forwards": self.forwards,
@@ -222,11 +233,11 @@ class ZO(torch.optim.Optimizer):
             "directions": self.directions.state_dict(),
             "update": self.update_rule.state_dict(),
         }
-        return state
+        return {"state": {}, "param_groups": groups, "zo": zo}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state = dict(state_dict)
-        zo = state.pop("zo", None)
+        """Resume from :meth:`state_dict`; the optimizer must be built the same way."""
+        zo = state_dict.get("zo")
         if zo is None:
             raise ValueError("Not a ZO optimizer state_dict (no 'zo' entry)")
         if zo["layout"] != self.space.describe():
@@ -234,19 +245,18 @@ class ZO(torch.optim.Optimizer):
                 f"Checkpoint parameters {zo['layout']} do not match this optimizer's "
                 f"{self.space.describe()}; build the model the same way before resuming"
             )
-        self.directions.load_state_dict(zo["directions"])
-        masks = [g["masks"] for g in self.param_groups]
-        for group in state["param_groups"]:
-            group.pop("masks", None)
-        super().load_state_dict(state)
-        for group, m in zip(self.param_groups, masks, strict=True):
-            group["masks"] = m
-        self.eps, self.queries = zo["eps"], zo["queries"]
         if zo["estimator"] != _describe(self.estimator):
             raise ValueError(
                 f"Checkpoint was written with estimator {zo['estimator']!r}, but this optimizer "
                 f"uses {_describe(self.estimator)!r}; construct it with the same estimator to resume"
             )
+        saved = state_dict["param_groups"]
+        if [len(g["params"]) for g in saved] != [len(g["params"]) for g in self.param_groups]:
+            raise ValueError("Checkpoint parameter groups do not match this optimizer's groups")
+        self.directions.load_state_dict(zo["directions"])
+        for group, stored in zip(self.param_groups, saved, strict=True):
+            group.update({k: v for k, v in stored.items() if k != "params"})
+        self.eps, self.queries = zo["eps"], zo["queries"]
         self.steps, self.skipped, self.forwards = zo["steps"], zo["skipped"], zo["forwards"]
         self.update_rule.load_state_dict(zo["update"])
 
@@ -274,6 +284,8 @@ class _Probe:
         self.applied: dict[tuple[int, int], list[float]] = {}
         self.nets: dict[tuple[int, int], float] = {}
         self.released: list[int] = []
+        if opt.fixed is not None:
+            opt.fixed.start()
 
     def _add(self, key: tuple[int, int], multiples: list[float]) -> None:
         """``w += multiples[i] * eps * z(key)`` on float tensor ``i``, recorded in ``applied``."""

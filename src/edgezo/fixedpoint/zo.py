@@ -103,19 +103,30 @@ class FixedPointSteps:
                 out.append(
                     f"eps = {eps:g} rounds to eps_q = 0 for {name} (weight step dw up to "
                     f"{float(dw.max()):.3g}): its perturbation vanishes; use eps >= "
-                    f"{float(dw.max()) / 2:.3g} or more weight bits"
+                    f"{_ceil3(0.501 * float(dw.max()))} or more weight bits"
                 )
             lr = lrs[seg.group]
             step = lr * self.zf.one * self.zf.dz / dw  # a one-sigma sign update, in units of dw
             if sign_updates and lr > 0 and bool((step < 0.5).any()):
                 out.append(
                     f"lr = {lr:g} gives a one-sigma update of {float(step.min()):.3g} weight "
-                    f"steps for {name}: it rounds to zero; use lr >= {float(dw.max()) / 2:.3g} "
+                    f"steps for {name}: it rounds to zero; use lr >= "
+                    f"{_ceil3(0.5 * float(dw.max()) / (self.zf.one * self.zf.dz))} "
                     "or more weight bits"
                 )
         return out
 
     # -- perturbation (on the fly) -------------------------------------------------------
+    def start(self) -> None:
+        """From now until :meth:`clear`, layers read ``sat(requant_dz(w_q * 1_q + ...))``.
+
+        Every evaluation of a step, perturbed or not, then goes through the same
+        integer path, so the unperturbed point of the one-sided estimator carries
+        the same ``1_q * dz`` factor as the perturbed ones.
+        """
+        for j, seg in enumerate(self.segments):
+            seg.param.fixed.perturbation = _Perturbed(self, j)
+
     def perturb(self, key: tuple[int, int], net: int) -> None:
         """Layers read ``w_q`` perturbed by ``net * eps_q`` along ``z(key)`` (0 removes it).
 
@@ -126,8 +137,7 @@ class FixedPointSteps:
             self.active[key] = net
         else:
             self.active.pop(key, None)
-        for j, seg in enumerate(self.segments):
-            seg.param.fixed.perturbation = _Perturbed(self, j) if self.active else None
+        self.start()
 
     def clear(self) -> None:
         self.active.clear()
@@ -187,6 +197,14 @@ class FixedPointSteps:
         if seg.mask is not None:
             change = change * seg.mask.to(torch.int64)
         p.data.copy_(saturate(p.data.to(torch.int64) - change, p.fixed.bits))
+
+
+def _ceil3(x: float) -> str:
+    """``x`` rounded up to 3 significant digits (advice that is enough when followed)."""
+    if x <= 0:
+        return "0"
+    e = math.floor(math.log10(x)) - 2
+    return f"{math.ceil(x / 10**e) * 10**e:.3g}"
 
 
 class _Perturbed:
