@@ -5,31 +5,46 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgezo-installed
 
-.PHONY: demo test test-slow bench lint setup clean
+# Debian-only tools and data: yosys (hardware cost by synthesis), Fashion-MNIST (vision studies)
+APT_PACKAGES := yosys dataset-fashion-mnist
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-setup: $(STAMP)
+.PHONY: demo test test-slow bench lint setup system-deps clean
+
+setup: $(STAMP) system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned, so pip takes the local CPU wheel instead of a multi-GB CUDA build
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,hw]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+system-deps:
+	@if command -v yosys >/dev/null 2>&1 && [ -d /usr/share/datasets/fashion-mnist ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
+	else \
+	  echo "NOTE: apt-get is not available: install the Debian packages '$(APT_PACKAGES)'"; \
+	  echo "      with your system's package manager (yosys: hardware cost; dataset-fashion-mnist:"; \
+	  echo "      vision studies); the tests that need them fail and say so."; \
+	fi
+
+demo: setup
 	$(BIN)/edgezo demo
 
-test: $(STAMP)
+test: setup
 	$(BIN)/python -m pytest
 
-test-slow: $(STAMP)
+test-slow: setup
 	$(BIN)/python -m pytest -m slow
 
-bench: $(STAMP)
+bench: setup
 	$(BIN)/python benchmarks/step_overhead.py
 
-lint: $(STAMP)
+lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 

@@ -2,6 +2,7 @@
 
     edgezo --version
     edgezo demo [--steps N] [--seed S] [--quick] [--threads T] [--no-progress] [--json FILE]
+    edgezo hw report [--throughput N] [--bits B] [--target xilinx|ice40|ecp5] [--out DIR]
 
 Adding a subcommand: write ``def _add_NAME(subparsers)`` that creates its
 parser and sets ``handler`` (a function ``args -> int``, the exit code) with
@@ -102,8 +103,15 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- edgezo hw -------------------------------------------------------------------
+def _add_hw(subparsers: Any) -> None:
+    from .hw.cli import add_cli  # light: Amaranth is imported only when a report runs
+
+    add_cli(subparsers)
+
+
 #: Subcommand registrars, in the order ``--help`` lists them.
-COMMANDS: list[Callable[[Any], None]] = [_add_demo]
+COMMANDS: list[Callable[[Any], None]] = [_add_demo, _add_hw]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,7 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: choose a command (see {PROG} --help)", file=sys.stderr)
         return EXIT_ERROR
     try:
-        return int(args.handler(args) or 0)
+        handler = getattr(args, "handler", None) or args.func  # edgezo.hw sets ``func``
+        return int(handler(args) or 0)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
