@@ -41,7 +41,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -55,6 +54,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see benchmarks/step_overh
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from _common import emit_json  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
 import edgezo  # noqa: E402
@@ -296,11 +296,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "per_seed": backprop,
     }
     results["wall_s"] = time.perf_counter() - t0
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    emit_json(results, args.out)
     return results
 
 

@@ -76,6 +76,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from _common import emit_json  # noqa: E402
 from torch import nn  # noqa: E402
 
 import edgezo  # noqa: E402
@@ -755,11 +756,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results["targets"] = targets(results)
     results["env"]["loadavg_at_end"] = list(os.getloadavg())
     results["wall_s"] = time.perf_counter() - t_start
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    emit_json(results, args.out)
     return results
 
 
