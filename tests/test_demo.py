@@ -111,17 +111,23 @@ def quick_runs(tmp_path_factory):
     return root, first, second, lines
 
 
-def test_quick_demo_adapts_both_methods(quick_runs):
+def test_quick_demo_adapts_every_method(quick_runs):
     _, first, _, _ = quick_runs
-    assert set(first["methods"]) == {"mezo", "pezo"}
+    assert list(first["methods"]) == ["mezo", "pezo", "qzo-ff 16w8a"]
     assert first["pretrain"]["clean_test_acc"] > 0.9  # the backbone is a real MNIST model
     zero_shot = first["zero_shot_acc"]
     assert zero_shot < first["pretrain"]["clean_test_acc"] - 0.3  # the shift hurts
     for name, m in first["methods"].items():
-        assert m["before"] == zero_shot
+        if name in demo.QUANTIZED:  # its own start: the 16w8a copy, close to the float model
+            assert abs(m["before"] - zero_shot) < 0.02, (name, m)
+        else:
+            assert m["before"] == zero_shot
         assert m["after"] > zero_shot + 0.2, (name, m)  # ZO recovers a large part
+        assert m["after"] > m["before"] + 0.2, (name, m)
         assert m["steps"] == demo.QUICK.steps and m["skipped"] == 0
-        assert m["forwards"] == 2 * m["steps"]  # central estimate: two forwards per step
+        # central estimate: two forwards per step; sign-m-SPSA: two per query
+        per_step = 2 * demo.QUICK.qzo_queries if name in demo.QUANTIZED else 2
+        assert m["forwards"] == per_step * m["steps"]
         assert m["last_loss"] < m["first_loss"]
     assert first["adapted"]["names"] == ["head.weight", "head.bias"]
     assert first["adapted"]["numel"] == 128 * 10 + 10
@@ -132,7 +138,7 @@ def test_pretraining_is_cached_and_runs_are_deterministic(quick_runs):
     assert not first["pretrain"]["cached"] and second["pretrain"]["cached"]
     assert len(list(Path(root).glob("smallcnn-mnist-*.pt"))) == 1
     assert second["pretrain"]["clean_test_acc"] == first["pretrain"]["clean_test_acc"]
-    for name in ("mezo", "pezo"):
+    for name in demo.METHODS:
         assert second["methods"][name]["after"] == first["methods"][name]["after"]
 
 
@@ -144,6 +150,8 @@ def test_demo_prints_a_table(quick_runs):
     assert header.split() == ["method", "before", "after", "steps", "forwards", "wall", "s"]
     assert any(line.startswith("mezo") for line in first["table"].splitlines())
     assert any(line.startswith("pezo") for line in first["table"].splitlines())
+    assert any(line.startswith("qzo-ff 16w8a") for line in first["table"].splitlines())
+    assert "16-bit weights, 8-bit activations" in first["table"]
     assert "total wall time" in text
 
 
@@ -162,6 +170,34 @@ def test_adaptation_changes_only_the_head():
         changed = not torch.equal(after[k], before[k])
         assert changed == k.startswith("head."), k
     assert not model.training
+
+
+def test_qzo_ff_adapts_only_the_heads_integers():
+    torch.manual_seed(0)
+    backbone = demo.SmallCNN().eval()
+    x, y = torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,))
+    config = demo.DemoConfig(steps=3, batch=8)
+    method = "qzo-ff 16w8a"
+    model, params = demo.starting_model(backbone, method, x, config)
+    assert [p.fixed.bits for p in params] == [16, 16]
+    assert [p.dtype for p in params] == [torch.int16, torch.int16]
+    assert [tuple(p.shape) for p in params] == [(10, 128), (10,)]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model, stats = demo.adapt(
+        backbone, method, x, y, config, seed=0, progress=False, start=(model, params)
+    )
+    assert stats["forwards"] == 3 * 2 * config.qzo_queries
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    for k in before:  # integers (and the activation scales) change only in the head
+        changed = not torch.equal(after[k], before[k])
+        assert changed == (k in ("head.weight_q", "head.bias_q")), k
+    assert all(p.dtype == torch.float32 for p in backbone.parameters())  # the float original
+
+
+def test_unknown_method_is_rejected():
+    with pytest.raises(ValueError, match="Unknown method"):
+        demo.starting_model(demo.SmallCNN(), "sgd", torch.rand(8, 1, 28, 28), demo.QUICK)
 
 
 def test_bad_steps_are_rejected():

@@ -8,16 +8,28 @@ The story, on real data (MNIST from an installed wheel; nothing is downloaded):
 2. **Deploy into a shifted domain**: a washed-out, noisy camera (raised black
    level, compressed contrast, sensor noise: :func:`~edgezo.data.washed_out`).
    Zero-shot accuracy falls from ~99% to ~40%.
-3. **Adapt on the device** with zeroth-order SGD, two forward passes per step
+3. **Adapt on the device** with zeroth-order methods, forward passes only
    and no backward pass, on labelled shifted *train* images, once per method:
 
-   * ``mezo``: :func:`edgezo.presets.mezo` (Gaussian ``z``, regenerated from a seed);
+   * ``mezo``: :func:`edgezo.presets.mezo` (Gaussian ``z``, regenerated from a
+     seed; central estimate, two forwards per step);
    * ``pezo``: :func:`edgezo.presets.pezo` (uniform ``z`` read cyclically from a
      small pre-generated pool of 1021 numbers, smaller than the 1290 adapted
-     parameters, as on an FPGA: no random number generator in the loop).
+     parameters, as on an FPGA: no random number generator in the loop);
+   * ``qzo-ff 16w8a``: what a fixed-point NPU would run (PAPERS.md B). A copy
+     of the whole model quantized by :func:`edgezo.fixedpoint.quantize_model`
+     (16-bit integer weights with fixed per-tensor scales, 8-bit activations
+     calibrated on 4 shifted train batches: :func:`quantize_backbone`), its
+     head's integers trained by :func:`edgezo.presets.qzo_ff` (sign-m-SPSA,
+     m = 3: six forwards per step, 8-bit ``z``, integer perturbation and
+     update). Its ``before`` is the quantized model's own zero-shot accuracy.
 
-   Both get the same steps, the same batches (same order), the same seed and
-   the same ``lr``/``eps``.
+   All get the same steps, the same batches (same order) and the same seed;
+   mezo and pezo the same ``lr``/``eps``. A sign estimate's step does not
+   scale with the loss difference, so qzo-ff has its own ``qzo_lr``/``qzo_eps``:
+   those chosen by ``benchmarks/fixedpoint.py`` (a grid over lr and eps of
+   float sign-3-SPSA, scored on held-out shifted train images), which also
+   compares it with float ZO, backprop, 8-bit weights and the enhancements.
 
 What is adapted: the **classifier head** (``head``: 1280 weights + 10 biases
 = 1290 of the model's 206,922 parameters), i.e. linear probing, the cheapest
@@ -34,6 +46,12 @@ it: 66% where the head gets 84%, same budget).
 
 ``lr = 3e-3``, ``eps = 1e-3``, batch 64, 800 steps were tuned once on the full
 run (lr 5e-3 and 1e-2 are slightly worse; 300 steps already give ~81%).
+qzo-ff's ``lr = 3e-3``, ``eps = 1e-2`` are the benchmark's grid choice (float
+sign-3-SPSA, 1000 steps, scored on held-out shifted train images: every pair
+of lr in {3e-3, 1e-2} and eps in {1e-3, 1e-2} within 0.8 points). Its row
+costs about three times mezo's (six forwards per step instead of two, plus
+~8% for the fixed-point forward); the full demo measured 87.6% (mezo), 87.5%
+(pezo) and 89.3% (qzo-ff 16w8a) from 43.1% zero-shot, seed 0.
 The model is in ``eval()`` mode for every forward pass (SmallCNN has no
 dropout or batch norm, but a ZO forward must never update running statistics:
 the two perturbed losses would be taken under different models).
@@ -55,6 +73,7 @@ from torch import Tensor, nn
 
 from . import cache, presets
 from .data import load_mnist, load_shifted_mnist
+from .fixedpoint import quantize_model, trainable_parameters
 from .models import SmallCNN, count_parameters
 
 #: Bump when pretraining changes in a way the config does not capture.
@@ -81,6 +100,13 @@ class DemoConfig:
     lr: float = 3e-3
     eps: float = 1e-3
     pool_size: int = 1021  # PeZO's pool: 1021 numbers (prime: never divides the dimension)
+    # QZO-FF (sign-m-SPSA on the integer weights of a 16w8a copy); its lr is its own (see doc)
+    qzo_lr: float = 3e-3
+    qzo_eps: float = 1e-2
+    qzo_queries: int = 3
+    weight_bits: int = 16
+    activation_bits: int = 8
+    calibration_batches: int = 4  # shifted train batches that fix the activation scales
     adapt: str = "head"  # module whose parameters are adapted
     train_samples: int = 10000  # labelled shifted images available on the device
     test_samples: int = 10000
@@ -100,9 +126,15 @@ class DemoConfig:
 
 FULL = DemoConfig()
 #: For tests and a smoke check: a weaker backbone, fewer steps, smaller sets.
-QUICK = replace(FULL, pretrain_steps=200, steps=200, train_samples=3000, test_samples=2000)
+QUICK = replace(FULL, pretrain_steps=200, steps=150, train_samples=3000, test_samples=2000)
 
-METHODS: dict[str, Callable[..., Any]] = {"mezo": presets.mezo, "pezo": presets.pezo}
+METHODS: dict[str, Callable[..., Any]] = {
+    "mezo": presets.mezo,
+    "pezo": presets.pezo,
+    "qzo-ff 16w8a": presets.qzo_ff,
+}
+#: Methods that adapt a fixed-point copy of the backbone (:func:`quantize_backbone`).
+QUANTIZED = frozenset({"qzo-ff 16w8a"})
 
 
 def as_input(images: Tensor) -> Tensor:
@@ -166,6 +198,97 @@ def pretrain(config: DemoConfig, progress: bool = True) -> tuple[SmallCNN, bool,
     return model.eval(), False, seconds
 
 
+def load_data(config: DemoConfig, validation: int = 0) -> dict[str, tuple[Tensor, Tensor]]:
+    """The demo's image sets as model inputs (``float32 (N, 1, 28, 28)``) with their labels.
+
+    Keys: ``clean_test`` (MNIST test), ``test`` (shifted test), ``train`` (the
+    first ``config.train_samples`` shifted train images: what the device has);
+    with ``validation > 0`` also ``validation``, the *last* ``validation``
+    shifted train images (disjoint from ``train``, for choosing hyperparameters
+    without looking at the test set).
+    """
+    n_test, n_train = config.test_samples, config.train_samples
+    x_clean, y_clean = load_mnist("test")
+    x_test, y_test = load_shifted_mnist("test", config.shift_seed, config.shift)
+    x_train, y_train = load_shifted_mnist("train", config.shift_seed, config.shift)
+    out = {
+        "clean_test": (as_input(x_clean[:n_test]), y_clean[:n_test]),
+        "test": (as_input(x_test[:n_test]), y_test[:n_test]),
+        "train": (as_input(x_train[:n_train]), y_train[:n_train]),
+    }
+    if validation:
+        if validation + n_train > len(x_train):
+            raise ValueError(
+                f"validation = {validation} overlaps the {n_train} train images "
+                f"(the split has {len(x_train)})"
+            )
+        out["validation"] = (as_input(x_train[-validation:]), y_train[-validation:])
+    return out
+
+
+def quantize_backbone(
+    backbone: nn.Module,
+    x: Tensor,
+    config: DemoConfig,
+    weight_bits: int | None = None,
+    activation_bits: int | None = None,
+    headroom: float = 1.0,
+) -> nn.Module:
+    """A fixed-point copy of ``backbone`` (eval mode) whose ``config.adapt`` parameters train.
+
+    Every weight of the model becomes a ``weight_bits`` integer with a fixed
+    per-tensor scale, and every weighted layer's input is fake-quantized to
+    ``activation_bits`` with a static scale calibrated on the first
+    ``config.calibration_batches`` batches of ``x`` (shifted train images: the
+    device calibrates on its own camera). Only the adapted module's integers
+    are :func:`~edgezo.fixedpoint.trainable_parameters`. ``headroom``: see
+    :func:`~edgezo.fixedpoint.quantize_model` (1: the paper's ``w_max`` scale).
+    """
+    model = _copy(backbone)
+    _adapted_parameters(model, config.adapt)  # marks what trains (requires_grad)
+    n = config.calibration_batches * config.batch
+    calibration = list(x[:n].split(config.batch))
+    quantized = quantize_model(
+        model,
+        weight_bits=config.weight_bits if weight_bits is None else weight_bits,
+        activation_bits=config.activation_bits if activation_bits is None else activation_bits,
+        calibration=calibration,
+        headroom=headroom,
+    )
+    return quantized.eval()
+
+
+def starting_model(
+    backbone: nn.Module, method: str, x: Tensor, config: DemoConfig
+) -> tuple[nn.Module, list[Tensor]]:
+    """What ``method`` adapts: a copy of ``backbone`` and its adapted parameters.
+
+    For :data:`QUANTIZED` methods the copy is in fixed point (:func:`quantize_backbone`)
+    and the parameters are the head's integers.
+    """
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; choose one of {list(METHODS)}")
+    if method in QUANTIZED:
+        model = quantize_backbone(backbone, x, config)
+        return model, list(trainable_parameters(model))
+    model = _copy(backbone)
+    return model, _adapted_parameters(model, config.adapt)
+
+
+def make_optimizer(method: str, params: list[Tensor], config: DemoConfig, seed: int) -> Any:
+    """The ZO optimizer of ``method`` with the demo's settings."""
+    if method in QUANTIZED:
+        return METHODS[method](
+            params,
+            lr=config.qzo_lr,
+            eps=config.qzo_eps,
+            seed=seed,
+            queries=config.qzo_queries,
+        )
+    kwargs: dict[str, Any] = {"pool_size": config.pool_size} if method == "pezo" else {}
+    return METHODS[method](params, lr=config.lr, eps=config.eps, seed=seed, **kwargs)
+
+
 def adapt(
     backbone: nn.Module,
     method: str,
@@ -174,17 +297,20 @@ def adapt(
     config: DemoConfig,
     seed: int,
     progress: bool = True,
+    start: tuple[nn.Module, list[Tensor]] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """A copy of ``backbone`` adapted with ZO ``method`` on ``(x, y)``; returns it and its stats."""
-    model = _copy(backbone)
-    params = _adapted_parameters(model, config.adapt)
-    kwargs: dict[str, Any] = {"pool_size": config.pool_size} if method == "pezo" else {}
-    opt = METHODS[method](params, lr=config.lr, eps=config.eps, seed=seed, **kwargs)
+    """A copy of ``backbone`` adapted with ZO ``method`` on ``(x, y)``; returns it and its stats.
+
+    ``start``: the ``(model, parameters)`` to train, from :func:`starting_model`
+    (made here when omitted; the backbone itself is never changed).
+    """
+    model, params = start if start is not None else starting_model(backbone, method, x, config)
+    opt = make_optimizer(method, params, config, seed)
     gen = torch.Generator().manual_seed(seed)  # the same batches for every method
     model.eval()  # see the module doc: ZO forwards never run in training mode
     losses: list[float] = []
     bar = _bar(config.steps, f"adapt {method} (ZO)", progress)
-    start = time.perf_counter()
+    start_time = time.perf_counter()
     for _ in range(config.steps):
         idx = torch.randint(0, len(x), (config.batch,), generator=gen)
         xb, yb = x[idx], y[idx]
@@ -192,7 +318,7 @@ def adapt(
         losses.append(loss)
         bar.update(1)
         bar.set_postfix(loss=f"{_smooth(losses):.3f}", refresh=False)
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start_time
     bar.close()
     stats = {
         "steps": opt.steps,
@@ -212,14 +338,14 @@ def run_demo(
     progress: bool = True,
     echo: Callable[[str], Any] | None = print,
 ) -> dict[str, Any]:
-    """Pretrain (or load), shift, adapt with MeZO and PeZO, and report.
+    """Pretrain (or load), shift, adapt with MeZO, PeZO and QZO-FF 16w8a, and report.
 
     Args:
-        steps: ZO steps per method (default: 800, or 200 with ``quick``).
+        steps: ZO steps per method (default: 800, or 150 with ``quick``).
         seed: seed of the adaptation (batch order and ZO directions); the
             pretraining and the shift have their own fixed seeds, so the
             cached backbone is reused across seeds.
-        quick: a much smaller run (for tests), well under 30 s.
+        quick: a much smaller run (for tests): about 20 s on two shared cores.
         progress: show tqdm bars (on stderr).
         echo: where the summary table goes (``None``: nowhere).
 
@@ -227,7 +353,9 @@ def run_demo(
         A dict: ``config``, ``pretrain`` (``cached``, ``seconds``, ``clean_test_acc``),
         ``adapted`` (parameter names and count), ``zero_shot_acc`` (shifted test),
         ``methods`` (per method: ``before``, ``after``, ``steps``, ``forwards``,
-        ``skipped``, ``seconds``, losses), ``table`` and ``seconds`` (wall time).
+        ``skipped``, ``seconds``, losses; ``before`` is the zero-shot accuracy of
+        the model the method starts from: the quantized copy for ``qzo-ff 16w8a``),
+        ``table`` and ``seconds`` (wall time).
     """
     wall = time.perf_counter()
     config = QUICK if quick else FULL
@@ -237,25 +365,25 @@ def run_demo(
         config = replace(config, steps=int(steps))
     backbone, cached, pretrain_seconds = pretrain(config, progress)
 
-    x_clean, y_clean = load_mnist("test")
-    n_test = config.test_samples
-    x_test_shift, y_test_shift = load_shifted_mnist("test", config.shift_seed, config.shift)
-    x_train_shift, y_train_shift = load_shifted_mnist("train", config.shift_seed, config.shift)
-    x_clean, y_clean = as_input(x_clean[:n_test]), y_clean[:n_test]
-    x_test_shift, y_test_shift = as_input(x_test_shift[:n_test]), y_test_shift[:n_test]
-    n_train = config.train_samples
-    x_train_shift, y_train_shift = as_input(x_train_shift[:n_train]), y_train_shift[:n_train]
-
-    clean_acc = accuracy(backbone, x_clean, y_clean)
+    data = load_data(config)
+    x_train_shift, y_train_shift = data["train"]
+    x_test_shift, y_test_shift = data["test"]
+    clean_acc = accuracy(backbone, *data["clean_test"])
     zero_shot = accuracy(backbone, x_test_shift, y_test_shift)
     names = [n for n, _ in _named_adapted(backbone, config.adapt)]
     numel = sum(p.numel() for _, p in _named_adapted(backbone, config.adapt))
 
     methods: dict[str, dict[str, Any]] = {}
     for method in METHODS:
-        model, stats = adapt(backbone, method, x_train_shift, y_train_shift, config, seed, progress)
+        start = starting_model(backbone, method, x_train_shift, config)
+        before = (
+            accuracy(start[0], x_test_shift, y_test_shift) if method in QUANTIZED else zero_shot
+        )
+        model, stats = adapt(
+            backbone, method, x_train_shift, y_train_shift, config, seed, progress, start=start
+        )
         methods[method] = {
-            "before": zero_shot,
+            "before": before,
             "after": accuracy(model, x_test_shift, y_test_shift),
             **stats,
         }
@@ -285,8 +413,14 @@ def format_table(result: dict[str, Any]) -> str:
         f"{100 * pre['clean_test_acc']:.2f}%",
         f"shift: {cfg['shift']} (see edgezo.data.shift); ZO adapts "
         f"{', '.join(adapted['names'])} ({adapted['numel']} of {adapted['of']} parameters)",
-        f"ZO: lr {cfg['lr']:g}, eps {cfg['eps']:g}, batch {cfg['batch']}, seed {cfg['seed']}, "
-        f"{cfg['train_samples']} shifted train images, {cfg['test_samples']} shifted test images",
+        f"ZO: batch {cfg['batch']}, seed {cfg['seed']}, {cfg['train_samples']} shifted train "
+        f"images, {cfg['test_samples']} shifted test images; the same batches for every method",
+        f"  mezo, pezo: float32, central estimate, lr {cfg['lr']:g}, eps {cfg['eps']:g}",
+        f"  qzo-ff {cfg['weight_bits']}w{cfg['activation_bits']}a: the whole model in fixed point "
+        f"({cfg['weight_bits']}-bit weights, {cfg['activation_bits']}-bit activations calibrated "
+        f"on {cfg['calibration_batches']} shifted train batches); sign-{cfg['qzo_queries']}-SPSA, "
+        f"8-bit z, integer perturbations and updates of the head's integers, "
+        f"lr {cfg['qzo_lr']:g}, eps {cfg['qzo_eps']:g}",
         "",
     ]
     header = ("method", "before", "after", "steps", "forwards", "wall s")
@@ -310,7 +444,10 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append("  ".join(cells))
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
-    lines.append("(before / after: accuracy on the shifted test set; forwards: ZO forward passes)")
+    lines.append(
+        "(before / after: accuracy on the shifted test set, before: of the model the method "
+        "starts from; forwards: ZO forward passes)"
+    )
     return "\n".join(lines)
 
 
