@@ -81,7 +81,9 @@ def test_demo_quick_end_to_end(monkeypatch, tmp_path, capsys):
     assert "method" in out and "mezo" in out and "pezo" in out
     result = json.loads(out_json.read_text())
     assert result["config"]["quick"] is True
-    for m in result["methods"].values():
-        assert m["steps"] == 60 and m["forwards"] == 120
+    per_step = {"mezo": 2, "pezo": 2, "qzo-ff 16w8a": 6}  # central q=1; sign-m-SPSA, m=3
+    assert set(result["methods"]) == set(per_step)
+    for name, m in result["methods"].items():
+        assert m["steps"] == 60 and m["forwards"] == 60 * per_step[name]
         assert m["after"] > m["before"] + 0.15
     assert list((tmp_path / "cache").glob("smallcnn-mnist-*.pt"))

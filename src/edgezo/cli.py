@@ -51,12 +51,13 @@ _nonnegative_int = _int_at_least(0)
 def _add_demo(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "demo",
-        help="pretrain a small CNN on MNIST, shift the domain, adapt it with MeZO and PeZO",
+        help="pretrain a small CNN on MNIST, shift the domain, adapt it with MeZO, PeZO, QZO-FF",
         description=(
             "Last-mile adaptation with forward passes only: a SmallCNN pretrained with backprop "
             "on MNIST (cached after the first run) meets a washed-out, noisy camera; its "
             "classifier head is adapted with zeroth-order SGD (MeZO: Gaussian directions; PeZO: "
-            "a pre-generated uniform pool) on the same batches. Prints accuracy before and "
+            "a pre-generated uniform pool; QZO-FF: 16-bit integer weights, 8-bit activations) "
+            "on the same batches. Prints accuracy before and "
             "after, steps, forward passes and wall time. Cache: $EDGEZO_CACHE or ~/.cache/edgezo."
         ),
     )
