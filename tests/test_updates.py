@@ -53,6 +53,20 @@ def full_loss(model, batches):
 
 
 # -- the factors -------------------------------------------------------------------------
+
+
+def recording_closure(model, x, y):
+    """A cross-entropy closure that also records every loss it returns (as floats)."""
+    losses = []
+
+    def closure():
+        loss = F.cross_entropy(model(x), y)
+        losses.append(float(loss))
+        return loss
+
+    return closure, losses
+
+
 def test_factors_are_weight_norm_over_direction_norm():
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(30, 7, generator=g), torch.randn(5, generator=g) * 0.01
@@ -127,12 +141,7 @@ def test_each_tensor_moves_by_lr_c_times_its_norm_float(estimator, masked):
         update=KernelNormalized(),
     )
     x, y = batches[0]
-    losses = []
-
-    def closure():
-        loss = F.cross_entropy(model(x), y)
-        losses.append(float(loss))
-        return loss
+    closure, losses = recording_closure(model, x, y)
 
     before = [p.detach().clone() for p in params]
     step(opt, closure)
@@ -161,12 +170,7 @@ def test_several_queries_add_their_normalized_terms_float():
         update=KernelNormalized(),
     )
     x, y = batches[1]
-    losses = []
-
-    def closure():
-        loss = F.cross_entropy(model(x), y)
-        losses.append(float(loss))
-        return loss
+    closure, losses = recording_closure(model, x, y)
 
     before = [p.detach().clone() for p in params]
     step(opt, closure)
@@ -190,12 +194,7 @@ def test_fixed_point_update_is_the_integer_formula_of_eq9(per_channel):
         params, lr=lr, eps=EPS, directions=directions, estimator="sign", update=KernelNormalized()
     )
     x, y = batches[0]
-    losses = []
-
-    def closure():
-        loss = F.cross_entropy(q(x), y)
-        losses.append(float(loss))
-        return loss
+    closure, losses = recording_closure(q, x, y)
 
     before = [p.data.clone() for p in params]
     deq = [w.double() for w in dequantized_copy(q).values()]
