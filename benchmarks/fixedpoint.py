@@ -189,27 +189,42 @@ def zo_run(
     if sparse is not None:
         params = sparse_groups(params, sparsity=sparse, rule=rule)
     opt = make(params)
+
+    def step(fb: Tensor, yb: Tensor) -> None:
+        opt.step(lambda: F.cross_entropy(head(fb), yb))
+
+    result = train_head(head, step, variant, data, order, score, curve_every)
+    result.update(
+        steps=opt.steps,
+        forwards=opt.forwards,
+        skipped=opt.skipped,
+        saturated=saturated_fraction(opt),
+    )
+    return result
+
+
+def train_head(
+    head: nn.Module,
+    step: Callable[[Tensor, Tensor], None],
+    variant: Variant,
+    data: dict[str, tuple[Tensor, Tensor]],
+    order: list[Tensor],
+    score: str,
+    curve_every: int,
+) -> dict[str, Any]:
+    """Run ``step(features, labels)`` over the batches of ``order``: accuracy, curve, seconds."""
     f_train, y_train = variant.feats["train"], data["train"][1]
     f_score, y_score = variant.feats[score], data[score][1]
     curve = []
     start = time.perf_counter()
     for i, idx in enumerate(order):
-        fb, yb = f_train[idx], y_train[idx]
-        opt.step(lambda fb=fb, yb=yb: F.cross_entropy(head(fb), yb))
+        step(f_train[idx], y_train[idx])
         if curve_every and (i + 1) % curve_every == 0 and i + 1 < len(order):
             curve.append([i + 1, head_accuracy(head, f_score, y_score)])
     seconds = time.perf_counter() - start
     acc = head_accuracy(head, f_score, y_score)
     curve.append([len(order), acc])
-    return {
-        "acc": acc,
-        "steps": opt.steps,
-        "forwards": opt.forwards,
-        "skipped": opt.skipped,
-        "seconds": seconds,
-        "curve": curve,
-        "saturated": saturated_fraction(opt),
-    }
+    return {"acc": acc, "seconds": seconds, "curve": curve}
 
 
 def saturated_fraction(opt: ZO) -> float | None:
@@ -247,28 +262,15 @@ def bp_run(
     """Adam on the same head and batches (backprop through the head only: the rest is frozen)."""
     head = variant.head().eval()
     opt = torch.optim.Adam(variant.params(head), lr=lr)
-    f_train, y_train = variant.feats["train"], data["train"][1]
-    f_score, y_score = variant.feats[score], data[score][1]
-    curve = []
-    start = time.perf_counter()
-    for i, idx in enumerate(order):
-        loss = F.cross_entropy(head(f_train[idx]), y_train[idx])
+
+    def step(fb: Tensor, yb: Tensor) -> None:
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        F.cross_entropy(head(fb), yb).backward()
         opt.step()
-        if curve_every and (i + 1) % curve_every == 0 and i + 1 < len(order):
-            curve.append([i + 1, head_accuracy(head, f_score, y_score)])
-    seconds = time.perf_counter() - start
-    acc = head_accuracy(head, f_score, y_score)
-    curve.append([len(order), acc])
-    return {
-        "acc": acc,
-        "steps": len(order),
-        "forwards": len(order),
-        "skipped": 0,
-        "seconds": seconds,
-        "curve": curve,
-    }
+
+    result = train_head(head, step, variant, data, order, score, curve_every)
+    result.update(steps=len(order), forwards=len(order), skipped=0)
+    return result
 
 
 # -- the optimizers of the rows -------------------------------------------------------------------
