@@ -6,10 +6,12 @@ from torch import Tensor, nn
 
 
 class SmallCNN(nn.Module):
-    """Two conv blocks and a two-layer head; about 100k parameters at the defaults.
+    """Two conv blocks and a two-layer classifier; about 207k parameters at the defaults.
 
     Shapes: input ``(B, 1, 28, 28)`` -> features ``(B, hidden)`` -> logits ``(B, classes)``.
-    ``features`` is the backbone, ``head`` the part a linear probe adapts.
+    ``features`` is the backbone (an ``nn.Sequential``, so ``features(x)`` works as for
+    every edgezo backbone), ``head`` the part a linear probe adapts; ``feature_dim`` is
+    ``hidden``.
 
     Args:
         classes: number of output classes.
@@ -19,6 +21,7 @@ class SmallCNN(nn.Module):
 
     def __init__(self, classes: int = 10, width: int = 16, hidden: int = 128) -> None:
         super().__init__()
+        self.feature_dim = hidden
         self.features = nn.Sequential(
             nn.Conv2d(1, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, w, 14, 14)
             nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, 2w, 7, 7)
