@@ -420,6 +420,10 @@ class _Loop:
     state: _State = field(default_factory=_State)
     consistent: bool = True  # the model, optimizer, sampler and state agree on a step
     inexact: str = ""  # why not, after a failed step
+    shown_eval: dict[str, str] = field(default_factory=dict)  # the progress bar's last evaluation
+
+    def __post_init__(self) -> None:
+        self.devices = _cuda_devices(self.model)  # whose generators the model's randomness uses
 
     @property
     def zo(self) -> bool:
@@ -442,10 +446,10 @@ class _Loop:
             with _JsonlLog(log_path, logged) as log, _stop_after_step() as stop_requested:
                 while self.state.step < self.steps:
                     self._one_step(bar, started)
-                    if stop_requested():
-                        raise KeyboardInterrupt
                     if self.state.step < self.steps:  # the last record waits for _finish
                         log.write_new(self.state.history)
+                    if stop_requested():
+                        raise KeyboardInterrupt
                 self._finish()
                 log.write_new(self.state.history)
             self.state.seconds = time.perf_counter() - started
@@ -461,7 +465,7 @@ class _Loop:
 
     def _one_step(self, bar: Any, started: float) -> None:
         state = self.state
-        before = (self.sampler.state_dict(), _rng_state(self.model))
+        before = (self.sampler.state_dict(), _rng_state(self.devices))
         idx = self.sampler.next()
         lr = self.optimizer.param_groups[0]["lr"]
         self.consistent = False
@@ -472,7 +476,7 @@ class _Loop:
             self.inexact = self._inexact_failure(calls[0])
             if not self.inexact:  # the weights are as before the step: so is the rest
                 self.sampler.load_state_dict(before[0])
-                _set_rng_state(self.model, before[1])
+                _set_rng_state(self.devices, before[1])
                 self.consistent = True
             raise
         if self.scheduler is not None:
@@ -491,7 +495,7 @@ class _Loop:
         if self.snapshot_every and state.step % self.snapshot_every == 0:
             self._snapshot()
         bar.update(1)
-        bar.set_postfix(_postfix(state.history), refresh=False)
+        bar.set_postfix(loss=_smoothed_loss(state.history), **self.shown_eval, refresh=False)
         if self.checkpoint_every and state.step % self.checkpoint_every == 0:
             self._save_checkpoint()
 
@@ -539,6 +543,9 @@ class _Loop:
         for name, (ex, ey) in self.eval_sets.items():
             metrics = evaluate(self.model, ex, ey, loss_fn=self.loss_fn)
             out.update({f"eval/{name}/{k}": v for k, v in metrics.items()})
+        name, (ex, ey) = next(iter(self.eval_sets.items()))
+        key = "accuracy" if f"eval/{name}/accuracy" in out else "loss"
+        self.shown_eval = {f"{name} {key[:3]}": f"{out[f'eval/{name}/{key}']:.4f}"}
         return out
 
     def _snapshot(self) -> None:
@@ -578,7 +585,7 @@ class _Loop:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "sampler": self.sampler.state_dict(),
-            "rng": _rng_state(self.model),
+            "rng": _rng_state(self.devices),
             "step": state.step,
             "forwards": state.forwards,
             "seconds": state.seconds,
@@ -624,7 +631,7 @@ class _Loop:
         if self.scheduler is not None:
             self.scheduler.load_state_dict(entry["scheduler"])
         self.sampler.load_state_dict(entry["sampler"])
-        _set_rng_state(self.model, entry["rng"])
+        _set_rng_state(self.devices, entry["rng"])
         trajectory = entry["trajectory"]
         self.state = _State(
             step=entry["step"],
@@ -661,17 +668,10 @@ def _describe(optimizer: torch.optim.Optimizer) -> str:
     return f"{type(optimizer).__name__} (backprop)"
 
 
-def _postfix(history: list[dict[str, Any]], window: int = 20) -> dict[str, str]:
-    """The bar's text: the mean loss of the last ``window`` steps and the last evaluation."""
+def _smoothed_loss(history: list[dict[str, Any]], window: int = 20) -> str:
+    """The bar's loss: the mean finite loss of the last ``window`` steps."""
     losses = [r["loss"] for r in history[-window:] if math.isfinite(r["loss"])]
-    out = {"loss": f"{sum(losses) / len(losses):.4f}" if losses else "nan"}
-    for record in reversed(history):
-        accuracy = [(k, v) for k, v in record.items() if k.endswith("/accuracy")]
-        if accuracy:
-            name, value = accuracy[0]
-            out[name.split("/")[1]] = f"{100 * value:.2f}%"
-            break
-    return out
+    return f"{sum(losses) / len(losses):.4f}" if losses else "nan"
 
 
 def _cuda_devices(model: nn.Module) -> list[int]:
@@ -685,7 +685,8 @@ def _seeded_rng(model: nn.Module, seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.default_generator.manual_seed(seed)
         for d in devices:
-            torch.cuda.default_generators[d].manual_seed(seed)
+            with torch.cuda.device(d):
+                torch.cuda.manual_seed(seed)
         yield
 
 
@@ -718,14 +719,14 @@ def _stop_after_step() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _rng_state(model: nn.Module) -> dict[str, Any]:
-    cuda = [torch.cuda.get_rng_state(d) for d in _cuda_devices(model)]
+def _rng_state(devices: list[int]) -> dict[str, Any]:
+    cuda = [torch.cuda.get_rng_state(d) for d in devices]
     return {"cpu": torch.get_rng_state(), "cuda": cuda}
 
 
-def _set_rng_state(model: nn.Module, state: Mapping[str, Any]) -> None:
+def _set_rng_state(devices: list[int], state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["cpu"])
-    for d, s in zip(_cuda_devices(model), state["cuda"], strict=True):
+    for d, s in zip(devices, state["cuda"], strict=True):
         torch.cuda.set_rng_state(s, d)
 
 
