@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from edgezo.fixedpoint import quantize_model, trainable_parameters
 from edgezo.models.cnn import SmallCNN
 from edgezo.models.prompt import DeepPrompts
 from edgezo.models.regimes import REGIMES, FrozenBatchNorm2d, count_trainable, prepare
@@ -146,3 +147,16 @@ def test_bad_regimes_raise_clear_errors():
     frozen_bn1d.features.append(nn.BatchNorm1d(16))
     with pytest.raises(TypeError, match=r"cannot freeze BatchNorm1d at 'features.9'"):
         prepare(frozen_bn1d, "lp")
+
+
+@pytest.mark.parametrize(("name", "regime"), [("vit", "vpt"), ("resnet", "lp")])
+def test_prepared_models_quantize_with_the_same_trainable_set(name, regime):
+    """16-bit integer weights (QZO-FF): prompts and frozen BatchNorm survive quantize_model."""
+    model, params = prepare(backbone(name), regime, prompt_tokens=2)
+    model.eval()
+    x, _ = batch()
+    quantized = quantize_model(model, weight_bits=16, activation_bits=None)
+    assert sum(p.numel() for p in trainable_parameters(quantized)) == count_trainable(model)
+    quantized.train()
+    assert not any(m.training for m in quantized.modules() if isinstance(m, FrozenBatchNorm2d))
+    assert torch.allclose(quantized(x), model(x), atol=1e-3)
