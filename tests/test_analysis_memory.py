@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -54,6 +57,10 @@ def test_saved_bytes_of_a_two_layer_mlp_match_the_hand_count(b, n_in, hidden, n_
     # linear probing: only Linear2 trains, so only its input is kept
     assert saved_activation_bytes(net, x, list(net[2].parameters())) == b * hidden * F32
     assert all(p.requires_grad for p in net.parameters())  # flags restored
+    # live during that forward: x; h and a (ReLU frees h once the next layer runs: its
+    # output was kept instead); then the output beside what the graph keeps
+    live = n_in + max(2 * hidden, hidden + n_out) if act == "relu" else n_in + 2 * hidden + n_out
+    assert backprop_forward_peak_bytes(net, x) == b * live * F32
 
 
 def test_saved_bytes_reject_tensors_that_are_not_model_parameters():
@@ -273,3 +280,16 @@ def test_backprop_process_peaks_above_inference_by_its_saved_activations():
         assert r["peak_rss_source"] == "VmHWM"
         grew[mode] = r["peak_rss_bytes"] - r["rss_after_setup_bytes"]
     assert grew["bp-fp32"] > grew["inference"] + saved_activation_bytes(net, x) // 2
+
+
+@pytest.mark.slow
+def test_memory_benchmark_quick_run_prints_its_json():
+    bench = Path(__file__).resolve().parent.parent / "benchmarks" / "memory.py"
+    done = subprocess.run(
+        [sys.executable, str(bench), "--quick", "--no-rss"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads(done.stdout)
+    vit = data["settings"]["vit-tiny-32"]
+    assert vit["bp_saved_mb"]["fp32"] > vit["zo_forward_peak_mb"]["fp32"] > 0
+    assert abs(data["zo_step"]["float_step_over_forward"] - 1.0) <= 0.05

@@ -211,7 +211,9 @@ class LiveTensors(TorchDispatchMode):
             del self._live[key]
             self._shift(-record[0], -record[1], -record[2])
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+    def __torch_dispatch__(
+        self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None
+    ) -> Any:
         out = func(*args, **(kwargs or {}))
         inputs = None
         for t in tree_flatten(out)[0]:
@@ -603,6 +605,7 @@ def plot_memory(rows: Sequence[MemoryRow], path: str | Path, title: str = "") ->
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     for i, total in enumerate(bottom):
         ax.annotate(f"{total:.2f}", (i, total), ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(top=1.12 * max(bottom, default=1.0))
     ax.set_ylabel("memory (MB)")
     ax.set_title(title)
     ax.legend(fontsize=8)
@@ -621,7 +624,8 @@ def write_memory_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md = out / "memory.md"
-    md.write_text(memory_markdown(rows, title) + _notes(meta))
+    legend = "".join(f"- `{key}`: {what}\n" for key, what in ROWS.items())
+    md.write_text(memory_markdown(rows, title) + "\nRows:\n" + legend + _notes(meta))
     png = plot_memory(rows, out / "memory.png", title)
     data = {"meta": meta, "rows": [{**asdict(r), "total": r.total} for r in rows]}
     js = out / "memory.json"
