@@ -445,3 +445,12 @@ def test_grid_search_ignores_diverged_runs_and_rejects_empty_grids():
         grid_search({"lr": "0.1"}, run)
     with pytest.raises(ValueError, match="non-finite score"):
         grid_search({"lr": [1.0]}, run)
+
+
+def test_eval_every_without_eval_sets_trains_and_logs_no_evaluation():
+    x, y = _data()
+    model = _mlp(dropout=0.0)
+    opt = presets.mezo(model.parameters(), lr=1e-2, seed=0)
+    result = fit(model, opt, (x, y), steps=4, batch_size=16, eval_every=2, progress=False)
+    assert result.steps == 4 and result.final == {}
+    assert not any(k.startswith("eval/") for record in result.history for k in record)

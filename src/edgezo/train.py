@@ -539,6 +539,8 @@ class _Loop:
             self._snapshot()
 
     def _evaluate(self) -> dict[str, float]:
+        if not self.eval_sets:  # eval_every without eval_sets: nothing to evaluate
+            return {}
         out = {}
         for name, (ex, ey) in self.eval_sets.items():
             metrics = evaluate(self.model, ex, ey, loss_fn=self.loss_fn)

@@ -1,0 +1,244 @@
+"""What every study shares: adapting one prepared model by one method, choosing its
+learning rate on validation data, and writing results as JSON, Markdown and PNG.
+
+Linear probing is run on features computed once: when only the head trains, the
+backbone's output on a sample never changes, so the head is trained on
+``model.features(x)`` (computed in eval mode, by the float or the fixed-point
+backbone of the method) instead of running the frozen backbone at every
+forward. The numbers are those of the full model; the wall time is not what a
+device that runs the whole network would spend.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..train import FitResult, evaluate, fit, grid_search
+from .methods import FORWARD_ONLY, Settings, make_optimizer, prepare
+
+Data = tuple[Tensor, Tensor]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much a study trains: ``steps`` for backprop, ``zo_steps`` for forward-only methods."""
+
+    steps: int
+    zo_steps: int
+    batch: int = 64
+    grid: bool = False  # grid-search each method's lr on validation data (full runs)
+    eval_points: int = 10  # evaluations per run (the curves' points)
+
+
+@dataclass
+class Outcome:
+    """One adapted model's numbers."""
+
+    method: str
+    lr: float | None
+    accuracy: float
+    val_accuracy: float | None = None
+    steps: int = 0
+    forwards: int = 0
+    seconds: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    def row(self, **cell: Any) -> dict[str, Any]:
+        out = {**cell, **asdict(self)}
+        out.pop("history")
+        return out
+
+
+@torch.no_grad()
+def features(model: nn.Module, x: Tensor, batch: int = 500) -> Tensor:
+    """``model.features(x)`` in eval mode, ``batch`` samples at a time."""
+    model.eval()
+    return torch.cat([model.features(x[i : i + batch]) for i in range(0, len(x), batch)])
+
+
+def calibration_batches(x: Tensor, batches: int = 4, batch: int = 64) -> list[Tensor]:
+    """The first ``batches`` batches of the target's training inputs (fixed-point calibration)."""
+    return list(x[: batches * batch].split(batch))
+
+
+def adapt(
+    method: str,
+    model: nn.Module,
+    train: Data,
+    evals: Mapping[str, Data],
+    settings: Settings | None,
+    budget: Budget,
+    *,
+    seed: int = 0,
+    head_only: bool = False,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    progress: bool = False,
+) -> tuple[nn.Module, FitResult | None]:
+    """Adapt a copy of ``model`` (whose trained parameters have ``requires_grad``) by ``method``.
+
+    Returns the adapted model (float or fixed point) and the fit result (``None``
+    for zero-shot). With ``head_only`` the head is trained on precomputed
+    features and the returned model is the whole network with the new head.
+    ``evals`` are evaluated ``budget.eval_points`` times during the run.
+    """
+    net, params = prepare(method, model, calibration_batches(train[0]))
+    optimizer = make_optimizer(method, params, settings, seed) if settings else None
+    if optimizer is None:
+        return net, None
+    steps = budget.zo_steps if method in FORWARD_ONLY else budget.steps
+    target, train_data, eval_data = net, train, dict(evals)
+    if head_only:
+        target = net.head
+        train_data = (features(net, train[0]), train[1])
+        eval_data = {k: (features(net, x), y) for k, (x, y) in evals.items()}
+    kwargs = {"loss_fn": loss_fn} if loss_fn is not None else {}
+    result = fit(
+        target,
+        optimizer,
+        train_data,
+        steps=steps,
+        batch_size=min(budget.batch, len(train[0])),
+        eval_sets=eval_data or None,
+        eval_every=max(1, steps // budget.eval_points) if eval_data else None,
+        seed=seed,
+        progress=progress,
+        **kwargs,
+    )
+    return net, result
+
+
+def run_method(
+    method: str,
+    model: nn.Module,
+    train: Data,
+    val: Data,
+    test: Data | None,
+    grid: Sequence[float],
+    defaults: Settings | None,
+    budget: Budget,
+    *,
+    seed: int = 0,
+    head_only: bool = False,
+    progress: bool = False,
+) -> tuple[Outcome, nn.Module]:
+    """Adapt by ``method`` and test: the lr is ``defaults.lr`` or, with ``budget.grid``,
+    the best of ``grid`` on ``val`` (both papers grid-search the learning rate).
+
+    Returns the outcome (test accuracy ``nan`` without ``test``) and the adapted model.
+    """
+    if defaults is None:  # zero-shot
+        net, _ = prepare(method, model, calibration_batches(train[0]))
+        return Outcome(method, None, _accuracy(net, test)), net
+    runs: dict[float, tuple[nn.Module, FitResult, float]] = {}
+
+    def score(params: Mapping[str, Any]) -> float:
+        lr = params["lr"]
+        started = time.perf_counter()
+        net, result = adapt(
+            method, model, train, {"val": val}, defaults.with_lr(lr), budget,
+            seed=seed, head_only=head_only, progress=progress,
+        )  # fmt: skip
+        runs[lr] = (net, result, time.perf_counter() - started)
+        return result.final["val"]["accuracy"]
+
+    lrs = list(grid) if budget.grid else [defaults.lr]
+    best = grid_search({"lr": lrs}, score)
+    lr = best.best["lr"] if math.isfinite(best.score) else lrs[0]
+    net, result, seconds = runs[lr]
+    outcome = Outcome(
+        method,
+        lr,
+        _accuracy(net, test),
+        val_accuracy=result.final["val"]["accuracy"],
+        steps=result.steps,
+        forwards=result.forwards,
+        seconds=seconds,
+        history=result.history,
+    )
+    return outcome, net
+
+
+def _accuracy(model: nn.Module, test: Data | None) -> float:
+    return math.nan if test is None else evaluate(model, *test)["accuracy"]
+
+
+# -- data and backbones -----------------------------------------------------------------------
+def subsets(x: Tensor, y: Tensor, sizes: Sequence[int], seed: int) -> list[Data]:
+    """Disjoint random subsets of ``(x, y)`` of the given sizes (one permutation from ``seed``)."""
+    if sum(sizes) > len(x):
+        raise ValueError(f"asked for {sum(sizes)} samples from a set of {len(x)}")
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    out, start = [], 0
+    for n in sizes:
+        idx = order[start : start + n]
+        out.append((x[idx], y[idx]))
+        start += n
+    return out
+
+
+@torch.no_grad()
+def prototype_head(head: nn.Linear, feats: Tensor, labels: Tensor) -> nn.Linear:
+    """Set a linear head to the nearest-class-mean classifier of ``feats``: ``w_c = mu_c``,
+    ``b_c = -|mu_c|^2 / 2``, so ``argmax(head(f))`` is the class whose mean is nearest to
+    ``f`` (ProtoNets' rule). The zero-shot row of a new label space, and every method's start."""
+    classes = head.out_features
+    means = torch.stack([feats[labels == c].mean(0) for c in range(classes)])
+    head.weight.copy_(means)
+    head.bias.copy_(-0.5 * means.pow(2).sum(1))
+    return head
+
+
+def _build(arch: str, classes: int) -> nn.Module:
+    from ..models.cnn import SmallCNN
+    from ..models.resnet import SmallResNet
+    from ..models.vit import ViTConfig, ViTTiny
+
+    builders: dict[str, Callable[[], nn.Module]] = {
+        "vit": lambda: ViTTiny(ViTConfig.small(classes=classes)),
+        "resnet": lambda: SmallResNet(classes=classes),
+        "cnn": lambda: SmallCNN(classes=classes),
+    }
+    if arch not in builders:
+        raise ValueError(f"Unknown backbone {arch!r}; choose from {', '.join(builders)}")
+    return builders[arch]()
+
+
+ARCHS = ("vit", "resnet", "cnn")
+
+
+def backbone(
+    arch: str,
+    dataset: str,
+    *,
+    steps: int,
+    lr: float = 1e-3,
+    batch: int = 128,
+    seed: int = 0,
+    progress: bool = True,
+) -> nn.Module:
+    """Backbone ``arch`` pretrained with backprop (Adam) on all of ``dataset``'s training set;
+    trained once and then loaded from the cache (``$EDGEZO_CACHE``)."""
+    from ..data.images import as_input, load_images, num_classes
+    from ..models.pretrain import pretrained
+
+    x, y = load_images(dataset, "train")
+    classes = num_classes(dataset)
+    model, _ = pretrained(
+        f"{arch}-{dataset}",
+        lambda: _build(arch, classes),
+        (as_input(x), y),
+        config={"arch": arch, "dataset": dataset, "classes": classes},
+        steps=steps,
+        batch_size=batch,
+        lr=lr,
+        seed=seed,
+        progress=progress,
+    )
+    return model.eval()

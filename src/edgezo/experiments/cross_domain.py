@@ -1,0 +1,101 @@
+"""Cross-domain adaptation (QZO-FF, PAPERS.md B): a ViT pretrained on one dataset is
+adapted to another, by linear probing (``lp``) and by deep visual prompt tuning (``vpt``).
+
+Here: the studies' ViT (:meth:`~edgezo.models.ViTConfig.small`) pretrained with
+backprop on MNIST, adapted to Fashion-MNIST and to scikit-learn's 8x8 digits
+(resized to 28x28: another camera, another writer). Both target label spaces
+are new, so every head starts as the nearest-class-mean classifier of the
+pretrained features (:func:`~edgezo.experiments.common.prototype_head`), which
+is also the zero-shot row: what the device gets with no training at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..data.images import as_input, image_size, load_images
+from ..models.regimes import prepare as prepare_regime
+from .common import (
+    Budget,
+    backbone,
+    features,
+    prototype_head,
+    run_method,
+    subsets,
+)
+from .methods import Settings
+from .results import StudyWriter
+
+
+@dataclass(frozen=True)
+class Config:
+    arch: str = "vit"
+    source: str = "mnist"
+    targets: tuple[str, ...] = ("fashion-mnist", "digits")
+    regimes: tuple[str, ...] = ("lp", "vpt")
+    methods: tuple[str, ...] = ("zero-shot", "backprop", "zo", "pezo", "qzo-ff 16w8a")
+    train: int = 1000  # target training samples
+    val: int = 250
+    test: int = 2000
+    pretrain_steps: int = 3000
+    budget: Budget = Budget(steps=300, zo_steps=3000, batch=64, grid=True)
+    settings: dict[str, Settings] = field(
+        default_factory=lambda: {
+            "backprop": Settings(lr=1e-3),
+            "zo": Settings(lr=1e-3),
+            "pezo": Settings(lr=1e-3),
+            "qzo-ff 16w8a": Settings(lr=2e-4),
+        }
+    )
+    grids: dict[str, tuple[float, ...]] = field(
+        default_factory=lambda: {
+            "backprop": (3e-4, 1e-3, 3e-3),
+            "zo": (3e-4, 1e-3, 3e-3),
+            "pezo": (3e-4, 1e-3, 3e-3),
+            "qzo-ff 16w8a": (1e-4, 2e-4, 5e-4),
+        }
+    )
+
+
+FULL = Config()
+QUICK = Config(
+    train=500,
+    val=250,
+    test=1000,
+    budget=Budget(steps=150, zo_steps=1000, batch=64, grid=False),
+)
+
+
+def target_data(name: str, cfg: Config, seed: int) -> dict[str, tuple]:
+    """Train / val / test inputs of target ``name`` at the source's image size."""
+    size = image_size(cfg.source)
+    x, y = load_images(name, "train")
+    xt, yt = load_images(name, "test")
+    train, val = subsets(as_input(x, size), y, (cfg.train, cfg.val), seed)
+    (test,) = subsets(as_input(xt, size), yt, (min(cfg.test, len(xt)),), seed)
+    return {"train": train, "val": val, "test": test}
+
+
+def run(
+    quick: bool, out: Path, seed: int = 0, progress: bool = True, config: Config | None = None
+) -> dict[str, Any]:
+    """Run the study (``config`` overrides the quick/full one); write ``results.json``,
+    ``results.md`` and curves under ``out``."""
+    cfg = config or (QUICK if quick else FULL)
+    writer = StudyWriter("cross-domain", out, keys=("target", "regime"), methods=cfg.methods)
+    source = backbone(cfg.arch, cfg.source, steps=cfg.pretrain_steps, seed=seed, progress=progress)
+    for target in cfg.targets:
+        data = target_data(target, cfg, seed)
+        for regime in cfg.regimes:
+            model, _ = prepare_regime(source, regime, classes=10, seed=seed)
+            prototype_head(model.head, features(model, data["train"][0]), data["train"][1])
+            for method in cfg.methods:
+                outcome, _ = run_method(
+                    method, model, data["train"], data["val"], data["test"],
+                    cfg.grids.get(method, ()), cfg.settings.get(method), cfg.budget,
+                    seed=seed, head_only=regime == "lp", progress=progress,
+                )  # fmt: skip
+                writer.add(outcome, target=target, regime=regime)
+    return writer.finish(config=cfg, quick=quick, seed=seed)

@@ -1,0 +1,108 @@
+"""The training methods every study compares, by name, with their hyper-parameters.
+
+A method turns "a model whose trained parameters have ``requires_grad``" into
+``(model to train, optimizer)``; the studies then run :func:`edgezo.train.fit`.
+
+=================  ==========================================================
+name               what it is
+=================  ==========================================================
+``zero-shot``      no training: the pretrained weights as they are
+``backprop``       backprop fp32 with Adam (the reference; the papers use fp16)
+``zo``             MeZO-style ZO-SGD: Gaussian ``z``, central, one query, fp32
+``pezo``           PeZO: the same with a small pre-generated uniform pool
+``qzo-ff 16w8a``   QZO-FF: sign-3-SPSA on 16-bit integer weights, 8-bit activations
+``sparse zo``      ``zo`` training only the largest 10% of each tensor (topk, 90% sparse)
+=================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..fixedpoint import quantize_model, trainable_parameters
+from ..optim import ZO
+from ..presets import mezo, pezo, qzo_ff
+from ..sparse import sparse_groups
+
+METHODS = ("zero-shot", "backprop", "zo", "pezo", "qzo-ff 16w8a", "sparse zo")
+#: Methods that train a fixed-point copy of the model.
+QUANTIZED = frozenset({"qzo-ff 16w8a"})
+#: Methods that use forward passes only.
+FORWARD_ONLY = frozenset({"zo", "pezo", "qzo-ff 16w8a", "sparse zo"})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One method's hyper-parameters (``lr`` is the one the studies grid-search)."""
+
+    lr: float
+    eps: float = 1e-3
+    queries: int = 1
+    pool_size: int = 4093  # PeZO: a prime, so no model size is a multiple of it
+    sparsity: float = 0.9
+    steps_factor: float = 1.0  # ZO needs more iterations than backprop (both papers)
+
+    def with_lr(self, lr: float) -> Settings:
+        return replace(self, lr=lr)
+
+
+def check_method(name: str) -> str:
+    if name not in METHODS:
+        raise ValueError(f"Unknown method {name!r}; choose from {', '.join(METHODS)}")
+    return name
+
+
+def trained_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters with ``requires_grad`` (what the regime chose to train)."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def prepare(
+    name: str, model: nn.Module, calibration: Sequence[Tensor] | None = None
+) -> tuple[nn.Module, list[Tensor]]:
+    """A copy of ``model`` for method ``name`` and the tensors it trains.
+
+    ``QUANTIZED`` methods get a 16w8a fixed-point copy (activation scales
+    calibrated on ``calibration`` batches: the device calibrates on its own
+    data); the others a float copy. The given model is never changed.
+    """
+    check_method(name)
+    if name in QUANTIZED:
+        if not calibration:
+            raise ValueError(f"{name!r} needs calibration batches of the target data")
+        quantized = quantize_model(
+            model, weight_bits=16, activation_bits=8, calibration=list(calibration)
+        )
+        return quantized, list(trainable_parameters(quantized))
+    model = copy.deepcopy(model)
+    return model, trained_parameters(model)
+
+
+def make_optimizer(
+    name: str, params: list[Tensor], settings: Settings, seed: int
+) -> torch.optim.Optimizer | None:
+    """The optimizer of method ``name`` over ``params`` (``None`` for zero-shot)."""
+    check_method(name)
+    s = settings
+    if name == "zero-shot":
+        return None
+    if name == "backprop":
+        return torch.optim.Adam(params, lr=s.lr)
+    if name == "zo":
+        return mezo(params, lr=s.lr, eps=s.eps, seed=seed, queries=s.queries)
+    if name == "pezo":
+        return pezo(params, lr=s.lr, eps=s.eps, seed=seed, pool_size=s.pool_size, queries=s.queries)
+    if name == "sparse zo":
+        groups = sparse_groups(params, sparsity=s.sparsity, rule="topk")
+        return mezo(groups, lr=s.lr, eps=s.eps, seed=seed, queries=s.queries)
+    return qzo_ff(params, lr=s.lr, eps=s.eps, seed=seed, queries=max(s.queries, 3))
+
+
+def is_forward_only(optimizer: Any) -> bool:
+    return isinstance(optimizer, ZO)
