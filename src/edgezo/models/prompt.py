@@ -14,7 +14,7 @@ prompts and the head are trained; the wrapped ViT's weights are used as they are
     >>> from edgezo.models.vit import ViTConfig, ViTTiny
     >>> model = DeepPrompts(ViTTiny(ViTConfig.small()), tokens=8)
     >>> tuple(model.prompts.shape), model(torch.zeros(2, 1, 28, 28)).shape
-    ((6, 8, 96), torch.Size([2, 10]))
+    ((4, 8, 96), torch.Size([2, 10]))
 """
 
 from __future__ import annotations

@@ -46,9 +46,10 @@ class ViTConfig:
     @classmethod
     def small(cls, classes: int = 10) -> ViTConfig:
         """The studies' ViT for 28x28 grayscale: 7x7 patches (16 + 1 tokens), width 96,
-        6 layers, 3 heads; about 0.67M parameters, pretrains on MNIST on 2 CPU cores in
-        a few minutes."""
-        return cls(image=28, patch=7, channels=1, width=96, depth=6, heads=3, mlp=384,
+        4 layers, 3 heads; 0.46M parameters. With AdamW (lr 2e-3, one-cycle) and batch
+        64 it reaches 96.5% MNIST test accuracy after 1500 backprop steps (about 3 minutes
+        on one busy CPU thread); 6 layers were slower and no better at that budget."""
+        return cls(image=28, patch=7, channels=1, width=96, depth=4, heads=3, mlp=384,
                    classes=classes)  # fmt: skip
 
     @property
