@@ -44,7 +44,7 @@ import tempfile
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +124,7 @@ class ActivationBytes:
     """
 
     measured: int
-    by_width: dict[int, int] = field(default_factory=dict)
+    by_width: dict[int, int]
 
     def at(self, width: int | None = None) -> int:
         """Bytes with float elements at ``width`` bytes each (``None``: as measured)."""
@@ -155,8 +155,8 @@ class LiveTensors(TorchDispatchMode):
     inputs (a view of something older: weights, optimizer tables), nor
     ``exclude``\\ d. ``pinned`` tensors (the input batch) count from the start.
 
-    Attributes after use: :meth:`peak` (bytes), :meth:`peak_at` (float elements
-    at another width) and ``current`` (bytes still alive when it ended).
+    After use: :meth:`peak` (bytes), :meth:`result` (the peak also at other
+    widths) and ``current`` (bytes still alive when it ended).
 
     Example:
         >>> x = torch.ones(1000)
@@ -184,11 +184,8 @@ class LiveTensors(TorchDispatchMode):
         """The largest number of bytes alive at once."""
         return self._peak
 
-    def peak_at(self, width: int) -> int:
-        """The largest live set with every float element counted at ``width`` bytes."""
-        return self._peak_at[width]
-
     def result(self) -> ActivationBytes:
+        """The peak as measured and with float elements at each of :data:`WIDTHS`."""
         return ActivationBytes(self._peak, dict(self._peak_at))
 
     def _add(self, key: int, t: Tensor, refs: int = 0) -> None:
@@ -401,7 +398,9 @@ def zo_step_scratch_bytes(
     step: its perturbation passes, forwards and update. For ZO it equals the
     forward's peak plus the loss's few tensors: no ``z`` or gradient of the
     model's size is allocated. Tensors a step allocates and keeps (a pool's
-    eps-scaled copy on the first step) count too.
+    eps-scaled copy on the first step) count too, and so do the pieces of ``z``
+    of sources that build it with torch ops (momentum-guided sampling: a few
+    tensors of up to ``CHUNK`` values during a perturbation pass).
     """
     with LiveTensors(_weight_tensors(model), pinned=_as_tuple(inputs)) as live:
         optimizer.step(closure)
