@@ -160,3 +160,10 @@ def test_prepared_models_quantize_with_the_same_trainable_set(name, regime):
     quantized.train()
     assert not any(m.training for m in quantized.modules() if isinstance(m, FrozenBatchNorm2d))
     assert torch.allclose(quantized(x), model(x), atol=1e-3)
+
+
+@pytest.mark.parametrize("regime", ["lp", "lp3", "vpt"])
+def test_new_heads_and_prompts_follow_the_models_dtype(regime):
+    model, params = prepare(backbone("vit").double(), regime, classes=4, prompt_tokens=2)
+    assert {p.dtype for _, p in params} == {torch.float64}
+    assert model(batch()[0].double()).dtype == torch.float64

@@ -37,7 +37,8 @@ class DeepPrompts(nn.Module):
 
     Prompts start from the uniform Xavier rule of the VPT code,
     ``U(-b, b)`` with ``b = sqrt(6 / (channels * patch**2 + width))``: the fan-in and
-    fan-out of the patch embedding (VPT writes ``3 * patch**2`` for RGB images).
+    fan-out of the patch embedding (VPT writes ``3 * patch**2`` for RGB images). They
+    are drawn from the CPU generator, then moved to the ViT's device and dtype.
     """
 
     def __init__(self, vit: ViTTiny, tokens: int = 8) -> None:
@@ -53,9 +54,9 @@ class DeepPrompts(nn.Module):
         self.vit = vit
         self.tokens = tokens
         self.feature_dim = vit.feature_dim
-        self.prompts = nn.Parameter(torch.empty(cfg.depth, tokens, cfg.width))
         bound = math.sqrt(6.0 / (cfg.channels * cfg.patch**2 + cfg.width))
-        nn.init.uniform_(self.prompts, -bound, bound)
+        prompts = torch.empty(cfg.depth, tokens, cfg.width).uniform_(-bound, bound)  # CPU RNG
+        self.prompts = nn.Parameter(prompts.to(vit.cls.device, vit.cls.dtype))
 
     @property
     def head(self) -> nn.Module:

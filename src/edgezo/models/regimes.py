@@ -74,16 +74,12 @@ def prepare(
             f"{type(model).__name__}; use 'ft', 'lp' or 'lp3' for it"
         )
     model = copy.deepcopy(model)
-    _, pretrained_classes = head_sizes(model.head)
-    classes = pretrained_classes if classes is None else classes
+    like = next(model.parameters())  # new heads are drawn on the CPU, then moved to the model
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if regime == "lp3":
-            replace_head(model, mlp_head(model.feature_dim, classes, layers=3))
-        elif classes != pretrained_classes or (
-            regime != "ft" and not isinstance(model.head, nn.Linear)
-        ):
-            replace_head(model, linear_head(model.feature_dim, classes))
+        head = _new_head(model, regime, classes)
+        if head is not None:
+            replace_head(model, head.to(like.device, like.dtype))
         if regime == "vpt":
             model = DeepPrompts(model, prompt_tokens)
     model.requires_grad_(regime == "ft")
@@ -93,6 +89,16 @@ def prepare(
     if regime != "ft":
         _freeze_batchnorm(model)
     return model, [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+
+
+def _new_head(model: nn.Module, regime: str, classes: int | None) -> nn.Module | None:
+    """The head ``regime`` needs on ``model``, or ``None`` to keep the pretrained one."""
+    _, pretrained = head_sizes(model.head)
+    classes = pretrained if classes is None else classes
+    if regime == "lp3":
+        return mlp_head(model.feature_dim, classes, layers=3)
+    fits = classes == pretrained and (regime == "ft" or isinstance(model.head, nn.Linear))
+    return None if fits else linear_head(model.feature_dim, classes)
 
 
 def _freeze_batchnorm(model: nn.Module) -> None:
