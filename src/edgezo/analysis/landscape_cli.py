@@ -1,0 +1,420 @@
+"""``edgezo landscape [--quick] [--grid N] [--out DIR] [--directions pca|random]``.
+
+QZO-FF's Figure 6 (PAPERS.md B) end to end: the cross-domain study's source
+backbone (a ViT pretrained with backprop on MNIST, cached) is adapted to
+Fashion-MNIST by each method (backprop, ZO, QZO-FF 16w8a, QZO-FF 8w8a) in each
+regime (linear probing, deep prompt tuning), recording its weight path; around
+each final point the training loss is evaluated on a grid of the path's PCA
+plane (or of two random filter-normalized directions), and everything is
+written under ``--out``: ``landscape.png`` (regimes in rows, methods in
+columns, each titled with its test error), ``landscape.md`` and
+``landscape.json`` (every number of the figure).
+
+Choices (the papers do not give them):
+
+* Every head starts as the nearest-class-mean classifier of the pretrained
+  features, as in the cross-domain study; learning rates are the study's defaults
+  (QZO-FF 8w8a uses 16w8a's).
+* QZO-FF 8w8a is the same as 16w8a with 8-bit weights. Its ``eps`` and updates
+  round to zero, so the optimizer is built with ``force=True``; it barely moves,
+  if at all. A path that never moves has no principal directions: that panel uses
+  random filter-normalized directions and says so in its title.
+* The surface is the training loss over the first ``eval_samples`` training
+  samples (the batch budget). Linear probing evaluates the head on features
+  computed once (the same losses as the whole model); fixed-point models are
+  evaluated on their integer grid (:func:`~edgezo.analysis.landscape.loss_surface`).
+* The PCA plane's grid spans the projected path plus a quarter of its extent on
+  each side; the random plane's spans ``[-1, 1]`` (Li et al.).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..cli import _int_at_least
+from ..experiments import cross_domain
+from ..experiments.common import (
+    Budget,
+    backbone,
+    calibration_batches,
+    features,
+    prototype_head,
+    subsets,
+)
+from ..experiments.methods import Settings, make_optimizer, prepare
+from ..train import FitResult, fit
+from .landscape import (
+    Panel,
+    Surface,
+    evaluation_batches,
+    filter_normalized_direction,
+    landscape_grid,
+    loss_surface,
+    pca_directions,
+    project,
+)
+
+Data = tuple[Tensor, Tensor]
+
+#: Figure 6's columns: method name -> column title.
+METHODS = {
+    "backprop": "BP",
+    "zo": "ZO",
+    "qzo-ff 16w8a": "QZO-FF 16w8a",
+    "qzo-ff 8w8a": "QZO-FF 8w8a",
+}
+REGIMES = {"lp": "linear probing", "vpt": "prompt tuning"}
+DIRECTIONS = ("pca", "random")
+
+
+@dataclass(frozen=True)
+class Config:
+    """What the figure trains and evaluates (the defaults: the cross-domain study's ViT)."""
+
+    arch: str = "vit"
+    source: str = cross_domain.FULL.source
+    target: str = "fashion-mnist"
+    regimes: tuple[str, ...] = ("lp", "vpt")
+    methods: tuple[str, ...] = tuple(METHODS)
+    train: int = 1000
+    test: int = 2000
+    pretrain_steps: int = cross_domain.FULL.pretrain_steps
+    budget: Budget = Budget(steps=300, zo_steps=1500, batch=64)
+    snapshots: int = 30  # points of each path
+    grid: int = 31  # points per axis of each surface
+    eval_samples: int = 256  # the batch budget: training samples per grid point
+    eval_batch: int = 256
+    directions: str = "pca"
+    settings: dict[str, Settings] = field(
+        default_factory=lambda: {
+            **cross_domain.FULL.settings,
+            "qzo-ff 8w8a": cross_domain.FULL.settings["qzo-ff 16w8a"],
+        }
+    )
+
+
+FULL = Config()
+QUICK = Config(
+    train=500,
+    test=1000,
+    budget=Budget(steps=100, zo_steps=200, batch=32),
+    snapshots=20,
+    grid=15,
+    eval_samples=64,
+    eval_batch=64,
+)
+
+
+@dataclass
+class Run:
+    """One adapted model: what trained, its path and its test error."""
+
+    model: nn.Module  # what the loss is evaluated on (the head, for linear probing)
+    params: list[Tensor]
+    result: FitResult
+    train: Data  # the model's training inputs (features, for linear probing)
+    test_error: float
+    lr: float
+
+
+# -- training ----------------------------------------------------------------------------------
+def make_method(
+    name: str, model: nn.Module, calibration: list[Tensor], settings: Settings, seed: int
+) -> tuple[nn.Module, list[Tensor], torch.optim.Optimizer]:
+    """A copy of ``model`` for method ``name``, the tensors it trains and its optimizer.
+
+    ``"qzo-ff 8w8a"`` is QZO-FF on 8-bit weights and activations, built with
+    ``force=True`` (it cannot train, which is what the figure shows); the other
+    names are :mod:`edgezo.experiments.methods`'.
+    """
+    if name not in METHODS:
+        raise ValueError(f"Unknown method {name!r}; choose from {', '.join(METHODS)}")
+    if name != "qzo-ff 8w8a":
+        net, params = prepare(name, model, calibration)
+        return net, params, trainable_optimizer(name, params, settings, seed)
+    from ..fixedpoint import quantize_model, trainable_parameters
+    from ..presets import qzo_ff
+
+    net = quantize_model(model, weight_bits=8, activation_bits=8, calibration=calibration)
+    params = list(trainable_parameters(net))
+    optimizer = qzo_ff(
+        params, lr=settings.lr, eps=settings.eps, seed=seed, queries=max(settings.queries, 3),
+        force=True,
+    )  # fmt: skip
+    return net, params, optimizer
+
+
+def trainable_optimizer(
+    name: str, params: list[Tensor], settings: Settings, seed: int
+) -> torch.optim.Optimizer:
+    """Method ``name``'s optimizer at ``settings.lr`` or, where fixed point rounds that lr's
+    update to zero (a ``ValueError``), at the next larger lr of the cross-domain study's grid
+    that can train (the study's own rule)."""
+    grid = cross_domain.FULL.grids.get(name, ())
+    error: ValueError | None = None
+    for lr in [settings.lr, *sorted(g for g in grid if g > settings.lr)]:
+        try:
+            return make_optimizer(name, params, settings.with_lr(lr), seed)
+        except ValueError as e:
+            error = e
+    raise error  # type: ignore[misc]  # the list of lrs is never empty
+
+
+def adapt_with_path(
+    method: str,
+    model: nn.Module,
+    train: Data,
+    test: Data,
+    cfg: Config,
+    *,
+    head_only: bool,
+    seed: int = 0,
+    progress: bool = False,
+) -> Run:
+    """Adapt a copy of ``model`` by ``method``, keeping ``cfg.snapshots`` points of its path.
+
+    With ``head_only`` (linear probing) the head trains on features computed once
+    (as :func:`edgezo.experiments.common.adapt` does) and the run's model is the head.
+    """
+    net, params, optimizer = make_method(
+        method, model, calibration_batches(train[0]), cfg.settings[method], seed
+    )
+    steps = cfg.budget.steps if method == "backprop" else cfg.budget.zo_steps
+    target = net.head if head_only else net
+    if head_only:
+        train = (features(net, train[0]), train[1])
+        test = (features(net, test[0]), test[1])
+    result = fit(
+        target, optimizer, train, steps=steps, batch_size=min(cfg.budget.batch, len(train[0])),
+        eval_sets={"test": test}, seed=seed, progress=progress,
+        snapshot_every=max(1, steps // cfg.snapshots),
+    )  # fmt: skip
+    error = 1.0 - result.final["test"]["accuracy"]
+    return Run(target, params, result, train, error, optimizer.param_groups[0]["lr"])
+
+
+# -- one panel ---------------------------------------------------------------------------------
+def plane(run: Run, cfg: Config, seed: int) -> tuple[Tensor, tuple, tuple[str, str], str]:
+    """``(directions, grid, axis labels, kind)`` of the run's panel: the path's PCA plane
+    (``cfg.directions == "pca"`` and the path moved), else two filter-normalized directions."""
+    trajectory = run.result.trajectory
+    final = trajectory[-1]
+    if cfg.directions == "pca" and bool((trajectory != final).any()):
+        directions, explained = pca_directions(trajectory, final)
+        xy = project(trajectory, directions, final)
+        grid = tuple((*_span(xy[:, k]), cfg.grid) for k in range(2))
+        labels = tuple(
+            f"PC{k + 1} ({100 * float(explained[k]):.0f}% of the path)" for k in range(2)
+        )
+        return directions, grid, labels, "pca"
+    g = torch.Generator().manual_seed(seed)
+    directions = torch.stack([filter_normalized_direction(run.params, g) for _ in range(2)])
+    kind = "random" if cfg.directions == "random" else "random (the path never moved)"
+    return directions, (-1.0, 1.0, cfg.grid), ("d1 (filter-normalized)", "d2"), kind
+
+
+def _span(values: Tensor, margin: float = 0.25) -> tuple[float, float]:
+    """The range of ``values`` and 0, widened by ``margin`` of its length on each side."""
+    low, high = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
+    pad = margin * (high - low) if high > low else 1.0
+    return low - pad, high + pad
+
+
+def landscape_panel(
+    run: Run, cfg: Config, seed: int = 0, progress: bool = False
+) -> tuple[Surface, Tensor, str]:
+    """The surface around the run's final weights, its path's coordinates and the plane's kind."""
+    directions, grid, labels, kind = plane(run, cfg, seed)
+    trajectory = run.result.trajectory
+    batches = evaluation_batches(run.train, cfg.eval_samples, cfg.eval_batch)
+    surface = loss_surface(
+        run.model, run.params, batches, directions, center=trajectory[-1], grid=grid,
+        labels=labels, progress=progress,
+    )  # fmt: skip
+    return surface, project(trajectory, directions, trajectory[-1]), kind
+
+
+# -- the figure --------------------------------------------------------------------------------
+def target_data(cfg: Config, seed: int) -> tuple[Data, Data]:
+    """``(train, test)`` of the target at the source's image size."""
+    from ..data.images import as_input, image_size, load_images
+
+    size = image_size(cfg.source)
+    x, y = load_images(cfg.target, "train")
+    xt, yt = load_images(cfg.target, "test")
+    (train,) = subsets(as_input(x, size), y, (cfg.train,), seed)
+    (test,) = subsets(as_input(xt, size), yt, (min(cfg.test, len(xt)),), seed)
+    return train, test
+
+
+def check_config(cfg: Config) -> None:
+    for name in cfg.methods:
+        if name not in METHODS:
+            raise ValueError(f"Unknown method {name!r}; choose from {', '.join(METHODS)}")
+    for regime in cfg.regimes:
+        if regime not in REGIMES:
+            raise ValueError(f"Unknown regime {regime!r}; choose from {', '.join(REGIMES)}")
+    if cfg.directions not in DIRECTIONS:
+        raise ValueError(f"Unknown directions {cfg.directions!r}; choose pca or random")
+
+
+def run(
+    quick: bool,
+    out: Path,
+    seed: int = 0,
+    progress: bool = True,
+    config: Config | None = None,
+) -> dict[str, Any]:
+    """Train every (regime, method), compute its panel, and write the figure, Markdown and JSON."""
+    from ..models.regimes import prepare as prepare_regime
+
+    cfg = config or (QUICK if quick else FULL)
+    check_config(cfg)
+    out = Path(out)
+    source = backbone(cfg.arch, cfg.source, steps=cfg.pretrain_steps, seed=seed, progress=progress)
+    train, test = target_data(cfg, seed)
+    rows, panels = [], []
+    for regime in cfg.regimes:
+        model, _ = prepare_regime(source, regime, classes=10, seed=seed)
+        prototype_head(model.head, features(model, train[0]), train[1])
+        panels.append([])
+        for method in cfg.methods:
+            started = time.perf_counter()
+            r = adapt_with_path(method, model, train, test, cfg, head_only=regime == "lp",
+                                seed=seed, progress=progress)  # fmt: skip
+            train_seconds = time.perf_counter() - started
+            surface, xy, kind = landscape_panel(r, cfg, seed, progress)
+            note = (
+                "" if kind != "random (the path never moved)" else "\n(no movement: random plane)"
+            )
+            title = f"{METHODS[method]}: test error {100 * r.test_error:.1f}%{note}"
+            panels[-1].append(Panel(surface, xy, title))
+            rows.append(_row(regime, method, r, surface, xy, kind, train_seconds))
+    figure = landscape_grid(
+        panels, out / "landscape.png", row_labels=[REGIMES[r] for r in cfg.regimes],
+        title=f"Loss landscapes: {cfg.source} -> {cfg.target} ({cfg.arch})",
+    )  # fmt: skip
+    payload = {"quick": quick, "seed": seed, "config": _plain(cfg), "panels": rows,
+               "figure": figure.name}  # fmt: skip
+    _write(out / "landscape.json", json.dumps(payload, indent=1, sort_keys=True) + "\n")
+    _write(out / "landscape.md", markdown(rows, cfg, quick, figure.name))
+    return {"out": str(out), "figure": str(figure), "panels": [_summary(r) for r in rows]}
+
+
+def _row(
+    regime: str, method: str, r: Run, surface: Surface, xy: Tensor, kind: str, train_s: float
+) -> dict[str, Any]:
+    trajectory = r.result.trajectory
+    return {
+        "regime": regime,
+        "method": method,
+        "test_error": r.test_error,
+        "lr": r.lr,
+        "steps": r.result.steps,
+        "trained_weights": int(trajectory.shape[1]),
+        "path_length": float((trajectory[1:] - trajectory[:-1]).norm(dim=1).sum()),
+        "distance_moved": float((trajectory[-1] - trajectory[0]).norm()),
+        "plane": kind,
+        "train_seconds": train_s,
+        "surface_seconds": surface.seconds,
+        "surface": surface.to_dict(),
+        "trajectory_xy": xy.tolist(),
+        "trajectory_steps": r.result.trajectory_steps,
+    }
+
+
+def _summary(row: dict[str, Any]) -> dict[str, Any]:
+    keys = ("regime", "method", "test_error", "distance_moved", "plane", "surface_seconds")
+    return {k: row[k] for k in keys}
+
+
+def markdown(rows: list[dict[str, Any]], cfg: Config, quick: bool, figure: str) -> str:
+    """The panels' numbers as a table, the figure and what made it."""
+    n = cfg.grid
+    lines = [
+        f"# Loss landscapes{' (quick)' if quick else ''}",
+        "",
+        f"{cfg.arch} pretrained on {cfg.source}, adapted to {cfg.target} ({cfg.train} samples); "
+        f"test error on {cfg.test} test samples. Each surface: {n}x{n} points of the training "
+        f"loss over {cfg.eval_samples} samples, around the final weights.",
+        "",
+        "| regime | method | lr | test error (%) | steps | weights | distance moved | "
+        "path length | plane | loss min..max | surface (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        finite = [v for row in r["surface"]["losses"] for v in row if v is not None]
+        span = f"{min(finite):.3g}..{max(finite):.3g}" if finite else "n/a"
+        lines.append(
+            f"| {r['regime']} | {r['method']} | {r['lr']:g} | {100 * r['test_error']:.2f} | "
+            f"{r['steps']} | "
+            f"{r['trained_weights']} | {r['distance_moved']:.3g} | {r['path_length']:.3g} | "
+            f"{r['plane']} | {span} | {r['surface_seconds']:.1f} |"
+        )
+    command = "edgezo landscape" + (" --quick" if quick else "")
+    if cfg.grid != (QUICK if quick else FULL).grid:
+        command += f" --grid {cfg.grid}"
+    if cfg.directions != "pca":
+        command += f" --directions {cfg.directions}"
+    lines += ["", f"![landscapes]({figure})", "", f"Made by `{command}`.", ""]
+    return "\n".join(lines)
+
+
+def _plain(cfg: Config) -> dict[str, Any]:
+    data = asdict(cfg)
+    data["settings"] = {k: asdict(v) for k, v in cfg.settings.items()}
+    return data
+
+
+def _write(path: Path, text: str) -> None:
+    from ..cache import atomic_write
+
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+# -- command line ------------------------------------------------------------------------------
+def add_cli(subparsers: Any) -> None:
+    """Register ``edgezo landscape`` on the main CLI's subparsers."""
+    p = subparsers.add_parser(
+        "landscape",
+        help="loss-landscape grid (QZO-FF Figure 6): BP, ZO, QZO-FF 16w8a / 8w8a; LP and VPT",
+        description=(
+            "Adapt the cross-domain study's ViT (pretrained on MNIST, cached) to Fashion-MNIST "
+            "with backprop, ZO, QZO-FF 16w8a and QZO-FF 8w8a, by linear probing and by deep "
+            "prompt tuning, recording each weight path; evaluate the training loss on a grid "
+            "of the path's PCA plane around the final weights (Li et al. 2018). Writes "
+            "landscape.png, landscape.md and landscape.json under --out."
+        ),
+    )
+    p.add_argument("--quick", action="store_true", help="small data, few steps, small grid")
+    p.add_argument(
+        "--grid", type=_int_at_least(2), default=None, metavar="N",
+        help=f"points per axis (default {FULL.grid}, quick {QUICK.grid})",
+    )  # fmt: skip
+    p.add_argument(
+        "--directions", choices=DIRECTIONS, default="pca",
+        help="the plane: the path's PCA directions (default) or random filter-normalized ones",
+    )  # fmt: skip
+    p.add_argument("--out", type=Path, default=Path("results/landscape"), help="output directory")
+    p.add_argument("--seed", type=int, default=0, help="seed of everything random (default 0)")
+    p.add_argument("--threads", type=_int_at_least(1), default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    cfg = QUICK if args.quick else FULL
+    cfg = replace(cfg, grid=args.grid or cfg.grid, directions=args.directions)
+    summary = run(args.quick, args.out, args.seed, not args.no_progress, cfg)
+    print(json.dumps(summary, indent=2))
+    return 0
