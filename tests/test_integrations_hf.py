@@ -14,6 +14,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers is imported: no hub ac
 
 import copy
 import sys
+from types import SimpleNamespace
 
 import pytest
 import safetensors.torch
@@ -24,7 +25,13 @@ from transformers.utils import logging as hf_logging
 from edgezo import ZO
 from edgezo.data.text import TOPICS, topic_sentences
 from edgezo.directions import Gaussian, Pool
-from edgezo.integrations.hf import EncodedText, ZOTrainer, load_minilm, minilm_dir
+from edgezo.integrations.hf import (
+    EncodedText,
+    ZOTrainer,
+    _check_training_arguments,
+    load_minilm,
+    minilm_dir,
+)
 from edgezo.presets import pezo
 
 hf_logging.set_verbosity_error()  # the "newly initialized head" load report is expected
@@ -231,6 +238,28 @@ def test_bad_settings_are_rejected_with_advice(minilm, train_set, tmp_path, over
     model = tiny_bert(minilm[0].vocab_size)
     with pytest.raises((ValueError, TypeError), match=message):
         ZOTrainer(model, arguments(tmp_path, **overrides), train_dataset=train_set, zo=zo)
+
+
+def test_more_than_one_process_is_rejected():
+    """Under torchrun each process would take its own step; checked on the arguments' world_size."""
+    args = SimpleNamespace(gradient_accumulation_steps=1, fp16=False, world_size=2)
+    with pytest.raises(ValueError, match=r"one process \(world_size=2\).*Launch a single process"):
+        _check_training_arguments(args)
+
+
+def test_model_init_gets_a_new_optimizer_on_each_new_model(minilm, train_set, tmp_path):
+    trainer = ZOTrainer(
+        model_init=lambda: tiny_bert(minilm[0].vocab_size),
+        args=arguments(tmp_path, max_steps=1),
+        train_dataset=train_set,
+    )
+    trainer.train()
+    first = trainer.zo
+    trainer.train()
+    assert trainer.zo is not first and trainer.zo.steps == 1
+    assert {p for g in trainer.zo.param_groups for p in g["params"]} == set(
+        trainer.model.parameters()
+    )
 
 
 def test_zo_instance_with_kwargs_and_optimizers_argument_are_rejected(minilm, train_set, tmp_path):

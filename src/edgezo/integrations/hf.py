@@ -114,19 +114,29 @@ class ZOTrainer(Trainer):
                 "ZOTrainer builds its optimizer from zo= (a preset name, a factory or a ZO "
                 "optimizer); pass the ZO optimizer as zo=..., not optimizers=(...)"
             )
-        self._zo_factory = _zo_factory(zo, zo_kwargs, self.args.seed)
-        self.zo: ZO | None = zo if isinstance(zo, ZO) else None  #: the ZO optimizer (once built)
+        if isinstance(zo, ZO) and zo_kwargs:
+            raise ValueError(
+                "zo_kwargs configure a factory; zo= is already a ZO optimizer, so build it "
+                f"with these settings instead: {sorted(zo_kwargs)}"
+            )
+        self._zo_spec = zo if isinstance(zo, ZO) else _zo_factory(zo, zo_kwargs, self.args.seed)
+        self.zo: ZO | None = None  #: the ZO optimizer, once training has started
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         """Build the ZO optimizer and give the Trainer a handle on it (see :class:`_StepsInTrainingStep`)."""
         if self.optimizer is None:
-            if self.zo is None:
-                groups = _param_groups(self, model or self.model)
-                self.zo = self._zo_factory(groups, lr=self.args.learning_rate)
-                if not isinstance(self.zo, ZO):
-                    raise TypeError(f"zo= factory must return an edgezo.ZO, got {type(self.zo)}")
+            self.zo = self._make_zo(model or self.model)
             self.optimizer = _StepsInTrainingStep(self.zo)
         return self.optimizer
+
+    def _make_zo(self, model: nn.Module) -> ZO:
+        """The given ZO optimizer, or a new one on the model's trainable parameters."""
+        if isinstance(self._zo_spec, ZO):
+            return self._zo_spec
+        zo = self._zo_spec(_param_groups(self, model), lr=self.args.learning_rate)
+        if not isinstance(zo, ZO):
+            raise TypeError(f"zo= factory must return an edgezo.ZO, got {type(zo).__name__}")
+        return zo
 
     def training_step(
         self,
@@ -201,6 +211,11 @@ def _check_training_arguments(args: Any) -> None:
             f"{args.gradient_accumulation_steps} is not supported. Set it to 1 and raise "
             "per_device_train_batch_size instead (a ZO step evaluates its whole batch per forward)."
         )
+    if args.world_size > 1:
+        raise ValueError(
+            f"ZOTrainer runs in one process (world_size={args.world_size}): each process would take "
+            "its own ZO step and the replicas would drift apart. Launch a single process."
+        )
     if args.fp16:
         raise ValueError(
             "fp16=True enables loss scaling for backprop, which ZO does not use; use bf16=True "
@@ -208,18 +223,9 @@ def _check_training_arguments(args: Any) -> None:
         )
 
 
-def _zo_factory(
-    zo: str | ZOFactory | ZO, zo_kwargs: Mapping[str, Any] | None, seed: int
-) -> ZOFactory:
-    """Turn ``zo=`` and ``zo_kwargs=`` into ``factory(param_groups, lr=...)``."""
+def _zo_factory(zo: str | ZOFactory, zo_kwargs: Mapping[str, Any] | None, seed: int) -> ZOFactory:
+    """Turn ``zo=`` (a preset name or a factory) and ``zo_kwargs=`` into ``factory(param_groups, lr=...)``."""
     kwargs = dict(zo_kwargs or {})
-    if isinstance(zo, ZO):
-        if kwargs:
-            raise ValueError(
-                "zo_kwargs configure a factory; zo= is already a ZO optimizer, so build it "
-                f"with these settings instead: {sorted(kwargs)}"
-            )
-        return lambda groups, lr: zo
     if isinstance(zo, str):
         if zo not in PRESETS:
             raise ValueError(
