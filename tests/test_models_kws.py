@@ -144,7 +144,7 @@ def test_forward_gradient_through_the_model_is_autograds(name):
     assert coefficient == pytest.approx(float(true @ z), rel=1e-3, abs=1e-6)
 
 
-def test_fixed_point_quantization_reaches_every_crnn_weight():
+def test_fixed_point_quantization_reaches_every_crnn_weight_and_the_recurrent_state():
     torch.manual_seed(5)
     model = BUILDERS["crnn"]().eval()
     x, _ = batch()
@@ -152,8 +152,18 @@ def test_fixed_point_quantization_reaches_every_crnn_weight():
     quantized = quantize_model(model, weight_bits=16, activation_bits=None)
     floats = [n for n, p in quantized.named_parameters() if p.dtype.is_floating_point]
     assert floats == []  # the GRU's Linear layers included
-    out = quantized(x).detach()
-    torch.testing.assert_close(out, reference, rtol=0, atol=2e-3)  # 16-bit weight rounding
+    torch.testing.assert_close(quantized(x), reference, rtol=0, atol=2e-3)  # 16-bit rounding
+    # 16w8a: the recurrent state entering every step's product is an 8-bit multiple of its scale
+    w8a8 = quantize_model(model, weight_bits=16, activation_bits=8, calibration=[x])
+    seen = []
+    w8a8.gru.hidden.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    w8a8(x)
+    scale = w8a8.gru.hidden._edgezo_input_scale
+    assert len(seen) == FRAMES // 4  # one recurrent product per GRU step
+    for h in seen[1:]:  # (h_0 = 0)
+        steps = h / scale
+        torch.testing.assert_close(steps, steps.round(), rtol=0, atol=1e-4)
+        assert float(steps.abs().max()) <= 127
 
 
 # -- raw audio ----------------------------------------------------------------------------------

@@ -36,9 +36,13 @@ Clips are synthesized by a pool of threads, each running the engine as a
 subprocess, and cached with :mod:`edgezo.cache` under a key made of the config,
 the engines' versions and this module's format version.
 
-    >>> ks = load_keywords(TINY)  # doctest: +SKIP
-    >>> ks.audio.shape, ks.classes  # doctest: +SKIP
+:func:`load_keywords` does the same as :func:`generate_keywords` through the cache:
+
+    >>> ks = generate_keywords(TINY)  # 3 speakers x (3 words x 2 clips + 1 silence)
+    >>> ks.audio.shape, ks.classes
     (torch.Size([21, 16000]), ['_silence_', '_unknown_', 'yes', 'no'])
+    >>> ks.words[:3], ks.speaker_names[0]
+    (['yes', 'yes', 'no'], 'espeak-ng:en-us+m5:s193:p65')
 """
 
 from __future__ import annotations
