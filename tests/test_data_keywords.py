@@ -176,6 +176,7 @@ def test_coloured_noise_has_the_spectral_slope(exponent):
     assert slope == pytest.approx(-exponent, abs=0.05)
 
 
+@settings(deadline=None)
 @given(shift=st.integers(-20, 20))
 def test_time_shift_is_a_zero_filled_roll(shift):
     x = np.arange(1.0, 21.0)

@@ -9,7 +9,7 @@ Pipeline, for a batch of 16 kHz clips ``(N, T)``::
                                 mel scale with Slaney area normalization (each filter has
                                 unit area in Hz / 2: the filters of librosa's default
                                 ``librosa.filters.mel``; HTK's scale is not offered)
-    logmel = ln(mel + floor)    natural log, floor = 1e-6 (TensorFlow's speech_commands value)
+    logmel = ln(mel + floor)    natural log, floor = 1e-6 (the offset of tf.signal's MFCC example)
     mfcc  = logmel @ D[:n_mfcc].T   D: orthonormal DCT-II matrix (scipy's ``dct(norm="ortho")``)
 
 Defaults are those of keyword spotting (Zhang et al. 2017, "Hello Edge", arXiv
