@@ -119,7 +119,7 @@ class ZO(torch.optim.Optimizer):
 
     def _fixed_point(self, z_bits: int, z_max: float, force: bool) -> Any:
         """The integer arithmetic for the fixed-point tensors, after checking it can train."""
-        from .fixedpoint.zo import FixedPointSteps, ZFormat
+        from .fixedpoint.zo import FixedPointSteps, UntrainableError, ZFormat
 
         if self.estimator.name == "jvp":
             raise ValueError(
@@ -136,7 +136,7 @@ class ZO(torch.optim.Optimizer):
             [g["lr"] for g in self.param_groups], self.eps, self.estimator.name == "sign"
         )
         if problems and not force:
-            raise ValueError(
+            raise UntrainableError(
                 "This fixed-point configuration cannot train:\n- "
                 + "\n- ".join(problems)
                 + "\n(QZO-FF needs 16-bit weights for this reason.) Pass force=True to train anyway."

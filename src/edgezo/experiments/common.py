@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..train import FitResult, evaluate, fit, grid_search
+from ..train import FitResult, evaluate, fit
 from .methods import FORWARD_ONLY, Settings, make_optimizer, prepare
 
 Data = tuple[Tensor, Tensor]
@@ -138,19 +138,19 @@ def run_method(
         return Outcome(method, None, _accuracy(net, test)), net
     runs: dict[float, tuple[nn.Module, FitResult, float]] = {}
 
-    def score(params: Mapping[str, Any]) -> float:
-        lr = params["lr"]
+    def train_with(lr: float) -> None:
         started = time.perf_counter()
         net, result = adapt(
             method, model, train, {"val": val}, defaults.with_lr(lr), budget,
             seed=seed, head_only=head_only, progress=progress,
         )  # fmt: skip
         runs[lr] = (net, result, time.perf_counter() - started)
-        return result.final["val"]["accuracy"]
 
-    lrs = list(grid) if budget.grid else [defaults.lr]
-    best = grid_search({"lr": lrs}, score)
-    lr = best.best["lr"] if math.isfinite(best.score) else lrs[0]
+    for lr in grid if budget.grid else [defaults.lr]:
+        train_with(lr)
+    accuracy = {lr: run[1].final["val"]["accuracy"] for lr, run in runs.items()}
+    finite = [lr for lr in runs if math.isfinite(accuracy[lr])]
+    lr = max(finite, key=accuracy.__getitem__) if finite else next(iter(runs))
     net, result, seconds = runs[lr]
     outcome = Outcome(
         method,

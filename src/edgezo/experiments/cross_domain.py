@@ -39,7 +39,7 @@ class Config:
     train: int = 1000  # target training samples
     val: int = 250
     test: int = 2000
-    pretrain_steps: int = 3000
+    pretrain_steps: int = 2000
     budget: Budget = Budget(steps=300, zo_steps=3000, batch=64, grid=True)
     settings: dict[str, Settings] = field(
         default_factory=lambda: {

@@ -52,7 +52,7 @@ class Config:
     queries: int = 15
     episodes: int = 100
     val_episodes: int = 10
-    pretrain_steps: int = 3000
+    pretrain_steps: int = 2000
     budget: Budget = Budget(steps=50, zo_steps=300, batch=25, grid=True)
     settings: dict[str, dict[str, Settings]] = field(
         default_factory=lambda: {

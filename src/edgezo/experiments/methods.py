@@ -101,7 +101,9 @@ def make_optimizer(
     if name == "sparse zo":
         groups = sparse_groups(params, sparsity=s.sparsity, rule="topk")
         return mezo(groups, lr=s.lr, eps=s.eps, seed=seed, queries=s.queries)
-    return qzo_ff(params, lr=s.lr, eps=s.eps, seed=seed, queries=max(s.queries, 3))
+    # force: a tensor whose 16-bit step is coarser than the update (e.g. a prototype head's
+    # large biases) keeps its value, as it would on the device; the others train
+    return qzo_ff(params, lr=s.lr, eps=s.eps, seed=seed, queries=max(s.queries, 3), force=True)
 
 
 def is_forward_only(optimizer: Any) -> bool:

@@ -45,7 +45,7 @@ class Config:
     train: int = 2100  # 100 per corruption
     val: int = 420
     test: int = 500  # per corruption
-    pretrain_steps: int = 3000
+    pretrain_steps: int = 2000
     budget: Budget = Budget(steps=300, zo_steps=3000, batch=64, grid=True)
     settings: dict[str, Settings] = field(
         default_factory=lambda: {

@@ -17,11 +17,13 @@ from .model import (
     trainable_parameters,
 )
 from .quant import Requant, qmax, quantize, saturate, symmetric_scale
+from .zo import UntrainableError
 
 __all__ = [
     "FixedPoint",
     "FixedPointParameter",
     "Requant",
+    "UntrainableError",
     "calibrate",
     "dequantized_copy",
     "qmax",

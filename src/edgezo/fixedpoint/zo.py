@@ -41,6 +41,10 @@ from .model import FixedPointParameter
 from .quant import Requant, channel_view, qmax, saturate
 
 
+class UntrainableError(ValueError):
+    """A fixed-point configuration whose perturbation or update rounds to zero (it cannot train)."""
+
+
 @dataclass(frozen=True)
 class ZFormat:
     """How ``z`` becomes 8-bit integers: ``z_q = sat(round(z / dz))``, ``dz = z_max / qmax``.

@@ -1,0 +1,176 @@
+"""The studies' shared parts against hand computations, and each study end to end on a tiny config."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from edgezo.directions import Gaussian, Pool
+from edgezo.experiments import cross_domain, fewshot, ood
+from edgezo.experiments.cli import run_study
+from edgezo.experiments.common import Budget, prototype_head, run_method, subsets
+from edgezo.experiments.fewshot import mean_ci, proto_loss
+from edgezo.experiments.methods import METHODS, Settings, make_optimizer, prepare
+from edgezo.experiments.ood import corrupted_mixture
+from edgezo.experiments.results import check_claims, pivot, within
+from edgezo.fixedpoint import FixedPointParameter
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(2, 5), st.integers(1, 6), st.integers(0, 2**31 - 1))
+def test_prototype_head_is_the_nearest_class_mean_classifier(classes, dim, seed):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(classes).repeat(4)
+    feats = torch.randn(len(labels), dim, generator=g, dtype=torch.float64)
+    head = prototype_head(nn.Linear(dim, classes).double(), feats, labels)
+    queries = torch.randn(50, dim, generator=g, dtype=torch.float64)
+    means = torch.stack([feats[labels == c].mean(0) for c in range(classes)])
+    nearest = ((queries[:, None, :] - means[None]) ** 2).sum(-1).argmin(1)
+    assert torch.equal(head(queries).argmax(1), nearest)
+
+
+def test_proto_loss_matches_a_written_out_loop():
+    g = torch.Generator().manual_seed(0)
+    feats, labels = torch.randn(10, 3, generator=g), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 2])
+    means = [feats[labels == c].mean(0) for c in range(3)]
+    total = 0.0
+    for f, y in zip(feats, labels, strict=True):
+        logits = torch.stack([-((f - m) ** 2).sum() for m in means])
+        total += -torch.log_softmax(logits, 0)[y]
+    assert proto_loss(feats, labels).item() == pytest.approx(total.item() / 10, rel=1e-5)
+
+
+def test_mean_ci_is_196_standard_errors():
+    values = [0.5, 0.7, 0.6, 0.9, 0.4]
+    mean, ci = mean_ci(values)
+    assert mean == pytest.approx(0.62)
+    assert ci == pytest.approx(1.96 * statistics.stdev(values) / math.sqrt(5))
+
+
+def _rows(table: dict[str, dict[str, float]]) -> list[dict]:
+    return [
+        {"cell": c, "method": m, "accuracy": a} for c, ms in table.items() for m, a in ms.items()
+    ]
+
+
+def test_claims_count_the_cells_within_the_margin():
+    rows = _rows({
+        "a": {"backprop": 0.90, "zo": 0.86, "pezo": 0.855, "qzo-ff 16w8a": 0.84},
+        "b": {"backprop": 0.80, "zo": 0.70, "pezo": 0.72, "qzo-ff 16w8a": 0.79},
+    })  # fmt: skip
+    assert within(rows, ["cell"], "pezo", "backprop", 5.0) == (1, 2)  # 4.5 and 8 points below
+    assert within(rows, ["cell"], "pezo", "zo", 1.0) == (2, 2)  # 0.5 below, 2 above
+    verdicts = {c["claim"]: c["verdict"] for c in check_claims(rows, ["cell"])}
+    assert verdicts["qzo-ff 16w8a within 5 points of backprop"] == "not met"  # 6 below in a
+    assert "| a | 90.00 |" in pivot(rows, ["cell"], ["backprop"])
+
+
+def test_methods_build_the_papers_configurations():
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    calibration = [torch.randn(16, 4)]
+    for name in METHODS:
+        net, params = prepare(name, model, calibration)
+        opt = make_optimizer(name, params, Settings(lr=1e-3), seed=0)
+        if name == "zero-shot":
+            assert opt is None
+        elif name == "backprop":
+            assert isinstance(opt, torch.optim.Adam)
+        elif name == "qzo-ff 16w8a":
+            assert all(
+                isinstance(p, FixedPointParameter) and p.dtype == torch.int16 for p in params
+            )
+            assert opt.estimator.name == "sign" and opt.queries == 3
+        else:
+            assert net is not model and all(p.dtype == torch.float32 for p in params)
+            kind = Pool if name == "pezo" else Gaussian
+            assert isinstance(opt.directions, kind)
+    sparse = make_optimizer("sparse zo", list(model.parameters()), Settings(lr=1e-3), seed=0)
+    kept = sum(int(m.sum()) for g in sparse.param_groups for m in g["masks"])
+    assert kept == sum(p.numel() - round(0.9 * p.numel()) for p in model.parameters())
+    with pytest.raises(ValueError, match="choose from"):
+        prepare("adam", model)
+
+
+def test_run_method_picks_the_lr_that_wins_on_validation():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(5, 3, generator=g)
+    x = torch.randn(600, 5, generator=g)
+    y = (x @ w).argmax(1)
+    train, val, test = (x[:400], y[:400]), (x[400:500], y[400:500]), (x[500:], y[500:])
+    budget = Budget(steps=60, zo_steps=60, batch=32, grid=True, eval_points=2)
+    model = nn.Linear(5, 3)
+    outcome, net = run_method(
+        "backprop", model, train, val, test, (1e-6, 3e-2), Settings(lr=1e-6), budget
+    )
+    assert outcome.lr == 3e-2 and outcome.val_accuracy > 0.8 and outcome.accuracy > 0.8
+    assert not torch.equal(net.weight, model.weight)  # a copy trained; the model is untouched
+
+
+def test_corrupted_mixture_sends_image_i_through_corruption_i_mod_k():
+    from edgezo.data.corruptions import corrupt
+    from edgezo.data.images import as_input
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (7, 28, 28), dtype=torch.uint8, generator=g)
+    x, y = corrupted_mixture(images, torch.arange(7), ("fog", "rotate"), 2, seed=3)
+    assert torch.equal(x[1::2], as_input(corrupt(images[1::2], "rotate", 2, seed=3)))
+    assert torch.equal(x[0::2], as_input(corrupt(images[0::2], "fog", 2, seed=3)))
+
+
+def test_subsets_are_disjoint_and_seeded():
+    x = torch.arange(100)
+    a, b = subsets(x, x, (30, 20), seed=1)
+    assert len(set(a[0].tolist()) | set(b[0].tolist())) == 50
+    assert torch.equal(a[0], subsets(x, x, (30,), seed=1)[0][0])
+
+
+TINY = Budget(steps=4, zo_steps=6, batch=16, grid=False, eval_points=2)
+
+
+@pytest.mark.parametrize(
+    "study, config",
+    [
+        ("cross-domain", cross_domain.Config(
+            arch="vit", targets=("digits",), train=64, val=32, test=64, pretrain_steps=10,
+            budget=TINY)),
+        ("ood", ood.Config(
+            arch="cnn", severities=(3,), corruptions=("fog", "rotate"), regimes=("lp", "lp3"),
+            train=64, val=32, test=32, pretrain_steps=10, budget=TINY)),
+        ("fewshot", fewshot.Config(
+            backbones=("cnn",), episodes=3, val_episodes=2, pretrain_steps=10,
+            budget=Budget(steps=2, zo_steps=4, batch=25, grid=False, eval_points=2))),
+    ],
+)  # fmt: skip
+def test_each_study_runs_end_to_end_and_writes_its_files(study, config, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEZO_CACHE", str(tmp_path / "cache"))
+    module = {"cross-domain": cross_domain, "ood": ood, "fewshot": fewshot}[study]
+    summary = module.run(False, tmp_path / study, seed=0, progress=False, config=config)
+    payload = json.loads((tmp_path / study / "results.json").read_text())
+    assert {r["method"] for r in payload["rows"]} == set(config.methods)
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in payload["rows"])
+    assert (
+        len(payload["claims"]) == 3
+        and summary["table"] in (tmp_path / study / "results.md").read_text()
+    )
+    assert payload["figures"] and all(
+        (tmp_path / study / f).stat().st_size > 0 for f in payload["figures"]
+    )
+
+
+def test_unknown_study_is_named():
+    with pytest.raises(ValueError, match="choose from cross-domain, fewshot, ood"):
+        run_study("imagenet", quick=True, out="unused")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("study", ["cross-domain", "ood", "fewshot"])
+def test_quick_study_runs_end_to_end(study, tmp_path):
+    summary = run_study(study, quick=True, out=tmp_path, progress=False)
+    assert (tmp_path / study / "results.md").is_file() and summary["claims"]
