@@ -5,8 +5,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgezo-installed
 
-# Debian-only tools and data: yosys (hardware cost by synthesis), Fashion-MNIST (vision studies)
-APT_PACKAGES := yosys dataset-fashion-mnist
+# Debian-only tools and data: yosys (hardware cost by synthesis), Fashion-MNIST (vision studies),
+# espeak-ng and flite (the synthesized keyword-spotting set of the audio studies)
+APT_PACKAGES := yosys dataset-fashion-mnist espeak-ng flite
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test test-slow bench lint setup system-deps clean
@@ -22,14 +23,16 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 system-deps:
-	@if command -v yosys >/dev/null 2>&1 && [ -d /usr/share/datasets/fashion-mnist ]; then :; \
+	@if command -v yosys >/dev/null 2>&1 && [ -d /usr/share/datasets/fashion-mnist ] && \
+	    command -v espeak-ng >/dev/null 2>&1 && command -v flite >/dev/null 2>&1; then :; \
 	elif command -v apt-get >/dev/null 2>&1; then \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
 	else \
 	  echo "NOTE: apt-get is not available: install the Debian packages '$(APT_PACKAGES)'"; \
 	  echo "      with your system's package manager (yosys: hardware cost; dataset-fashion-mnist:"; \
-	  echo "      vision studies); the tests that need them fail and say so."; \
+	  echo "      vision studies; espeak-ng, flite: audio studies); the tests that need them fail"; \
+	  echo "      and say so."; \
 	fi
 
 demo: setup

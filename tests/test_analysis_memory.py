@@ -256,9 +256,12 @@ def test_cli_rejects_bad_arguments(capsys):
         memory_cli.build("alexnet", "ft", 1)
 
 
-def test_linear_probing_needs_a_classifier():
-    with pytest.raises(ValueError, match=r"linear probing needs a classifier layer"):
-        memory_cli.linear_probing(nn.Sequential(nn.Conv2d(1, 2, 3)))
+def test_regimes_are_the_models_regimes():
+    model = memory_cli.REGIMES["vpt"](memory_cli.MODELS["vit-small"].build())
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trained == {"prompts", "vit.head.weight", "vit.head.bias"}
+    with pytest.raises(TypeError, match=r"has no 'features'; use an edgezo backbone"):
+        memory_cli.REGIMES["lp"](nn.Sequential(nn.Conv2d(1, 2, 3)))
 
 
 # -- measured peak resident set ---------------------------------------------------------------

@@ -2,6 +2,8 @@
 
     edgezo --version
     edgezo demo [--steps N] [--seed S] [--quick] [--threads T] [--no-progress] [--json FILE]
+    edgezo run STUDY [--quick] [--out DIR] [--seed S] [--no-progress]
+    edgezo memory MODEL [--regime ft|lp] [--batch N] [--out DIR]
     edgezo hw report [--throughput N] [--bits B] [--target xilinx|ice40|ecp5] [--out DIR]
 
 Adding a subcommand: write ``def _add_NAME(subparsers)`` that creates its
@@ -110,8 +112,21 @@ def _add_hw(subparsers: Any) -> None:
     add_cli(subparsers)
 
 
+# -- edgezo run / memory ---------------------------------------------------------
+def _add_run(subparsers: Any) -> None:
+    from .experiments.cli import add_cli  # light: a study's modules load when it runs
+
+    add_cli(subparsers)
+
+
+def _add_memory(subparsers: Any) -> None:
+    from .analysis.memory_cli import add_cli
+
+    add_cli(subparsers)
+
+
 #: Subcommand registrars, in the order ``--help`` lists them.
-COMMANDS: list[Callable[[Any], None]] = [_add_demo, _add_hw]
+COMMANDS: list[Callable[[Any], None]] = [_add_demo, _add_run, _add_memory, _add_hw]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,23 +31,28 @@ class ModelSpec:
     description: str
 
 
-def _vit_tiny() -> nn.Module:
-    from ..models import ViTTiny
+def _model(name: str, **kwargs: Any) -> Callable[[], nn.Module]:
+    """A builder of ``edgezo.models.<name>(**kwargs)`` (imported when built)."""
 
-    return ViTTiny()
+    def build() -> nn.Module:
+        from .. import models
 
+        if name == "ViTTiny" and kwargs.get("small"):
+            return models.ViTTiny(models.ViTConfig.small())
+        return getattr(models, name)(**kwargs)
 
-def _small_cnn() -> nn.Module:
-    from ..models import SmallCNN
-
-    return SmallCNN()
+    return build
 
 
 #: Models ``edgezo memory`` knows by name.
 MODELS: dict[str, ModelSpec] = {
-    "vit-tiny": ModelSpec(_vit_tiny, (3, 32, 32), "ViTTiny: width 192, 12 blocks, 3x32x32 input"),
-    "cnn": ModelSpec(_small_cnn, (1, 28, 28), "SmallCNN: two conv blocks, 1x28x28 input"),
-}
+    "vit-tiny": ModelSpec(_model("ViTTiny"), (3, 32, 32), "ViTTiny: width 192, 12 blocks, 3x32x32 input"),
+    "vit-small": ModelSpec(_model("ViTTiny", small=True), (1, 28, 28), "the studies' ViT: width 96, 4 blocks, 1x28x28"),
+    "cnn": ModelSpec(_model("SmallCNN"), (1, 28, 28), "SmallCNN: two conv blocks, 1x28x28 input"),
+    "resnet": ModelSpec(_model("SmallResNet"), (1, 28, 28), "SmallResNet: CIFAR-style, 1x28x28 input"),
+    "crnn": ModelSpec(_model("CRNN"), (1, 101, 40), "keyword-spotting CRNN: 101 frames x 40 mels"),
+    "dscnn": ModelSpec(_model("DSCNN"), (1, 101, 40), "keyword-spotting DS-CNN: 101 frames x 40 mels"),
+}  # fmt: skip
 
 
 def register_model(
@@ -57,36 +62,21 @@ def register_model(
     MODELS[name] = ModelSpec(build, tuple(input_shape), description or name)
 
 
-def full_fine_tuning(model: nn.Module) -> nn.Module:
-    """FT: every parameter trains."""
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return model
+def _regime(name: str) -> Callable[[nn.Module], nn.Module]:
+    """The model as :func:`edgezo.models.prepare` sets it up for regime ``name``."""
 
+    def prepare(model: nn.Module) -> nn.Module:
+        from ..models import prepare as prepare_regime
 
-def linear_probing(model: nn.Module) -> nn.Module:
-    """LP: only the classifier trains (``model.head``, else the last ``nn.Linear``)."""
-    head = getattr(model, "head", None)
-    if not isinstance(head, nn.Module):
-        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-        if not linears:
-            raise ValueError(
-                f"{type(model).__name__} has no .head and no nn.Linear: linear probing needs a "
-                "classifier layer; use --regime ft"
-            )
-        head = linears[-1]
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for p in head.parameters():
-        p.requires_grad_(True)
-    return model
+        return prepare_regime(model, name)[0]
+
+    return prepare
 
 
 #: Training regimes: a function that marks the trained parameters ``requires_grad``
 #: (it may also add parameters, as prompt tuning does) and returns the model.
 REGIMES: dict[str, Callable[[nn.Module], nn.Module]] = {
-    "ft": full_fine_tuning,
-    "lp": linear_probing,
+    name: _regime(name) for name in ("ft", "lp", "lp3", "vpt")
 }
 
 
