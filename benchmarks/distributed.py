@@ -14,8 +14,13 @@ and join through :func:`edgezo.distributed.init_from_env` as under torchrun.
 A run reports rank 0's median step time over its steps after the first; the
 configurations are run round-robin ``--repeats`` times (the machine's load falls
 on all alike) and the table gives the median over repeats, with the speedup
-against ``1x1``. ``comm_seconds`` is the time rank 0 spent in the exchanges,
-waiting for slower ranks included.
+against ``1x1``. ``idle_cores_estimate`` is what ``W`` ranks would take on
+``W`` idle cores: 1x1's step minus the forward work the smaller shards save
+(forwards timed here at each shard size), exchanges taken as free; it is
+derived, not measured. ``comm_seconds`` is the time rank 0 spent in the exchanges,
+waiting for slower ranks included. ``OMP_WAIT_POLICY=PASSIVE`` is set (unless
+already set) as in ``step_overhead.py``, and the load average is recorded: on
+a machine shared with other jobs the numbers include their contention.
 
 Communication is measured by ``DataParallelZO.comm_bytes`` (payload a rank hands
 to the collectives per step) against ``4 d`` bytes, the payload of an fp32
@@ -36,13 +41,28 @@ import multiprocessing
 import os
 import platform
 import statistics
+import sys
 import time
 from typing import Any
 
-import torch
-from _common import emit_json
+# before torch loads OpenMP: spin-waiting threads on shared cores measure the scheduler
+# (see benchmarks/step_overhead.py); matters for the 1x2 configuration
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from edgezo.distributed import add_arguments, free_port, init_from_env, train
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from _common import emit_json  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from edgezo.distributed import (  # noqa: E402
+    BYTES_PER_EVALUATION,
+    add_arguments,
+    build_example,
+    free_port,
+    init_from_env,
+    shard,
+    train,
+)
 
 WORKLOADS = {
     "mlp": {"model": "mlp", "batch": 64, "directions": "gaussian", "lr": 1e-2, "steps": 60},
@@ -87,6 +107,36 @@ def run_once(settings: dict[str, Any], config: str) -> dict[str, Any]:
     if any(p.exitcode for p in procs):
         raise RuntimeError(f"{config}: a rank failed, exit codes {[p.exitcode for p in procs]}")
     return result
+
+
+def forward_seconds(
+    settings: dict[str, Any], sizes: list[int], repeats: int = 5
+) -> dict[int, float]:
+    """Median time of one forward + loss of the workload per batch size (here, one thread)."""
+    model, batch = build_example(settings["model"], seed=0)
+    x, y = batch(0, max(sizes))
+    out = {}
+    with torch.no_grad():
+        for size in sizes:
+            times = []
+            for _ in range(repeats + 1):  # the first is a warm-up
+                began = time.perf_counter()
+                F.cross_entropy(model(x[:size]), y[:size])
+                times.append(time.perf_counter() - began)
+            out[size] = statistics.median(times[1:])
+    return out
+
+
+def idle_estimate(step_1x1: float, world: int, evaluations: float, batch: int, fwd: dict) -> dict:
+    """Step time of ``world`` single-thread ranks on ``world`` idle cores, from 1x1's step.
+
+    Each rank makes the same passes over the weights as 1x1 and ``evaluations``
+    forwards on its shard instead of the global batch (rank 0 has the largest
+    shard); the exchanges are taken as free. An upper bound on the speedup.
+    """
+    largest = len(shard(batch, 0, world))
+    step = step_1x1 - evaluations * (fwd[batch] - fwd[largest])
+    return {"step_seconds": step, "speedup_vs_1x1": step_1x1 / step}
 
 
 def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -135,6 +185,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    torch.set_num_threads(1)  # this process never runs OpenMP in parallel before forking
     results: dict[str, Any] = {
         "env": {
             "cpus": os.cpu_count(),
@@ -142,6 +193,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "torch": torch.__version__,
             "python": platform.python_version(),
             "backend": "gloo (loopback)",
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "repeats": args.repeats,
         },
         "workloads": {},
@@ -152,16 +204,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             settings["steps"] = args.steps
         runs: dict[str, list[dict[str, Any]]] = {c: [] for c in args.configs}
         began = time.perf_counter()
-        for _ in range(args.repeats):
-            for config in args.configs:
-                runs[config].append(run_once(settings, config))
+        order = [c for _ in range(args.repeats) for c in args.configs]  # round-robin
+        for config in tqdm(order, desc=name, file=sys.stderr, disable=args.quick):
+            runs[config].append(run_once(settings, config))
         params = runs[args.configs[0]][0]["params"]
+        configs = summarize(runs)
+        worlds = sorted({row["ranks"] for row in configs.values()})
+        fwd = forward_seconds(
+            settings, sorted({len(shard(settings["batch"], 0, w)) for w in worlds})
+        )
+        if "1x1" in configs:
+            for row in configs.values():
+                evaluations = row["comm_payload_bytes_per_step"] / BYTES_PER_EVALUATION
+                if row["threads_per_rank"] == 1:
+                    row["idle_cores_estimate"] = idle_estimate(
+                        configs["1x1"]["step_seconds"],
+                        row["ranks"],
+                        evaluations,
+                        settings["batch"],
+                        fwd,
+                    )
         results["workloads"][name] = {
             "params": params,
             "global_batch": settings["batch"],
             "steps_per_run": settings["steps"],
             "seconds": time.perf_counter() - began,
-            "configs": summarize(runs),
+            "forward_seconds_by_batch": fwd,
+            "configs": configs,
         }
     results["env"]["load_average_end"] = os.getloadavg()
     emit_json(results, args.out)

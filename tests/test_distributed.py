@@ -595,3 +595,22 @@ def test_checkpoint_roundtrip_on_one_rank(world1, tmp_path):
     assert load_checkpoint(tmp_path / "c.pt", model2, dp2) == {"epoch": 3}
     assert_bit_identical([model.state_dict(), model2.state_dict()])
     assert opt2.steps == 2
+
+
+@pytest.mark.slow
+def test_benchmark_quick_prints_bytes_and_step_times():
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "distributed.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    mlp = json.loads(done.stdout)["workloads"]["mlp"]
+    assert mlp["params"] == 2762
+    for config, row in mlp["configs"].items():
+        assert row["comm_payload_bytes_per_step"] == 48, config
+        assert row["payload_ratio_gradient_over_zo"] == pytest.approx(4 * 2762 / 48)
+        assert row["replicas_identical"] and row["step_seconds"] > 0
+    assert mlp["configs"]["2x1"]["ring_wire_bytes_per_rank"] == {
+        "zo_all_gather": 48,
+        "gradient_all_reduce": 4 * 2762,
+    }

@@ -120,11 +120,13 @@ def init_from_env(backend: str | None = None, timeout_s: float = DEFAULT_TIMEOUT
     Reads ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` (default 0), ``MASTER_ADDR``
     and ``MASTER_PORT``. ``backend`` defaults to NCCL when CUDA is available
     (one GPU per local rank), gloo otherwise. ``timeout_s`` bounds every
-    collective: a peer silent for longer makes it fail instead of hang. If the
-    group already exists it is reused as it is.
+    collective: a peer silent for longer makes it fail instead of hang (gloo
+    raises; NCCL's watchdog ends the process, and torchrun then stops the
+    others). If the group already exists it is reused as it is.
     """
     if not (math.isfinite(timeout_s) and timeout_s > 0):
         raise ValueError(f"Invalid timeout_s: {timeout_s}; give the seconds to wait, > 0")
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if not dist.is_initialized():
         missing = [
             k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ
@@ -136,12 +138,10 @@ def init_from_env(backend: str | None = None, timeout_s: float = DEFAULT_TIMEOUT
                 "MASTER_PORT yourself"
             )
         backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
-        local_rank = int(os.environ.get("LOCAL_RANK", 0))
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
     backend = dist.get_backend()
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
     device = (
         torch.device("cuda", torch.cuda.current_device())
         if backend == "nccl"
