@@ -287,11 +287,17 @@ class _Probe:
         if opt.fixed is not None:
             opt.fixed.start()
 
-    def _add(self, key: tuple[int, int], multiples: list[float]) -> None:
-        """``w += multiples[i] * eps * z(key)`` on float tensor ``i``, recorded in ``applied``."""
-        self.opt.directions.add_pass_(self.floats, *key, self.eps, multiples)
-        total = self.applied.setdefault(key, [0.0] * len(self.floats))
-        self.applied[key] = [a + k for a, k in zip(total, multiples, strict=True)]
+    def _add(self, moves: list[tuple[tuple[int, int], list[float]]]) -> None:
+        """``w += multiples[i] * eps * z(key)`` on float tensor ``i`` for every ``(key, multiples)``.
+
+        One call to the source (in order, all or nothing), so a fused kernel reads
+        and writes the weights once for all moves; then recorded in ``applied``.
+        """
+        passes = [(*key, multiples) for key, multiples in moves]
+        self.opt.directions.add_passes_(self.floats, self.eps, passes)
+        for key, multiples in moves:
+            total = self.applied.setdefault(key, [0.0] * len(self.floats))
+            self.applied[key] = [a + k for a, k in zip(total, multiples, strict=True)]
 
     def _set_net(self, key: tuple[int, int], net: float) -> None:
         """Fixed-point layers: perturb by ``net * eps_q`` along ``z(key)`` (0: unperturbed)."""
@@ -304,21 +310,19 @@ class _Probe:
 
     # perturbations -------------------------------------------------------
     def perturb(self, query: int, scale: float) -> None:
-        self._flush()
+        """Undo released queries and perturb along ``query``, in one pass over the weights."""
         key = (self.step, query)
-        self._add(key, [scale] * len(self.floats))
+        restores = [
+            ((self.step, q), [-a for a in self.applied[(self.step, q)]]) for q in self.released
+        ]
+        self._add([*restores, (key, [scale] * len(self.floats))])
+        for released, _ in restores:
+            self._set_net(released, 0.0)
+        self.released.clear()
         self._set_net(key, self.nets.get(key, 0.0) + scale)
 
     def release(self, query: int) -> None:
         self.released.append(query)
-
-    def _flush(self) -> None:
-        """Undo the perturbations of released queries before perturbing along another."""
-        for q in self.released:
-            key = (self.step, q)
-            self._add(key, [-a for a in self.applied[key]])
-            self._set_net(key, 0.0)
-        self.released.clear()
 
     # evaluations ---------------------------------------------------------
     def evaluate(self, closure: Closure) -> float:
@@ -358,8 +362,7 @@ class _Probe:
             for j, i in enumerate(floats):  # w -= lr * weight * z, in units of eps * z
                 multiples[j] -= lrs[self.floats[j].group] * per_segment[i] / self.eps
         self.released.clear()
-        for key, multiples in moves.items():
-            self._add(key, multiples)
+        self._add(list(moves.items()))
         _decay_weights(opt)
         if opt.fixed is not None:
             opt.fixed.clear()
@@ -370,8 +373,8 @@ class _Probe:
 
     def undo(self) -> None:
         """Subtract everything this step added: the weights are as before the step."""
-        for key, amounts in list(self.applied.items()):
-            self.opt.directions.add_pass_(self.floats, *key, self.eps, [-a for a in amounts])
+        passes = [(*key, [-a for a in amounts]) for key, amounts in self.applied.items()]
+        self.opt.directions.add_passes_(self.floats, self.eps, passes)
         if self.opt.fixed is not None:
             self.opt.fixed.clear()
         self.applied.clear()

@@ -142,6 +142,28 @@ class Directions(ABC):
                 self.add_(seg.flat(), step, query, seg.offset, eps, -k, seg.flat_mask())
             raise
 
+    def add_passes_(
+        self,
+        segments: Sequence[Segment],
+        eps: float,
+        passes: Sequence[tuple[int, int, Sequence[float]]],
+    ) -> None:
+        """Several passes ``(step, query, multiples)`` of :meth:`add_pass_`, in order, all or nothing.
+
+        The optimizer issues a step's restores and update this way, so a source
+        with a fused kernel (:mod:`edgezo.kernels`) can read and write the weights
+        once for all of them; here they are applied one after the other.
+        """
+        done = []
+        try:
+            for step, query, multiples in passes:
+                self.add_pass_(segments, step, query, eps, multiples)
+                done.append((step, query, multiples))
+        except BaseException:
+            for step, query, multiples in reversed(done):
+                self.add_pass_(segments, step, query, eps, [-k for k in multiples])
+            raise
+
     def commit(self, step: int) -> None:
         """Called once step ``step`` has been applied; sources with history update it here."""
 

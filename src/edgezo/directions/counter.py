@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import kernels
 from .base import CHUNK, Directions, as_device
 
 _MASK64 = (1 << 64) - 1
@@ -117,6 +118,16 @@ class CounterDirections(Directions):
     def _scale(self, step: int, query: int) -> float:
         """Per-perturbation factor applied after :meth:`_values` (1 unless a rule says otherwise)."""
         return 1.0
+
+    def add_pass_(self, segments, step, query, eps, multiples) -> None:
+        """One pass; by a fused kernel where :func:`edgezo.kernels.plan` allows (CUDA)."""
+        if not kernels.counter_passes_(self, segments, eps, [(step, query, multiples)]):
+            super().add_pass_(segments, step, query, eps, multiples)
+
+    def add_passes_(self, segments, eps, passes) -> None:
+        """Several passes; one fused kernel launch per weight dtype where allowed (CUDA)."""
+        if not kernels.counter_passes_(self, segments, eps, passes):
+            super().add_passes_(segments, eps, passes)
 
     def sample(self, step, query, offset, n, *, dtype=torch.float32, device=None) -> Tensor:
         if offset < 0 or n < 0:

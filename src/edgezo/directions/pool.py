@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import kernels
 from .base import CHUNK, StreamDirections, _axpy_, _work_dtype
 from .counter import Gaussian, Uniform, new_seed
 
@@ -194,13 +195,21 @@ class Pool(StreamDirections):
                 None if mask is None else mask[part],
             )
 
+    def add_passes_(self, segments, eps, passes) -> None:
+        """Several passes; one fused kernel launch per weight dtype where allowed (CUDA)."""
+        if not kernels.pool_passes_(self, segments, eps, passes):
+            super().add_passes_(segments, eps, passes)
+
     def add_pass_(self, segments, step, query, eps, multiples) -> None:
         """One pass over all tensors in a few fused ``torch._foreach_*`` calls (no allocation).
 
         The tensors are grouped by (dtype, device, multiple, masked); each group is
         one foreach call over (target slice, pool slice) pairs, so the Python cost
-        per tensor is a few slice computations, not a kernel launch.
+        per tensor is a few slice computations, not a kernel launch. Where
+        :func:`edgezo.kernels.plan` allows (CUDA), one fused kernel instead.
         """
+        if kernels.pool_passes_(self, segments, eps, [(step, query, multiples)]):
+            return
         window = self.position(step, query, 0)
         eps = eps * self._window_scale(window)
         if self._add_contiguous_(segments, window, eps, multiples):
