@@ -14,6 +14,7 @@ from torch import nn
 
 from edgezo.analysis.landscape import (
     Panel,
+    Surface,
     draw_landscape,
     evaluation_batches,
     filter_normalized_direction,
@@ -23,7 +24,7 @@ from edgezo.analysis.landscape import (
     pca_directions,
     project,
 )
-from edgezo.analysis.landscape_cli import QUICK, Config, run
+from edgezo.analysis.landscape_cli import QUICK, Config, path_window, run
 from edgezo.experiments.common import Budget
 from edgezo.fixedpoint import FixedPointParameter, quantize_model, trainable_parameters
 from edgezo.train import flat_weights
@@ -222,6 +223,22 @@ def test_the_panel_draws_the_surface_and_the_path():
     assert ax.get_title() == "BP" and ax.collections  # the contours
 
 
+def test_contours_put_alpha_on_x_and_beta_on_y():
+    from matplotlib.figure import Figure
+
+    alphas, betas = torch.linspace(-1, 1, 5).double(), torch.linspace(0, 3, 7).double()
+    losses = (alphas[:, None] + 2 + 0 * betas[None]).expand(5, 7)  # L = a + 2, whatever b
+    ax = Figure().subplots()
+    draw_landscape(ax, Surface(alphas, betas, losses, None))
+    lines = ax.collections[1]  # the contour lines drawn over the filled contours
+    drawn = [(level, p.vertices) for level, p in zip(lines.levels, lines.get_paths(), strict=True)]
+    assert len([v for _, v in drawn if len(v)]) >= 3
+    for level, vertices in drawn:
+        if len(vertices):  # the line L = level is the vertical line a = level - 2
+            np.testing.assert_allclose(vertices[:, 0], level - 2, atol=1e-9)
+            assert (vertices[:, 1].min(), vertices[:, 1].max()) == (0.0, 3.0)
+
+
 def test_landscape_grid_writes_a_png(tmp_path):
     import matplotlib.image
 
@@ -233,6 +250,17 @@ def test_landscape_grid_writes_a_png(tmp_path):
     assert matplotlib.image.imread(path).shape[1] > matplotlib.image.imread(path).shape[0]
     with pytest.raises(ValueError, match="one per row"):
         landscape_grid([[Panel(surface)]], tmp_path / "x.png", ["lp", "vpt"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.floats(-50, 50), st.floats(-50, 50)), min_size=1, max_size=20))
+def test_the_path_window_holds_the_path_and_the_final_point(points):
+    xy = torch.tensor(points + [(0.0, 0.0)], dtype=torch.float64)
+    (x0, x1), (y0, y1) = path_window(xy)
+    assert x0 <= float(xy[:, 0].min()) and float(xy[:, 0].max()) <= x1
+    assert y0 <= float(xy[:, 1].min()) and float(xy[:, 1].max()) <= y1
+    if xy.abs().max() > 0:  # no axis collapses: each is at least 5% as long as the other
+        assert min(x1 - x0, y1 - y0) >= 0.05 * max(x1 - x0, y1 - y0) - 1e-12
 
 
 def test_the_cli_writes_its_figure_table_and_json(tmp_path, monkeypatch):

@@ -333,7 +333,7 @@ class Panel:
     title: str = ""
 
 
-def contour_levels(losses: Tensor, count: int = 20) -> np.ndarray:
+def contour_levels(losses: Tensor, count: int = 12) -> np.ndarray:
     """``count`` contour levels over the finite losses: log-spaced when all are positive
     (a basin's floor and its walls differ by orders of magnitude), else linear."""
     finite = losses[torch.isfinite(losses)].double()
@@ -382,7 +382,7 @@ def plot_landscape(
         return None
     fig = _figure(figsize=(4.5, 4))
     draw_landscape(fig.subplots(), surface, trajectory_xy, title)
-    return _save(fig, target)
+    return _save(fig, target, dpi=110)
 
 
 def landscape_grid(
@@ -416,7 +416,7 @@ def landscape_grid(
             )  # fmt: skip
     if title:
         fig.suptitle(title, fontsize=11)
-    return _save(fig, path)
+    return _save(fig, path, dpi=90)  # a 2x4 grid stays under 200 kB
 
 
 def _figure(figsize: tuple[float, float]) -> Any:
@@ -427,8 +427,8 @@ def _figure(figsize: tuple[float, float]) -> Any:
     return Figure(figsize=figsize, layout="constrained")
 
 
-def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
+def _save(fig: Any, path: str | os.PathLike[str], dpi: int) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, format="png")
+    fig.savefig(path, dpi=dpi, format="png")
     return path

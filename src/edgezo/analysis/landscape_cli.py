@@ -210,7 +210,7 @@ def plane(run: Run, cfg: Config, seed: int) -> tuple[Tensor, tuple, tuple[str, s
     if cfg.directions == "pca" and bool((trajectory != final).any()):
         directions, explained = pca_directions(trajectory, final)
         xy = project(trajectory, directions, final)
-        grid = tuple((*_span(xy[:, k]), cfg.grid) for k in range(2))
+        grid = tuple((low, high, cfg.grid) for low, high in path_window(xy))
         labels = tuple(
             f"PC{k + 1} ({100 * float(explained[k]):.0f}% of the path)" for k in range(2)
         )
@@ -221,11 +221,16 @@ def plane(run: Run, cfg: Config, seed: int) -> tuple[Tensor, tuple, tuple[str, s
     return directions, (-1.0, 1.0, cfg.grid), ("d1 (filter-normalized)", "d2"), kind
 
 
-def _span(values: Tensor, margin: float = 0.25) -> tuple[float, float]:
-    """The range of ``values`` and 0, widened by ``margin`` of its length on each side."""
-    low, high = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
-    pad = margin * (high - low) if high > low else 1.0
-    return low - pad, high + pad
+def path_window(xy: Tensor, margin: float = 0.25) -> list[tuple[float, float]]:
+    """Per axis, the range of the path's coordinates and 0 (the final point), widened by
+    ``margin`` of its length on each side; an axis the path hardly uses (a straight path's
+    second one) gets at least 5% of the other's length, so the window never collapses."""
+    lows = torch.minimum(xy.min(0).values, torch.zeros(2))
+    highs = torch.maximum(xy.max(0).values, torch.zeros(2))
+    lengths = torch.maximum(highs - lows, 0.05 * (highs - lows).max())
+    centers = (lows + highs) / 2
+    half = lengths * (0.5 + margin)
+    return [(float(c - h), float(c + h)) for c, h in zip(centers, half, strict=True)]
 
 
 def landscape_panel(
@@ -364,7 +369,20 @@ def markdown(rows: list[dict[str, Any]], cfg: Config, quick: bool, figure: str) 
         command += f" --grid {cfg.grid}"
     if cfg.directions != "pca":
         command += f" --directions {cfg.directions}"
-    lines += ["", f"![landscapes]({figure})", "", f"Made by `{command}`.", ""]
+    lines += [
+        "",
+        f"![landscapes]({figure})",
+        "",
+        "How to read it: each panel is the training loss around the final weights (star) in the "
+        "plane of the path's two principal directions (axes: the share of the path's variance "
+        "each explains); the red line is the path from the start (circle). A path that never "
+        "moved gets two random filter-normalized directions instead (Li et al. 2018). "
+        "Fixed-point panels are evaluated on the integer weight grid with 8-bit activations, "
+        "so at small scales their surface shows the quantization's steps.",
+        "",
+        f"Made by `{command}`.",
+        "",
+    ]
     return "\n".join(lines)
 
 
