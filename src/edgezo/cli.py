@@ -4,6 +4,7 @@
     edgezo demo [--steps N] [--seed S] [--quick] [--threads T] [--no-progress] [--json FILE]
     edgezo run STUDY [--quick] [--out DIR] [--seed S] [--no-progress]
     edgezo memory MODEL [--regime ft|lp] [--batch N] [--out DIR]
+    edgezo distributed [--nproc N] [--steps N] [--model mlp|vit] [--checkpoint FILE --save-every K]
     edgezo hw report [--throughput N] [--bits B] [--target xilinx|ice40|ecp5] [--out DIR]
 
 Adding a subcommand: write ``def _add_NAME(subparsers)`` that creates its
@@ -125,8 +126,14 @@ def _add_memory(subparsers: Any) -> None:
     add_cli(subparsers)
 
 
+def _add_distributed(subparsers: Any) -> None:
+    from .distributed import add_cli
+
+    add_cli(subparsers)
+
+
 #: Subcommand registrars, in the order ``--help`` lists them.
-COMMANDS: list[Callable[[Any], None]] = [_add_demo, _add_run, _add_memory, _add_hw]
+COMMANDS: list[Callable[[Any], None]] = [_add_demo, _add_run, _add_memory, _add_distributed, _add_hw]
 
 
 def build_parser() -> argparse.ArgumentParser:
