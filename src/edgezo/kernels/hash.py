@@ -47,8 +47,9 @@ SAMPLE_BLOCK = 1024
 
 
 def interpreted() -> bool:
-    """Whether Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1`` at import)."""
-    return triton.knobs.runtime.interpret
+    """Whether Triton runs these kernels in its CPU interpreter (``TRITON_INTERPRET=1`` when
+    this module was imported: ``triton.jit`` decides then)."""
+    return type(_sample_kernel).__name__ == "InterpretedFunction"
 
 
 def kind_of(source: object) -> int | None:
