@@ -293,3 +293,35 @@ def test_the_cli_writes_its_figure_table_and_json(tmp_path, monkeypatch):
     md = (tmp_path / "out" / "landscape.md").read_text()
     assert "![landscapes](landscape.png)" in md and "| lp | qzo-ff 8w8a |" in md
     assert (tmp_path / "out" / "landscape.png").stat().st_size > 0
+
+
+def test_the_command_line_passes_its_options_to_run(monkeypatch, capsys):
+    import argparse
+
+    from edgezo.analysis import landscape_cli
+
+    calls = []
+    monkeypatch.setattr(landscape_cli, "run", lambda *a: calls.append(a) or {"panels": []})
+    parser = argparse.ArgumentParser()
+    landscape_cli.add_cli(parser.add_subparsers())
+    args = parser.parse_args(["landscape", "--quick", "--grid", "8", "--directions", "random"])
+    assert args.handler(args) == 0
+    quick, out, seed, progress, cfg = calls[0]
+    assert (quick, seed, progress, cfg.grid, cfg.directions) == (True, 0, True, 8, "random")
+    assert cfg.budget == QUICK.budget and str(out) == "results/landscape"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["landscape", "--grid", "1"])
+    assert "must be >= 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"methods": ("adam",)}, "Unknown method 'adam'; choose from backprop, zo, qzo-ff 16w8a"),
+        ({"regimes": ("ft",)}, "Unknown regime 'ft'; choose from lp, vpt"),
+        ({"directions": "hessian"}, "choose pca or random"),
+    ],
+)
+def test_a_bad_config_is_refused_before_any_training(change, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        run(True, tmp_path, config=Config(**change))

@@ -416,7 +416,7 @@ def landscape_grid(
             )  # fmt: skip
     if title:
         fig.suptitle(title, fontsize=11)
-    return _save(fig, path, dpi=90)  # a 2x4 grid stays under 200 kB
+    return _save(fig, path, dpi=85)  # a 2x4 grid stays under 200 kB
 
 
 def _figure(figsize: tuple[float, float]) -> Any:
