@@ -101,8 +101,9 @@ def quick_runs(tmp_path_factory):
     os.environ["EDGEZO_CACHE"] = str(root)
     try:
         lines: list[str] = []
-        first = demo.run_demo(quick=True, seed=0, progress=False, echo=lines.append)
-        second = demo.run_demo(quick=True, seed=0, progress=False, echo=None)
+        out = root / "out"
+        first = demo.run_demo(quick=True, seed=0, progress=False, echo=lines.append, out=out)
+        second = demo.run_demo(quick=True, seed=0, progress=False, echo=None, out=None)
     finally:
         if old is None:
             del os.environ["EDGEZO_CACHE"]
@@ -113,7 +114,7 @@ def quick_runs(tmp_path_factory):
 
 def test_quick_demo_adapts_every_method(quick_runs):
     _, first, _, _ = quick_runs
-    assert list(first["methods"]) == ["mezo", "pezo", "qzo-ff 16w8a"]
+    assert list(first["methods"]) == ["mezo", "pezo", "qzo-ff 16w8a", "pezo 16w8a"]
     assert first["pretrain"]["clean_test_acc"] > 0.9  # the backbone is a real MNIST model
     zero_shot = first["zero_shot_acc"]
     assert zero_shot < first["pretrain"]["clean_test_acc"] - 0.3  # the shift hurts
@@ -151,8 +152,11 @@ def test_demo_prints_a_table(quick_runs):
     assert any(line.startswith("mezo") for line in first["table"].splitlines())
     assert any(line.startswith("pezo") for line in first["table"].splitlines())
     assert any(line.startswith("qzo-ff 16w8a") for line in first["table"].splitlines())
+    assert any(line.startswith("pezo 16w8a") for line in first["table"].splitlines())
     assert "16-bit weights, 8-bit activations" in first["table"]
     assert "total wall time" in text
+    figure = Path(first["figure"])
+    assert f"training curves: {figure}" in first["table"] and figure.stat().st_size > 10_000
 
 
 def test_adaptation_changes_only_the_head():

@@ -1,9 +1,10 @@
 """The ``edgezo`` command line.
 
     edgezo --version
-    edgezo demo [--steps N] [--seed S] [--quick] [--threads T] [--no-progress] [--json FILE]
+    edgezo demo [--steps N] [--seed S] [--quick] [--threads T] [--no-progress] [--json FILE] [--out DIR]
     edgezo run STUDY [--quick] [--out DIR] [--seed S] [--no-progress]
     edgezo memory MODEL [--regime ft|lp] [--batch N] [--out DIR]
+    edgezo landscape [--quick] [--grid N] [--directions pca|random] [--out DIR]
     edgezo distributed [--nproc N] [--steps N] [--model mlp|vit] [--checkpoint FILE --save-every K]
     edgezo hw report [--throughput N] [--bits B] [--target xilinx|ice40|ecp5] [--out DIR]
 
@@ -84,6 +85,9 @@ def _add_demo(subparsers: Any) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    p.add_argument(
+        "--out", default="results/demo", help="directory of curves.png (default results/demo)"
+    )
     p.set_defaults(handler=_run_demo)
 
 
@@ -95,7 +99,11 @@ def _run_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     result = run_demo(
-        steps=args.steps, seed=args.seed, quick=args.quick, progress=not args.no_progress
+        steps=args.steps,
+        seed=args.seed,
+        quick=args.quick,
+        progress=not args.no_progress,
+        out=args.out,
     )
     if args.json:
         from .cache import atomic_write
@@ -132,8 +140,20 @@ def _add_distributed(subparsers: Any) -> None:
     add_cli(subparsers)
 
 
+def _add_landscape(subparsers: Any) -> None:
+    from .analysis.landscape_cli import add_cli
+
+    add_cli(subparsers)
+
+
 #: Subcommand registrars, in the order ``--help`` lists them.
-COMMANDS: list[Callable[[Any], None]] = [_add_demo, _add_run, _add_memory, _add_distributed, _add_hw]
+COMMANDS: list[Callable[[Any], None]] = [
+    _add_demo,
+    _add_run,
+    _add_memory,
+    _add_distributed,
+    _add_hw,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,7 +22,13 @@ The story, on real data (MNIST from an installed wheel; nothing is downloaded):
      calibrated on 4 shifted train batches: :func:`quantize_backbone`), its
      head's integers trained by :func:`edgezo.presets.qzo_ff` (sign-m-SPSA,
      m = 3: six forwards per step, 8-bit ``z``, integer perturbation and
-     update). Its ``before`` is the quantized model's own zero-shot accuracy.
+     update). Its ``before`` is the quantized model's own zero-shot accuracy;
+   * ``pezo 16w8a``: the whole on-device recipe, QZO-FF's integer sign-3-SPSA
+     with PeZO's pool (8-bit quantized uniform numbers reused cyclically)
+     instead of generated Gaussians: no random number generator and no float
+     arithmetic in the training loop.
+
+   The loss curves of every method are written to ``results/demo/curves.png``.
 
    All get the same steps, the same batches (same order) and the same seed;
    mezo and pezo the same ``lr``/``eps``. A sign estimate's step does not
@@ -61,10 +67,12 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -72,9 +80,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import cache, presets
+from .analysis.curves import plot_curves
 from .data import load_mnist, load_shifted_mnist
+from .directions import Pool
 from .fixedpoint import quantize_model, trainable_parameters
 from .models import SmallCNN, count_parameters
+from .optim import ZO
 
 #: Bump when pretraining changes in a way the config does not capture.
 PRETRAIN_FORMAT = 1
@@ -128,13 +139,22 @@ FULL = DemoConfig()
 #: For tests and a smoke check: a weaker backbone, fewer steps, smaller sets.
 QUICK = replace(FULL, pretrain_steps=200, steps=150, train_samples=3000, test_samples=2000)
 
+
+def pezo_16w8a(params: Any, lr: float, eps: float, seed: int, queries: int, pool_size: int) -> ZO:
+    """The on-device combination: QZO-FF's sign-m-SPSA on 16w8a integers, with PeZO's pool
+    (uniform numbers reused cyclically, quantized to 8 bits) instead of generated Gaussians."""
+    return ZO(params, lr=lr, eps=eps, directions=Pool(pool_size, seed), estimator="sign",
+              queries=queries)  # fmt: skip
+
+
 METHODS: dict[str, Callable[..., Any]] = {
     "mezo": presets.mezo,
     "pezo": presets.pezo,
     "qzo-ff 16w8a": presets.qzo_ff,
+    "pezo 16w8a": pezo_16w8a,
 }
 #: Methods that adapt a fixed-point copy of the backbone (:func:`quantize_backbone`).
-QUANTIZED = frozenset({"qzo-ff 16w8a"})
+QUANTIZED = frozenset({"qzo-ff 16w8a", "pezo 16w8a"})
 
 
 def as_input(images: Tensor) -> Tensor:
@@ -277,6 +297,7 @@ def starting_model(
 
 def make_optimizer(method: str, params: list[Tensor], config: DemoConfig, seed: int) -> Any:
     """The ZO optimizer of ``method`` with the demo's settings."""
+    kwargs: dict[str, Any] = {"pool_size": config.pool_size} if "pezo" in method else {}
     if method in QUANTIZED:
         return METHODS[method](
             params,
@@ -284,8 +305,8 @@ def make_optimizer(method: str, params: list[Tensor], config: DemoConfig, seed: 
             eps=config.qzo_eps,
             seed=seed,
             queries=config.qzo_queries,
+            **kwargs,
         )
-    kwargs: dict[str, Any] = {"pool_size": config.pool_size} if method == "pezo" else {}
     return METHODS[method](params, lr=config.lr, eps=config.eps, seed=seed, **kwargs)
 
 
@@ -327,6 +348,7 @@ def adapt(
         "seconds": seconds,
         "first_loss": _smooth(losses[:20]) if losses else math.nan,
         "last_loss": _smooth(losses) if losses else math.nan,
+        "history": [{"step": i + 1, "loss": loss} for i, loss in enumerate(losses)],
     }
     return model, stats
 
@@ -337,8 +359,9 @@ def run_demo(
     quick: bool = False,
     progress: bool = True,
     echo: Callable[[str], Any] | None = print,
+    out: str | os.PathLike[str] | None = "results/demo",
 ) -> dict[str, Any]:
-    """Pretrain (or load), shift, adapt with MeZO, PeZO and QZO-FF 16w8a, and report.
+    """Pretrain (or load), shift, adapt with MeZO, PeZO, QZO-FF 16w8a and PeZO 16w8a, and report.
 
     Args:
         steps: ZO steps per method (default: 800, or 150 with ``quick``).
@@ -348,6 +371,7 @@ def run_demo(
         quick: a much smaller run (for tests): about 20 s on two shared cores.
         progress: show tqdm bars (on stderr).
         echo: where the summary table goes (``None``: nowhere).
+        out: directory of the training-curves figure ``curves.png`` (``None``: none).
 
     Returns:
         A dict: ``config``, ``pretrain`` (``cached``, ``seconds``, ``clean_test_acc``),
@@ -395,6 +419,9 @@ def run_demo(
         "zero_shot_acc": zero_shot,
         "methods": methods,
     }
+    if out is not None:
+        histories = {name: m["history"] for name, m in methods.items()}
+        result["figure"] = str(plot_curves(histories, Path(out) / "curves.png"))
     result["table"] = format_table(result)
     result["seconds"] = time.perf_counter() - wall
     if echo is not None:
@@ -421,6 +448,8 @@ def format_table(result: dict[str, Any]) -> str:
         f"on {cfg['calibration_batches']} shifted train batches); sign-{cfg['qzo_queries']}-SPSA, "
         f"8-bit z, integer perturbations and updates of the head's integers, "
         f"lr {cfg['qzo_lr']:g}, eps {cfg['qzo_eps']:g}",
+        f"  pezo 16w8a: the same, with z read from PeZO's pool of {cfg['pool_size']} uniform "
+        "numbers (quantized to 8 bits) instead of generated Gaussians",
         "",
     ]
     header = ("method", "before", "after", "steps", "forwards", "wall s")
@@ -448,6 +477,8 @@ def format_table(result: dict[str, Any]) -> str:
         "(before / after: accuracy on the shifted test set, before: of the model the method "
         "starts from; forwards: ZO forward passes)"
     )
+    if "figure" in result:
+        lines.append(f"training curves: {result['figure']}")
     return "\n".join(lines)
 
 

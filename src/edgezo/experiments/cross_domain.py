@@ -64,7 +64,7 @@ QUICK = Config(
     train=500,
     val=250,
     test=1000,
-    budget=Budget(steps=150, zo_steps=1000, batch=64, grid=False),
+    budget=Budget(steps=100, zo_steps=400, batch=32, grid=False),
 )
 
 

@@ -92,7 +92,7 @@ FULL = Config()
 QUICK = Config(
     backbones=("resnet",),
     episodes=20,
-    budget=Budget(steps=30, zo_steps=150, batch=25, grid=False),
+    budget=Budget(steps=30, zo_steps=100, batch=25, grid=False),
 )
 
 

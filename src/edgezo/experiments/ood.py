@@ -75,7 +75,7 @@ QUICK = Config(
     train=600,
     val=240,
     test=300,
-    budget=Budget(steps=150, zo_steps=1000, batch=64, grid=False),
+    budget=Budget(steps=100, zo_steps=400, batch=32, grid=False),
 )
 
 
