@@ -25,7 +25,7 @@ from .common import (
     run_method,
     subsets,
 )
-from .methods import Settings
+from .methods import Settings, vision_grids, vision_settings
 from .results import StudyWriter
 
 
@@ -41,22 +41,8 @@ class Config:
     test: int = 2000
     pretrain_steps: int = 2000
     budget: Budget = Budget(steps=300, zo_steps=3000, batch=64, grid=True)
-    settings: dict[str, Settings] = field(
-        default_factory=lambda: {
-            "backprop": Settings(lr=1e-3),
-            "zo": Settings(lr=1e-3),
-            "pezo": Settings(lr=1e-3),
-            "qzo-ff 16w8a": Settings(lr=2e-4),
-        }
-    )
-    grids: dict[str, tuple[float, ...]] = field(
-        default_factory=lambda: {
-            "backprop": (3e-4, 1e-3, 3e-3),
-            "zo": (3e-4, 1e-3, 3e-3),
-            "pezo": (3e-4, 1e-3, 3e-3),
-            "qzo-ff 16w8a": (1e-4, 2e-4, 5e-4),
-        }
-    )
+    settings: dict[str, Settings] = field(default_factory=vision_settings)
+    grids: dict[str, tuple[float, ...]] = field(default_factory=vision_grids)
 
 
 FULL = Config()

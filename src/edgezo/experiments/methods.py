@@ -52,6 +52,30 @@ class Settings:
         return replace(self, lr=lr)
 
 
+def vision_settings() -> dict[str, Settings]:
+    """Each method's defaults for probing and prompt tuning a vision backbone (the quick runs'
+    lr; full runs search :func:`vision_grids`). A sign step does not scale with the loss
+    difference, so QZO-FF's lr is its own."""
+    return {
+        "backprop": Settings(lr=1e-3),
+        "zo": Settings(lr=1e-3),
+        "pezo": Settings(lr=1e-3),
+        "sparse zo": Settings(lr=1e-3),
+        "qzo-ff 16w8a": Settings(lr=2e-4),
+    }
+
+
+def vision_grids() -> dict[str, tuple[float, ...]]:
+    """The lr grid of each method (both papers grid-search the learning rate)."""
+    return {
+        "backprop": (3e-4, 1e-3, 3e-3),
+        "zo": (3e-4, 1e-3, 3e-3),
+        "pezo": (3e-4, 1e-3, 3e-3),
+        "sparse zo": (1e-3, 3e-3, 1e-2),
+        "qzo-ff 16w8a": (1e-4, 2e-4, 5e-4),
+    }
+
+
 def check_method(name: str) -> str:
     if name not in METHODS:
         raise ValueError(f"Unknown method {name!r}; choose from {', '.join(METHODS)}")

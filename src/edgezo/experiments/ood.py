@@ -26,7 +26,7 @@ from ..data.images import as_input, load_images
 from ..models.regimes import prepare as prepare_regime
 from ..train import evaluate
 from .common import Budget, backbone, run_method, subsets
-from .methods import Settings
+from .methods import Settings, vision_grids, vision_settings
 from .results import StudyWriter
 
 SEVERITY_NAMES = {1: "easy", 2: "medium", 3: "hard"}
@@ -47,24 +47,8 @@ class Config:
     test: int = 500  # per corruption
     pretrain_steps: int = 2000
     budget: Budget = Budget(steps=300, zo_steps=3000, batch=64, grid=True)
-    settings: dict[str, Settings] = field(
-        default_factory=lambda: {
-            "backprop": Settings(lr=1e-3),
-            "zo": Settings(lr=1e-3),
-            "pezo": Settings(lr=1e-3),
-            "sparse zo": Settings(lr=1e-3),
-            "qzo-ff 16w8a": Settings(lr=2e-4),
-        }
-    )
-    grids: dict[str, tuple[float, ...]] = field(
-        default_factory=lambda: {
-            "backprop": (3e-4, 1e-3, 3e-3),
-            "zo": (3e-4, 1e-3, 3e-3),
-            "pezo": (3e-4, 1e-3, 3e-3),
-            "sparse zo": (1e-3, 3e-3, 1e-2),
-            "qzo-ff 16w8a": (1e-4, 2e-4, 5e-4),
-        }
-    )
+    settings: dict[str, Settings] = field(default_factory=vision_settings)
+    grids: dict[str, tuple[float, ...]] = field(default_factory=vision_grids)
 
 
 FULL = Config()
