@@ -92,7 +92,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="memory of training a model: weights, scratch, gradients, optimizer state",
         description=(
             "Measure a model's training memory for BP fp32, BP fp16, ZO fp32, QZO-FF 16w8a and "
-            "QZO-FF 16w8a + 90%% sparse: weights in their format, scratch (activations backprop "
+            "QZO-FF 16w8a + 90% sparse: weights in their format, scratch (activations backprop "
             "saves vs the largest live set of a forward), gradients and optimizer state; plus "
             "the measured peak resident set of inference, ZO and backprop steps. Writes "
             "memory.md, memory.png and memory.json."
