@@ -344,3 +344,23 @@ def test_gpu_benchmark_runs_on_cpu_and_reports_its_keys():
     for key in ("memory", "mezo", "gaussian", "pool"):
         assert result["pass_ms"][key] > 0
     assert result["peak_memory"] is None  # CPU: no allocator statistics
+
+
+def test_a_cpu_step_does_not_import_triton():
+    """On CPU the torch path runs and triton stays unloaded (it costs ~80 MB of resident memory)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from edgezo import ZO\n"
+        "from edgezo.directions import Gaussian, Pool\n"
+        "m = torch.nn.Linear(8, 2)\n"
+        "for d in (Gaussian(0), Pool(1001, 0)):\n"
+        "    ZO(m.parameters(), lr=1e-3, directions=d).step(lambda: m(torch.ones(1, 8)).sum())\n"
+        "print('triton' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("EDGEZO_KERNELS", "TRITON_INTERPRET")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

@@ -97,14 +97,14 @@ def _live(passes: Sequence) -> list:
 
 def counter_passes_(source, segments: Sequence, eps: float, passes: Sequence) -> bool:
     """``passes`` of a counter source by kernel if :func:`plan` allows; False: not done."""
+    groups = plan(segments)  # first: triton is imported only for tensors that can use it
+    if groups is None:
+        return False
     from .hash import kind_of
+    from .perturb import counter_passes_ as launch
 
     if kind_of(source) is None:
         return False
-    groups = plan(segments)
-    if groups is None:
-        return False
-    from .perturb import counter_passes_ as launch
 
     dim = max(seg.end for seg in segments)
     _apply(lambda gs, e, ps: launch(source, gs, dim, e, ps), groups, [(eps, _live(passes))])
