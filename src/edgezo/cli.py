@@ -5,6 +5,7 @@
     edgezo run STUDY [--quick] [--out DIR] [--seed S] [--no-progress]
     edgezo memory MODEL [--regime ft|lp] [--batch N] [--out DIR]
     edgezo landscape [--quick] [--grid N] [--directions pca|random] [--out DIR]
+    edgezo report [--results DIR] [--out DIR] [--run-quick]
     edgezo distributed [--nproc N] [--steps N] [--model mlp|vit] [--checkpoint FILE --save-every K]
     edgezo hw report [--throughput N] [--bits B] [--target xilinx|ice40|ecp5] [--out DIR]
 
@@ -130,6 +131,12 @@ def _add_run(subparsers: Any) -> None:
 
 def _add_memory(subparsers: Any) -> None:
     from .analysis.memory_cli import add_cli
+
+    add_cli(subparsers)
+
+
+def _add_report(subparsers: Any) -> None:
+    from .analysis.report_cli import add_cli
 
     add_cli(subparsers)
 
