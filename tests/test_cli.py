@@ -87,3 +87,11 @@ def test_demo_quick_end_to_end(monkeypatch, tmp_path, capsys):
         assert m["steps"] == 60 and m["forwards"] == 60 * per_step[name]
         assert m["after"] > m["before"] + 0.15
     assert list((tmp_path / "cache").glob("smallcnn-mnist-*.pt"))
+
+
+@pytest.mark.parametrize(
+    "command", ["demo", "run", "memory", "landscape", "report", "distributed", "hw"]
+)
+def test_every_command_is_registered(command, capsys):
+    assert cli.main([command, "--help"]) == 0
+    assert capsys.readouterr().out.startswith(f"usage: edgezo {command}")

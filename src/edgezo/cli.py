@@ -158,6 +158,8 @@ COMMANDS: list[Callable[[Any], None]] = [
     _add_demo,
     _add_run,
     _add_memory,
+    _add_landscape,
+    _add_report,
     _add_distributed,
     _add_hw,
 ]
