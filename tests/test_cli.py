@@ -75,18 +75,22 @@ def test_runtime_errors_are_one_line_with_exit_2(monkeypatch, capsys):
 def test_demo_quick_end_to_end(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("EDGEZO_CACHE", str(tmp_path / "cache"))
     out_json = tmp_path / "result.json"
-    code = cli.main(["demo", "--quick", "--no-progress", "--steps", "60", "--json", str(out_json)])
+    out_dir = tmp_path / "demo"
+    argv = ["demo", "--quick", "--no-progress", "--steps", "60", "--json", str(out_json)]
+    code = cli.main([*argv, "--out", str(out_dir)])
     assert code == 0
     out = capsys.readouterr().out
     assert "method" in out and "mezo" in out and "pezo" in out
     result = json.loads(out_json.read_text())
     assert result["config"]["quick"] is True
-    per_step = {"mezo": 2, "pezo": 2, "qzo-ff 16w8a": 6}  # central q=1; sign-m-SPSA, m=3
+    # central q=1; sign-m-SPSA, m=3
+    per_step = {"mezo": 2, "pezo": 2, "qzo-ff 16w8a": 6, "pezo 16w8a": 6}
     assert set(result["methods"]) == set(per_step)
     for name, m in result["methods"].items():
         assert m["steps"] == 60 and m["forwards"] == 60 * per_step[name]
         assert m["after"] > m["before"] + 0.15
     assert list((tmp_path / "cache").glob("smallcnn-mnist-*.pt"))
+    assert (out_dir / "curves.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize(
