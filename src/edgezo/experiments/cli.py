@@ -19,6 +19,8 @@ STUDIES = {
     "cross-domain": "cross_domain",
     "ood": "ood",
     "fewshot": "fewshot",
+    "kws-personalize": "kws_personalize",
+    "kws-fewshot": "kws_fewshot",
 }
 
 
