@@ -102,14 +102,16 @@ def test_contrast_and_brightness_follow_the_numpy_formulas(seed, severity):
     x = images / 255.0
     c = SEVERITY_PARAMETERS["contrast"][severity - 1]
     m = x.mean(axis=(1, 2), keepdims=True)
-    contrast = np.round(np.clip((x - m) * c + m, 0, 1) * 255)
+    contrast = np.clip((x - m) * c + m, 0, 1) * 255
     b = SEVERITY_PARAMETERS["brightness"][severity - 1]
-    brightness = np.round(np.clip(x + b, 0, 1) * 255)
-    for name, reference in (("contrast", contrast), ("brightness", brightness)):
+    brightness = np.clip(x + b, 0, 1) * 255
+    for name, exact in (("contrast", contrast), ("brightness", brightness)):
         out = corrupt(torch.from_numpy(images), name, severity).numpy().astype(float)
-        # float32 vs float64 can only move a value sitting on a rounding boundary
-        assert np.abs(out - reference).max() <= 1
-        assert np.mean(out != reference) < 0.02
+        # float32 vs float64 may only differ where the exact value is a rounding tie
+        # (x.5 up to float32 error): there either neighbour is a correct rounding
+        on_tie = np.abs(exact - np.floor(exact) - 0.5) < 1e-3
+        assert np.array_equal(out[~on_tie], np.round(exact[~on_tie]))
+        assert np.all((out[on_tie] == np.floor(exact[on_tie])) | (out[on_tie] == np.ceil(exact[on_tie])))
 
 
 @pytest.mark.parametrize("severity", SEVERITIES)
