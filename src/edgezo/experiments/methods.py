@@ -61,7 +61,7 @@ def vision_settings() -> dict[str, Settings]:
         "zo": Settings(lr=1e-3),
         "pezo": Settings(lr=1e-3),
         "sparse zo": Settings(lr=1e-3),
-        "qzo-ff 16w8a": Settings(lr=2e-4),
+        "qzo-ff 16w8a": Settings(lr=5e-4),
     }
 
 
@@ -72,7 +72,8 @@ def vision_grids() -> dict[str, tuple[float, ...]]:
         "zo": (3e-4, 1e-3, 3e-3),
         "pezo": (3e-4, 1e-3, 3e-3),
         "sparse zo": (1e-3, 3e-3, 1e-2),
-        "qzo-ff 16w8a": (1e-4, 2e-4, 5e-4),
+        # two values: a QZO-FF step costs ~5 ZO steps (3 queries, integer passes)
+        "qzo-ff 16w8a": (5e-4, 2e-3),
     }
 
 
