@@ -46,7 +46,7 @@ class Config:
     val: int = 420
     test: int = 500  # per corruption
     pretrain_steps: int = 2000
-    budget: Budget = Budget(steps=300, zo_steps=3000, batch=64, grid=True)
+    budget: Budget = Budget(steps=300, zo_steps=1000, batch=64, grid=True)
     settings: dict[str, Settings] = field(default_factory=vision_settings)
     grids: dict[str, tuple[float, ...]] = field(default_factory=vision_grids)
 
