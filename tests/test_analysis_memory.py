@@ -30,8 +30,9 @@ from edgezo.analysis.memory import (
     zo_step_scratch_bytes,
 )
 from edgezo.directions import Gaussian, MomentumGuided, Pool
-from edgezo.fixedpoint import quantize_model
+from edgezo.fixedpoint import quantize_model, trainable_parameters, zo
 from edgezo.models import SmallCNN, ViTConfig, ViTTiny
+from edgezo.presets import qzo_ff
 
 F32 = 4
 sizes = st.integers(1, 9)
@@ -123,6 +124,25 @@ def test_zo_step_scratch_is_within_5_percent_of_the_forward_peak(make, estimator
     forward = forward_peak_activation_bytes(model, x)
     assert abs(step - forward) <= 0.05 * forward, (step, forward)
     assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_a_qzo_ff_step_needs_little_more_than_its_forward(per_channel):
+    """The integer step works in chunks: beyond the forward's scratch it holds the perturbed
+    integers of one tensor (as the forward holds its float weights) and a chunk's int64/int32
+    temporaries, never an int64 copy of a whole tensor (here 4 CHUNKs: unchunked, ~3x)."""
+    torch.manual_seed(0)
+    net = mlp(256, 256, 10, nn.ReLU())
+    x = torch.randn(1, 256)
+    q = quantize_model(net, 16, 8, per_channel=per_channel, calibration=[x])
+    opt = qzo_ff(list(trainable_parameters(q)), lr=1e-3, eps=1e-3, seed=0, force=True)
+    before = q[0].weight_q.data.clone()
+    step = zo_step_scratch_bytes(opt, lambda: F.cross_entropy(q(x), torch.tensor([3])), q, x)
+    forward = forward_peak_activation_bytes(q, x)
+    w = q[0].weight_q
+    chunk_temporaries = 4 * zo.CHUNK * 8  # a few int64-sized arrays of one chunk
+    assert step <= forward + w.numel() * w.element_size() + chunk_temporaries, (step, forward)
+    assert not torch.equal(before, q[0].weight_q.data)
 
 
 # -- weights -------------------------------------------------------------------------------

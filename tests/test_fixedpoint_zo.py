@@ -16,6 +16,7 @@ paper's formulas, and never call the code under test:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import time
@@ -36,6 +37,7 @@ from edgezo.fixedpoint import (
     UntrainableError,
     quantize_model,
     trainable_parameters,
+    zo,
 )
 
 Z_MAX = 3.5
@@ -298,13 +300,29 @@ def update_cases(draw):
     signs = [[draw(st.sampled_from([-1, 0, 1])) for _ in range(m)] for _ in range(steps)]
     units = draw(st.floats(-3, 2.5))  # lr in units of dw / dz: updates from 0 to past qmax
     source = draw(st.sampled_from(sorted(SOURCES)))
-    return bits, ints, scales, m, signs, units, source
+    chunk = draw(st.sampled_from([1, 2, 5, zo.CHUNK]))  # elements per chunk of the update
+    return bits, ints, scales, m, signs, units, source, chunk
+
+
+@contextlib.contextmanager
+def update_chunk(elements: int):
+    """Integer updates and perturbed reads ``elements`` at a time (whole channels if per channel)."""
+    saved, zo.CHUNK = zo.CHUNK, elements
+    try:
+        yield
+    finally:
+        zo.CHUNK = saved
 
 
 @settings(max_examples=120, deadline=None)
 @given(case=update_cases())
 def test_sign_update_matches_integer_reference(case):
-    bits, ints, scales, m, signs, units, source_name = case
+    bits, ints, scales, m, signs, units, source_name, chunk = case
+    with update_chunk(chunk):
+        _check_sign_update(bits, ints, scales, m, signs, units, source_name)
+
+
+def _check_sign_update(bits, ints, scales, m, signs, units, source_name):
     p = fixed_param(ints, scales, bits)
     source = SOURCES[source_name]()
     dz, _, _ = z_format(source)
@@ -326,6 +344,24 @@ def test_sign_update_matches_integer_reference(case):
                 g = sum(s * zq[i][r * cols + c] for i, s in enumerate(step_signs))
                 w[r][c] = sat(w[r][c] - rhu(g, mk), bits)
         assert p.data.tolist() == w, f"step {step}"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ints=st.lists(st.integers(-32767, 32767), min_size=1, max_size=12),
+    decay=st.floats(1e-4, 0.5),
+    chunk=st.sampled_from([1, 3, zo.CHUNK]),
+)
+def test_weight_decay_matches_integer_reference(ints, decay, chunk):
+    """``w_q <- sat(w_q - rhu(w_q * m / 2**k))`` with ``m / 2**k ~ lr * weight_decay``."""
+    p = fixed_param([ints], 1e-3, 16)
+    lr = 0.1
+    assume(not ambiguous(lr * decay))
+    opt = ZO([p], lr=lr, eps=1e-3, weight_decay=decay, estimator="sign", queries=1, force=True)
+    with update_chunk(chunk):
+        opt.step(scripted([1.0, 1.0]))  # equal losses: no gradient term, decay only
+    mk = ref_multiplier(lr * decay)
+    assert p.data.tolist() == [[sat(w - rhu(w, mk), 16) for w in ints]]
 
 
 # ================================================================================================
@@ -361,13 +397,19 @@ def perturb_cases(draw):
     queries = draw(st.integers(1, 3))
     steps = draw(st.integers(1, 2))
     source = draw(st.sampled_from(sorted(SOURCES)))
-    return bits, ints, scales, (eps_units + jitter), estimator, queries, steps, source
+    chunk = draw(st.sampled_from([1, 2, 5, zo.CHUNK]))  # elements per chunk of a perturbed read
+    return bits, ints, scales, (eps_units + jitter), estimator, queries, steps, source, chunk
 
 
 @settings(max_examples=100, deadline=None)
 @given(case=perturb_cases())
 def test_reads_under_perturbation_match_the_papers_formula(case):
-    bits, ints, scales, eps_units, estimator, queries, steps, source_name = case
+    *args, chunk = case
+    with update_chunk(chunk):
+        _check_perturbed_reads(*args)
+
+
+def _check_perturbed_reads(bits, ints, scales, eps_units, estimator, queries, steps, source_name):
     p = fixed_param(ints, scales, bits)
     dws = row_scales(p)
     eps = eps_units * max(dws)
@@ -446,9 +488,11 @@ def test_forward_estimator_points_differ_by_the_perturbation_only():
 # ================================================================================================
 # 5. masked weights never change
 # ================================================================================================
+@pytest.mark.parametrize("chunk", [7, zo.CHUNK])
 @pytest.mark.parametrize("estimator", ["sign", "central", "forward"])
 @pytest.mark.parametrize("sparsity", [0.5, 0.9])
-def test_masked_weights_never_change_nor_get_perturbed(estimator, sparsity):
+def test_masked_weights_never_change_nor_get_perturbed(estimator, sparsity, chunk, monkeypatch):
+    monkeypatch.setattr(zo, "CHUNK", chunk)
     torch.manual_seed(0)
     x = torch.randn(16, 10)
     y = torch.randint(0, 6, (16,))

@@ -29,7 +29,7 @@ Notation (per tensor, or per output channel with per-channel scales): weights
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +39,10 @@ from ..directions import Directions
 from ..params import Segment
 from .model import FixedPointParameter
 from .quant import Requant, channel_view, qmax, saturate
+
+#: Elements per chunk of the integer update (whole output channels where scales are per
+#: channel): bounds its int64 temporaries to ~CHUNK * 8 bytes each.
+CHUNK = 1 << 14
 
 
 class UntrainableError(ValueError):
@@ -150,14 +154,22 @@ class FixedPointSteps:
 
     def perturbed(self, j: int) -> Tensor:
         """Tensor ``j``: ``sat(requant_dz(w_q * 1_q + sum_k net_k * eps_q * z_q,k))`` (masked: ``w_q``)."""
-        seg, eps_q = self.segments[j], self.eps_q[j]
+        seg = self.segments[j]
         p = seg.param
-        acc = p.data.to(torch.int64) * self.zf.one
-        for key, net in self.active.items():
-            z = self.zf.integers(self.directions, *key, seg.offset, seg.numel).view(p.shape)
-            acc += (net * eps_q) * z
-        out = saturate(self.requant_dz.apply(acc), p.fixed.bits).to(p.dtype)
-        return out if seg.mask is None else torch.where(seg.mask.bool(), out, p.data)
+        eps_q = self.eps_q[j].reshape(-1, 1)
+        flat, out = p.data.view(-1), torch.empty_like(p.data)
+        mask = None if seg.mask is None else seg.mask.view(-1)
+        for start, stop, rows in _chunks(p):
+            w = flat[start:stop]
+            acc = w.to(torch.int64).view(_rows_of(eps_q, rows).shape[0], -1) * self.zf.one
+            for key, net in self.active.items():
+                z = self.zf.integers(self.directions, *key, seg.offset + start, stop - start)
+                acc += (net * _rows_of(eps_q, rows)) * z.view(acc.shape)
+            q = saturate(self.requant_dz.apply(acc), p.fixed.bits).view(-1).to(p.dtype)
+            out.view(-1)[start:stop] = (
+                q if mask is None else torch.where(mask[start:stop].bool(), q, w)
+            )
+        return out
 
     # -- the update ------------------------------------------------------------------------
     @torch.no_grad()
@@ -176,31 +188,69 @@ class FixedPointSteps:
             numerators, delta = integer_coefficients(per_term)
             if lr == 0.0 or delta == 0.0:
                 continue
-            g = torch.zeros(seg.numel, dtype=torch.int64)
-            for (step, query, _), n in zip(terms, numerators, strict=True):
-                if n:
-                    g += n * self.zf.integers(self.directions, step, query, seg.offset, seg.numel)
-            factor = lr * delta * self.zf.dz / seg.param.fixed.scale
-            self._subtract(seg, g.view(seg.param.shape), factor)
+            live = [
+                (step, query, n) for (step, query, _), n in zip(terms, numerators, strict=True) if n
+            ]
+
+            def gradient(start: int, stop: int, seg: Segment = seg, live: list = live) -> Tensor:
+                g = torch.zeros(stop - start, dtype=torch.int64)
+                for step, query, n in live:
+                    g += n * self.zf.integers(
+                        self.directions, step, query, seg.offset + start, stop - start
+                    )
+                return g
+
+            self._subtract(seg, gradient, lr * delta * self.zf.dz / seg.param.fixed.scale)
 
     @torch.no_grad()
     def decay(self, factors: Sequence[float]) -> None:
         """Weight decay ``w_q <- sat(w_q - requant(w_q))``, requant ~ ``lr * weight_decay``."""
         for seg in self.segments:
             if factors[seg.group]:
+                flat = seg.param.data.view(-1)
                 self._subtract(
-                    seg, seg.param.data.to(torch.int64), torch.tensor(factors[seg.group])
+                    seg, lambda a, b, flat=flat: flat[a:b].to(torch.int64), factors[seg.group]
                 )
 
     @staticmethod
-    def _subtract(seg: Segment, amount: Tensor, factor: Tensor) -> None:
+    def _subtract(
+        seg: Segment, amount: Callable[[int, int], Tensor], factor: Tensor | float
+    ) -> None:
+        """``w_q <- sat(w_q - requant(amount))``, ``CHUNK`` elements (whole channels) at a time.
+
+        ``amount(start, stop)`` gives the int64 amount of flat elements
+        ``start:stop``; ``factor`` is per tensor or per output channel. Chunks keep
+        the int64 temporaries small (the step's scratch stays near the forward's).
+        """
         p = seg.param
-        rows = channel_view(amount, p.fixed.per_channel)
+        flat = p.data.view(-1)
         f = torch.as_tensor(factor, dtype=torch.float64).reshape(-1, 1)
-        change = Requant.of(f).apply(rows).view(p.shape)
-        if seg.mask is not None:
-            change = change * seg.mask.to(torch.int64)
-        p.data.copy_(saturate(p.data.to(torch.int64) - change, p.fixed.bits))
+        mask = None if seg.mask is None else seg.mask.view(-1)
+        for start, stop, rows in _chunks(p):
+            scale = _rows_of(f, rows)
+            change = Requant.of(scale).apply(amount(start, stop).view(scale.shape[0], -1))
+            change = change.view(-1)
+            if mask is not None:
+                change *= mask[start:stop].to(torch.int64)
+            flat[start:stop] = saturate(flat[start:stop].to(torch.int64) - change, p.fixed.bits)
+
+
+def _chunks(p: FixedPointParameter) -> Iterator[tuple[int, int, slice]]:
+    """Flat ranges ``[start, stop)`` of about ``CHUNK`` elements of ``p``, and the rows of its
+    channel view they cover (whole rows when ``p`` has per-channel scales)."""
+    rows, cols = channel_view(p.data, p.fixed.per_channel).shape
+    if rows == 1:
+        for start in range(0, cols, CHUNK):
+            yield start, min(start + CHUNK, cols), slice(0, 1)
+        return
+    step = max(1, CHUNK // cols)
+    for r in range(0, rows, step):
+        yield r * cols, min(r + step, rows) * cols, slice(r, r + step)
+
+
+def _rows_of(per_row: Tensor, rows: slice) -> Tensor:
+    """The ``(rows, 1)`` factors of a chunk: per-row values, or the one per-tensor value."""
+    return per_row[rows] if per_row.shape[0] > 1 else per_row
 
 
 def _ceil3(x: float) -> str:
