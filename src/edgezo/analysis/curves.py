@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..figures import save_png
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -116,10 +118,7 @@ def plot_curves(
     record has ``metric`` (naming the keys that exist).
     """
     fig = curves_figure(histories, metric, x, window)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, format="png")
-    return path
+    return save_png(fig, path, dpi=120)
 
 
 def _check(histories: Mapping[str, History], metric: str, x: str) -> None:

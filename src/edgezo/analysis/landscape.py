@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..figures import save_png
 from ..fixedpoint import FixedPointParameter
 from ..fixedpoint.quant import quantize
 from ..train import flat_weights
@@ -428,7 +429,4 @@ def _figure(figsize: tuple[float, float]) -> Any:
 
 
 def _save(fig: Any, path: str | os.PathLike[str], dpi: int) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, format="png")
-    return path
+    return save_png(fig, path, dpi=dpi)

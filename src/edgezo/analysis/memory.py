@@ -53,6 +53,8 @@ from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from ..figures import save_png
+
 MB = 1e6  #: the unit of tables and charts (10**6 bytes, as the papers' "MB")
 
 #: Bytes per element of the formats :func:`weight_bytes` knows.
@@ -610,8 +612,7 @@ def plot_memory(rows: Sequence[MemoryRow], path: str | Path, title: str = "") ->
     ax.legend(fontsize=8)
     ax.tick_params(axis="x", labelsize=8, rotation=15)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
+    path = save_png(fig, path, dpi=120)
     plt.close(fig)
     return path
 

@@ -64,6 +64,7 @@ import torch
 from torch import Tensor
 
 from .. import cache
+from ..figures import save_png
 from .features import LOG_FLOOR, log_mel
 from .mnist import DatasetNotFoundError
 
@@ -633,8 +634,6 @@ def spectrogram_figure(ks: KeywordSet, path: str | os.PathLike[str], n: int = 8)
         ax.set_ylabel("mel band", fontsize=7)
         ax.tick_params(labelsize=6)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    path = save_png(fig, path, dpi=100)
     plt.close(fig)
     return path

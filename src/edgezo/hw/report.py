@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..figures import save_png
 from . import designs as designs_mod
 from .power import SIM_HINT, WEIGHTS, Activity, activity, has_sim
 from .synth import TARGETS, Resources, synthesize, yosys_command
@@ -176,7 +177,7 @@ def chart(rows: list[Row], path: Path, title: str) -> None:
     fig.legend(handles, list(colors), loc="upper left")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_png(fig, path, dpi=110)
     plt.close(fig)
 
 
