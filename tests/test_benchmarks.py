@@ -140,3 +140,13 @@ def test_scale_rules_quick():
     # rescaling every perturbation makes ||z||^2 = d exactly
     assert res["rules"]["Uniform(perturbation)"]["summary"]["second_moment_std"] < 1e-6
     assert_positive({k: v for k, v in res["backprop_sgd_reference"].items() if k != "per_seed"})
+
+
+@pytest.mark.slow  # pretrains (or reads the cached) MNIST ResNet of the few-shot study
+def test_fewshot_lr_sweep_reports_every_method_and_lr(tmp_path):
+    grid = '{"backprop": [1e-4], "zo": [1e-5, 3e-5]}'
+    res = run_json("fewshot_lr.py", "--episodes", "2", "--zo-steps", "3", "--grid", grid)
+    assert_finite(res)
+    pairs = [(r["method"], r["lr"]) for r in res["rows"]]
+    assert pairs == [("zero-shot", None), ("backprop", 1e-4), ("zo", 1e-5), ("zo", 3e-5)]
+    assert all(0 <= r["accuracy"] <= 100 for r in res["rows"])
