@@ -240,8 +240,17 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(kind, error, t
         assert resumed_opt.steps == full_opt.steps
 
 
+@pytest.fixture
+def interactive_sigint():
+    """SIGINT raises KeyboardInterrupt, as in a terminal (a shell's background job, e.g. a CI
+    runner's, starts Python with SIGINT ignored, and fit then leaves SIGINT alone)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("kind", ["adam", "mezo"])
-def test_a_first_ctrl_c_stops_cleanly_after_the_step(kind, tmp_path):
+def test_a_first_ctrl_c_stops_cleanly_after_the_step(kind, tmp_path, interactive_sigint):
     x, y = _data()
     full, _, expected = _run(kind, x, y, tmp_path, "full")
 
