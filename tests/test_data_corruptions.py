@@ -111,7 +111,9 @@ def test_contrast_and_brightness_follow_the_numpy_formulas(seed, severity):
         # (x.5 up to float32 error): there either neighbour is a correct rounding
         on_tie = np.abs(exact - np.floor(exact) - 0.5) < 1e-3
         assert np.array_equal(out[~on_tie], np.round(exact[~on_tie]))
-        assert np.all((out[on_tie] == np.floor(exact[on_tie])) | (out[on_tie] == np.ceil(exact[on_tie])))
+        assert np.all(
+            (out[on_tie] == np.floor(exact[on_tie])) | (out[on_tie] == np.ceil(exact[on_tie]))
+        )
 
 
 @pytest.mark.parametrize("severity", SEVERITIES)
