@@ -160,11 +160,11 @@ class FixedPointSteps:
         flat, out = p.data.view(-1), torch.empty_like(p.data)
         mask = None if seg.mask is None else seg.mask.view(-1)
         for start, stop, rows in _chunks(p):
-            w = flat[start:stop]
-            acc = w.to(torch.int64).view(_rows_of(eps_q, rows).shape[0], -1) * self.zf.one
+            w, eps_rows = flat[start:stop], _rows_of(eps_q, rows)
+            acc = w.to(torch.int64).view(eps_rows.shape[0], -1) * self.zf.one
             for key, net in self.active.items():
                 z = self.zf.integers(self.directions, *key, seg.offset + start, stop - start)
-                acc += (net * _rows_of(eps_q, rows)) * z.view(acc.shape)
+                acc += (net * eps_rows) * z.view(acc.shape)
             q = saturate(self.requant_dz.apply(acc), p.fixed.bits).view(-1).to(p.dtype)
             out.view(-1)[start:stop] = (
                 q if mask is None else torch.where(mask[start:stop].bool(), q, w)
@@ -224,11 +224,11 @@ class FixedPointSteps:
         """
         p = seg.param
         flat = p.data.view(-1)
-        f = torch.as_tensor(factor, dtype=torch.float64).reshape(-1, 1)
+        requant = Requant.of(torch.as_tensor(factor, dtype=torch.float64).reshape(-1, 1))
         mask = None if seg.mask is None else seg.mask.view(-1)
         for start, stop, rows in _chunks(p):
-            scale = _rows_of(f, rows)
-            change = Requant.of(scale).apply(amount(start, stop).view(scale.shape[0], -1))
+            chunk = Requant(_rows_of(requant.m, rows), _rows_of(requant.k, rows))
+            change = chunk.apply(amount(start, stop).view(chunk.m.shape[0], -1))
             change = change.view(-1)
             if mask is not None:
                 change *= mask[start:stop].to(torch.int64)
