@@ -176,3 +176,37 @@ def test_unknown_study_is_named():
 def test_quick_study_runs_end_to_end(study, tmp_path):
     summary = run_study(study, quick=True, out=tmp_path, progress=False)
     assert (tmp_path / study / "results.md").is_file() and summary["claims"]
+
+
+@pytest.mark.parametrize(
+    "module, config, rows",
+    [
+        (ood, ood.Config(
+            arch="cnn", severities=(1, 3), corruptions=("fog", "rotate"), regimes=("lp",),
+            methods=("zero-shot", "backprop", "zo", "qzo-ff 16w8a"), train=64, val=32, test=32,
+            pretrain_steps=10, budget=TINY), 8),  # cells in processes
+        (fewshot, fewshot.Config(
+            backbones=("cnn",), methods=("zero-shot", "zo", "qzo-ff 16w8a"), episodes=3,
+            ft_episodes=2, val_episodes=2, pretrain_steps=10,
+            budget=Budget(steps=2, zo_steps=4, batch=25, grid=True, eval_points=2)), 6),  # episodes
+    ],
+)  # fmt: skip
+def test_a_study_spread_over_two_processes_equals_one_process(
+    module, config, rows, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("EDGEZO_CACHE", str(tmp_path / "cache"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each of the 2 workers: the same float sums
+    try:
+        payloads = []
+        for jobs in (1, 2):
+            module.run(False, tmp_path / str(jobs), progress=False, config=config, jobs=jobs)
+            payloads.append(json.loads((tmp_path / str(jobs) / "results.json").read_text()))
+    finally:
+        torch.set_num_threads(threads)
+    for payload in payloads:
+        for row in payload["rows"]:
+            row.pop("seconds")
+    assert payloads[0]["rows"] == payloads[1]["rows"]
+    assert payloads[0].get("per_corruption") == payloads[1].get("per_corruption")
+    assert len(payloads[0]["rows"]) == rows

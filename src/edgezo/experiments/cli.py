@@ -1,8 +1,10 @@
-"""``edgezo run STUDY [--quick] [--out DIR] [--seed S] [--no-progress]``.
+"""``edgezo run STUDY [--quick] [--out DIR] [--seed S] [--jobs N] [--no-progress]``.
 
 A study is a module of :mod:`edgezo.experiments` with a function
-``run(quick: bool, out: Path, seed: int, progress: bool) -> dict`` that writes
-its files under ``out`` and returns its summary; :data:`STUDIES` names them.
+``run(quick: bool, out: Path, seed: int, progress: bool, jobs: int) -> dict`` that
+writes its files under ``out`` and returns its summary; :data:`STUDIES` names them.
+``jobs`` spreads the study's independent runs over that many processes
+(:mod:`edgezo.experiments.parallel`); the results do not depend on it.
 """
 
 from __future__ import annotations
@@ -40,20 +42,32 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--quick", action="store_true", help="small data and few steps (minutes)")
     p.add_argument("--out", type=Path, default=Path("results"), help="output directory")
     p.add_argument("--seed", type=int, default=0, help="seed of everything random (default 0)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="processes to spread the study's runs over, each with cores/N threads (default 1)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=_run)
 
 
-def run_study(name: str, quick: bool, out: Path, seed: int = 0, progress: bool = True) -> dict:
-    """Run study ``name``; its files go to ``out/name``."""
+def run_study(
+    name: str, quick: bool, out: Path, seed: int = 0, progress: bool = True, jobs: int = 1
+) -> dict:
+    """Run study ``name`` over ``jobs`` processes; its files go to ``out/name``."""
     if name not in STUDIES:
         raise ValueError(f"Unknown study {name!r}; choose from {', '.join(sorted(STUDIES))}")
     module = importlib.import_module(f"edgezo.experiments.{STUDIES[name]}")
-    return module.run(quick=quick, out=Path(out) / name, seed=seed, progress=progress)
+    return module.run(quick=quick, out=Path(out) / name, seed=seed, progress=progress, jobs=jobs)
 
 
 def _run(args: argparse.Namespace) -> int:
-    summary = run_study(args.study, args.quick, args.out, args.seed, not args.no_progress)
+    if args.jobs < 1:
+        raise SystemExit(f"edgezo run: --jobs must be at least 1 (got {args.jobs})")
+    summary = run_study(
+        args.study, args.quick, args.out, args.seed, not args.no_progress, args.jobs
+    )
     json.dump(summary, sys.stdout, indent=2, sort_keys=True, default=float)
     print()
     return 0

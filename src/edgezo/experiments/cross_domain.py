@@ -21,11 +21,12 @@ from .common import (
     Budget,
     backbone,
     features,
+    outcome_of,
     prototype_head,
-    run_method,
     subsets,
 )
 from .methods import Settings, vision_grids, vision_settings
+from .parallel import Workers
 from .results import StudyWriter
 
 
@@ -65,23 +66,33 @@ def target_data(name: str, cfg: Config, seed: int) -> dict[str, tuple]:
 
 
 def run(
-    quick: bool, out: Path, seed: int = 0, progress: bool = True, config: Config | None = None
+    quick: bool,
+    out: Path,
+    seed: int = 0,
+    progress: bool = True,
+    config: Config | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
-    """Run the study (``config`` overrides the quick/full one); write ``results.json``,
-    ``results.md`` and curves under ``out``."""
+    """Run the study (``config`` overrides the quick/full one) with its cells spread over
+    ``jobs`` processes; write ``results.json``, ``results.md`` and curves under ``out``."""
     cfg = config or (QUICK if quick else FULL)
     writer = StudyWriter("cross-domain", out, keys=("target", "regime"), methods=cfg.methods)
     source = backbone(cfg.arch, cfg.source, steps=cfg.pretrain_steps, seed=seed, progress=progress)
+    cells, tasks = [], []
     for target in cfg.targets:
         data = target_data(target, cfg, seed)
         for regime in cfg.regimes:
             model, _ = prepare_regime(source, regime, classes=10, seed=seed)
             prototype_head(model.head, features(model, data["train"][0]), data["train"][1])
             for method in cfg.methods:
-                outcome, _ = run_method(
+                cells.append({"target": target, "regime": regime})
+                tasks.append((
                     method, model, data["train"], data["val"], data["test"],
                     cfg.grids.get(method, ()), cfg.settings.get(method), cfg.budget,
-                    seed=seed, head_only=regime == "lp", progress=progress,
-                )  # fmt: skip
-                writer.add(outcome, target=target, regime=regime)
+                    seed, regime == "lp", progress and jobs == 1,
+                ))  # fmt: skip
+    with Workers(jobs, desc="cross-domain cells", progress=progress) as workers:
+        outcomes = workers.map(outcome_of, tasks)
+    for cell, outcome in zip(cells, outcomes, strict=True):
+        writer.add(outcome, **cell)
     return writer.finish(config=cfg, quick=quick, seed=seed)

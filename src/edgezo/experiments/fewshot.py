@@ -39,6 +39,7 @@ from ..models.regimes import FrozenBatchNorm2d
 from ..models.regimes import prepare as prepare_regime
 from .common import Budget, Outcome, adapt, backbone, features, prototype_head
 from .methods import Settings
+from .parallel import Workers
 from .results import StudyWriter
 
 
@@ -201,23 +202,29 @@ def episodes(
     budget: Budget,
     seed: int,
     progress: bool,
+    workers: Workers | None = None,
 ) -> tuple[list[float], list[dict[str, Any]]]:
-    """Query accuracies of ``n`` episodes of ``data`` = (inputs, sampler); the first run's log."""
-    from tqdm.auto import tqdm
-
+    """Query accuracies of ``n`` episodes of ``data`` = (inputs, sampler), solved by
+    ``workers`` (here, one by one, if ``None``); the first run's log."""
     x, sampler = data
-    accs, first = [], []
-    for i in tqdm(range(n), desc=f"{regime} {method}", leave=False, disable=not progress):
-        acc, history = solve(
-            method, source, regime, *episode_data(x, sampler, i), settings, budget, seed
-        )
-        accs.append(acc)
-        first = first or history
-    return accs, first
+    tasks = [
+        (method, source, regime, *episode_data(x, sampler, i), settings, budget, seed)
+        for i in range(n)
+    ]
+    runner = workers or Workers(1, progress=progress)
+    solved = runner.map(solve, tasks, desc=f"{regime} {method}")
+    return [acc for acc, _ in solved], next((h for _, h in solved if h), [])
 
 
 def choose_lr(
-    method: str, source: nn.Module, regime: str, cfg: Config, val: tuple, seed: int, progress: bool
+    method: str,
+    source: nn.Module,
+    regime: str,
+    cfg: Config,
+    val: tuple,
+    seed: int,
+    progress: bool,
+    workers: Workers | None = None,
 ) -> float | None:
     """The lr of ``method`` with the best mean accuracy over the validation episodes."""
     defaults = cfg.settings[regime].get(method)
@@ -227,7 +234,7 @@ def choose_lr(
     scores = {
         lr: statistics.fmean(
             episodes(method, source, regime, defaults.with_lr(lr), val, cfg.val_episodes,
-                     cfg.budget, seed, progress)[0]
+                     cfg.budget, seed, progress, workers)[0]
         )
         for lr in grid
     }  # fmt: skip
@@ -235,10 +242,15 @@ def choose_lr(
 
 
 def run(
-    quick: bool, out: Path, seed: int = 0, progress: bool = True, config: Config | None = None
+    quick: bool,
+    out: Path,
+    seed: int = 0,
+    progress: bool = True,
+    config: Config | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
-    """Run the study (``config`` overrides the quick/full one); write ``results.json``,
-    ``results.md`` and curves under ``out``."""
+    """Run the study (``config`` overrides the quick/full one) with its episodes spread over
+    ``jobs`` processes; write ``results.json``, ``results.md`` and curves under ``out``."""
     cfg = config or (QUICK if quick else FULL)
     writer = StudyWriter("fewshot", out, keys=("backbone", "regime"), methods=cfg.methods)
     xv, yv = load_images(cfg.target, "train")
@@ -246,17 +258,21 @@ def run(
     shape = {"ways": cfg.ways, "shots": cfg.shots, "queries": cfg.queries}
     val = (as_input(xv), EpisodeSampler(yv, **shape, seed=seed + 1))
     test = (as_input(xt), EpisodeSampler(yt, **shape, seed=seed))
-    for arch in cfg.backbones:
-        source = backbone(arch, cfg.source, steps=cfg.pretrain_steps, seed=seed, progress=progress)
-        for regime in cfg.regimes:
-            for method in cfg.methods:
-                lr = choose_lr(method, source, regime, cfg, val, seed, progress)
-                settings = cfg.settings[regime][method].with_lr(lr) if lr else None
-                n = cfg.ft_episodes if regime == "ft" else cfg.episodes
-                accs, history = episodes(
-                    method, source, regime, settings, test, n, cfg.budget, seed, progress
-                )
-                mean, ci = mean_ci(accs)
-                outcome = Outcome(method, lr, mean, history=history)
-                writer.add(outcome, backbone=arch, regime=regime, ci95=ci, episodes=len(accs))
+    with Workers(jobs, progress=progress) as workers:
+        for arch in cfg.backbones:
+            source = backbone(
+                arch, cfg.source, steps=cfg.pretrain_steps, seed=seed, progress=progress
+            )
+            for regime in cfg.regimes:
+                for method in cfg.methods:
+                    lr = choose_lr(method, source, regime, cfg, val, seed, progress, workers)
+                    settings = cfg.settings[regime][method].with_lr(lr) if lr else None
+                    n = cfg.ft_episodes if regime == "ft" else cfg.episodes
+                    accs, history = episodes(
+                        method, source, regime, settings, test, n, cfg.budget, seed, progress,
+                        workers,
+                    )  # fmt: skip
+                    mean, ci = mean_ci(accs)
+                    outcome = Outcome(method, lr, mean, history=history)
+                    writer.add(outcome, backbone=arch, regime=regime, ci95=ci, episodes=len(accs))
     return writer.finish(config=cfg, quick=quick, seed=seed)

@@ -57,6 +57,7 @@ from .audio import (
 from .common import Budget, Outcome, calibration_batches, features
 from .fewshot import choose_lr, episodes, mean_ci
 from .methods import QUANTIZED, Settings
+from .parallel import Workers
 from .results import StudyWriter
 
 CLASSIFIERS = ("ProtoNets", "SimpleShot")
@@ -179,47 +180,68 @@ def task_source(
 
 
 def run(
-    quick: bool, out: Path, seed: int = 0, progress: bool = True, config: Config | None = None
+    quick: bool,
+    out: Path,
+    seed: int = 0,
+    progress: bool = True,
+    config: Config | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
-    """Run the study (``config`` overrides the quick/full one); write ``results.json``,
-    ``results.md``, curves and a spectrogram figure under ``out``."""
+    """Run the study (``config`` overrides the quick/full one) with its episodes spread over
+    ``jobs`` processes; write ``results.json``, ``results.md``, curves and a spectrogram
+    figure under ``out``."""
     started = time.perf_counter()
     cfg = config or (QUICK if quick else FULL)
     keys = ("backbone", "classifier", "regime")
     writer = StudyWriter("kws-fewshot", out, keys, cfg.methods, claims=AUDIO_CLAIMS)
     data = load_data(cfg.data)
-    shape = {"ways": cfg.ways, "shots": cfg.shots, "queries": cfg.queries}
     seconds: dict[str, float] = {}
-    for arch in cfg.backbones:
-        source, _ = backbone(arch, data, cfg.data, seed=seed, progress=progress)
-        pools = pools_of(source, data, cfg, seed)
-        samplers = {
-            "val": EpisodeSampler(pools.labels["val"], **shape, seed=seed + 1),
-            "test": EpisodeSampler(pools.labels["test"], **shape, seed=seed),
-        }
-        for classifier in cfg.classifiers:
-            for regime in cfg.regimes:
-                rcfg = regime_config(cfg, regime)
-                n = cfg.ft_episodes if regime == "ft" else cfg.episodes
-                for method in cfg.methods:
-                    clock = time.perf_counter()
-                    net, x = task_source(source, pools, classifier, regime, method)
-                    val, test = ((x[p], samplers[p]) for p in ("val", "test"))
-                    lr = choose_lr(method, net, regime, rcfg, val, seed, progress)
-                    settings = rcfg.settings[regime][method].with_lr(lr) if lr else None
-                    accs, history = episodes(
-                        method, net, regime, settings, test, n, rcfg.budget, seed, progress
-                    )
-                    mean, ci = mean_ci(accs)
-                    writer.add(Outcome(method, lr, mean, history=history), backbone=arch,
-                               classifier=classifier, regime=regime, ci95=ci,
-                               episodes=len(accs))  # fmt: skip
-                    seconds[f"{arch}/{classifier}/{regime}/{method}"] = time.perf_counter() - clock
+    with Workers(jobs, progress=progress) as workers:
+        for arch in cfg.backbones:
+            _run_backbone(arch, cfg, data, seed, progress, workers, writer, seconds)
     figure = figure_of(data, cfg, out)
     writer.extra.update(seconds=seconds, spectrograms=[figure],
                         total_seconds=time.perf_counter() - started)  # fmt: skip
     notes = study_notes(cfg, figure, time.perf_counter() - started)
     return writer.finish(config=cfg, quick=quick, seed=seed, notes=notes)
+
+
+def _run_backbone(
+    arch: str,
+    cfg: Config,
+    data: KeywordData,
+    seed: int,
+    progress: bool,
+    workers: Workers,
+    writer: StudyWriter,
+    seconds: dict[str, float],
+) -> None:
+    """Every (classifier, regime, method) cell of one backbone, into ``writer`` and ``seconds``."""
+    source, _ = backbone(arch, data, cfg.data, seed=seed, progress=progress)
+    pools = pools_of(source, data, cfg, seed)
+    shape = {"ways": cfg.ways, "shots": cfg.shots, "queries": cfg.queries}
+    samplers = {
+        "val": EpisodeSampler(pools.labels["val"], **shape, seed=seed + 1),
+        "test": EpisodeSampler(pools.labels["test"], **shape, seed=seed),
+    }
+    for classifier in cfg.classifiers:
+        for regime in cfg.regimes:
+            rcfg = regime_config(cfg, regime)
+            n = cfg.ft_episodes if regime == "ft" else cfg.episodes
+            for method in cfg.methods:
+                clock = time.perf_counter()
+                net, x = task_source(source, pools, classifier, regime, method)
+                val, test = ((x[p], samplers[p]) for p in ("val", "test"))
+                lr = choose_lr(method, net, regime, rcfg, val, seed, progress, workers)
+                settings = rcfg.settings[regime][method].with_lr(lr) if lr else None
+                accs, history = episodes(
+                    method, net, regime, settings, test, n, rcfg.budget, seed, progress, workers
+                )
+                mean, ci = mean_ci(accs)
+                writer.add(Outcome(method, lr, mean, history=history), backbone=arch,
+                           classifier=classifier, regime=regime, ci95=ci,
+                           episodes=len(accs))  # fmt: skip
+                seconds[f"{arch}/{classifier}/{regime}/{method}"] = time.perf_counter() - clock
 
 
 def regime_config(cfg: Config, regime: str) -> Config:

@@ -25,8 +25,9 @@ from ..data.corruptions import CORRUPTIONS, corrupt
 from ..data.images import as_input, load_images
 from ..models.regimes import prepare as prepare_regime
 from ..train import evaluate
-from .common import Budget, backbone, run_method, subsets
+from .common import Budget, Outcome, backbone, run_method, subsets
 from .methods import Settings, vision_grids, vision_settings
+from .parallel import Workers
 from .results import StudyWriter
 
 SEVERITY_NAMES = {1: "easy", 2: "medium", 3: "hard"}
@@ -74,11 +75,38 @@ def corrupted_mixture(
     return as_input(out), labels
 
 
+def adapt_and_test(
+    method: str,
+    model: torch.nn.Module,
+    data: dict[str, tuple[Tensor, Tensor]],
+    tests: dict[str, tuple[Tensor, Tensor]],
+    cfg: Config,
+    head_only: bool,
+    seed: int,
+    progress: bool,
+) -> tuple[Outcome, dict[str, float]]:
+    """One cell: adapt ``model`` by ``method`` (lr chosen on ``data["val"]``) and test it on
+    every corruption; the outcome's accuracy is their mean. A task of :class:`Workers`."""
+    outcome, net = run_method(
+        method, model, data["train"], data["val"], None,
+        cfg.grids.get(method, ()), cfg.settings.get(method), cfg.budget,
+        seed=seed, head_only=head_only, progress=progress,
+    )  # fmt: skip
+    accuracies = {name: evaluate(net, *t)["accuracy"] for name, t in tests.items()}
+    outcome.accuracy = sum(accuracies.values()) / len(accuracies)
+    return outcome, accuracies
+
+
 def run(
-    quick: bool, out: Path, seed: int = 0, progress: bool = True, config: Config | None = None
+    quick: bool,
+    out: Path,
+    seed: int = 0,
+    progress: bool = True,
+    config: Config | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
-    """Run the study (``config`` overrides the quick/full one); write ``results.json``,
-    ``results.md`` and curves under ``out``."""
+    """Run the study (``config`` overrides the quick/full one) with its cells spread over
+    ``jobs`` processes; write ``results.json``, ``results.md`` and curves under ``out``."""
     cfg = config or (QUICK if quick else FULL)
     writer = StudyWriter("ood", out, keys=("severity", "regime"), methods=cfg.methods)
     source = backbone(cfg.arch, cfg.source, steps=cfg.pretrain_steps, seed=seed, progress=progress)
@@ -86,7 +114,7 @@ def run(
     xt, yt = load_images(cfg.source, "test")
     train, val = subsets(x, y, (cfg.train, cfg.val), seed)
     (test,) = subsets(xt, yt, (cfg.test,), seed)
-    per_corruption: list[dict[str, Any]] = []
+    cells, tasks = [], []
     for severity in cfg.severities:
         data = {
             "train": corrupted_mixture(*train, cfg.corruptions, severity, seed),
@@ -99,18 +127,19 @@ def run(
         for regime in cfg.regimes:
             model, _ = prepare_regime(source, regime, seed=seed)
             for method in cfg.methods:
-                outcome, net = run_method(
-                    method, model, data["train"], data["val"], None,
-                    cfg.grids.get(method, ()), cfg.settings.get(method), cfg.budget,
-                    seed=seed, head_only=regime in ("lp", "lp3"), progress=progress,
-                )  # fmt: skip
-                accuracies = {name: evaluate(net, *t)["accuracy"] for name, t in tests.items()}
-                outcome.accuracy = sum(accuracies.values()) / len(accuracies)
-                cell = {"severity": SEVERITY_NAMES[severity], "regime": regime}
-                writer.add(outcome, **cell)
-                per_corruption += [
-                    {**cell, "method": method, "corruption": c, "accuracy": a}
-                    for c, a in accuracies.items()
-                ]
+                cells.append({"severity": SEVERITY_NAMES[severity], "regime": regime})
+                head_only = regime in ("lp", "lp3")
+                tasks.append(
+                    (method, model, data, tests, cfg, head_only, seed, progress and jobs == 1)
+                )
+    with Workers(jobs, desc="ood cells", progress=progress) as workers:
+        results = workers.map(adapt_and_test, tasks)
+    per_corruption: list[dict[str, Any]] = []
+    for cell, (outcome, accuracies) in zip(cells, results, strict=True):
+        writer.add(outcome, **cell)
+        per_corruption += [
+            {**cell, "method": outcome.method, "corruption": c, "accuracy": a}
+            for c, a in accuracies.items()
+        ]
     writer.extra["per_corruption"] = per_corruption
     return writer.finish(config=cfg, quick=quick, seed=seed)
