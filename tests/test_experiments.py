@@ -15,9 +15,9 @@ from torch import nn
 from edgezo.directions import Gaussian, Pool
 from edgezo.experiments import cross_domain, fewshot, ood
 from edgezo.experiments.cli import run_study
-from edgezo.experiments.common import Budget, prototype_head, run_method, subsets
+from edgezo.experiments.common import PROBES, Budget, prototype_head, run_method, subsets
 from edgezo.experiments.fewshot import mean_ci, proto_loss
-from edgezo.experiments.methods import METHODS, Settings, make_optimizer, prepare
+from edgezo.experiments.methods import FORWARD_ONLY, METHODS, Settings, make_optimizer, prepare
 from edgezo.experiments.ood import corrupted_mixture
 from edgezo.experiments.results import check_claims, pivot, within
 from edgezo.fixedpoint import FixedPointParameter
@@ -132,6 +132,7 @@ def test_subsets_are_disjoint_and_seeded():
 
 
 TINY = Budget(steps=4, zo_steps=6, batch=16, grid=False, eval_points=2)
+TINY_PROBE = Budget(steps=5, zo_steps=8, batch=16, grid=False, eval_points=2)
 
 
 @pytest.mark.parametrize(
@@ -139,10 +140,10 @@ TINY = Budget(steps=4, zo_steps=6, batch=16, grid=False, eval_points=2)
     [
         ("cross-domain", cross_domain.Config(
             arch="vit", targets=("digits",), train=64, val=32, test=64, pretrain_steps=10,
-            budget=TINY)),
+            budget=TINY, probe_budget=TINY_PROBE)),
         ("ood", ood.Config(
             arch="cnn", severities=(3,), corruptions=("fog", "rotate"), regimes=("lp", "lp3"),
-            train=64, val=32, test=32, pretrain_steps=10, budget=TINY)),
+            train=64, val=32, test=32, pretrain_steps=10, budget=TINY, probe_budget=TINY_PROBE)),
         ("fewshot", fewshot.Config(
             backbones=("cnn",), episodes=3, val_episodes=2, pretrain_steps=10,
             budget=Budget(steps=2, zo_steps=4, batch=25, grid=False, eval_points=2))),
@@ -162,6 +163,11 @@ def test_each_study_runs_end_to_end_and_writes_its_files(study, config, tmp_path
     assert payload["figures"] and all(
         (tmp_path / study / f).stat().st_size > 0 for f in payload["figures"]
     )
+    for row in payload["rows"]:  # probes train on their own budget
+        if study != "fewshot" and row["method"] != "zero-shot":
+            budget = config.probe_budget if row["regime"] in PROBES else config.budget
+            wanted = budget.zo_steps if row["method"] in FORWARD_ONLY else budget.steps
+            assert row["steps"] == wanted, row
 
 
 def test_unknown_study_is_named():
@@ -184,7 +190,7 @@ def test_quick_study_runs_end_to_end(study, tmp_path):
         (ood, ood.Config(
             arch="cnn", severities=(1, 3), corruptions=("fog", "rotate"), regimes=("lp",),
             methods=("zero-shot", "backprop", "zo", "qzo-ff 16w8a"), train=64, val=32, test=32,
-            pretrain_steps=10, budget=TINY), 8),  # cells in processes
+            pretrain_steps=10, budget=TINY, probe_budget=TINY), 8),  # cells in processes
         (fewshot, fewshot.Config(
             backbones=("cnn",), methods=("zero-shot", "zo", "qzo-ff 16w8a"), episodes=3,
             ft_episodes=2, val_episodes=2, pretrain_steps=10,

@@ -37,6 +37,18 @@ class Budget:
     eval_points: int = 10  # evaluations per run (the curves' points)
 
 
+#: The regimes that train only a head (on features computed once: see the module's docstring).
+PROBES = frozenset({"lp", "lp3"})
+
+
+def regime_plan(cfg: Any, regime: str) -> tuple[Budget, Mapping[str, tuple[float, ...]]]:
+    """``(budget, lr grids)`` of a vision study's ``regime``: ``cfg.probe_budget`` and
+    ``cfg.probe_grids`` for linear probing, ``cfg.budget`` and ``cfg.grids`` otherwise."""
+    if regime in PROBES:
+        return cfg.probe_budget, cfg.probe_grids
+    return cfg.budget, cfg.grids
+
+
 @dataclass
 class Outcome:
     """One adapted model's numbers."""

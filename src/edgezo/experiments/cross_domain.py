@@ -18,14 +18,16 @@ from typing import Any
 from ..data.images import as_input, image_size, load_images
 from ..models.regimes import prepare as prepare_regime
 from .common import (
+    PROBES,
     Budget,
     backbone,
     features,
     outcome_of,
     prototype_head,
+    regime_plan,
     subsets,
 )
-from .methods import Settings, vision_grids, vision_settings
+from .methods import Settings, probe_grids, vision_grids, vision_settings
 from .parallel import Workers
 from .results import StudyWriter
 
@@ -41,9 +43,12 @@ class Config:
     val: int = 250
     test: int = 2000
     pretrain_steps: int = 2000
-    budget: Budget = Budget(steps=300, zo_steps=1000, batch=64, grid=True)
+    budget: Budget = Budget(steps=300, zo_steps=1000, batch=64, grid=True)  # prompt tuning
+    #: linear probing trains a head on cached features: 1,000 ZO steps take ~1 s there
+    probe_budget: Budget = Budget(steps=1000, zo_steps=5000, batch=64, grid=True)
     settings: dict[str, Settings] = field(default_factory=vision_settings)
     grids: dict[str, tuple[float, ...]] = field(default_factory=vision_grids)
+    probe_grids: dict[str, tuple[float, ...]] = field(default_factory=probe_grids)
 
 
 FULL = Config()
@@ -52,6 +57,7 @@ QUICK = Config(
     val=250,
     test=1000,
     budget=Budget(steps=100, zo_steps=400, batch=32, grid=False),
+    probe_budget=Budget(steps=100, zo_steps=400, batch=32, grid=False),
 )
 
 
@@ -84,12 +90,13 @@ def run(
         for regime in cfg.regimes:
             model, _ = prepare_regime(source, regime, classes=10, seed=seed)
             prototype_head(model.head, features(model, data["train"][0]), data["train"][1])
+            budget, grids = regime_plan(cfg, regime)
             for method in cfg.methods:
                 cells.append({"target": target, "regime": regime})
                 tasks.append((
                     method, model, data["train"], data["val"], data["test"],
-                    cfg.grids.get(method, ()), cfg.settings.get(method), cfg.budget,
-                    seed, regime == "lp", progress and jobs == 1,
+                    grids.get(method, ()), cfg.settings.get(method), budget,
+                    seed, regime in PROBES, progress and jobs == 1,
                 ))  # fmt: skip
     with Workers(jobs, desc="cross-domain cells", progress=progress) as workers:
         outcomes = workers.map(outcome_of, tasks)

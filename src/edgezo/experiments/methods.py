@@ -77,6 +77,19 @@ def vision_grids() -> dict[str, tuple[float, ...]]:
     }
 
 
+def probe_grids() -> dict[str, tuple[float, ...]]:
+    """The lr grid of each method for linear probing: a head trained on cached features
+    is cheap, and its best lrs lie above prompt tuning's (the full cross-domain run with
+    :func:`vision_grids` chose their top, 3e-3, for backprop and ZO)."""
+    return {
+        "backprop": (1e-3, 3e-3, 1e-2, 3e-2),
+        "zo": (1e-3, 3e-3, 1e-2, 3e-2),
+        "pezo": (1e-3, 3e-3, 1e-2, 3e-2),
+        "sparse zo": (3e-3, 1e-2, 3e-2, 1e-1),
+        "qzo-ff 16w8a": (5e-4, 2e-3, 8e-3),
+    }
+
+
 def check_method(name: str) -> str:
     if name not in METHODS:
         raise ValueError(f"Unknown method {name!r}; choose from {', '.join(METHODS)}")

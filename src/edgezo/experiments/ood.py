@@ -25,8 +25,8 @@ from ..data.corruptions import CORRUPTIONS, corrupt
 from ..data.images import as_input, load_images
 from ..models.regimes import prepare as prepare_regime
 from ..train import evaluate
-from .common import Budget, Outcome, backbone, run_method, subsets
-from .methods import Settings, vision_grids, vision_settings
+from .common import PROBES, Budget, Outcome, backbone, regime_plan, run_method, subsets
+from .methods import Settings, probe_grids, vision_grids, vision_settings
 from .parallel import Workers
 from .results import StudyWriter
 
@@ -47,9 +47,12 @@ class Config:
     val: int = 420
     test: int = 500  # per corruption
     pretrain_steps: int = 2000
-    budget: Budget = Budget(steps=300, zo_steps=1000, batch=64, grid=True)
+    budget: Budget = Budget(steps=300, zo_steps=1000, batch=64, grid=True)  # prompt tuning
+    #: linear probing trains a head on cached features: 1,000 ZO steps take ~1 s there
+    probe_budget: Budget = Budget(steps=1000, zo_steps=5000, batch=64, grid=True)
     settings: dict[str, Settings] = field(default_factory=vision_settings)
     grids: dict[str, tuple[float, ...]] = field(default_factory=vision_grids)
+    probe_grids: dict[str, tuple[float, ...]] = field(default_factory=probe_grids)
 
 
 FULL = Config()
@@ -61,6 +64,7 @@ QUICK = Config(
     val=240,
     test=300,
     budget=Budget(steps=100, zo_steps=400, batch=32, grid=False),
+    probe_budget=Budget(steps=100, zo_steps=400, batch=32, grid=False),
 )
 
 
@@ -81,16 +85,18 @@ def adapt_and_test(
     data: dict[str, tuple[Tensor, Tensor]],
     tests: dict[str, tuple[Tensor, Tensor]],
     cfg: Config,
-    head_only: bool,
+    regime: str,
     seed: int,
     progress: bool,
 ) -> tuple[Outcome, dict[str, float]]:
-    """One cell: adapt ``model`` by ``method`` (lr chosen on ``data["val"]``) and test it on
-    every corruption; the outcome's accuracy is their mean. A task of :class:`Workers`."""
+    """One cell: adapt ``model`` in ``regime`` by ``method`` (lr chosen on ``data["val"]``)
+    and test it on every corruption; the outcome's accuracy is their mean. A task of
+    :class:`Workers`."""
+    budget, grids = regime_plan(cfg, regime)
     outcome, net = run_method(
         method, model, data["train"], data["val"], None,
-        cfg.grids.get(method, ()), cfg.settings.get(method), cfg.budget,
-        seed=seed, head_only=head_only, progress=progress,
+        grids.get(method, ()), cfg.settings.get(method), budget,
+        seed=seed, head_only=regime in PROBES, progress=progress,
     )  # fmt: skip
     accuracies = {name: evaluate(net, *t)["accuracy"] for name, t in tests.items()}
     outcome.accuracy = sum(accuracies.values()) / len(accuracies)
@@ -128,9 +134,8 @@ def run(
             model, _ = prepare_regime(source, regime, seed=seed)
             for method in cfg.methods:
                 cells.append({"severity": SEVERITY_NAMES[severity], "regime": regime})
-                head_only = regime in ("lp", "lp3")
                 tasks.append(
-                    (method, model, data, tests, cfg, head_only, seed, progress and jobs == 1)
+                    (method, model, data, tests, cfg, regime, seed, progress and jobs == 1)
                 )
     with Workers(jobs, desc="ood cells", progress=progress) as workers:
         results = workers.map(adapt_and_test, tasks)
