@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from typing import Any
 
 from _common import emit_json
@@ -31,9 +32,11 @@ from edgezo.models.regimes import prepare as prepare_regime
 from edgezo.train import evaluate
 
 
-def sweep(arch: str, group: str, condition: str, grid: dict[str, list[float]]) -> dict:
+def sweep(
+    arch: str, group: str, condition: str, grid: dict[str, list[float]], zo_steps: int
+) -> dict:
     cfg = kp.FULL
-    budget = cfg.budgets["ft"]
+    budget = replace(cfg.budgets["ft"], zo_steps=zo_steps)
     data = load_data(cfg.data)
     cell = kp.target_sets(data, kp.Config(groups=(group,), conditions=(condition,)), 0)
     train, val = cell[group, condition]["train"], cell[group, condition]["val"]
@@ -68,11 +71,12 @@ def main() -> None:
     ap.add_argument("--arch", default="dscnn", choices=list(kp.FT_LRS))
     ap.add_argument("--group", default="flite", help="new speaker group (flite, en-029)")
     ap.add_argument("--condition", default="clean", choices=["clean", "noisy"])
+    ap.add_argument("--zo-steps", type=int, default=kp.FULL.budgets["ft"].zo_steps)
     ap.add_argument("--grid", type=json.loads, help='JSON {"method": [lr, ...]}')
     ap.add_argument("--out", help="also write the JSON here")
     args = ap.parse_args()
     grid = args.grid or {m: list(v) for m, v in kp.default_grids()[args.arch]["ft"].items()}
-    emit_json(sweep(args.arch, args.group, args.condition, grid), args.out)
+    emit_json(sweep(args.arch, args.group, args.condition, grid, args.zo_steps), args.out)
 
 
 if __name__ == "__main__":

@@ -150,3 +150,13 @@ def test_fewshot_lr_sweep_reports_every_method_and_lr(tmp_path):
     pairs = [(r["method"], r["lr"]) for r in res["rows"]]
     assert pairs == [("zero-shot", None), ("backprop", 1e-4), ("zo", 1e-5), ("zo", 3e-5)]
     assert all(0 <= r["accuracy"] <= 100 for r in res["rows"])
+
+
+@pytest.mark.slow  # synthesizes (or reads the cached) keyword set and pretrains the DS-CNN
+def test_kws_lr_sweep_reports_every_method_and_lr():
+    grid = '{"zo": [3e-5, 1e-4], "qzo-ff 16w8a": [3e-4]}'
+    res = run_json("kws_lr.py", "--arch", "dscnn", "--zo-steps", "3", "--grid", grid)
+    pairs = [(r["method"], r["lr"]) for r in res["rows"]]
+    assert pairs == [("zero-shot", None), ("zo", 3e-5), ("zo", 1e-4), ("qzo-ff 16w8a", 3e-4)]
+    assert all(0 <= r["val_accuracy"] <= 100 for r in res["rows"])
+    assert res["budget"]["zo_steps"] == 3
