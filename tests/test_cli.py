@@ -40,6 +40,7 @@ def test_console_entry_point_runs_in_a_fresh_process():
         ["demo", "--steps", "many"],
         ["demo", "--seed", "-1"],
         ["demo", "--frobnicate"],
+        ["run", "ood", "--jobs", "0"],
     ],
 )
 def test_bad_arguments_exit_with_2(argv, capsys):

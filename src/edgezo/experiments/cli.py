@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..cli import _int_at_least
+
 #: Study name -> module under ``edgezo.experiments`` (imported only when run).
 STUDIES = {
     "cross-domain": "cross_domain",
@@ -44,7 +46,7 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of everything random (default 0)")
     p.add_argument(
         "--jobs",
-        type=int,
+        type=_int_at_least(1),
         default=1,
         help="processes to spread the study's runs over, each with cores/N threads (default 1)",
     )
@@ -63,8 +65,6 @@ def run_study(
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.jobs < 1:
-        raise SystemExit(f"edgezo run: --jobs must be at least 1 (got {args.jobs})")
     summary = run_study(
         args.study, args.quick, args.out, args.seed, not args.no_progress, args.jobs
     )
