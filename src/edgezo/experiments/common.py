@@ -135,7 +135,6 @@ def run_method(
     grid: Sequence[float],
     defaults: Settings | None,
     budget: Budget,
-    *,
     seed: int = 0,
     head_only: bool = False,
     progress: bool = False,
@@ -177,25 +176,10 @@ def run_method(
     return outcome, net
 
 
-def outcome_of(
-    method: str,
-    model: nn.Module,
-    train: Data,
-    val: Data,
-    test: Data | None,
-    grid: Sequence[float],
-    defaults: Settings | None,
-    budget: Budget,
-    seed: int,
-    head_only: bool,
-    progress: bool,
-) -> Outcome:
-    """:func:`run_method`'s outcome alone, all arguments positional: a study cell as a task
-    of :class:`~edgezo.experiments.parallel.Workers` (the adapted model stays in the worker)."""
-    return run_method(
-        method, model, train, val, test, grid, defaults, budget,
-        seed=seed, head_only=head_only, progress=progress,
-    )[0]  # fmt: skip
+def outcome_of(*args: Any) -> Outcome:
+    """``run_method(*args)``'s outcome alone: a study cell as a task of
+    :class:`~edgezo.experiments.parallel.Workers` (the adapted model stays in the worker)."""
+    return run_method(*args)[0]
 
 
 def _accuracy(model: nn.Module, test: Data | None) -> float:

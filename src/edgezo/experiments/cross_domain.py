@@ -84,6 +84,7 @@ def run(
     cfg = config or (QUICK if quick else FULL)
     writer = StudyWriter("cross-domain", out, keys=("target", "regime"), methods=cfg.methods)
     source = backbone(cfg.arch, cfg.source, steps=cfg.pretrain_steps, seed=seed, progress=progress)
+    workers = Workers(jobs, desc="cross-domain cells", progress=progress)
     cells, tasks = [], []
     for target in cfg.targets:
         data = target_data(target, cfg, seed)
@@ -96,9 +97,9 @@ def run(
                 tasks.append((
                     method, model, data["train"], data["val"], data["test"],
                     grids.get(method, ()), cfg.settings.get(method), budget,
-                    seed, regime in PROBES, progress and jobs == 1,
+                    seed, regime in PROBES, workers.task_progress,
                 ))  # fmt: skip
-    with Workers(jobs, desc="cross-domain cells", progress=progress) as workers:
+    with workers:
         outcomes = workers.map(outcome_of, tasks)
     for cell, outcome in zip(cells, outcomes, strict=True):
         writer.add(outcome, **cell)

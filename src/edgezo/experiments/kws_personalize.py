@@ -189,6 +189,7 @@ def run(
     data = load_data(cfg.data)
     sets = target_sets(data, cfg, seed)
     pretraining: dict[str, dict[str, float]] = {}
+    workers = Workers(jobs, desc="kws-personalize cells", progress=progress)
     cells, tasks = [], []
     for arch in cfg.backbones:
         source, info = backbone(arch, data, cfg.data, seed=seed, progress=progress)
@@ -206,9 +207,9 @@ def run(
                         method, model, cell["train"], cell["val"], cell["test"],
                         cfg.grids[arch][regime].get(method, ()),
                         cfg.settings[arch][regime].get(method), cfg.budgets[regime],
-                        seed, regime == "lp", progress and jobs == 1,
+                        seed, regime == "lp", workers.task_progress,
                     ))  # fmt: skip
-    with Workers(jobs, desc="kws-personalize cells", progress=progress) as workers:
+    with workers:
         outcomes = workers.map(outcome_of, tasks)
     for cell, outcome in zip(cells, outcomes, strict=True):
         writer.add(outcome, **cell)

@@ -120,6 +120,7 @@ def run(
     xt, yt = load_images(cfg.source, "test")
     train, val = subsets(x, y, (cfg.train, cfg.val), seed)
     (test,) = subsets(xt, yt, (cfg.test,), seed)
+    workers = Workers(jobs, desc="ood cells", progress=progress)
     cells, tasks = [], []
     for severity in cfg.severities:
         data = {
@@ -134,10 +135,8 @@ def run(
             model, _ = prepare_regime(source, regime, seed=seed)
             for method in cfg.methods:
                 cells.append({"severity": SEVERITY_NAMES[severity], "regime": regime})
-                tasks.append(
-                    (method, model, data, tests, cfg, regime, seed, progress and jobs == 1)
-                )
-    with Workers(jobs, desc="ood cells", progress=progress) as workers:
+                tasks.append((method, model, data, tests, cfg, regime, seed, workers.task_progress))
+    with workers:
         results = workers.map(adapt_and_test, tasks)
     per_corruption: list[dict[str, Any]] = []
     for cell, (outcome, accuracies) in zip(cells, results, strict=True):

@@ -49,8 +49,14 @@ class Workers:
 
     @property
     def parallel(self) -> bool:
-        """Whether tasks run in other processes (then per-task progress bars are off)."""
+        """Whether tasks run in other processes."""
         return self.jobs > 1
+
+    @property
+    def task_progress(self) -> bool:
+        """Whether a task may draw its own progress bars: only when it runs here (bars from
+        several processes would overwrite each other; :meth:`map` draws one over the tasks)."""
+        return self.progress and not self.parallel
 
     def __enter__(self) -> Workers:
         if self.parallel:
