@@ -65,9 +65,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .cache import atomic_write
-from .fixedpoint import FixedPointParameter
-from .optim import ZO
+from ..cache import atomic_write
+from ..fixedpoint import FixedPointParameter
+from ..optim import ZO
 
 #: Bump when the checkpoint layout changes.
 CHECKPOINT_FORMAT = 1
