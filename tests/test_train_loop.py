@@ -1,4 +1,4 @@
-"""edgezo.train: fit against hand-written loops, bit-exact resume, logs, evaluate, grid search."""
+"""edgezo.train.loop: fit against hand-written loops, bit-exact resume, interruptions, logs, snapshots."""
 
 from __future__ import annotations
 
@@ -6,25 +6,19 @@ import contextlib
 import json
 import math
 import os
-import re
 import signal
-from collections.abc import Callable
 
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from torch import Tensor, nn
 
 from edgezo import ZO, presets
 from edgezo.fixedpoint import quantize_model, trainable_parameters
 from edgezo.train import (
     EpochSampler,
-    evaluate,
     fit,
     flat_weights,
-    grid_search,
     warmup_cosine,
 )
 
@@ -46,49 +40,15 @@ def _mlp(dropout: float = 0.2) -> nn.Module:
         )
 
 
-def _reference_batches(n: int, batch_size: int, seed: int, steps: int) -> list[Tensor]:
-    """The documented order, written out: per epoch one randperm of a seeded generator."""
-    g = torch.Generator().manual_seed(seed)
-    batches: list[Tensor] = []
-    while len(batches) < steps:
-        perm = torch.randperm(n, generator=g)
-        batches += [perm[i : i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
-    return batches[:steps]
+def _batches(n: int, batch_size: int, seed: int, steps: int) -> list[Tensor]:
+    """fit's batch order (test_train_sampler checks it against the documented order)."""
+    sampler = EpochSampler(n, batch_size, seed)
+    return [sampler.next() for _ in range(steps)]
 
 
 def _equal_states(a: nn.Module, b: nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-
-
-# -- the sampler -----------------------------------------------------------------------------
-@settings(max_examples=30, deadline=None)
-@given(n=st.integers(1, 40), data=st.data(), seed=st.integers(0, 2**31))
-def test_sampler_covers_each_epoch_once_in_the_reference_order(n, data, seed):
-    batch_size = data.draw(st.integers(1, n))
-    per_epoch = n // batch_size
-    steps = 3 * per_epoch
-    sampler = EpochSampler(n, batch_size, seed)
-    got = [sampler.next() for _ in range(steps)]
-    expected = _reference_batches(n, batch_size, seed, steps)
-    assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
-    for e in range(3):  # within an epoch no index repeats
-        epoch = torch.cat(got[e * per_epoch : (e + 1) * per_epoch])
-        assert len(set(epoch.tolist())) == per_epoch * batch_size
-
-
-def test_sampler_state_resumes_mid_epoch():
-    a = EpochSampler(10, 3, seed=5)
-    for _ in range(4):  # into the second epoch
-        a.next()
-    b = EpochSampler(10, 3, seed=0)
-    b.load_state_dict(a.state_dict())
-    assert all(torch.equal(a.next(), b.next()) for _ in range(7))
-
-
-def test_sampler_rejects_a_batch_larger_than_the_data():
-    with pytest.raises(ValueError, match=r"batch_size = 11 exceeds the 10 training samples"):
-        EpochSampler(10, 11)
 
 
 # -- fit against hand-written loops ------------------------------------------------------------
@@ -104,7 +64,7 @@ def test_backprop_fit_equals_a_plain_sgd_loop_bit_for_bit():
     ref.train()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # fit seeds the model's own randomness (dropout) with seed
-        for idx in _reference_batches(N, batch, seed, steps):
+        for idx in _batches(N, batch, seed, steps):
             opt.zero_grad()
             F.cross_entropy(ref(x[idx]), y[idx]).backward()
             opt.step()
@@ -138,7 +98,7 @@ def test_zo_fit_equals_a_plain_opt_step_loop_bit_for_bit():
     ref = _mlp()
     ref_opt = presets.mezo(ref.parameters(), lr=1e-2, seed=7)
     ref.eval()  # fit runs ZO steps in eval mode (no dropout between the perturbed forwards)
-    for idx in _reference_batches(N, batch, seed, steps):
+    for idx in _batches(N, batch, seed, steps):
         ref_opt.step(lambda idx=idx: F.cross_entropy(ref(x[idx]), y[idx]))
     assert _equal_states(model, ref)
     assert result.forwards == ref_opt.forwards == 2 * steps
@@ -379,30 +339,10 @@ def test_fixed_point_snapshots_are_the_dequantized_weights():
     assert not torch.equal(result.trajectory[0], result.trajectory[-1])  # integers moved
 
 
-@pytest.mark.parametrize("zo", [False, True])
-def test_warmup_cosine_follows_its_formula(zo):
-    x, y = _data()
-    model = _mlp()
-    lr, steps, warmup = 0.05, 14, 4
-    opt = (presets.mezo(model.parameters(), lr=lr, seed=0) if zo
-           else torch.optim.SGD(model.parameters(), lr=lr))  # fmt: skip
-    result = fit(model, opt, (x, y), steps=steps, batch_size=8,
-                 scheduler=warmup_cosine(opt, steps, warmup, min_factor=0.1), progress=False)  # fmt: skip
-    expected = [
-        lr * (s + 1) / warmup
-        if s < warmup
-        else lr * (0.1 + 0.9 * (1 + math.cos(math.pi * (s - warmup) / (steps - warmup))) / 2)
-        for s in range(steps)
-    ]
-    assert [r["lr"] for r in result.history] == pytest.approx(expected, rel=1e-12)
-
-
 def test_bad_settings_fail_with_what_to_change():
     x, y = _data()
     model = _mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with pytest.raises(ValueError, match=r"Invalid warmup: 5; use an integer in \[0, steps\)"):
-        warmup_cosine(opt, 5, warmup=5)
     with pytest.raises(ValueError, match=r"Invalid eval_every: 0; use an integer >= 1"):
         fit(model, opt, (x, y), steps=2, batch_size=4, eval_every=0, progress=False)
     with pytest.raises(TypeError, match=r"ReduceLROnPlateau needs a metric"):
@@ -412,48 +352,6 @@ def test_bad_settings_fail_with_what_to_change():
         fit(model, opt, (x, y), steps=2, batch_size=4, checkpoint_every=1, progress=False)
     with pytest.raises(ValueError, match=r"train has 96 inputs but 95 labels"):
         fit(model, opt, (x, y[:-1]), steps=2, batch_size=4, progress=False)
-
-
-# -- evaluate --------------------------------------------------------------------------------
-@settings(max_examples=15, deadline=None)
-@given(batch_size=st.integers(1, 120))
-def test_evaluate_matches_one_plain_pass(batch_size):
-    x, y = _data(100)
-    model = _mlp(dropout=0.5).train()
-    got = evaluate(model, x, y, batch_size=batch_size)
-    assert model.training  # its mode is put back
-    with torch.no_grad():
-        logits = model.eval()(x)
-    assert got["accuracy"] == (logits.argmax(1) == y).double().mean().item()
-    assert got["loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-5)
-
-
-# -- grid search -----------------------------------------------------------------------------
-def test_grid_search_finds_the_best_point_of_a_known_function():
-    def score(p: dict) -> float:  # maximum at lr = 0.1, width = 8
-        return -((math.log10(p["lr"]) + 1) ** 2) - (p["width"] - 8) ** 2 / 16
-
-    grid = {"lr": [1e-3, 1e-2, 1e-1, 1.0], "width": [4, 8, 16]}
-    best = grid_search(grid, score)
-    assert best.best == {"lr": 0.1, "width": 8} and best.score == 0.0
-    assert [(r["lr"], r["width"]) for r in best.table] == [
-        (lr, w) for lr in grid["lr"] for w in grid["width"]
-    ]
-    worst = grid_search(grid, score, maximize=False)
-    assert worst.best == {"lr": 1e-3, "width": 16}
-
-
-def test_grid_search_ignores_diverged_runs_and_rejects_empty_grids():
-    run: Callable[[dict], float] = lambda p: math.nan if p["lr"] > 0.5 else p["lr"]  # noqa: E731
-    assert grid_search({"lr": [0.1, 1.0, 0.3]}, run).best == {"lr": 0.3}
-    with pytest.raises(ValueError, match=re.escape("needs a non-empty grid")):
-        grid_search({}, run)
-    with pytest.raises(ValueError, match=re.escape("grid['lr'] has no values")):
-        grid_search({"lr": []}, run)
-    with pytest.raises(TypeError, match=re.escape("grid['lr'] must be a list of values")):
-        grid_search({"lr": "0.1"}, run)
-    with pytest.raises(ValueError, match="non-finite score"):
-        grid_search({"lr": [1.0]}, run)
 
 
 def test_eval_every_without_eval_sets_trains_and_logs_no_evaluation():
