@@ -29,10 +29,11 @@ Plots use matplotlib's object API (``Figure``, Agg): no pyplot, no display.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -265,6 +266,19 @@ def loss_surface(
         progress: show a tqdm bar over the grid points.
     """
     params = list(params)
+    center = _plane_center(params, batches, directions, center)
+    alphas, betas = grid_axes(grid)
+    started = time.perf_counter()
+    with _restored(model, params):
+        losses, accuracies = _sweep_plane(model, params, batches, loss_fn, center,
+                                          directions, (alphas, betas), progress)  # fmt: skip
+    return Surface(alphas, betas, losses, accuracies, labels, time.perf_counter() - started)
+
+
+def _plane_center(
+    params: Sequence[Tensor], batches: Sequence[Batch], directions: Tensor, center: Tensor | None
+) -> Tensor:
+    """The plane's origin as a float32 CPU vector, after checking the plane's inputs agree."""
     dim = sum(p.numel() for p in params)
     _check_directions(directions, dim)
     if not batches:
@@ -272,14 +286,38 @@ def loss_surface(
     center = flat_weights(params) if center is None else center.detach().float().cpu()
     if center.shape != (dim,):
         raise ValueError(f"center has shape {tuple(center.shape)}; expected ({dim},)")
-    alphas, betas = grid_axes(grid)
-    d1, d2 = directions.detach().float().cpu()
-    losses = torch.full((len(alphas), len(betas)), math.nan, dtype=torch.float64)
-    accuracies = losses.clone() if _has_classes(batches) else None
+    return center
+
+
+@contextlib.contextmanager
+def _restored(model: nn.Module, params: Sequence[Tensor]) -> Iterator[None]:
+    """Run in ``model.eval()``; then put back ``params``' values and the model's mode, always."""
     saved = [p.detach().clone() for p in params]
     was_training = model.training
     model.eval()
-    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        for p, value in zip(params, saved, strict=True):
+            p.copy_(value)
+        model.train(was_training)
+
+
+def _sweep_plane(
+    model: nn.Module,
+    params: Sequence[Tensor],
+    batches: Sequence[Batch],
+    loss_fn: LossFn,
+    center: Tensor,
+    directions: Tensor,
+    axes: tuple[Tensor, Tensor],
+    progress: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """Losses (and accuracies, for class labels) at ``center + a d1 + b d2`` over the grid."""
+    alphas, betas = axes
+    d1, d2 = directions.detach().float().cpu()
+    losses = torch.full((len(alphas), len(betas)), math.nan, dtype=torch.float64)
+    accuracies = losses.clone() if _has_classes(batches) else None
     bar = tqdm(total=losses.numel(), desc="loss surface", disable=not progress, dynamic_ncols=True)
     try:
         for i, a in enumerate(alphas.tolist()):
@@ -292,10 +330,7 @@ def loss_surface(
                 bar.update(1)
     finally:
         bar.close()
-        for p, value in zip(params, saved, strict=True):
-            p.copy_(value)
-        model.train(was_training)
-    return Surface(alphas, betas, losses, accuracies, labels, time.perf_counter() - started)
+    return losses, accuracies
 
 
 def _write(params: Sequence[Tensor], flat: Tensor) -> None:

@@ -533,6 +533,17 @@ def memory_table(
       fixed point" must therefore count something else (its scratch accounting
       is not published), so it is reported beside this row, not reproduced.
     """
+    _check_table_settings(rows, bp_optimizer)
+    trained = _trained(model, params)
+    n = sum(p.numel() for p in trained)
+    saved = saved_activations(model, inputs, trained)
+    peak = forward_peak(model, inputs)
+    build = _row_builders(model, n, saved, peak, bp_optimizer)
+    return [build[r]() for r in rows]
+
+
+def _check_table_settings(rows: Sequence[str], bp_optimizer: str) -> None:
+    """Refuse unknown row names and backprop optimizers, listing the known ones."""
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         raise ValueError(f"Unknown memory rows {unknown}; choose from {list(ROWS)}")
@@ -540,13 +551,15 @@ def memory_table(
         raise ValueError(
             f"Unknown backprop optimizer {bp_optimizer!r}; choose from {list(BP_OPTIMIZER_WORDS)}"
         )
-    trained = _trained(model, params)
-    n = sum(p.numel() for p in trained)
-    saved = saved_activations(model, inputs, trained)
-    peak = forward_peak(model, inputs)
+
+
+def _row_builders(
+    model: nn.Module, n: int, saved: ActivationBytes, peak: ActivationBytes, bp_optimizer: str
+) -> dict[str, Callable[[], MemoryRow]]:
+    """Each row of :data:`ROWS` by name, from ``n`` trained weights and the measured scratch."""
     words = BP_OPTIMIZER_WORDS[bp_optimizer]
     opt = f"{bp_optimizer}: {words} word(s) per trained weight"
-    build = {
+    return {
         "bp-fp32": lambda: MemoryRow(
             "BP fp32", weight_bytes(model, "fp32"), saved.at(4), 4 * n, 4 * words * n, opt
         ),
@@ -566,7 +579,6 @@ def memory_table(
             f"{n - round(SPARSITY * n)} of {n} weights trained; state = 1-bit mask",
         ),
     }
-    return [build[r]() for r in rows]
 
 
 def memory_markdown(rows: Sequence[MemoryRow], title: str = "") -> str:

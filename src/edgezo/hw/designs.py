@@ -86,20 +86,28 @@ def build(
         pezo_width: register width of PeZO's on-the-fly array ("small RNGs"; at least ``bits``).
     """
     n, b = int(throughput), int(bits)
+    _check_build(n, b)
+    designs = _gaussian_designs(n, b, seed, clt_k) + _uniform_designs(n, b, seed)
+    designs.append(_pezo_array_design(n, b, seed, pezo_width))
+    if n & (n - 1) == 0 and pool_size % n == 0:
+        designs += _pool_designs(n, b, seed, pool_size)
+    return designs
+
+
+def _check_build(n: int, b: int) -> None:
+    """Refuse a throughput or bit width the report cannot build, saying what to use."""
     if n < 2 or n % 2:
         raise ValueError(
             f"Invalid throughput {n}: use an even number >= 2 (Box-Muller makes pairs)"
         )
     if not 5 <= b <= 16:
         raise ValueError(f"Invalid bits {b}: the report supports 5..16")
+
+
+def _gaussian_designs(n: int, b: int, seed: int, clt_k: int) -> list[Design]:
+    """Box-Muller and CLT: ``n`` Gaussian codes per cycle."""
     clt, bm = CLT(n, clt_k, b, 32, seed), BoxMuller(n // 2, b, seed=seed)
-    lfsr, xs = (
-        LFSR(32, seed=(seed % (2**32 - 1)) + 1, bits=b),
-        Xorshift((seed % (2**32 - 1)) + 1, b),
-    )
-    plain = RNGArray(n, "lfsr", b, seed, width=32)
-    pezo = RNGArray(n, "lfsr", b, seed, width=max(pezo_width, b))
-    designs = [
+    return [
         Design(
             "boxmuller",
             "Gaussian",
@@ -114,6 +122,17 @@ def build(
             CLTGen(clt),
             lambda c: clt.codes(0, c),
         ),
+    ]
+
+
+def _uniform_designs(n: int, b: int, seed: int) -> list[Design]:
+    """One LFSR or xorshift stepped ``n`` times per cycle, and ``n`` LFSRs side by side."""
+    lfsr, xs = (
+        LFSR(32, seed=(seed % (2**32 - 1)) + 1, bits=b),
+        Xorshift((seed % (2**32 - 1)) + 1, b),
+    )
+    plain = RNGArray(n, "lfsr", b, seed, width=32)
+    return [
         Design(
             "lfsr",
             "uniform",
@@ -135,29 +154,38 @@ def build(
             RNGArrayGen(plain, rotate=False),
             lambda c: np.stack([g.signed(0, c) for g in plain.generators], 1).astype(np.int64),
         ),
-        Design(
-            "pezo-array",
-            "PeZO",
-            f"on-the-fly: {n} LFSR-{pezo.width}, rotated every cycle",
-            RNGArrayGen(pezo),
-            _stream(pezo, n),
-        ),
     ]
-    if n & (n - 1) == 0 and pool_size % n == 0:
-        pool = ROMPool(pool_size, seed, b)
-        for aligned in (True, False):
-            d = _pool_dim(n, pool_size, aligned)
-            designs.append(
-                Design(
-                    "pezo-pool" if aligned else "pezo-pool-anyd",
-                    "PeZO",
-                    f"pre-generation: ROM {pool_size} x {b} bit, d = {d}"
-                    + ("" if aligned else " (funnel shifter)"),
-                    PoolGen(pool, d, n),
-                    lambda c, pool=pool: (
-                        pool.codes[np.arange(c * n) % pool_size].astype(np.int64).reshape(c, n)
-                    ),
-                    power=aligned,
-                )
+
+
+def _pezo_array_design(n: int, b: int, seed: int, pezo_width: int) -> Design:
+    """PeZO on the fly: ``n`` small LFSRs whose outputs rotate every cycle."""
+    pezo = RNGArray(n, "lfsr", b, seed, width=max(pezo_width, b))
+    return Design(
+        "pezo-array",
+        "PeZO",
+        f"on-the-fly: {n} LFSR-{pezo.width}, rotated every cycle",
+        RNGArrayGen(pezo),
+        _stream(pezo, n),
+    )
+
+
+def _pool_designs(n: int, b: int, seed: int, pool_size: int) -> list[Design]:
+    """PeZO pre-generation: a ROM pool read at an aligned ``d`` and at any ``d``."""
+    pool = ROMPool(pool_size, seed, b)
+    designs = []
+    for aligned in (True, False):
+        d = _pool_dim(n, pool_size, aligned)
+        designs.append(
+            Design(
+                "pezo-pool" if aligned else "pezo-pool-anyd",
+                "PeZO",
+                f"pre-generation: ROM {pool_size} x {b} bit, d = {d}"
+                + ("" if aligned else " (funnel shifter)"),
+                PoolGen(pool, d, n),
+                lambda c, pool=pool: (
+                    pool.codes[np.arange(c * n) % pool_size].astype(np.int64).reshape(c, n)
+                ),
+                power=aligned,
             )
+        )
     return designs
