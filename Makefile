@@ -1,9 +1,14 @@
-# make demo  - set up a venv (torch CPU wheel first, then edgezo) and run `edgezo demo`
-# make test  - same set-up, then the default test suite (not the slow experiments)
+# make demo  - set up a venv (torch CPU wheel first, then edgezo with the `studies` extra) and
+#              run `edgezo demo`
+# make test  - set up a venv with edgezo[test] (the test tools and every extra) and the Debian
+#              tools, then the default test suite (not the slow experiments)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.edgezo-installed
+# one stamp per extra installed, so `make demo` after `make test` installs nothing new
+TORCH_STAMP   := $(VENV)/.edgezo-torch
+STUDIES_STAMP := $(VENV)/.edgezo-studies
+TEST_STAMP    := $(VENV)/.edgezo-test
 
 # Debian-only tools and data: yosys (hardware cost by synthesis), Fashion-MNIST (vision studies),
 # espeak-ng and flite (the synthesized keyword-spotting set of the audio studies)
@@ -12,15 +17,23 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test test-slow bench lint setup system-deps clean
 
-setup: $(STAMP) system-deps
+setup: $(TEST_STAMP) system-deps
 
-$(STAMP): pyproject.toml
+$(TORCH_STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned, so pip takes the local CPU wheel instead of a multi-GB CUDA build
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[test,hw]'
-	touch $(STAMP)
+	touch $@
+
+$(STUDIES_STAMP): pyproject.toml $(TORCH_STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[studies]'
+	touch $@
+
+# test = studies + hf + hw + gpu + the test tools: `make test` exercises every extra
+$(TEST_STAMP): pyproject.toml $(TORCH_STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(STUDIES_STAMP)
 
 system-deps:
 	@if command -v yosys >/dev/null 2>&1 && [ -d /usr/share/datasets/fashion-mnist ] && \
@@ -35,7 +48,7 @@ system-deps:
 	  echo "      and say so."; \
 	fi
 
-demo: setup
+demo: $(STUDIES_STAMP)
 	$(BIN)/edgezo demo
 
 test: setup

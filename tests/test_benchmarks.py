@@ -79,7 +79,74 @@ def check_workload(entry: dict) -> None:
     assert entry["pool_pass_profile"]
 
 
+def check_summary(s: dict, rounds: int) -> None:
+    """A timing summary: ``rounds`` samples, ordered min <= median <= max, all positive."""
+    assert s["n"] == rounds
+    assert 0 < s["min_s"] <= s["median_s"] <= s["max_s"]
+
+
+def check_ratios(entry: dict, ref: dict, suffix: str) -> None:
+    """The three ratios of ``entry`` to ``ref`` are what their timings give."""
+    assert entry[f"ratio_{suffix}"] == pytest.approx(entry["median_s"] / ref["median_s"])
+    assert entry[f"min_ratio_{suffix}"] == pytest.approx(entry["min_s"] / ref["min_s"])
+    paired = entry[f"paired_median_ratio_{suffix}"]  # a median of per-round ratios
+    assert entry["min_s"] / ref["max_s"] <= paired <= entry["max_s"] / ref["min_s"]
+
+
+def check_passes_and_steps(w: dict, config: dict) -> None:
+    """Every summary has the configured rounds; ratios and decompositions add up."""
+    check_summary(w["forward"], config["repeats"])
+    passes = w["passes"]
+    check_summary(passes["memory_pass"], config["repeats"])
+    for source in passes["sources"].values():
+        check_summary(source, config["repeats"])
+        check_ratios(source, passes["memory_pass"], "to_memory_pass")
+    steps = w["steps"]
+    check_summary(steps["two_forwards"], config["step_repeats"])
+    for name, counted in (
+        ("zo_central_gaussian", 3),
+        ("zo_central_pool", 3),
+        ("zo_forward_pool", 2),
+    ):
+        step = steps[name]
+        check_summary(step, config["step_repeats"])
+        check_ratios(step, steps["two_forwards"], "to_two_forwards")
+        d = step["decomposition"]  # step = two forwards + passes + rest
+        source = "Gaussian" if "gaussian" in name else "Pool"
+        assert d["passes_counted"] == counted
+        assert d["two_forwards_s"] == steps["two_forwards"]["median_s"]
+        assert d["perturbation_passes_s"] == pytest.approx(
+            counted * passes["sources"][source]["median_s"]
+        )
+        parts = d["two_forwards_s"] + d["perturbation_passes_s"] + d["rest_s"]
+        assert parts == pytest.approx(step["median_s"])
+    for b in w["step_breakdown"].values():  # measured inside one step: closure + passes + rest
+        assert b["steps"] == config["step_repeats"]
+        assert b["closure_s"] + b["directions_add_s"] + b["rest_s"] == pytest.approx(b["step_s"])
+        assert 0 < b["closure_s"] < b["step_s"] and 0 < b["directions_add_s"] < b["step_s"]
+        assert b["outside_closure_fraction"] == pytest.approx(1 - b["closure_s"] / b["step_s"])
+
+
+def check_pool_target(res: dict) -> None:
+    """The target is decided on the Pool pass's paired ratio against its limit, per workload."""
+    target = res["targets"]["pool_pass_le_1.5x_memory_pass"]
+    assert target["limit"] == 1.5
+    for name, verdict in target["per_workload"].items():
+        pool = res["workloads"][name]["passes"]["sources"]["Pool"]
+        assert verdict["value"] == pool["paired_median_ratio_to_memory_pass"]
+        assert verdict["value_median_of_medians"] == pool["ratio_to_memory_pass"]
+        assert verdict["value_min"] == pool["min_ratio_to_memory_pass"]
+        values = (verdict["value"], verdict["value_median_of_medians"], verdict["value_min"])
+        assert verdict["met"] is (verdict["value"] <= 1.5)
+        assert verdict["met_by_all_three"] is all(v <= 1.5 for v in values)
+    assert target["met"] is all(v["met"] for v in target["per_workload"].values())
+
+
 def test_step_overhead_quick_cnn(tmp_path):
+    import torch
+
+    from edgezo.models import SmallCNN, count_parameters
+
     out = tmp_path / "bench.json"
     res = run_json(
         "step_overhead.py", "--quick", "--workloads", "smallcnn", "--no-memory", "--out", str(out)
@@ -87,14 +154,24 @@ def test_step_overhead_quick_cnn(tmp_path):
     assert json.loads(out.read_text()) == res
     assert_finite(res)
     assert res["env"]["torch_threads"] == 2
-    assert res["env"]["torch"]
-    check_workload(res["workloads"]["smallcnn"])
+    assert res["env"]["torch"] == torch.__version__
+    assert list(res["workloads"]) == ["smallcnn"] and "memory" not in res
+    w = res["workloads"]["smallcnn"]
+    assert (w["params"], w["batch"], w["input_shape"]) == (
+        count_parameters(SmallCNN()),
+        64,
+        [1, 28, 28],
+    )
+    check_workload(w)
+    check_passes_and_steps(w, res["config"])
     hw = res["hardware_sources"]
     if not hw["missing"]:
         for name in ("LFSR", "Xorshift", "RNGArray"):
-            assert_positive(res["workloads"]["smallcnn"]["hw_passes"]["sources"][name])
-    target = res["targets"]["pool_pass_le_1.5x_memory_pass"]
-    assert isinstance(target["met"], bool)
+            check_summary(w["hw_passes"]["sources"][name], res["config"]["hw_repeats"])
+            check_ratios(
+                w["hw_passes"]["sources"][name], w["hw_passes"]["memory_pass"], "to_memory_pass"
+            )
+    check_pool_target(res)
 
 
 @pytest.mark.slow

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .extras import require
+
 
 def save_png(fig: Any, path: str | os.PathLike[str], dpi: int) -> Path:
     """Write a matplotlib figure to ``path`` as a 256-colour palette PNG.
@@ -15,7 +17,7 @@ def save_png(fig: Any, path: str | os.PathLike[str], dpi: int) -> Path:
     are 2-3x smaller than matplotlib's RGBA output (they are kept in the docs).
     The parent directory is created; the figure stays open.
     """
-    from PIL import Image
+    Image = require("PIL.Image", "studies")
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..extras import require
 from ..figures import save_png
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ def curves_figure(
     record has ``eval/<set>/accuracy``) shows each run and evaluation set, in %.
     """
     _check(histories, metric, x)
-    from matplotlib.figure import Figure
+    Figure = require("matplotlib.figure", "studies").Figure
 
     acc_keys = accuracy_keys(histories)
     fig = Figure(figsize=(11 if acc_keys else 6, 4), layout="constrained")
@@ -130,9 +131,4 @@ def _check(histories: Mapping[str, History], metric: str, x: str) -> None:
             raise ValueError(
                 f"Unknown {what} {key!r}: no record has it; the records have {sorted(keys)}"
             )
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError as e:
-        raise ImportError(
-            "plot_curves needs matplotlib: pip install matplotlib (or edgezo[hw])"
-        ) from e
+    require("matplotlib", "studies", needed_by="plot_curves")

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..extras import require
 from ..figures import save_png
 from ..fixedpoint import FixedPointParameter
 from ..fixedpoint.quant import quantize
@@ -456,10 +457,7 @@ def landscape_grid(
 
 
 def _figure(figsize: tuple[float, float]) -> Any:
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as e:
-        raise ImportError("Landscape plots need matplotlib: pip install matplotlib") from e
+    Figure = require("matplotlib.figure", "studies", needed_by="Landscape plots").Figure
     return Figure(figsize=figsize, layout="constrained")
 
 

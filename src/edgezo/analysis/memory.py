@@ -53,6 +53,7 @@ from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from ..extras import require
 from ..figures import save_png
 
 MB = 1e6  #: the unit of tables and charts (10**6 bytes, as the papers' "MB")
@@ -600,15 +601,9 @@ PARTS = ("weights", "scratch", "gradients", "optimizer_state")
 
 def plot_memory(rows: Sequence[MemoryRow], path: str | Path, title: str = "") -> Path:
     """A stacked bar chart (weights, scratch, gradients, optimizer state) per row, PNG in MB."""
-    try:
-        import matplotlib
+    require("matplotlib", "studies", needed_by="the memory chart").use("Agg")
+    import matplotlib.pyplot as plt
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as err:
-        raise RuntimeError(
-            f"the memory chart needs matplotlib ({err}); pip install matplotlib"
-        ) from None
     fig, ax = plt.subplots(figsize=(1.6 * len(rows) + 2.5, 4.2))
     names = [r.name for r in rows]
     bottom = [0.0] * len(rows)

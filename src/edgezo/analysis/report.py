@@ -31,6 +31,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from ..cache import atomic_write
+from ..extras import require
 from .claims import (
     CLAIMS,
     HW,
@@ -290,7 +291,7 @@ def data_uri(path: Path) -> str:
 
 def to_html(text: str, base: Path, title: str = "edgezo report") -> str:
     """Markdown ``text`` as one HTML page; images (paths relative to ``base``) embedded."""
-    from markdown_it import MarkdownIt
+    MarkdownIt = require("markdown_it", "studies", needed_by="edgezo report").MarkdownIt
 
     md = MarkdownIt("commonmark", {"html": False}).enable("table")
     tokens = md.parse(text)

@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..extras import require
 from .images import load_images
 
 #: The three severities, by number.
@@ -201,10 +202,7 @@ def _jpeg_roundtrip(pixels: np.ndarray, quality: int) -> np.ndarray:
     as if each had been compressed alone (the tests check it), at a fraction of
     the cost of 10,000 small files.
     """
-    try:
-        from PIL import Image
-    except ImportError as error:
-        raise ImportError("The jpeg corruption needs Pillow: pip install pillow") from error
+    Image = require("PIL.Image", "studies", needed_by="The jpeg corruption")
     n, h, w = pixels.shape
     ph, pw = -(-h // 8) * 8, -(-w // 8) * 8
     columns = max(1, min(n, 65000 // pw, math.ceil(math.sqrt(n))))
@@ -522,7 +520,7 @@ def gallery(images: Tensor, path: str | os.PathLike[str], seed: int = 0) -> None
     images make a varied gallery. The grid is one mosaic drawn with
     matplotlib's object API (no pyplot, no change of backend).
     """
-    from matplotlib.figure import Figure
+    Figure = require("matplotlib.figure", "studies").Figure
 
     _check_images(images, "gallery")
     if images.shape[0] == 0:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 from torch import Tensor
 
+from ..extras import MissingExtra, require
 from .arrays import cached_split
 from .mnist import DatasetNotFoundError
 
@@ -34,11 +35,11 @@ DIGITS_TRAIN_FRACTION = 0.7
 def _sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
     """sklearn's raw digits: ``(float64 (1797, 8, 8) in 0..16, int (1797,))``."""
     try:
-        from sklearn.datasets import load_digits as sklearn_load_digits
-    except ImportError as error:
+        sklearn_load_digits = require("sklearn.datasets", "studies").load_digits
+    except MissingExtra as error:
         raise DatasetNotFoundError(
             "The 8x8 digits ship with scikit-learn, which is not installed. "
-            "Install it with: pip install scikit-learn"
+            "Install it with: pip install scikit-learn (or pip install 'edgezo[studies]')"
         ) from error
     bunch = sklearn_load_digits()
     return bunch.images, bunch.target

@@ -64,6 +64,7 @@ import torch
 from torch import Tensor
 
 from .. import cache
+from ..extras import require
 from ..figures import save_png
 from .features import LOG_FLOOR, log_mel
 from .mnist import DatasetNotFoundError
@@ -420,7 +421,7 @@ def to_clip(samples: np.ndarray, rate: int) -> np.ndarray:
     Raises:
         ValueError: if ``samples`` are all zero.
     """
-    from scipy.signal import resample_poly  # deferred: only generation needs scipy
+    resample_poly = require("scipy.signal", "studies").resample_poly  # only generation needs it
 
     if rate != SAMPLE_RATE:
         g = math.gcd(SAMPLE_RATE, rate)
@@ -613,9 +614,7 @@ def spectrogram_figure(ks: KeywordSet, path: str | os.PathLike[str], n: int = 8)
     """
     if not 1 <= n <= len(ks):
         raise ValueError(f"Invalid n: {n}; the set has {len(ks)} clips, choose 1 to {len(ks)}")
-    import matplotlib
-
-    matplotlib.use("Agg")
+    require("matplotlib", "studies").use("Agg")
     import matplotlib.pyplot as plt
 
     index = np.linspace(0, len(ks) - 1, n).round().astype(int)

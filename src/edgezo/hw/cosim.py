@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from amaranth.sim import Simulator
 
+from ..extras import require
 from ._rtl import Generator
+
+require("amaranth", "hw", needed_by="edgezo.hw")  # first: a missing extra names itself
+from amaranth.sim import Simulator  # noqa: E402
 
 #: ``drive(cycle) -> {port_name: value}``: inputs to set before the clock edge of ``cycle``.
 Drive = Callable[[int], dict[str, int]]

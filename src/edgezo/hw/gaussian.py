@@ -44,13 +44,16 @@ import math
 from abc import ABC, abstractmethod
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Signal, Value, signed, unsigned
-from amaranth.lib.memory import Memory
 
 from edgezo.directions.hwrng import LFSR, derive_seed
 
+from ..extras import require
 from ._rtl import Generator
 from .uniform import LFSRGen
+
+require("amaranth", "hw", needed_by="edgezo.hw")  # first: a missing extra names itself
+from amaranth.hdl import Cat, Const, Module, Signal, Value, signed, unsigned  # noqa: E402
+from amaranth.lib.memory import Memory  # noqa: E402
 
 #: Documented accuracy of the default configurations at ``bits = 8`` (see the module
 #: docstring): bounds on ``|mean|``, ``|variance - 1|`` and the grid KS distance to N(0, 1).

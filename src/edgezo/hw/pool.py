@@ -37,14 +37,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from amaranth.hdl import Cat, Module, Mux, Signal
-from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In
 
 from edgezo.directions import Pool
 from edgezo.directions.counter import hash_words
 
+from ..extras import require
 from ._rtl import Generator, odd_signed, reject
+
+require("amaranth", "hw", needed_by="edgezo.hw")  # first: a missing extra names itself
+from amaranth.hdl import Cat, Module, Mux, Signal  # noqa: E402
+from amaranth.lib.memory import Memory  # noqa: E402
+from amaranth.lib.wiring import In  # noqa: E402
 
 
 class ROMPool(Pool):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..extras import require
 from ..figures import save_png
 from . import designs as designs_mod
 from .power import SIM_HINT, WEIGHTS, Activity, activity, has_sim
@@ -145,9 +146,7 @@ def markdown(rows: list[Row], throughput: int, bits: int, target: str, cycles: i
 
 def chart(rows: list[Row], path: Path, title: str) -> None:
     """Bar chart of LUTs, FFs and energy per design (log scale), coloured by family."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    require("matplotlib", "studies", needed_by="the hardware chart").use("Agg")
     import matplotlib.pyplot as plt
 
     colors = {"Gaussian": "#c0504d", "uniform": "#7f7f7f", "PeZO": "#4f81bd"}

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..extras import require
+
 if TYPE_CHECKING:  # Amaranth is imported only when a design is converted
     from ._rtl import Generator
 
@@ -108,7 +110,7 @@ def yosys_command() -> list[str]:
 
 def to_rtlil(gen: Generator) -> str:
     """The design as RTLIL text, top module ``top`` (pure Python: no yosys needed)."""
-    from amaranth.back import rtlil
+    rtlil = require("amaranth.back.rtlil", "hw")
 
     return rtlil.convert(gen, name="top")
 

