@@ -17,6 +17,11 @@ Two families exist:
   ``t = step * queries + query`` reads the window ``S[t*d : (t+1)*d]``, as
   PeZO's hardware does (PAPERS.md A). They need ``d`` and ``queries``, which the
   optimizer passes with :meth:`Directions.bind`.
+
+A source only says what ``z`` is: :meth:`Directions.sample`, plus, optionally, a
+:class:`KernelSpec` that describes its numbers as data (a hashed kind and its seed,
+or a pool table) so a fused kernel can make them. How ``w += k round(eps z)`` is
+applied to the weights (torch or Triton, all or nothing) is :mod:`edgezo.passes`.
 """
 
 from __future__ import annotations

@@ -56,6 +56,9 @@ def new_seed() -> int:
 class CounterDirections(Directions):
     """Base of the hashed sources; subclasses map the 32-bit words to values."""
 
+    #: The kernel spec's kind (:class:`~edgezo.directions.base.KernelSpec`); set by each source.
+    KIND: str = ""
+
     def __init__(self, seed: int | None = None) -> None:
         super().__init__()
         self.seed = new_seed() if seed is None else int(seed)
@@ -66,9 +69,6 @@ class CounterDirections(Directions):
     def _values(self, words: np.ndarray) -> Tensor:
         """Map hash words (uint32) to float32 values (a CPU tensor)."""
         raise NotImplementedError
-
-    #: The kernel spec's kind (:class:`~edgezo.directions.base.KernelSpec`); set by each source.
-    KIND: str = ""
 
     def factor(self, step: int, query: int) -> float:
         """Per-perturbation factor applied after :meth:`_values` (1 unless a rule says otherwise)."""
