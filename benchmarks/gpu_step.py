@@ -11,13 +11,13 @@ on OPT-13B (issue 8). This script measures, on one device and in one run:
   ``param.data = param.data + scale * z * eps``; +1, -2, +1, then the update);
 * ``ms.edgezo_step_gaussian`` / ``ms.edgezo_step_pool``: ``ZO.step`` (central,
   one query) with :class:`~edgezo.directions.Gaussian` and
-  :class:`~edgezo.directions.Pool` (``2**20`` numbers); on CUDA with triton the
-  passes are the fused kernels of :mod:`edgezo.kernels` (``"kernels": true``);
+  :class:`~edgezo.directions.Pool` (its default, a prime near ``2**20``); on CUDA with triton
+  the passes are the fused kernels of :mod:`edgezo.passes` (``"kernels": true``);
 * ``step_over_two_forwards``: each step's median over two forward medians (target
   for edgezo: <= 1.15x);
 * ``pass_ms``: one perturbation pass over all weights: a plain memory pass
   (``torch._foreach_mul_(params, 1.0)``: read and write every weight once), MeZO's
-  ``zo_perturb_parameters``, edgezo's Gaussian and Pool ``add_pass_``;
+  ``zo_perturb_parameters``, edgezo's Gaussian and Pool pass (``passes.apply_``);
   ``pass_over_memory`` their ratios (target: <= 1.3x);
 * ``peak_memory`` (CUDA): ``torch.cuda.max_memory_allocated`` of each step over
   that of the forward alone (target: <= 1.02x); ``null`` on the CPU;
@@ -57,7 +57,7 @@ SHAPES: dict[str, dict[str, int]] = {
 }
 VOCAB = {"tiny": 1000}  # others: OPT's 50272
 BATCH = {"tiny": (2, 32)}  # others: 16 x 256 (issue 8)
-EPS, LR, POOL = 1e-3, 1e-7, 2**20
+EPS, LR, POOL = 1e-3, 1e-7, 1_048_573  # Pool's default size (a prime)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -171,11 +171,10 @@ def peak_bytes(fn: Callable[[], Any], device: torch.device) -> int:
 
 
 def pool_size(dim: int) -> int:
-    """``POOL``, or the next size that does not divide the parameter count (Pool's rule)."""
-    size = POOL
-    while dim % size == 0:
-        size += 1
-    return size
+    """``POOL`` (Pool's default prime), or the next prime that does not divide ``dim``."""
+    from edgezo.directions.pool import coprime_size
+
+    return coprime_size(POOL, dim)
 
 
 def ordered_bits(x: torch.Tensor) -> torch.Tensor:
@@ -187,10 +186,10 @@ def ordered_bits(x: torch.Tensor) -> torch.Tensor:
 def gaussian_kernel_vs_cpu(device: torch.device) -> dict[str, float]:
     """The device kernel's Gaussian z against the CPU reference (float32), 2**20 values."""
     from edgezo.directions import Gaussian
-    from edgezo.kernels import hash as khash
+    from edgezo.passes import triton_hash
 
     source, n = Gaussian(seed=1), 2**20
-    got = khash.sample(source, 3, 0, 2**31, n, device).cpu()
+    got = triton_hash.sample(source.kernel_spec(), 3, 0, 2**31, n, device).cpu()
     want = source.sample(3, 0, 2**31, n)
     return {
         "max_relative": float(((got - want).abs() / want.abs()).max()),
@@ -200,7 +199,8 @@ def gaussian_kernel_vs_cpu(device: torch.device) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from edgezo import ZO, kernels
+    import edgezo.passes as zo_passes
+    from edgezo import ZO
     from edgezo.directions import Gaussian, Pool
 
     device = torch.device(args.device)
@@ -227,7 +227,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         def one() -> None:  # a new perturbation each call, taken back by the next
             state["step"] += 1
             sign = 1.0 if state["step"] % 2 else -1.0
-            opt.directions.add_pass_(segments, state["step"] // 2, 0, EPS, [sign * k for k in ones])
+            step = [(state["step"] // 2, 0, [sign * k for k in ones])]
+            zo_passes.apply_(opt.directions, segments, EPS, step)
 
         return one
 
@@ -260,7 +261,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "edgezo_step_pool": peak_bytes(lambda: pool.step(closure), device) / inference,
             },
         }
-    uses_kernels = kernels.plan(segments) is not None
+    uses_kernels = zo_passes.fused.plan(segments, zo_passes.mode) is not None
     accuracy = gaussian_kernel_vs_cpu(device) if uses_kernels else None
     mezo_ms = medians(
         {

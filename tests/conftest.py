@@ -1,6 +1,62 @@
 """Shared test settings."""
 
+import pytest
 import torch
 
 # The tests use tiny models: one thread avoids oversubscribing CI's two cores.
 torch.set_num_threads(1)
+
+
+# -- the direction-source registry (as torch's common_optimizers.py) ------------------
+# Every source and configuration that the contract tests run through. A test that takes
+# the argument ``source_name`` runs once per entry; ``kernel_source_name``: once per
+# entry with a kernel spec (the Triton path). A new source is one new line here.
+def _registry():
+    from edgezo.directions import (
+        LFSR,
+        Gaussian,
+        MomentumGuided,
+        Pool,
+        Rademacher,
+        RNGArray,
+        Uniform,
+        Xorshift,
+    )
+
+    return {
+        "gaussian": lambda: Gaussian(seed=3),
+        "rademacher": lambda: Rademacher(seed=3),
+        "uniform": lambda: Uniform(seed=3),
+        "uniform-perturbation": lambda: Uniform(seed=3, scale="perturbation"),
+        "pool": lambda: Pool(size=4099, seed=3),
+        "pool-small": lambda: Pool(size=1001, seed=3),  # P < d: windows wrap several times
+        "pool-unit": lambda: Pool(size=4099, seed=3, scale="unit"),
+        "pool-perturbation": lambda: Pool(size=4099, seed=3, scale="perturbation"),
+        "pool-gaussian": lambda: Pool(size=4099, seed=3, distribution="gaussian"),
+        "rngarray-lfsr": lambda: RNGArray(n=4, rng="lfsr", bits=8, seed=3),
+        "rngarray-xorshift": lambda: RNGArray(n=5, rng="xorshift", bits=6, seed=3),
+        "lfsr": lambda: LFSR(width=24, seed=5, bits=7),
+        "xorshift": lambda: Xorshift(seed=7, bits=8),
+        "guided": lambda: MomentumGuided(Gaussian(seed=3), alpha=0.5, beta=0.5),
+        "guided-pool": lambda: MomentumGuided(Pool(size=4099, seed=3), alpha=0.25, beta=1.0),
+    }
+
+
+SOURCES = _registry()
+
+
+def _has_kernel(name: str) -> bool:
+    return SOURCES[name]().kernel_spec() is not None
+
+
+def pytest_generate_tests(metafunc):
+    if "source_name" in metafunc.fixturenames:
+        metafunc.parametrize("source_name", list(SOURCES))
+    if "kernel_source_name" in metafunc.fixturenames:
+        metafunc.parametrize("kernel_source_name", [n for n in SOURCES if _has_kernel(n)])
+
+
+@pytest.fixture(scope="session")
+def make_source():
+    """``make_source(name)``: a fresh source of the registry (unbound)."""
+    return lambda name: SOURCES[name]()

@@ -1,4 +1,5 @@
-"""Direction sources: one contract for every source, plus each source's own rules."""
+"""Direction sources: each source's own rules and statistics (the shared contract, over every
+source: tests/test_directions_contract.py)."""
 
 from __future__ import annotations
 
@@ -9,21 +10,23 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edgezo import passes
 from edgezo.directions import Gaussian, Pool, Rademacher, Uniform
 from edgezo.directions.counter import hash_words, keys
+from edgezo.params import Segment
 
 DIM = 10_007  # parameter count the stream sources are bound to
 
 
 def sources():
-    """Every source and configuration under the common contract (name, factory)."""
+    """The unit-variance sources whose statistics are checked (name, factory)."""
     return {
         "gaussian": lambda: Gaussian(seed=3),
         "rademacher": lambda: Rademacher(seed=3),
         "uniform": lambda: Uniform(seed=3),
         "uniform-perturbation": lambda: Uniform(seed=3, scale="perturbation"),
         "pool": lambda: Pool(size=4099, seed=3),
-        "pool-small": lambda: Pool(size=1000, seed=3),  # P < d: windows wrap several times
+        "pool-small": lambda: Pool(size=1001, seed=3),  # P < d: windows wrap several times
         "pool-unit": lambda: Pool(size=4099, seed=3, scale="unit"),
         "pool-perturbation": lambda: Pool(size=4099, seed=3, scale="perturbation"),
         "pool-gaussian": lambda: Pool(size=4099, seed=3, distribution="gaussian"),
@@ -37,55 +40,7 @@ def bound(name, queries=2):
     return SOURCES[name]().bind(DIM, queries)
 
 
-# -- the contract ------------------------------------------------------------
-@pytest.mark.parametrize("name", SOURCES)
-def test_same_configuration_gives_same_numbers(name):
-    a, b = bound(name), bound(name)
-    assert torch.equal(a.sample(5, 1, 100, 3000), b.sample(5, 1, 100, 3000))
-
-
-@pytest.mark.parametrize("name", SOURCES)
-@settings(max_examples=25, deadline=None)
-@given(
-    step=st.integers(0, 10**6),
-    query=st.integers(0, 1),
-    offset=st.integers(0, DIM - 1),
-    data=st.data(),
-)
-def test_numbers_do_not_depend_on_chunking(name, step, query, offset, data):
-    n = data.draw(st.integers(1, DIM - offset))
-    src = bound(name)
-    whole = src.sample(step, query, 0, DIM)
-    assert torch.equal(src.sample(step, query, offset, n), whole[offset : offset + n])
-
-
-@pytest.mark.parametrize("name", SOURCES)
-@pytest.mark.parametrize("masked", [False, True])
-def test_add_matches_sample(name, masked):
-    src = bound(name)
-    offset, n, eps = 1234, 5000, 0.25
-    original = torch.randn(n, generator=torch.Generator().manual_seed(0))
-    mask = (torch.rand(n, generator=torch.Generator().manual_seed(1)) < 0.3).float()
-    a = src.sample(7, 1, offset, n) * eps
-    expected = original - 2 * a * (mask if masked else 1.0)
-    target = original.clone()
-    src.add_(target, 7, 1, offset, eps, -2.0, mask if masked else None)
-    torch.testing.assert_close(target, expected, rtol=0, atol=1e-6)
-    if masked:
-        assert torch.equal(target[mask == 0], original[mask == 0])
-
-
-@pytest.mark.parametrize("name", SOURCES)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_round_trip_brings_zeros_back_exactly(name, dtype):
-    """+a, -2a, +a with a rounded once: zeros (e.g. fresh biases) come back to exactly 0."""
-    src = bound(name)
-    target = torch.zeros(3000, dtype=dtype)
-    for multiple in (1.0, -2.0, 1.0):
-        src.add_(target, 3, 0, 500, 1e-3, multiple)
-    assert torch.equal(target, torch.zeros(3000, dtype=dtype))
-
-
+# -- statistics (the structural contract: tests/test_directions_contract.py) ------
 @pytest.mark.parametrize("name", SOURCES)
 def test_perturbations_differ_between_steps_and_queries(name):
     src = bound(name)
@@ -195,7 +150,7 @@ def test_dtype_and_device_are_respected():
 
 # -- the pool: PeZO's pre-generation rules ------------------------------------
 def test_pool_offsets_follow_pezo_rule():
-    d, p, q = 2500, 1000, 3
+    d, p, q = 2501, 1000, 3
     pool = Pool(size=p, seed=0).bind(d, q)
     o = 0
     for t in range(20):  # o_{t+1} = (o_t + d) mod P, t = step * q + query
@@ -245,15 +200,17 @@ def test_pool_rejects_bad_configuration(kwargs, message):
         Pool(**{"size": 64, "seed": 0, **kwargs})
 
 
-def test_pool_add_reads_views_without_copying_the_pool():
-    pool = Pool(size=4096, seed=1).bind(10_000)
-    target = torch.zeros(3000)
-    pool.add_(target, 0, 0, 0, 1.0)
-    assert torch.equal(target, pool.pool[:3000])
+def test_pool_pass_reads_views_without_copying_the_pool():
+    pool = Pool(size=4096, seed=1).bind(10_001)
+    target = [Segment(torch.zeros(3000), 0, 0)]
+    passes.apply_(pool, target, 1.0, [(0, 0, [1.0])])
+    assert torch.equal(target[0].param, pool.pool[:3000])
     # a window that wraps around the end of the pool: two slices
-    target = torch.zeros(3000)
-    pool.add_(target, 1, 0, 0, 1.0)  # o_1 = 10000 mod 4096 = 1808
-    assert torch.equal(target, torch.cat([pool.pool[1808:], pool.pool[: 3000 - (4096 - 1808)]]))
+    target = [Segment(torch.zeros(3000), 0, 0)]
+    passes.apply_(pool, target, 1.0, [(1, 0, [1.0])])  # o_1 = 10001 mod 4096 = 1809
+    assert torch.equal(
+        target[0].param, torch.cat([pool.pool[1809:], pool.pool[: 3000 - (4096 - 1809)]])
+    )
 
 
 def test_checkpoint_config_is_checked():
@@ -263,29 +220,57 @@ def test_checkpoint_config_is_checked():
     Pool(size=100, seed=1).load_state_dict(a.state_dict())
 
 
-@pytest.mark.parametrize("name", SOURCES)
-@pytest.mark.parametrize("plain", [True, False], ids=["plain", "groups-masks-dtypes"])
-@pytest.mark.parametrize("step", [0, 1, 7])
-def test_a_pass_equals_adding_tensor_by_tensor(name, plain, step):
-    """add_pass_ (fused for the pool) == add_ on every segment, with groups, masks, dtypes."""
-    from edgezo.params import ParamSpace
+# -- the pool never collapses to a handful of perturbations (issue 13, defect 1) -------
+#: Parameter counts of real layers: 768 x 768 (16 windows of a 2**20 pool), 2**18 (4), ...
+COLLAPSING_DIMS = [589_824, 262_144, 768 * 3072, 3 * 2**19]
 
-    g = torch.Generator().manual_seed(0)
-    shapes = [(40, 50), (50,), (3000,), (7, 11), (4000,)]  # 10,007 values in all = DIM
-    tensors = [torch.randn(s, generator=g) for s in shapes]
-    if plain:  # the pool's one-call fast path (unless the window wraps)
-        space, multiples = ParamSpace([tensors]), (0.5, 0.5)
-    else:
-        tensors[3] = tensors[3].to(torch.float64)
-        mask = (torch.rand(shapes[2], generator=g) < 0.5).float()
-        space = ParamSpace([tensors[:3], tensors[3:]], masks={tensors[2]: mask})
-        multiples = (0.5, -2.0)
-    expected = [t.clone() for t in tensors]
-    src = bound(name)
-    for seg, t in zip(space, expected, strict=True):
-        k = multiples[seg.group]
-        m = None if seg.mask is None else seg.flat_mask()
-        src.add_(t.view(-1), step, 1, seg.offset, 1e-2, k, m)
-    src.add_pass_(space.segments, step, 1, 1e-2, [multiples[seg.group] for seg in space])
-    for got, want in zip(tensors, expected, strict=True):
-        assert torch.equal(got, want)
+
+@pytest.fixture(scope="module")
+def default_pool():
+    return Pool(seed=0)
+
+
+def test_the_default_pool_size_is_a_prime_near_two_to_the_twenty(default_pool):
+    size = default_pool.size
+    assert abs(size - 2**20) < 64
+    assert all(size % f for f in range(2, math.isqrt(size) + 1))
+
+
+@pytest.mark.parametrize("dim", COLLAPSING_DIMS)
+def test_the_default_pool_uses_every_window(default_pool, dim):
+    assert default_pool.bind(dim).distinct_perturbations == default_pool.size
+
+
+@pytest.mark.parametrize("dim", COLLAPSING_DIMS)
+def test_the_pezo_preset_default_uses_every_window(dim):
+    from edgezo import presets
+
+    opt = presets.pezo([torch.nn.Parameter(torch.zeros(dim))], seed=0)
+    assert opt.directions.distinct_perturbations == opt.directions.size
+
+
+@pytest.mark.parametrize(("size", "dim", "windows"), [(2**20, 589_824, 16), (2**20, 262_144, 4)])
+def test_a_pool_with_few_windows_is_refused(size, dim, windows):
+    with pytest.raises(ValueError, match=rf"only {windows} distinct perturbations.*coprime"):
+        Pool(size=size, seed=0).bind(dim)
+
+
+def test_a_tiny_pool_is_refused_unless_the_model_is_tinier():
+    with pytest.raises(ValueError, match="only 2 distinct perturbations"):
+        Pool(size=2, seed=0).bind(195)
+    assert Pool(size=8, seed=0).bind(5).distinct_perturbations == 8  # 8 windows >= d = 5
+
+
+def test_a_pool_sharing_a_factor_with_d_warns_and_says_what_to_use():
+    with pytest.warns(UserWarning, match=r"shares the factor 2 .* 512 of its 1024 windows.*size="):
+        Pool(size=1024, seed=0).bind(2410)
+
+
+@pytest.mark.parametrize(
+    ("size", "error"),
+    [(2.7, ValueError), (True, TypeError), ("1024", TypeError), (None, TypeError)],
+)
+def test_pool_size_must_be_a_whole_number(size, error):
+    with pytest.raises(error, match="pool size"):
+        Pool(size=size, seed=0)
+    assert Pool(size=1021.0, seed=0).size == 1021

@@ -249,13 +249,16 @@ def test_fixed_point_history_is_the_z_q_the_integer_path_used():
     assert torch.equal(opt.directions.history.to(torch.int32), z_q)
 
 
-def test_seed_replay_momentum_is_refused():
-    model, batches = problem()
-    directions = MomentumGuided(Gaussian(seed=5), beta=0.5)
-    opt = ZO(model.parameters(), lr=1e-2, directions=directions, momentum=0.9, history=3)
-    train(model, opt, batches[:1])
-    with pytest.raises(ValueError, match="momentum"):
-        train(model, opt, batches[1:2])
+def test_seed_replay_momentum_is_refused_when_the_optimizer_is_built():
+    """Fail fast (issue 13, defect 2): not at step 1 with "history has moved on"."""
+    from edgezo.updates import KernelNormalized, Momentum
+
+    model, _ = problem()
+    for kwargs in ({"momentum": 0.9, "history": 3}, {"update": KernelNormalized(Momentum(0.9, 3))}):
+        directions = MomentumGuided(Gaussian(seed=5), beta=0.5)
+        with pytest.raises(ValueError, match=r"replays past directions.*MomentumGuided.*momentum="):
+            ZO(model.parameters(), lr=1e-2, directions=directions, **kwargs)
+    ZO(model.parameters(), lr=1e-2, directions=MomentumGuided(Gaussian(seed=5)))  # SGD: fine
 
 
 @pytest.mark.parametrize("fixed_point", [False, True], ids=["float", "fixed16"])

@@ -29,6 +29,7 @@ from torch import Tensor
 from .directions import Directions, Gaussian
 from .estimators import Closure, Estimator, get_estimator
 from .params import ParamSpace
+from .passes import apply_
 from .updates import SGD, Momentum, Term, UpdateRule
 
 
@@ -112,6 +113,7 @@ class ZO(torch.optim.Optimizer):
         # estimators may use query slots past `queries` (SharpnessAware: the ascent direction)
         slots = self.queries + self.estimator.extra_queries
         self.directions = (directions or Gaussian()).bind(self.space.dim, slots)
+        _check_replay(self.update_rule, self.directions)
         self.fixed = self._fixed_point(z_bits, z_max, force) if self.space.fixed_segments else None
         self.steps = 0  #: steps taken (the perturbation counter; also counts skipped steps)
         self.skipped = 0  #: steps skipped because a loss or coefficient was not finite
@@ -294,7 +296,7 @@ class _Probe:
         and writes the weights once for all moves; then recorded in ``applied``.
         """
         passes = [(*key, multiples) for key, multiples in moves]
-        self.opt.directions.add_passes_(self.floats, self.eps, passes)
+        apply_(self.opt.directions, self.floats, self.eps, passes)
         for key, multiples in moves:
             total = self.applied.setdefault(key, [0.0] * len(self.floats))
             self.applied[key] = [a + k for a, k in zip(total, multiples, strict=True)]
@@ -374,7 +376,7 @@ class _Probe:
     def undo(self) -> None:
         """Subtract everything this step added: the weights are as before the step."""
         passes = [(*key, [-a for a in amounts]) for key, amounts in self.applied.items()]
-        self.opt.directions.add_passes_(self.floats, self.eps, passes)
+        apply_(self.opt.directions, self.floats, self.eps, passes)
         if self.opt.fixed is not None:
             self.opt.fixed.clear()
         self.applied.clear()
@@ -441,6 +443,17 @@ def _masks(groups: list[dict[str, Any]]) -> dict[Tensor, Tensor]:
             )
         out.update({p: m for p, m in zip(g["params"], masks, strict=True) if m is not None})
     return out
+
+
+def _check_replay(update_rule: UpdateRule, directions: Directions) -> None:
+    """Refuse an update rule that regenerates past ``z`` with a source that cannot."""
+    if getattr(update_rule, "replays_past", False) and not directions.replayable:
+        raise ValueError(
+            f"{type(update_rule).__name__} replays past directions from their seeds, but "
+            f"{type(directions).__name__} cannot regenerate a past z (it keeps a history that "
+            "moves on every step). Drop momentum= (or the custom update), or use a source "
+            "without history, e.g. Gaussian()."
+        )
 
 
 def _check_number(name: str, value: float, minimum: float) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .directions import Directions, Gaussian, Pool, RNGArray
+from .directions.pool import DEFAULT_SIZE
 from .optim import ZO
 
 
@@ -31,13 +32,14 @@ def pezo(
     eps: float = 1e-3,
     seed: int | None = None,
     reuse: str = "pool",
-    pool_size: int = 2**20,
+    pool_size: int = DEFAULT_SIZE,
     rngs: int = 16,
     **kwargs: Any,
 ) -> ZO:
     """PeZO (Tan et al. 2025, arXiv 2504.20314): MeZO with hardware-cheap uniform perturbations.
 
-    ``reuse="pool"`` (pre-generation): ``pool_size`` uniform numbers, scaled to
+    ``reuse="pool"`` (pre-generation): ``pool_size`` uniform numbers (default
+    1,048,573, a prime near ``2**20``: every window of the pool is used), scaled to
     unit second moment, read cyclically (:class:`~edgezo.directions.Pool`); no
     random number is generated per step. ``reuse="array"`` (on-the-fly): ``rngs``
     32-bit LFSRs giving 8 bits each per cycle, rotated every cycle

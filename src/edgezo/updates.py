@@ -23,6 +23,10 @@ Term = tuple[int, int, float]
 class UpdateRule(ABC):
     """Turns the coefficients of step ``step`` into update terms."""
 
+    #: Whether :meth:`terms` names past steps, so ``z`` of those steps must be regenerated
+    #: (ZO refuses a source that cannot, e.g. momentum-guided sampling).
+    replays_past: bool = False
+
     @abstractmethod
     def terms(self, step: int, coefficients: list[float]) -> list[Term]:
         """The terms for this step (pure: does not change the rule's state)."""
@@ -72,6 +76,8 @@ class Momentum(UpdateRule):
     passes per step. Terms older than ``history`` steps are dropped (their weight
     is at most ``beta ** history``).
     """
+
+    replays_past = True
 
     def __init__(self, beta: float, history: int) -> None:
         if not 0.0 <= beta < 1.0:
@@ -161,6 +167,7 @@ class KernelNormalized(UpdateRule):
         if isinstance(self.base, KernelNormalized):
             raise TypeError("KernelNormalized cannot wrap another KernelNormalized")
         self._weight_norms: tuple[int, list[float]] | None = None
+        self.replays_past = self.base.replays_past
 
     def terms(self, step: int, coefficients: list[float]) -> list[Term]:
         return self.base.terms(step, coefficients)

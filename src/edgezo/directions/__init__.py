@@ -1,6 +1,7 @@
 """Where perturbations come from: every source is a pure function of (seed, step, query, index).
 
-See :mod:`edgezo.directions.base` for the contract. Sources:
+See :mod:`edgezo.directions.base` for the contract: a source says what ``z`` is
+(``sample``, optionally a :class:`KernelSpec`); :mod:`edgezo.passes` applies it. Sources:
 
 * :class:`Gaussian`, :class:`Rademacher`, :class:`Uniform` — hashed per element;
 * :class:`Pool` — PeZO pre-generation (a reused pool, no RNG per step);
@@ -9,7 +10,7 @@ See :mod:`edgezo.directions.base` for the contract. Sources:
 * :class:`MomentumGuided` — QZO-FF's momentum-guided sampling around any source.
 """
 
-from .base import CHUNK, Directions, StreamDirections
+from .base import CHUNK, Directions, KernelSpec, StreamDirections
 from .counter import Gaussian, Rademacher, Uniform
 from .guided import MomentumGuided, Ramp
 from .hwrng import LFSR, RNGArray, Xorshift
@@ -18,6 +19,7 @@ from .pool import Pool
 __all__ = [
     "CHUNK",
     "Directions",
+    "KernelSpec",
     "StreamDirections",
     "Gaussian",
     "Rademacher",

@@ -17,27 +17,73 @@ Two families exist:
   ``t = step * queries + query`` reads the window ``S[t*d : (t+1)*d]``, as
   PeZO's hardware does (PAPERS.md A). They need ``d`` and ``queries``, which the
   optimizer passes with :meth:`Directions.bind`.
+
+A source only says what ``z`` is: :meth:`Directions.sample`, plus, optionally, a
+:class:`KernelSpec` that describes its numbers as data (a hashed kind and its seed,
+or a pool table) so a fused kernel can make them. How ``w += k round(eps z)`` is
+applied to the weights (torch or Triton, all or nothing) is :mod:`edgezo.passes`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
-
-if TYPE_CHECKING:
-    from ..params import Segment
 
 #: Elements generated per piece when a source materialises ``z`` for a tensor:
 #: large enough to amortise Python overhead, small enough to stay in cache.
 CHUNK = 1 << 16
 
 
+def unit_factor(step: int, query: int) -> float:
+    """The factor of a source whose ``z`` needs no per-perturbation rescaling."""
+    return 1.0
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """What a fused kernel needs to make a source's ``z`` itself (read by :mod:`edgezo.passes`).
+
+    A source describes its numbers as data, so the executor needs no knowledge of
+    its class. Two families:
+
+    * ``kind`` ``"gaussian"``, ``"rademacher"`` or ``"uniform"``: ``z`` is hashed from
+      ``(seed, step, query, i)`` exactly as :mod:`edgezo.directions.counter` defines it;
+    * ``kind`` ``"pool"``: ``z(step, query)[j] = pool[(start(step, query) + j) mod size]``,
+      and ``table(eps, dtype, device)`` returns ``round(eps * pool)`` (``size`` values,
+      cached by the source).
+
+    In both, ``z`` is then multiplied by ``factor(step, query)`` (1 for most sources;
+    the per-perturbation norm rules of :class:`~edgezo.directions.Uniform` and
+    :class:`~edgezo.directions.Pool`).
+    """
+
+    KINDS = ("gaussian", "rademacher", "uniform", "pool")
+
+    kind: str
+    factor: Callable[[int, int], float] = unit_factor
+    seed: int = 0
+    size: int = 0
+    table: Callable[[float, torch.dtype, torch.device], Tensor] | None = None
+    start: Callable[[int, int], int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in self.KINDS:
+            raise ValueError(f"Invalid kernel kind {self.kind!r}; choose one of {self.KINDS}")
+        if self.kind == "pool" and (self.size < 1 or self.table is None or self.start is None):
+            raise ValueError("A 'pool' kernel spec needs size >= 1, table and start")
+
+
 class Directions(ABC):
     """A perturbation source ``z(step, query)[i]`` (see the module docstring)."""
+
+    #: Whether ``z`` of a past step can be regenerated at any time (seed replay needs it).
+    #: A source with history (:class:`~edgezo.directions.MomentumGuided`) sets it False.
+    replayable: bool = True
 
     def __init__(self) -> None:
         self.dim: int | None = None
@@ -81,88 +127,14 @@ class Directions(ABC):
     ) -> Tensor:
         """Return ``z(step, query)[offset : offset + n]`` as a new 1-D tensor."""
 
-    def add_(
-        self,
-        target: Tensor,
-        step: int,
-        query: int,
-        offset: int,
-        eps: float,
-        multiple: float = 1.0,
-        mask: Tensor | None = None,
-    ) -> None:
-        """``target += multiple * a`` with ``a = round(eps * z(step, query)[offset : ...])``, in place.
+    def kernel_spec(self) -> KernelSpec | None:
+        """How a fused kernel can make this source's ``z`` (``None``: no kernel, torch path).
 
-        ``target`` is a contiguous 1-D view of one parameter tensor whose first
-        element has global index ``offset``; where ``mask`` (0/1, same length) is
-        0 it is left untouched. The step ``a`` is rounded to the target's dtype
-        *before* it is added, so the optimizer's ``+a, -2a, +a`` round trip
-        (``multiple`` = 1, -2, 1: exact scalings) brings a zero back to exactly
-        zero and any weight back to within an ulp or so (``benchmarks/drift.py``),
-        as an out-of-place ``w + a`` would. The default implementation
-        generates ``z`` piece by piece (at most :data:`CHUNK` values alive at
-        once); sources that can do better (the pool's cached views) override it.
+        Optional: :mod:`edgezo.passes` reads it to run a pass on the GPU (or, for a
+        ``"pool"`` kind, to add cached views of the table on the torch path). A
+        subclass that changes :meth:`sample` must return ``None`` or a matching spec.
         """
-        n = target.numel()
-        for start in range(0, n, CHUNK):
-            stop = min(start + CHUNK, n)
-            z = self.sample(
-                step,
-                query,
-                offset + start,
-                stop - start,
-                dtype=_work_dtype(target.dtype),
-                device=target.device,
-            )
-            a = z.mul_(eps).to(target.dtype)
-            _axpy_(target[start:stop], a, multiple, None if mask is None else mask[start:stop])
-
-    def add_pass_(
-        self,
-        segments: Sequence[Segment],
-        step: int,
-        query: int,
-        eps: float,
-        multiples: Sequence[float],
-    ) -> None:
-        """One pass over all tensors: :meth:`add_` on ``segments[i]`` with ``multiples[i]``.
-
-        If interrupted (an exception, Ctrl-C) the tensors already done are taken
-        back before the exception propagates, so a pass is all or nothing.
-        Sources override it to batch the work (the pool: a few fused calls).
-        """
-        done = []
-        try:
-            for seg, k in zip(segments, multiples, strict=True):
-                if k != 0.0:
-                    self.add_(seg.flat(), step, query, seg.offset, eps, k, seg.flat_mask())
-                    done.append((seg, k))
-        except BaseException:
-            for seg, k in done:
-                self.add_(seg.flat(), step, query, seg.offset, eps, -k, seg.flat_mask())
-            raise
-
-    def add_passes_(
-        self,
-        segments: Sequence[Segment],
-        eps: float,
-        passes: Sequence[tuple[int, int, Sequence[float]]],
-    ) -> None:
-        """Several passes ``(step, query, multiples)`` of :meth:`add_pass_`, in order, all or nothing.
-
-        The optimizer issues a step's restores and update this way, so a source
-        with a fused kernel (:mod:`edgezo.kernels`) can read and write the weights
-        once for all of them; here they are applied one after the other.
-        """
-        done = []
-        try:
-            for step, query, multiples in passes:
-                self.add_pass_(segments, step, query, eps, multiples)
-                done.append((step, query, multiples))
-        except BaseException:
-            for step, query, multiples in reversed(done):
-                self.add_pass_(segments, step, query, eps, [-k for k in multiples])
-            raise
+        return None
 
     def commit(self, step: int) -> None:
         """Called once step ``step`` has been applied; sources with history update it here."""
@@ -186,15 +158,7 @@ class Directions(ABC):
         return f"{type(self).__name__}({args})"
 
 
-def _axpy_(target: Tensor, a: Tensor, multiple: float, mask: Tensor | None) -> None:
-    """``target += multiple * a`` (times ``mask`` where given), without a temporary."""
-    if mask is None:
-        target.add_(a, alpha=multiple)
-    else:
-        target.addcmul_(a, mask, value=multiple)
-
-
-def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+def work_dtype(dtype: torch.dtype) -> torch.dtype:
     """Precision in which ``eps * z`` is formed: float64 for float64 weights, else float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 

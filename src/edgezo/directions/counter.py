@@ -32,68 +32,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .. import kernels
-from .base import CHUNK, Directions, as_device
+from .base import CHUNK, Directions, KernelSpec, as_device
+from .hashing import hash_words, keys, symmetric_unit
 
-_MASK64 = (1 << 64) - 1
-_M1 = np.uint32(0x7FEB352D)
-_M2 = np.uint32(0x846CA68B)
-
-
-def _splitmix64(x: int) -> int:
-    """One SplitMix64 output for state ``x`` (Steele et al. 2014)."""
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
-def keys(seed: int, step: int, query: int, block: int) -> tuple[int, int]:
-    """The two 32-bit keys of perturbation ``(step, query)`` for indices ``block * 2**32 + [0, 2**32)``."""
-    h = _splitmix64(seed & _MASK64)
-    for word in (step, query, block):
-        h = _splitmix64(h ^ (word & _MASK64))
-    return h & 0xFFFFFFFF, h >> 32
-
-
-def _lowbias32_(x: np.ndarray, tmp: np.ndarray) -> None:
-    """In-place ``lowbias32`` on a uint32 array (numpy: wrapping multiply, logical shifts)."""
-    np.right_shift(x, 16, out=tmp)
-    x ^= tmp
-    x *= _M1
-    np.right_shift(x, 15, out=tmp)
-    x ^= tmp
-    x *= _M2
-    np.right_shift(x, 16, out=tmp)
-    x ^= tmp
-
-
-def hash_words(seed: int, step: int, query: int, offset: int, n: int) -> np.ndarray:
-    """The 32-bit words ``x`` of step 2 for indices ``offset .. offset+n-1`` (uint32)."""
-    out = np.empty(n, dtype=np.uint32)
-    tmp = np.empty(min(n, CHUNK), dtype=np.uint32)
-    start = 0
-    while start < n:
-        index = offset + start
-        low = index & 0xFFFFFFFF
-        stop = min(n, start + CHUNK, start + (1 << 32) - low)
-        k1, k2 = keys(seed, step, query, index >> 32)
-        x, t = out[start:stop], tmp[: stop - start]
-        x[:] = np.arange(low, low + stop - start, dtype=np.uint32)
-        x ^= np.uint32(k1)
-        _lowbias32_(x, t)
-        x ^= np.uint32(k2)
-        _lowbias32_(x, t)
-        start = stop
-    return out
-
-
-def symmetric_unit(words: np.ndarray) -> np.ndarray:
-    """Step 3: ``u = (2 (x >> 8) + 1 - 2**24) / 2**24`` in float32, exact."""
-    u = (words >> np.uint32(8)).astype(np.float32)
-    u *= np.float32(2.0**-23)
-    u -= np.float32(1 - 2.0**-24)  # both terms are multiples of 2**-24, |u| < 1: exact
-    return u
+#: ``hash_words``, ``keys`` and ``symmetric_unit`` live in :mod:`.hashing`; re-exported here.
+__all__ = [
+    "CounterDirections",
+    "Gaussian",
+    "Rademacher",
+    "Uniform",
+    "hash_words",
+    "keys",
+    "new_seed",
+    "symmetric_unit",
+]
 
 
 def new_seed() -> int:
@@ -103,6 +55,9 @@ def new_seed() -> int:
 
 class CounterDirections(Directions):
     """Base of the hashed sources; subclasses map the 32-bit words to values."""
+
+    #: The kernel spec's kind (:class:`~edgezo.directions.base.KernelSpec`); set by each source.
+    KIND: str = ""
 
     def __init__(self, seed: int | None = None) -> None:
         super().__init__()
@@ -115,25 +70,19 @@ class CounterDirections(Directions):
         """Map hash words (uint32) to float32 values (a CPU tensor)."""
         raise NotImplementedError
 
-    def _scale(self, step: int, query: int) -> float:
+    def factor(self, step: int, query: int) -> float:
         """Per-perturbation factor applied after :meth:`_values` (1 unless a rule says otherwise)."""
         return 1.0
 
-    def add_pass_(self, segments, step, query, eps, multiples) -> None:
-        """One pass; by a fused kernel where :func:`edgezo.kernels.plan` allows (CUDA)."""
-        if not kernels.counter_passes_(self, segments, eps, [(step, query, multiples)]):
-            super().add_pass_(segments, step, query, eps, multiples)
-
-    def add_passes_(self, segments, eps, passes) -> None:
-        """Several passes; one fused kernel launch per weight dtype where allowed (CUDA)."""
-        if not kernels.counter_passes_(self, segments, eps, passes):
-            super().add_passes_(segments, eps, passes)
+    def kernel_spec(self) -> KernelSpec | None:
+        """The hashed kind, seed and factor: a kernel computes the same ``z`` in registers."""
+        return KernelSpec(self.KIND, self.factor, seed=self.seed) if self.KIND else None
 
     def sample(self, step, query, offset, n, *, dtype=torch.float32, device=None) -> Tensor:
         if offset < 0 or n < 0:
             raise ValueError(f"offset and n must be >= 0, got offset={offset}, n={n}")
         values = self._values(hash_words(self.seed, step, query, offset, n))
-        scale = self._scale(step, query)
+        scale = self.factor(step, query)
         if scale != 1.0:
             values.mul_(scale)
         return values.to(device=as_device(device), dtype=dtype)
@@ -150,12 +99,16 @@ class Gaussian(CounterDirections):
         torch.Size([3])
     """
 
+    KIND = "gaussian"
+
     def _values(self, words: np.ndarray) -> Tensor:
         return torch.from_numpy(symmetric_unit(words)).erfinv_().mul_(math.sqrt(2.0))
 
 
 class Rademacher(CounterDirections):
     """``z[i]`` in ``{-1, +1}`` with equal probability (bit 31 of the hash word)."""
+
+    KIND = "rademacher"
 
     def _values(self, words: np.ndarray) -> Tensor:
         top = (words >> np.uint32(31)).astype(np.float32)  # bit 31: 0 or 1
@@ -193,10 +146,13 @@ class Uniform(CounterDirections):
     def config(self) -> dict[str, Any]:
         return {**super().config(), "scale": self.scale}
 
+    KIND = "uniform"
+
     def _values(self, words: np.ndarray) -> Tensor:
         return torch.from_numpy(symmetric_unit(words)).mul_(math.sqrt(3.0))
 
-    def _scale(self, step: int, query: int) -> float:
+    def factor(self, step: int, query: int) -> float:
+        """``sqrt(d / ||z||^2)`` under ``scale="perturbation"`` (cached per perturbation), else 1."""
         if self.scale == "unit":
             return 1.0
         if self.dim is None:

@@ -97,8 +97,9 @@ class MomentumGuided(Directions):
     ZO's fixed-point quantization of ``z``.
 
     Because a past ``z`` cannot be regenerated once ``h`` has moved on, asking
-    for a step at or before the last committed one is an error: seed-replay
-    :class:`~edgezo.updates.Momentum` cannot be combined with this source.
+    for a step at or before the last committed one is an error: the source is
+    not :attr:`replayable`, so :class:`~edgezo.ZO` refuses seed-replay
+    :class:`~edgezo.updates.Momentum` (``ZO(momentum=...)``) with it when it is built.
 
     Cost: **1 byte per trainable weight** (the int8 history, allocated by
     :meth:`bind`), twice the base source's generation work while ``0 < beta < 1``
@@ -121,6 +122,8 @@ class MomentumGuided(Directions):
         >>> g.history.dtype, g.bytes_per_weight()
         (torch.int8, 1.0)
     """
+
+    replayable = False  # z of a past step depends on a history that has moved on
 
     def __init__(
         self,

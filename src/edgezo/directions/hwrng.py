@@ -74,7 +74,7 @@ import torch
 from torch import Tensor
 
 from .base import StreamDirections, as_device
-from .counter import _splitmix64
+from .hashing import splitmix64
 
 #: Largest output width: every ``v`` (at most ``2**24 - 1`` in magnitude) is exact in float32.
 MAX_BITS = 24
@@ -157,7 +157,7 @@ def derive_seed(seed: int, index: int, width: int) -> int:
     ``z = x + 0x9E3779B97F4A7C15; z = (z ^ z >> 30) * 0xBF58476D1CE4E5B9;
     z = (z ^ z >> 27) * 0x94D049BB133111EB; z ^ z >> 31``, all modulo ``2**64``.
     """
-    h = _splitmix64(_splitmix64(seed & ((1 << 64) - 1)) ^ index)
+    h = splitmix64(splitmix64(seed & ((1 << 64) - 1)) ^ index)
     return h % ((1 << width) - 1) + 1
 
 
@@ -336,7 +336,7 @@ class HardwareRNG(StreamDirections):
         return v.to(as_device(device))
 
 
-class _Register(HardwareRNG):
+class Register(HardwareRNG):
     """One linear register: state ``M**(k+1) seed`` after cycle ``k``, output ``_extract``."""
 
     width: int
@@ -362,7 +362,7 @@ class _Register(HardwareRNG):
         return int(self._map.jump(np.array([self.seed]), cycle + 1)[0])
 
 
-class LFSR(_Register):
+class LFSR(Register):
     """A leap-forward Galois LFSR: ``steps_per_cycle`` steps per cycle, low ``bits`` bits out.
 
     See the module docstring for the bit-level definition. With the default
@@ -431,7 +431,7 @@ class LFSR(_Register):
         }
 
 
-class Xorshift(_Register):
+class Xorshift(Register):
     """Marsaglia's xorshift32 (13, 17, 5), one step per cycle, high ``bits`` bits out.
 
     Args:
@@ -517,7 +517,7 @@ class RNGArray(HardwareRNG):
         self.n, self.rng, self.seed, self.width = int(n), rng, int(seed), width
         seeds = self._seeds()
         if rng == "lfsr":
-            self.generators: list[_Register] = [
+            self.generators: list[Register] = [
                 LFSR(width, taps, s, bits, steps_per_cycle) for s in seeds
             ]
         else:

@@ -17,23 +17,47 @@ the price, as on the FPGA.
 from __future__ import annotations
 
 import math
+import numbers
+import warnings
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .. import kernels
-from .base import CHUNK, StreamDirections, _axpy_, _work_dtype
+from .base import CHUNK, KernelSpec, StreamDirections, work_dtype
 from .counter import Gaussian, Uniform, new_seed
+
+#: The default pool length ``P``: 1,048,573, the largest prime below ``2**20`` (4 MB of
+#: float32). A prime shares no factor with a parameter count ``d`` unless ``d`` is a
+#: multiple of it, so the offsets ``o_t = t d mod P`` visit all ``P`` windows; the old
+#: default ``2**20`` gave ``P / gcd(d, P)`` windows: 16 for ``d = 768 * 768``, 4 for ``2**18``.
+DEFAULT_SIZE = 1_048_573
+
+#: Fewest distinct perturbations a pool may give (fewer raises at :meth:`Pool.bind`),
+#: unless the model has fewer weights than this. With ``D`` distinct windows the run
+#: repeats its perturbations every ``D`` perturbations and every update lies in the span
+#: of ``D`` fixed vectors: ``D >= d`` (small models) lets the updates reach every
+#: direction at all; for larger models 64 is far below any pool that PeZO reuses by
+#: design (thousands of values), so fewer is a collapse (a size sharing factors with
+#: ``d``, or a toy size such as 2), never a deliberate choice.
+MIN_WINDOWS = 64
+
+#: When ``gcd(d, P) > 1`` cuts the windows below this many (or below ``d``, for smaller
+#: models), :meth:`Pool.bind` warns: the pool still trains, but a size coprime with ``d``
+#: would give ``P`` windows for free.
+WARN_WINDOWS = 1024
 
 
 class Pool(StreamDirections):
     """PeZO's pre-generated pool of ``size`` random numbers, reused cyclically.
 
     Args:
-        size: pool length ``P``. Must not divide the parameter count ``d``
-            (then every perturbation would be the same); PeZO uses pools much
-            smaller than ``d``.
+        size: pool length ``P``, an integer >= 2 (default :data:`DEFAULT_SIZE`, a
+            prime near ``2**20``). The offsets cycle through ``P / gcd(d, P)`` windows
+            for ``d`` trainable values: :meth:`bind` refuses fewer than
+            ``min(d, 64)`` (:data:`MIN_WINDOWS`) and warns below ``min(d, 1024)`` when
+            a size coprime with ``d`` would give more. A prime never collapses; PeZO uses
+            pools much smaller than ``d``.
         seed: seed of the pool's numbers; ``None`` draws one from torch's
             global generator.
         distribution: ``"uniform"`` (PeZO, the default) or ``"gaussian"``.
@@ -53,9 +77,11 @@ class Pool(StreamDirections):
               pool is recomputed for every new window (one pass over ``P``).
 
     Example:
-        >>> pool = Pool(size=1000, seed=0).bind(dim=2500)
-        >>> bool(torch.equal(pool.sample(1, 0, 0, 5), pool.pool[500:505]))  # o_1 = 2500 mod 1000
+        >>> pool = Pool(size=1009, seed=0).bind(dim=2500)
+        >>> bool(torch.equal(pool.sample(1, 0, 0, 5), pool.pool[482:487]))  # o_1 = 2500 mod 1009
         True
+        >>> pool.distinct_perturbations  # 1009 / gcd(2500, 1009): a prime size uses every window
+        1009
     """
 
     DISTRIBUTIONS = ("uniform", "gaussian")
@@ -63,21 +89,20 @@ class Pool(StreamDirections):
 
     def __init__(
         self,
-        size: int = 2**20,
+        size: int = DEFAULT_SIZE,
         seed: int | None = None,
         distribution: str = "uniform",
         scale: str = "pool",
     ) -> None:
         super().__init__()
-        if int(size) < 2:
-            raise ValueError(f"Invalid pool size: {size}; a pool needs at least 2 numbers")
+        size = _check_size(size)
         if distribution not in self.DISTRIBUTIONS:
             raise ValueError(
                 f"Invalid distribution {distribution!r}; choose one of {self.DISTRIBUTIONS}"
             )
         if scale not in self.SCALES:
             raise ValueError(f"Invalid scale rule {scale!r}; choose one of {self.SCALES}")
-        self.size = int(size)
+        self.size = size
         self.seed = new_seed() if seed is None else int(seed)
         self.distribution = distribution
         self.scale = scale
@@ -85,7 +110,6 @@ class Pool(StreamDirections):
         self._cumsq: Tensor | None = None
         self._copies: dict[tuple[torch.device, torch.dtype], Tensor] = {}
         self._scaled_key: tuple | None = None
-        self._plans: dict[int, tuple] = {}
         self._scaled: Tensor | None = None
 
     def _generate(self) -> Tensor:
@@ -111,12 +135,30 @@ class Pool(StreamDirections):
         }
 
     def _check_binding(self) -> None:
-        if self.distinct_perturbations == 1:
-            suggestion = self.size + 1 if (self.size + 1) % 2 else self.size + 3
+        """Refuse a pool whose offsets give too few windows for ``d``; warn when few (see
+        :data:`MIN_WINDOWS` and :data:`WARN_WINDOWS` for why)."""
+        windows, dim = self.distinct_perturbations, self.dim
+        common = math.gcd(dim, self.size)
+        if windows == 1:
             raise ValueError(
-                f"Pool size {self.size} divides the parameter count {self.dim}, so every "
+                f"Pool size {self.size} divides the parameter count {dim}, so every "
                 f"perturbation would read the same numbers (o_t = t*d mod P = 0). Choose a pool "
-                f"size that does not divide {self.dim}, e.g. size={suggestion}."
+                f"size that does not divide {dim}, e.g. size={coprime_size(self.size, dim)}."
+            )
+        if windows < min(dim, MIN_WINDOWS):
+            raise ValueError(
+                f"Pool size {self.size} gives only {windows} distinct perturbations for "
+                f"{dim} trainable values (the offsets t*d mod P cycle through P / gcd(d, P) = "
+                f"{self.size} / {common} windows), so every update would lie in the span of "
+                f"{windows} vectors; at least {min(dim, MIN_WINDOWS)} are needed. Use a pool "
+                f"size coprime with {dim}, e.g. size={coprime_size(self.size, dim)} (a prime)."
+            )
+        if common > 1 and windows < min(dim, WARN_WINDOWS):
+            warnings.warn(
+                f"Pool size {self.size} shares the factor {common} with the parameter count "
+                f"{dim}: the offsets visit only {windows} of its {self.size} windows. A size "
+                f"coprime with {dim}, e.g. size={coprime_size(self.size, dim)}, uses them all.",
+                stacklevel=3,
             )
 
     @property
@@ -138,8 +180,8 @@ class Pool(StreamDirections):
             self._copies[key] = self.pool.to(device=device, dtype=dtype)
         return self._copies[key]
 
-    def _window_scale(self, start: int) -> float:
-        """The ``"perturbation"`` rule's factor for the window starting at stream ``start``."""
+    def window_factor(self, step: int, query: int) -> float:
+        """The ``"perturbation"`` rule's factor of window ``(step, query)`` (1 for other rules)."""
         if self.scale != "perturbation":
             return 1.0
         if self._cumsq is None:
@@ -147,7 +189,7 @@ class Pool(StreamDirections):
                 [torch.zeros(1, dtype=torch.float64), self.pool.double().square().cumsum(0)]
             )
         whole, rest = divmod(self.dim, self.size)
-        k = start % self.size
+        k = self.offset(step, query)
         total = whole * float(self._cumsq[-1]) + self._cyclic_sum(k, rest)
         return math.sqrt(self.dim / total)
 
@@ -178,111 +220,43 @@ class Pool(StreamDirections):
 
     def sample(self, step, query, offset, n, *, dtype=torch.float32, device=None) -> Tensor:
         out = super().sample(step, query, offset, n, dtype=dtype, device=device)
-        scale = self._window_scale(self.position(step, query, 0))
+        scale = self.window_factor(step, query)
         return out.mul_(scale) if scale != 1.0 else out
 
-    def add_(self, target, step, query, offset, eps, multiple=1.0, mask=None) -> None:
-        """``target += multiple * round(eps * z)`` from slices of the pre-scaled pool (no allocation)."""
-        eps = eps * self._window_scale(self.position(step, query, 0))
-        scaled = self.scaled(eps, target.dtype, target.device)
-        start = self.position(step, query, offset)
-        for t0, p0, length in self.slices(start, target.numel()):
-            part = slice(t0, t0 + length)
-            _axpy_(
-                target[part],
-                scaled[p0 : p0 + length],
-                multiple,
-                None if mask is None else mask[part],
-            )
+    def kernel_spec(self) -> KernelSpec:
+        """A ``"pool"`` spec: :meth:`scaled` as the table, :meth:`offset` as the start.
 
-    def add_passes_(self, segments, eps, passes) -> None:
-        """Several passes; one fused kernel launch per weight dtype where allowed (CUDA)."""
-        if not kernels.pool_passes_(self, segments, eps, passes):
-            super().add_passes_(segments, eps, passes)
-
-    def add_pass_(self, segments, step, query, eps, multiples) -> None:
-        """One pass over all tensors in a few fused ``torch._foreach_*`` calls (no allocation).
-
-        The tensors are grouped by (dtype, device, multiple, masked); each group is
-        one foreach call over (target slice, pool slice) pairs, so the Python cost
-        per tensor is a few slice computations, not a kernel launch. Where
-        :func:`edgezo.kernels.plan` allows (CUDA), one fused kernel instead.
+        :mod:`edgezo.passes` then adds views of the pre-scaled pool (torch path) or
+        gathers from it in a fused kernel (CUDA): a pass allocates nothing.
         """
-        if kernels.pool_passes_(self, segments, eps, [(step, query, multiples)]):
-            return
-        window = self.position(step, query, 0)
-        eps = eps * self._window_scale(window)
-        if self._add_contiguous_(segments, window, eps, multiples):
-            return
-        batches: dict[tuple, tuple[list, list, list]] = {}
-        for seg, k in zip(segments, multiples, strict=True):
-            if k == 0.0:
-                continue
-            flat, mask = seg.flat(), seg.flat_mask()
-            scaled = self.scaled(eps, flat.dtype, flat.device)
-            targets, sources, masks = batches.setdefault(
-                (flat.dtype, flat.device, k, mask is not None), ([], [], [])
-            )
-            for t0, p0, length in self.slices(window + seg.offset, seg.numel):
-                whole = length == seg.numel
-                targets.append(flat if whole else flat[t0 : t0 + length])
-                sources.append(scaled[p0 : p0 + length])
-                if mask is not None:
-                    masks.append(mask if whole else mask[t0 : t0 + length])
-        done = []
-        try:
-            for (_, _, k, masked), (targets, sources, masks) in batches.items():
-                if masked:
-                    torch._foreach_addcmul_(targets, sources, masks, value=k)
-                else:
-                    torch._foreach_add_(targets, sources, alpha=k)
-                done.append((k, targets, sources, masks))
-        except BaseException:  # take back the groups already done
-            for k, targets, sources, masks in done:
-                if masks:
-                    torch._foreach_addcmul_(targets, sources, masks, value=-k)
-                else:
-                    torch._foreach_add_(targets, sources, alpha=-k)
-            raise
-
-    def _add_contiguous_(self, segments, window: int, eps: float, multiples) -> bool:
-        """The common case in one call: unmasked tensors of one dtype, adjacent in the flat
-        vector, one multiple, a window that does not wrap: the pool slice is split into
-        per-tensor views by ``torch.split`` (one C++ call) and added by one foreach call.
-        Returns False (nothing done) when the case does not apply.
-        """
-        plan = self._plan(segments)
-        if plan is None or len(set(multiples)) != 1 or multiples[0] == 0.0:
-            return False
-        flats, sizes, first = plan
-        start = (window + first) % self.size
-        if start + sum(sizes) > self.size:
-            return False
-        scaled = self.scaled(eps, flats[0].dtype, flats[0].device)
-        sources = scaled[start : start + sum(sizes)].split(sizes)
-        torch._foreach_add_(flats, sources, alpha=multiples[0])
-        return True
-
-    def _plan(self, segments) -> tuple[list, list, int] | None:
-        """Flat views, sizes and first offset of ``segments`` if the fast path applies (cached)."""
-        key = id(segments)
-        cached = self._plans.get(key)
-        if cached is not None and cached[0] is segments:
-            return cached[1]
-        flats = [seg.flat() for seg in segments]
-        adjacent = all(a.end == b.offset for a, b in zip(segments[:-1], segments[1:], strict=True))
-        uniform = len({(f.dtype, f.device) for f in flats}) == 1
-        unmasked = all(seg.mask is None for seg in segments)
-        plan = None
-        if segments and adjacent and uniform and unmasked:
-            plan = (flats, [seg.numel for seg in segments], segments[0].offset)
-        self._plans[key] = (segments, plan)
-        return plan
+        return KernelSpec(
+            "pool", self.window_factor, seed=self.seed, size=self.size,
+            table=self.scaled, start=self.offset,
+        )  # fmt: skip
 
     def scaled(self, eps: float, dtype: torch.dtype, device: torch.device) -> Tensor:
         """``round(eps * pool)`` in ``dtype`` on ``device``: the perturbation steps, computed once."""
         key = (eps, torch.device(device), dtype)
         if self._scaled_key != key:
-            self._scaled = (self.pool.to(_work_dtype(dtype)) * eps).to(device=device, dtype=dtype)
+            self._scaled = (self.pool.to(work_dtype(dtype)) * eps).to(device=device, dtype=dtype)
             self._scaled_key = key
         return self._scaled
+
+
+def _check_size(size: Any) -> int:
+    """``size`` as an int >= 2: a bool or a non-integral number is refused, never truncated."""
+    if isinstance(size, bool) or not isinstance(size, (numbers.Integral, float)):
+        raise TypeError(f"Invalid pool size {size!r}: give an integer (e.g. size=1048573)")
+    if isinstance(size, float) and not size.is_integer():
+        raise ValueError(f"Invalid pool size {size}: a pool has a whole number of entries")
+    if int(size) < 2:
+        raise ValueError(f"Invalid pool size: {size}; a pool needs at least 2 numbers")
+    return int(size)
+
+
+def coprime_size(size: int, dim: int) -> int:
+    """The smallest prime ``>= max(size, MIN_WINDOWS)`` that does not divide ``dim``."""
+    p = max(size, MIN_WINDOWS)
+    while dim % p == 0 or any(p % f == 0 for f in range(2, math.isqrt(p) + 1)):
+        p += 1
+    return p

@@ -22,7 +22,7 @@ which is :class:`~edgezo.directions.hwrng.RNGArray`'s definition
 
 from __future__ import annotations
 
-from edgezo.directions.hwrng import LFSR, RNGArray, Xorshift, _Register
+from edgezo.directions.hwrng import LFSR, Register, RNGArray, Xorshift
 
 from ..extras import require
 from ._rtl import (
@@ -48,7 +48,7 @@ def _check_throughput(gen: Generator, throughput: int) -> int:
     return throughput
 
 
-def _cycles(m: Module, model: _Register, reg: Value, count: int, name: str) -> list[Signal]:
+def _cycles(m: Module, model: Register, reg: Value, count: int, name: str) -> list[Signal]:
     """Wires holding ``reg`` advanced by ``1 .. count`` model clock cycles of ``model``."""
     out, s = [], sym_identity(model.width)
     for k in range(count):
@@ -61,7 +61,7 @@ def _cycles(m: Module, model: _Register, reg: Value, count: int, name: str) -> l
     return out
 
 
-def _extract(model: _Register, state: Value) -> Value:
+def _extract(model: Register, state: Value) -> Value:
     """The model's ``bits``-bit output ``u`` of a register state (LFSR: low bits; xorshift: high bits)."""
     if isinstance(model, LFSR):
         return state[: model.bits]
@@ -71,7 +71,7 @@ def _extract(model: _Register, state: Value) -> Value:
 class _SingleRegisterGen(Generator):
     """One register of ``model``, advanced ``throughput`` model cycles per clock."""
 
-    def __init__(self, model: _Register, throughput: int = 1) -> None:
+    def __init__(self, model: Register, throughput: int = 1) -> None:
         self.model = model
         self.throughput = _check_throughput(self, throughput)
         super().__init__(self.throughput, model.bits + 1)

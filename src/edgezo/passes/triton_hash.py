@@ -1,10 +1,10 @@
 """The counter sources' numbers in Triton: the same bits as :mod:`edgezo.directions.counter`.
 
 Device functions (``@triton.jit``, inlined into the pass kernels of
-:mod:`edgezo.kernels.perturb`) and one sampling kernel used by tests and by
+:mod:`edgezo.passes.triton_perturb`) and one sampling kernel used by tests and by
 :func:`sample`. Per element, for global index ``g`` and the keys ``(k1, k2)`` of
 perturbation ``(step, query)`` and block ``g >> 32`` (computed on the host by
-:func:`edgezo.directions.counter.keys`):
+:func:`edgezo.directions.hashing.keys`):
 
 * ``x = lowbias32(lowbias32((g mod 2**32) ^ k1) ^ k2)`` in uint32 — bit-exact;
 * Rademacher ``1 - 2 (x >> 31)`` and Uniform ``sqrt(3) * u`` with
@@ -25,6 +25,7 @@ perturbation ``(step, query)`` and block ``g >> 32`` (computed on the host by
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 import torch
 import triton
@@ -32,14 +33,17 @@ import triton.language as tl
 from torch import Tensor
 from triton.language.extra import libdevice
 
-from ..directions.counter import Gaussian, Rademacher, Uniform, keys
+from ..directions.hashing import keys
 
-#: ``KIND`` codes of the kernels: the raw hash word, then one per counter source.
+if TYPE_CHECKING:
+    from ..directions.base import KernelSpec
+
+#: ``KIND`` codes of the kernels: the raw hash word, then one per hashed kernel-spec kind.
 WORDS, GAUSSIAN, RADEMACHER, UNIFORM = 0, 1, 2, 3
-KINDS = {Gaussian: GAUSSIAN, Rademacher: RADEMACHER, Uniform: UNIFORM}
+KINDS = {"gaussian": GAUSSIAN, "rademacher": RADEMACHER, "uniform": UNIFORM}
 
 #: Largest difference, in float32 ulps, between the kernel's and torch's ``erfinv(u)``
-#: over every ``u`` the hash can produce (tests/test_kernels.py checks it).
+#: over every ``u`` the hash can produce (tests/test_passes_triton.py checks it).
 ERFINV_ULPS = 3
 
 #: Elements per program of the sampling kernel.
@@ -52,9 +56,11 @@ def interpreted() -> bool:
     return type(_sample_kernel).__name__ == "InterpretedFunction"
 
 
-def kind_of(source: object) -> int | None:
-    """The ``KIND`` code of a counter source, ``None`` for any other source (torch path)."""
-    return KINDS.get(type(source))
+def kind_code(spec: KernelSpec) -> int:
+    """The ``KIND`` code of a hashed kernel spec."""
+    if spec.kind not in KINDS:
+        raise TypeError(f"No hash kernel for kind {spec.kind!r}; kernels exist for {list(KINDS)}")
+    return KINDS[spec.kind]
 
 
 def key_table(seed: int, step: int, query: int, end: int) -> list[int]:
@@ -189,15 +195,13 @@ def hash_words(
 
 
 def sample(
-    source, step: int, query: int, offset: int, n: int, device: torch.device | str
+    spec: KernelSpec, step: int, query: int, offset: int, n: int, device: torch.device | str
 ) -> Tensor:
-    """The kernel's ``z(step, query)[offset : offset + n]`` (float32) of a counter source."""
-    kind = kind_of(source)
-    if kind is None:
-        raise TypeError(f"No kernel for {type(source).__name__}; kernels exist for {list(KINDS)}")
+    """The kernel's ``z(step, query)[offset : offset + n]`` (float32) of a hashed kernel spec."""
+    kind = kind_code(spec)
     out = torch.empty(n, dtype=torch.float32, device=device)
-    table = key_table(source.seed, step, query, offset + n)
-    return _launch_sample(kind, out, None, table, offset, source._scale(step, query))
+    table = key_table(spec.seed, step, query, offset + n)
+    return _launch_sample(kind, out, None, table, offset, spec.factor(step, query))
 
 
 def values_of_words(kind: int, words: Tensor) -> Tensor:

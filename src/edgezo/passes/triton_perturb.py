@@ -1,6 +1,6 @@
 """Fused perturbation passes: ``w += sum_p k_p round(eps z_p)`` over many tensors in one launch.
 
-A pass of the torch path (:meth:`edgezo.directions.Directions.add_pass_`) makes
+A pass of the torch path (:mod:`edgezo.passes.reference`) makes
 ``z`` piece by piece and adds it tensor by tensor. Here one launch per weight
 dtype covers every tensor of the pass and several passes at once (the restore
 fused with the update, momentum replay's history), reading and writing each
@@ -29,13 +29,17 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-from .hash import counter_value, hash_word, interpreted, key_table, kind_of, on_device
+if TYPE_CHECKING:
+    from ..directions.base import KernelSpec
+
+from .triton_hash import counter_value, hash_word, interpreted, key_table, kind_code, on_device
 
 #: Elements per program: a multiple of 16 (aligned vector loads), large enough that
 #: the per-program table look-ups are amortised.
@@ -289,11 +293,11 @@ def _multiples(passes: Sequence[Pass], group: Group, device: torch.device) -> Te
 
 
 def counter_passes_(
-    source, groups: list[Group], dim: int, eps: float, passes: Sequence[Pass]
+    spec: KernelSpec, groups: list[Group], dim: int, eps: float, passes: Sequence[Pass]
 ) -> None:
-    """Apply ``passes`` of a counter source to every group (one launch per group)."""
-    tables = [key_table(source.seed, step, query, dim) for step, query, _ in passes]
-    scales = [source._scale(step, query) for step, query, _ in passes]
+    """Apply ``passes`` of a hashed source (``spec``) to every group (one launch per group)."""
+    tables = [key_table(spec.seed, step, query, dim) for step, query, _ in passes]
+    scales = [spec.factor(step, query) for step, query, _ in passes]
     for group in groups:
         device = group.ptrs.device
         with on_device(device):
@@ -310,7 +314,7 @@ def counter_passes_(
                 len(passes),
                 len(group.indices),
                 eps,
-                KIND=kind_of(source),
+                KIND=kind_code(spec),
                 W_DTYPE=DTYPES[group.dtype],
                 ALIGNED=group.aligned,
                 PRECISE_LOG=not interpreted(),
@@ -319,9 +323,9 @@ def counter_passes_(
             )
 
 
-def pool_passes_(pool, groups: list[Group], eps: float, passes: Sequence[Pass]) -> None:
-    """Apply ``passes`` of a :class:`~edgezo.directions.Pool` with one step size ``eps``."""
-    bases = [pool.position(step, query, 0) % pool.size for step, query, _ in passes]
+def pool_passes_(spec: KernelSpec, groups: list[Group], eps: float, passes: Sequence[Pass]) -> None:
+    """Apply ``passes`` of a ``"pool"`` spec with one step size ``eps`` (factor included)."""
+    bases = [spec.start(step, query) % spec.size for step, query, _ in passes]
     for group in groups:
         device = group.ptrs.device
         with on_device(device):
@@ -331,15 +335,15 @@ def pool_passes_(pool, groups: list[Group], eps: float, passes: Sequence[Pass]) 
                 group.offsets,
                 group.first_block,
                 group.block_tensor,
-                pool.scaled(eps, group.dtype, device),
-                pool.size,
+                spec.table(eps, group.dtype, device),
+                spec.size,
                 torch.tensor(bases, dtype=torch.int64, device=device),
                 _multiples(passes, group, device),
                 len(passes),
                 len(group.indices),
                 W_DTYPE=DTYPES[group.dtype],
                 ALIGNED=group.aligned,
-                WRAP_ONCE=group.block <= pool.size,
+                WRAP_ONCE=group.block <= spec.size,
                 BLOCK=group.block,
                 num_warps=NUM_WARPS,
             )

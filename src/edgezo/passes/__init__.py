@@ -1,0 +1,102 @@
+"""How ``w += sum_p k_p round(eps z_p)`` is executed: one entry point, one rollback.
+
+A direction source (:mod:`edgezo.directions`) only says what ``z`` is: its
+``sample`` and, optionally, a :class:`~edgezo.directions.base.KernelSpec`.
+This package applies *passes* to the weights: a pass ``(step, query, multiples)``
+adds ``multiples[i] * round(eps * z(step, query))`` to tensor ``i``, the step
+``a = round(eps z)`` rounded to the tensor's dtype *before* it is added, so the
+optimizer's ``+a, -2a, +a`` round trip brings a zero back to exactly zero.
+:func:`apply_` is the only entry point; it picks the executor in one place:
+
+* the fused Triton kernels (:mod:`.fused`, :mod:`.triton_hash`, :mod:`.triton_perturb`)
+  when the source has a kernel spec and :func:`edgezo.passes.fused.plan` accepts the
+  tensors: every weight read and written once for several passes, ``z`` computed in
+  registers or gathered from the pool;
+* otherwise the torch reference (:mod:`.reference`): ``z`` made piece by piece with
+  ``sample`` (at most :data:`~edgezo.directions.base.CHUNK` values alive), or, for a
+  ``"pool"`` spec, views of the pre-scaled pool added by a few ``foreach`` calls.
+
+Both executors cut the work into operations that can be taken back; :func:`apply_`
+runs them in order and, if one fails (an exception, Ctrl-C), takes back the ones
+done, in reverse order, before the exception propagates: the passes are all or nothing.
+
+The kernel path is taken when all of these hold, else the torch path:
+
+* the source returns a kernel spec (:class:`~edgezo.directions.Gaussian`,
+  :class:`~edgezo.directions.Rademacher`, :class:`~edgezo.directions.Uniform` and
+  :class:`~edgezo.directions.Pool` do; the hardware-RNG models and momentum-guided
+  sampling stay on the torch path);
+* every tensor of the pass is float32, float16 or bfloat16 and has no mask;
+* every tensor is on a CUDA device (or :data:`mode` is ``"on"``);
+* ``triton`` can be imported (``pip install triton``, or ``pip install edgezo[gpu]``).
+
+:data:`mode` (initially from the environment variable ``EDGEZO_KERNELS``):
+``"auto"`` (the rules above), ``"off"`` (always torch) or ``"on"`` (kernels also
+for CPU tensors, through Triton's interpreter: set ``TRITON_INTERPRET=1`` before
+triton is imported; slow, for tests).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from . import fused, reference
+
+if TYPE_CHECKING:
+    from ..directions import Directions
+    from ..params import Segment
+
+MODES = fused.MODES
+
+#: ``"auto"``, ``"on"`` or ``"off"`` (see the module docstring).
+mode: str = os.environ.get("EDGEZO_KERNELS", "auto")
+
+#: ``(step, query, multiples)``: one multiple per segment.
+Pass = tuple[int, int, Sequence[float]]
+#: One piece of work: ``op(False)`` applies it, ``op(True)`` takes it back.
+Operation = Callable[[bool], None]
+
+
+def apply_(
+    source: Directions, segments: Sequence[Segment], eps: float, passes: Sequence[Pass]
+) -> None:
+    """``w_i += k_i round(eps z(step, query))`` for every pass, in order, all or nothing.
+
+    Args:
+        source: the direction source (what ``z`` is).
+        segments: the tensors, as :class:`~edgezo.params.Segment` (contiguous, with
+            their global offsets and masks: where a mask is 0 nothing changes).
+        eps: the perturbation scale.
+        passes: ``(step, query, multiples)`` with one multiple per segment; the
+            optimizer issues a step's restores and update as one call, so a fused
+            kernel reads and writes the weights once for all of them.
+    """
+    live = [p for p in passes if any(k != 0.0 for k in p[2])]  # all-zero passes are no-ops
+    if live:
+        run_all_or_nothing(operations(source, segments, eps, live))
+
+
+def operations(
+    source: Directions, segments: Sequence[Segment], eps: float, passes: Sequence[Pass]
+) -> Iterable[Operation]:
+    """The executor's operations for ``passes``: the one place where the path is chosen."""
+    spec = source.kernel_spec()
+    groups = None if spec is None else fused.plan(segments, mode)
+    if groups is not None:
+        return fused.operations(spec, groups, segments, eps, passes)
+    return reference.operations(source, spec, segments, eps, passes)
+
+
+def run_all_or_nothing(ops: Iterable[Operation]) -> None:
+    """Apply every operation in order; if one fails, take back those done (newest first)."""
+    done: list[Operation] = []
+    try:
+        for op in ops:
+            op(False)
+            done.append(op)
+    except BaseException:
+        for op in reversed(done):
+            op(True)
+        raise
