@@ -44,8 +44,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..figures import save_png
-from ..fixedpoint import FixedPointParameter
-from ..fixedpoint.quant import quantize
+from ..fixedpoint import FixedPointParameter, quantize
 from ..train import flat_weights
 
 if TYPE_CHECKING:

@@ -71,6 +71,13 @@ class Estimator(ABC):
     name: str = ""
     #: query slots used beyond ``queries`` (the optimizer binds the source with them)
     extra_queries: int = 0
+    #: capabilities the number formats check (instead of matching names):
+    #: the estimator needs float weights (forward-mode AD cannot run on integers)
+    needs_float_weights: bool = False
+    #: every coefficient is +/-1 (or 0): the fixed-point format checks a one-sigma update
+    sign_updates: bool = False
+    #: the estimator moves the weights by ``probe.perturb`` (finite differences)
+    perturbs_weights: bool = True
 
     @abstractmethod
     def forwards(self, queries: int) -> int:
@@ -79,103 +86,3 @@ class Estimator(ABC):
     @abstractmethod
     def estimate(self, probe: Probe, closure: Closure, queries: int) -> Estimate:
         """Run the probes for ``queries`` directions and return the coefficients."""
-
-
-class Central(Estimator):
-    """Two-sided SPSA (MeZO): ``c = (L+ - L-) / (2 eps)``."""
-
-    name = "central"
-
-    def forwards(self, queries: int) -> int:
-        return 2 * queries
-
-    def differences(self, probe: Probe, closure: Closure, queries: int) -> tuple[list, list]:
-        """``L(w + eps z_i) - L(w - eps z_i)`` for every query, and all losses seen."""
-        diffs, losses = [], []
-        for i in range(queries):
-            probe.perturb(i, +1.0)
-            plus = probe.evaluate(closure)
-            probe.perturb(i, -2.0)
-            minus = probe.evaluate(closure)
-            probe.release(i)
-            diffs.append(plus - minus)
-            losses += [plus, minus]
-            if not math.isfinite(plus - minus):
-                break  # the step will be skipped; do not spend more forwards
-        return diffs, losses
-
-    def coefficient(self, difference: float, eps: float) -> float:
-        return difference / (2.0 * eps)
-
-    def estimate(self, probe: Probe, closure: Closure, queries: int) -> Estimate:
-        diffs, losses = self.differences(probe, closure, queries)
-        coefficients = [self.coefficient(d, probe.eps) for d in diffs]
-        return Estimate(sum(losses) / len(losses), coefficients, losses)
-
-
-class Sign(Central):
-    """sign-m-SPSA (QZO-FF, PAPERS.md B): ``c = sign(L+ - L-)``; use ``queries = m`` (3)."""
-
-    name = "sign"
-
-    def coefficient(self, difference: float, eps: float) -> float:
-        if not math.isfinite(difference):
-            return difference
-        return float((difference > 0) - (difference < 0))
-
-
-class Forward(Estimator):
-    """One-sided differences: ``c = (L(w + eps z) - L(w)) / eps``; ``q`` queries cost ``q + 1``."""
-
-    name = "forward"
-
-    def forwards(self, queries: int) -> int:
-        return queries + 1
-
-    def estimate(self, probe: Probe, closure: Closure, queries: int) -> Estimate:
-        base = probe.evaluate(closure)
-        losses, coefficients = [base], []
-        for i in range(queries):
-            if not math.isfinite(base):
-                break
-            probe.perturb(i, +1.0)
-            loss = probe.evaluate(closure)
-            probe.release(i)
-            losses.append(loss)
-            coefficients.append((loss - base) / probe.eps)
-        return Estimate(base, coefficients, losses)
-
-
-class JVP(Estimator):
-    """Forward gradient (Baydin et al. 2022): the exact directional derivative ``grad . z``.
-
-    Uses forward-mode AD on the same ``z`` as the other estimators, so it is the
-    ``eps -> 0`` limit of :class:`Central` and a noise-free reference for it.
-    Memory: the tangent ``z`` of every trainable tensor is alive during the
-    forward (``d`` values), plus one tangent per activation.
-    """
-
-    name = "jvp"
-
-    def forwards(self, queries: int) -> int:
-        return queries
-
-    def estimate(self, probe: Probe, closure: Closure, queries: int) -> Estimate:
-        losses, coefficients = [], []
-        for i in range(queries):
-            loss, derivative = probe.directional(closure, i)
-            losses.append(loss)
-            coefficients.append(derivative)
-        return Estimate(sum(losses) / len(losses), coefficients, losses)
-
-
-ESTIMATORS: dict[str, type[Estimator]] = {cls.name: cls for cls in (Central, Forward, Sign, JVP)}
-
-
-def get_estimator(spec: str | Estimator) -> Estimator:
-    """An estimator from its name (``"central"``, ``"forward"``, ``"sign"``, ``"jvp"``) or itself."""
-    if isinstance(spec, Estimator):
-        return spec
-    if spec not in ESTIMATORS:
-        raise ValueError(f"Unknown estimator {spec!r}; choose one of {sorted(ESTIMATORS)}")
-    return ESTIMATORS[spec]()

@@ -9,13 +9,12 @@ few numbers per past direction.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .directions import Directions
-    from .params import ParamSpace
+    from ..directions import Directions
+    from ..params import ParamSpace
 
 Term = tuple[int, int, float]
 
@@ -36,6 +35,18 @@ class UpdateRule(ABC):
         """
         return None
 
+    def segment_weights(
+        self, terms: Sequence[Term], space: ParamSpace, directions: Directions
+    ) -> list[list[float]]:
+        """Each term's weight on each tensor: ``out[t][i]`` = term ``t``'s weight times its
+        :meth:`factors` on tensor ``i`` (the optimizer moves tensor ``i`` by
+        ``-lr * out[t][i] * z_i``)."""
+        out = []
+        for step, query, weight in terms:
+            factors = self.factors(step, query, space, directions)
+            out.append([weight] * len(space) if factors is None else [weight * f for f in factors])
+        return out
+
     def begin(self, step: int, space: ParamSpace) -> None:
         """Called at the start of step ``step``, before any perturbation (e.g. to read norms)."""
 
@@ -51,189 +62,3 @@ class UpdateRule(ABC):
     def bytes_per_weight(self) -> float:
         """Extra memory per trainable weight this rule keeps (0 for seed replay)."""
         return 0.0
-
-
-class SGD(UpdateRule):
-    """``g = (1/q) sum_i c_i z_i``: one term per query of this step."""
-
-    def terms(self, step: int, coefficients: list[float]) -> list[Term]:
-        q = len(coefficients)
-        return [(step, i, c / q) for i, c in enumerate(coefficients)]
-
-
-class Momentum(UpdateRule):
-    """Heavy-ball momentum by seed replay, truncated to the last ``history`` steps.
-
-    Full momentum ``m_t = beta m_{t-1} + g_t`` would need a buffer the size of the
-    model. Since ``g_k = (1/q) sum_i c_{k,i} z_{k,i}`` and every ``z`` can be
-    regenerated, ``m_t = sum_k beta^(t-k) g_k`` is replayed from the stored
-    ``(step, query, coefficient)`` triples instead: memory ``O(history * q)``
-    numbers in all (none per weight), time ``history * q`` extra perturbation
-    passes per step. Terms older than ``history`` steps are dropped (their weight
-    is at most ``beta ** history``).
-    """
-
-    def __init__(self, beta: float, history: int) -> None:
-        if not 0.0 <= beta < 1.0:
-            raise ValueError(f"Invalid momentum: {beta}; use 0 <= momentum < 1")
-        if history < 1:
-            raise ValueError(f"Invalid momentum history: {history}; keep at least 1 step")
-        self.beta, self.history = float(beta), int(history)
-        self._past: deque[tuple[int, list[float]]] = deque(maxlen=self.history - 1)
-
-    def terms(self, step: int, coefficients: list[float]) -> list[Term]:
-        out = SGD().terms(step, coefficients)
-        for past_step, coefs in self._past:
-            decay = self.beta ** (step - past_step)
-            out += [(s, i, decay * w) for s, i, w in SGD().terms(past_step, coefs)]
-        return out
-
-    def factors(
-        self, step: int, query: int, space: ParamSpace, directions: Directions
-    ) -> Sequence[float] | None:
-        """Per-tensor factors of term ``(step, query)`` (``None``: 1 for every tensor).
-
-        Lets a rule scale layers differently (QZO-FF's kernel-wise normalization).
-        """
-        return None
-
-    def commit(self, step: int, coefficients: list[float]) -> None:
-        self._past.appendleft((step, list(coefficients)))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"past": [(s, list(c)) for s, c in self._past]}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._past.clear()
-        self._past.extend((int(s), [float(x) for x in c]) for s, c in state["past"])
-
-
-class KernelNormalized(UpdateRule):
-    """QZO-FF's kernel-wise normalization (PAPERS.md B, Eq. 9): every tensor moves by ``lr * ||w_i||``.
-
-    For each trainable tensor ("kernel", "layer") ``i`` and each term
-    ``(step, query, c)`` of the base rule, the update along ``z`` is rescaled so
-    that its part on tensor ``i`` has the length of the tensor itself::
-
-        g_i = c * z_i / ||z_i|| * ||w_i||      (sign-m-SPSA: c = sign(dL) / m)
-
-    i.e. the per-tensor factor is ``||w_i|| / ||z_i(step, query)||``. One query
-    with coefficient ``c`` therefore changes tensor ``i`` by exactly
-    ``lr * |c| * ||w_i||`` (a relative step of ``lr * |c|``, the same for every
-    layer, whatever its size or scale); with ``m`` queries the terms add up.
-
-    * ``||z_i||`` is regenerated from the direction source over the tensor (in
-      chunks, float64 sums) and ``||w_i||`` read from the weights; fixed-point
-      weights count with their dequantized values ``dw * w_q`` (stored
-      integers). With a mask only the trained elements count in both norms
-      (the masked tensor is the kernel being trained), so the applied update
-      still has length ``lr * |c| * ||w_i * mask||``.
-    * ``||w_i||`` is the unperturbed weights' norm when the optimizer calls
-      :meth:`begin` before the step's first perturbation; otherwise it is read
-      when the update is computed: exact for fixed-point weights (perturbations
-      are never stored), ``O(eps)`` off for float weights (still perturbed then).
-    * A tensor with ``||w_i|| = 0`` (a zero-initialized bias) gets factor 0 and
-      never moves under Eq. 9; so does one whose ``z_i`` is all zero.
-    * Fixed point: per-tensor factors make the ``m`` coefficients of a tensor
-      unequal, so ZO writes them as 8-bit integers times one step instead of
-      the exact ``+/-1/m``; the applied ``z`` is the 8-bit ``z_q``, whose norm
-      differs from ``||z_i||`` by the quantization of ``z``.
-
-    Cost: no memory per weight; per step one read pass over the weights and,
-    per update term, one generation pass of ``z`` (for ``||z_i||``).
-
-    Args:
-        base: the rule whose terms are normalized (default :class:`SGD`).
-
-    Example:
-        >>> import torch
-        >>> from edgezo.directions import Gaussian
-        >>> from edgezo.params import ParamSpace
-        >>> w = torch.full((4,), 3.0)  # ||w|| = 6
-        >>> space, z = ParamSpace([[w]]), Gaussian(seed=0).bind(4)
-        >>> f = KernelNormalized().factors(0, 0, space, z)[0]
-        >>> round(f * float(z.sample(0, 0, 0, 4).double().norm()), 6)
-        6.0
-    """
-
-    def __init__(self, base: UpdateRule | None = None) -> None:
-        self.base = SGD() if base is None else base
-        if isinstance(self.base, KernelNormalized):
-            raise TypeError("KernelNormalized cannot wrap another KernelNormalized")
-        self._weight_norms: tuple[int, list[float]] | None = None
-
-    def terms(self, step: int, coefficients: list[float]) -> list[Term]:
-        return self.base.terms(step, coefficients)
-
-    def begin(self, step: int, space: ParamSpace) -> None:
-        """Record ``||w_i||`` at the unperturbed weights (call before the step perturbs them)."""
-        self._weight_norms = (step, weight_norms(space))
-
-    def factors(
-        self, step: int, query: int, space: ParamSpace, directions: Directions
-    ) -> Sequence[float] | None:
-        if self._weight_norms is not None and self._weight_norms[0] == step:
-            w_norms = self._weight_norms[1]
-        else:
-            w_norms = weight_norms(space)
-        base = self.base.factors(step, query, space, directions)
-        out = []
-        for i, (seg, w_norm) in enumerate(zip(space, w_norms, strict=True)):
-            z_norm = direction_norm(directions, step, query, seg)
-            f = w_norm / z_norm if z_norm > 0.0 else 0.0
-            out.append(f if base is None else f * base[i])
-        return out
-
-    def commit(self, step: int, coefficients: list[float]) -> None:
-        self.base.commit(step, coefficients)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"base": self.base.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.base.load_state_dict(state["base"])
-
-    def bytes_per_weight(self) -> float:
-        return self.base.bytes_per_weight()
-
-
-def weight_norms(space: ParamSpace) -> list[float]:
-    """``||w_i||`` per tensor (trained elements only; fixed point dequantized), float64 sums."""
-    import torch
-
-    from .directions.base import CHUNK
-
-    out = []
-    for seg in space:
-        flat, mask = seg.flat(), seg.flat_mask()
-        scale = None
-        if seg.fixed:
-            scale = seg.param.fixed.scale.reshape(-1).double().to(flat.device)
-        per_row = seg.numel // scale.numel() if scale is not None else 0
-        total = 0.0
-        for start in range(0, seg.numel, CHUNK):
-            stop = min(start + CHUNK, seg.numel)
-            w = flat[start:stop].double()  # (a view, for float64 weights: never in place)
-            if scale is not None:  # one scale per tensor, or per output channel (rows of dim 0)
-                rows = torch.arange(start, stop, device=w.device) // per_row
-                w = w * (scale if scale.numel() == 1 else scale[rows])
-            if mask is not None:
-                w = w * mask[start:stop].double()
-            total += float(w.square().sum())
-        out.append(total**0.5)
-    return out
-
-
-def direction_norm(directions: Directions, step: int, query: int, seg: Any) -> float:
-    """``||z(step, query)||`` over one segment (trained elements only), float64 sums."""
-    from .directions.base import CHUNK
-
-    mask = seg.flat_mask()
-    total = 0.0
-    for start in range(0, seg.numel, CHUNK):
-        stop = min(start + CHUNK, seg.numel)
-        z = directions.sample(step, query, seg.offset + start, stop - start).double()
-        if mask is not None:
-            z = z * mask[start:stop].double().cpu()
-        total += float(z.square().sum())
-    return total**0.5

@@ -1,4 +1,4 @@
-"""Integer perturbation and update of fixed-point weights (QZO-FF, PAPERS.md B).
+"""The integer arithmetic of fixed-point training (QZO-FF, PAPERS.md B): perturbed reads and updates.
 
 Notation (per tensor, or per output channel with per-channel scales): weights
 ``w = dw * w_q`` in ``b`` bits; perturbations ``z = dz * z_q`` with ``z_q`` an
@@ -12,8 +12,10 @@ Notation (per tensor, or per output channel with per-channel scales): weights
 
   a 16x8-bit product in a 32-bit accumulator, brought back to ``b`` bits by a
   multiply and a shift (``m / 2**k ~ dz``). They are computed on the fly when a
-  layer reads its weights (:mod:`edgezo.fixedpoint.model`); the stored ``w_q``
-  is not touched, so perturb + restore is bit-exact by construction. Note the
+  layer reads its weights (:mod:`.model`), from the plain data of a
+  :class:`PerturbedRead` that the fixed-point number format (:mod:`.format`) sets
+  on the parameter; the stored ``w_q`` is not touched, so perturb + restore is
+  bit-exact by construction. Note the
   paper's scheme evaluates at ``(1_q dz) w`` (0.992 w at ``z_max = 3.5``): the
   constant 1.0 is itself quantized.
 * Update, for the terms ``(step, query, weight)`` of the update rule: the weights
@@ -35,8 +37,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..directions import Directions
-from ..params import Segment
+from ...directions import Directions
+from ...params import Segment
 from .model import FixedPointParameter
 from .quant import Requant, channel_view, qmax, saturate
 
@@ -85,85 +87,36 @@ class ZFormat:
         return saturate(torch.round(z / self.dz), self.bits).to(torch.int32)
 
 
-class FixedPointSteps:
-    """The integer side of one ZO optimizer: on-the-fly perturbation and integer updates."""
+@dataclass(frozen=True)
+class PerturbedRead:
+    """What a fixed-point layer reads during a step: plain data, set by the number format.
 
-    def __init__(
-        self, segments: Sequence[Segment], directions: Directions, eps: float, zf: ZFormat
-    ):
-        self.segments, self.directions, self.zf = list(segments), directions, zf
-        self.requant_dz = Requant.of(zf.dz)
-        self.eps_q = [self._eps_q(seg, eps) for seg in self.segments]
-        self.active: dict[tuple[int, int], int] = {}
+    ``read(p)`` gives ``sat(requant_dz(w_q * 1_q + sum_k net_k * eps_q * z_q,k))``
+    (masked elements: ``w_q``), regenerating each ``z_q,k`` from the direction
+    source, a pure function of ``(step, query, index)``: nothing of the
+    optimizer is reached, and nothing is stored. With no ``nets`` it is the
+    unperturbed point on the same integer path (``1_q * dz`` included), so every
+    evaluation of a step reads through it.
+    """
 
-    @staticmethod
-    def _eps_q(seg: Segment, eps: float) -> Tensor:
-        return torch.round(eps / seg.param.fixed.scale).to(torch.int64)
+    directions: Directions
+    zf: ZFormat
+    requant_dz: Requant
+    eps_q: Tensor  #: ``round(eps / dw)``, per tensor or per output channel
+    offset: int  #: the tensor's global index in the flat vector
+    mask: Tensor | None
+    nets: tuple[tuple[tuple[int, int], int], ...] = ()  #: ``((step, query), net)``
 
-    # -- checks before training ----------------------------------------------------------
-    def problems(self, lrs: Sequence[float], eps: float, sign_updates: bool) -> list[str]:
-        """Why this configuration cannot train, with the numbers (empty if it can)."""
-        out = []
-        for seg, eps_q in zip(self.segments, self.eps_q, strict=True):
-            dw = seg.param.fixed.scale
-            name = f"a {seg.param.fixed.bits}-bit tensor of shape {tuple(seg.param.shape)}"
-            if bool((eps_q == 0).any()):
-                out.append(
-                    f"eps = {eps:g} rounds to eps_q = 0 for {name} (weight step dw up to "
-                    f"{float(dw.max()):.3g}): its perturbation vanishes; use eps >= "
-                    f"{_ceil3(0.501 * float(dw.max()))} or more weight bits"
-                )
-            lr = lrs[seg.group]
-            step = lr * self.zf.one * self.zf.dz / dw  # a one-sigma sign update, in units of dw
-            if sign_updates and lr > 0 and bool((step < 0.5).any()):
-                out.append(
-                    f"lr = {lr:g} gives a one-sigma update of {float(step.min()):.3g} weight "
-                    f"steps for {name}: it rounds to zero; use lr >= "
-                    f"{_ceil3(0.5 * float(dw.max()) / (self.zf.one * self.zf.dz))} "
-                    "or more weight bits"
-                )
-        return out
-
-    # -- perturbation (on the fly) -------------------------------------------------------
-    def start(self) -> None:
-        """From now until :meth:`clear`, layers read ``sat(requant_dz(w_q * 1_q + ...))``.
-
-        Every evaluation of a step, perturbed or not, then goes through the same
-        integer path, so the unperturbed point of the one-sided estimator carries
-        the same ``1_q * dz`` factor as the perturbed ones.
-        """
-        for j, seg in enumerate(self.segments):
-            seg.param.fixed.perturbation = _Perturbed(self, j)
-
-    def perturb(self, key: tuple[int, int], net: int) -> None:
-        """Layers read ``w_q`` perturbed by ``net * eps_q`` along ``z(key)`` (0 removes it).
-
-        Several directions may be active at once (a sharpness-aware ascent plus
-        the estimate); their ``net * eps_q * z_q`` terms share one accumulator.
-        """
-        if net:
-            self.active[key] = net
-        else:
-            self.active.pop(key, None)
-        self.start()
-
-    def clear(self) -> None:
-        self.active.clear()
-        for seg in self.segments:
-            seg.param.fixed.perturbation = None
-
-    def perturbed(self, j: int) -> Tensor:
-        """Tensor ``j``: ``sat(requant_dz(w_q * 1_q + sum_k net_k * eps_q * z_q,k))`` (masked: ``w_q``)."""
-        seg = self.segments[j]
-        p = seg.param
-        eps_q = self.eps_q[j].reshape(-1, 1)
+    def read(self, p: FixedPointParameter) -> Tensor:
+        """The perturbed integers of ``p``, in ``CHUNK`` pieces (whole channels)."""
+        eps_q = self.eps_q.reshape(-1, 1)
         flat, out = p.data.view(-1), torch.empty_like(p.data)
-        mask = None if seg.mask is None else seg.mask.view(-1)
+        mask = None if self.mask is None else self.mask.view(-1)
         for start, stop, rows in _chunks(p):
             w, eps_rows = flat[start:stop], _rows_of(eps_q, rows)
             acc = w.to(torch.int64).view(eps_rows.shape[0], -1) * self.zf.one
-            for key, net in self.active.items():
-                z = self.zf.integers(self.directions, *key, seg.offset + start, stop - start)
+            for key, net in self.nets:
+                z = self.zf.integers(self.directions, *key, self.offset + start, stop - start)
                 acc += (net * eps_rows) * z.view(acc.shape)
             q = saturate(self.requant_dz.apply(acc), p.fixed.bits).view(-1).to(p.dtype)
             out.view(-1)[start:stop] = (
@@ -171,68 +124,26 @@ class FixedPointSteps:
             )
         return out
 
-    # -- the update ------------------------------------------------------------------------
-    @torch.no_grad()
-    def update(
-        self,
-        terms: Sequence[tuple[int, int, float]],
-        weights: Sequence[Sequence[float]],
-        lrs: Sequence[float],
-    ) -> None:
-        """``w_q <- sat(w_q - requant(sum_i n_i z_q,i))`` per tensor (see the module doc).
 
-        ``weights[j][t]`` is term ``t``'s weight on fixed-point tensor ``j``.
-        """
-        for seg, per_term in zip(self.segments, weights, strict=True):
-            lr = lrs[seg.group]
-            numerators, delta = integer_coefficients(per_term)
-            if lr == 0.0 or delta == 0.0:
-                continue
-            live = [
-                (step, query, n) for (step, query, _), n in zip(terms, numerators, strict=True) if n
-            ]
+@torch.no_grad()
+def subtract(seg: Segment, amount: Callable[[int, int], Tensor], factor: Tensor | float) -> None:
+    """``w_q <- sat(w_q - requant(amount))``, ``CHUNK`` elements (whole channels) at a time.
 
-            def gradient(start: int, stop: int, seg: Segment = seg, live: list = live) -> Tensor:
-                g = torch.zeros(stop - start, dtype=torch.int64)
-                for step, query, n in live:
-                    g += n * self.zf.integers(
-                        self.directions, step, query, seg.offset + start, stop - start
-                    )
-                return g
-
-            self._subtract(seg, gradient, lr * delta * self.zf.dz / seg.param.fixed.scale)
-
-    @torch.no_grad()
-    def decay(self, factors: Sequence[float]) -> None:
-        """Weight decay ``w_q <- sat(w_q - requant(w_q))``, requant ~ ``lr * weight_decay``."""
-        for seg in self.segments:
-            if factors[seg.group]:
-                flat = seg.param.data.view(-1)
-                self._subtract(
-                    seg, lambda a, b, flat=flat: flat[a:b].to(torch.int64), factors[seg.group]
-                )
-
-    @staticmethod
-    def _subtract(
-        seg: Segment, amount: Callable[[int, int], Tensor], factor: Tensor | float
-    ) -> None:
-        """``w_q <- sat(w_q - requant(amount))``, ``CHUNK`` elements (whole channels) at a time.
-
-        ``amount(start, stop)`` gives the int64 amount of flat elements
-        ``start:stop``; ``factor`` is per tensor or per output channel. Chunks keep
-        the int64 temporaries small (the step's scratch stays near the forward's).
-        """
-        p = seg.param
-        flat = p.data.view(-1)
-        requant = Requant.of(torch.as_tensor(factor, dtype=torch.float64).reshape(-1, 1))
-        mask = None if seg.mask is None else seg.mask.view(-1)
-        for start, stop, rows in _chunks(p):
-            chunk = Requant(_rows_of(requant.m, rows), _rows_of(requant.k, rows))
-            change = chunk.apply(amount(start, stop).view(chunk.m.shape[0], -1))
-            change = change.view(-1)
-            if mask is not None:
-                change *= mask[start:stop].to(torch.int64)
-            flat[start:stop] = saturate(flat[start:stop].to(torch.int64) - change, p.fixed.bits)
+    ``amount(start, stop)`` gives the int64 amount of flat elements
+    ``start:stop``; ``factor`` is per tensor or per output channel. Chunks keep
+    the int64 temporaries small (the step's scratch stays near the forward's).
+    """
+    p = seg.param
+    flat = p.data.view(-1)
+    requant = Requant.of(torch.as_tensor(factor, dtype=torch.float64).reshape(-1, 1))
+    mask = None if seg.mask is None else seg.mask.view(-1)
+    for start, stop, rows in _chunks(p):
+        chunk = Requant(_rows_of(requant.m, rows), _rows_of(requant.k, rows))
+        change = chunk.apply(amount(start, stop).view(chunk.m.shape[0], -1))
+        change = change.view(-1)
+        if mask is not None:
+            change *= mask[start:stop].to(torch.int64)
+        flat[start:stop] = saturate(flat[start:stop].to(torch.int64) - change, p.fixed.bits)
 
 
 def _chunks(p: FixedPointParameter) -> Iterator[tuple[int, int, slice]]:
@@ -251,24 +162,6 @@ def _chunks(p: FixedPointParameter) -> Iterator[tuple[int, int, slice]]:
 def _rows_of(per_row: Tensor, rows: slice) -> Tensor:
     """The ``(rows, 1)`` factors of a chunk: per-row values, or the one per-tensor value."""
     return per_row[rows] if per_row.shape[0] > 1 else per_row
-
-
-def _ceil3(x: float) -> str:
-    """``x`` rounded up to 3 significant digits (advice that is enough when followed)."""
-    if x <= 0:
-        return "0"
-    e = math.floor(math.log10(x)) - 2
-    return f"{math.ceil(x / 10**e) * 10**e:.3g}"
-
-
-class _Perturbed:
-    """What a layer computes when it reads a weight under perturbation."""
-
-    def __init__(self, steps: FixedPointSteps, index: int):
-        self.steps, self.index = steps, index
-
-    def __call__(self, param: FixedPointParameter) -> Tensor:
-        return self.steps.perturbed(self.index)
 
 
 def integer_coefficients(weights: Sequence[float]) -> tuple[list[int], float]:
