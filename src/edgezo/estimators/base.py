@@ -35,7 +35,7 @@ Closure = Callable[[], Tensor]
 
 
 class Probe(Protocol):
-    """What an estimator may do to the weights (implemented by the optimizer)."""
+    """What an estimator may do to the weights (implemented by :class:`edgezo.probe.StepProbe`)."""
 
     eps: float
 
