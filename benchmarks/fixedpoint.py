@@ -79,10 +79,7 @@ from edgezo.directions import Gaussian  # noqa: E402
 from edgezo.directions.guided import MomentumGuided, Ramp  # noqa: E402
 from edgezo.estimators import SharpnessAware  # noqa: E402
 from edgezo.fixedpoint import trainable_parameters  # noqa: E402
-from edgezo.updates import (
-    KernelNormalized,  # noqa: E402
-    sparse_groups,  # noqa: E402
-)
+from edgezo.updates import KernelNormalized, sparse_groups  # noqa: E402
 
 TARGETS = {"q16_vs_fp32_zo_points": 1.0, "sparse_vs_dense_points": 2.0}
 
