@@ -77,10 +77,9 @@ from torch import Tensor, nn  # noqa: E402
 from edgezo import ZO, demo, presets  # noqa: E402
 from edgezo.directions import Gaussian  # noqa: E402
 from edgezo.directions.guided import MomentumGuided, Ramp  # noqa: E402
+from edgezo.estimators import SharpnessAware  # noqa: E402
 from edgezo.fixedpoint import trainable_parameters  # noqa: E402
-from edgezo.sharpness import SharpnessAware  # noqa: E402
-from edgezo.sparse import sparse_groups  # noqa: E402
-from edgezo.updates import KernelNormalized  # noqa: E402
+from edgezo.updates import KernelNormalized, sparse_groups  # noqa: E402
 
 TARGETS = {"q16_vs_fp32_zo_points": 1.0, "sparse_vs_dense_points": 2.0}
 
@@ -234,7 +233,7 @@ def saturated_fraction(opt: ZO) -> float | None:
     The scale is fixed before training at ``w_max / qmax``, so the largest
     pretrained weight starts there. ``None`` for float weights.
     """
-    if opt.fixed is None:
+    if not opt.space.fixed_segments:
         return None
     at_limit = total = 0
     for seg in opt.space:

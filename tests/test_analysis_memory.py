@@ -30,7 +30,8 @@ from edgezo.analysis.memory import (
     zo_step_scratch_bytes,
 )
 from edgezo.directions import Gaussian, MomentumGuided, Pool
-from edgezo.fixedpoint import quantize_model, trainable_parameters, zo
+from edgezo.fixedpoint import quantize_model, trainable_parameters
+from edgezo.formats.fixedpoint import integer as fixed_integer
 from edgezo.models import SmallCNN, ViTConfig, ViTTiny
 from edgezo.presets import qzo_ff
 
@@ -140,7 +141,7 @@ def test_a_qzo_ff_step_needs_little_more_than_its_forward(per_channel):
     step = zo_step_scratch_bytes(opt, lambda: F.cross_entropy(q(x), torch.tensor([3])), q, x)
     forward = forward_peak_activation_bytes(q, x)
     w = q[0].weight_q
-    chunk_temporaries = 4 * zo.CHUNK * 8  # a few int64-sized arrays of one chunk
+    chunk_temporaries = 4 * fixed_integer.CHUNK * 8  # a few int64-sized arrays of one chunk
     assert step <= forward + w.numel() * w.element_size() + chunk_temporaries, (step, forward)
     assert not torch.equal(before, q[0].weight_q.data)
 

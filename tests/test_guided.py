@@ -15,7 +15,7 @@ from edgezo import ZO
 from edgezo.directions import Gaussian, Pool, Rademacher
 from edgezo.directions.guided import MomentumGuided, Ramp, quantize_history
 from edgezo.fixedpoint import quantize_model, trainable_parameters
-from edgezo.fixedpoint.zo import ZFormat
+from edgezo.formats.fixedpoint import ZFormat
 
 DIM = 10_007
 BASES = {

@@ -12,13 +12,13 @@ import torch.nn.functional as F
 from edgezo import ZO
 from edgezo.directions import Gaussian, Rademacher
 from edgezo.directions.guided import MomentumGuided, Ramp
+from edgezo.estimators import SharpnessAware
 from edgezo.fixedpoint import dequantized_copy, quantize_model, trainable_parameters
-from edgezo.fixedpoint.quant import Requant, saturate
-from edgezo.fixedpoint.zo import ZFormat
+from edgezo.formats.fixedpoint import ZFormat
+from edgezo.formats.fixedpoint.quant import Requant, saturate
 from edgezo.params import ParamSpace
-from edgezo.sharpness import SharpnessAware
-from edgezo.sparse import sparse_groups
 from edgezo.updates import SGD, KernelNormalized, Momentum
+from edgezo.updates.sparse import sparse_groups
 
 EPS = 1e-3
 

@@ -2,8 +2,10 @@
 
 It composes the parts of DESIGN.md: a :class:`~edgezo.params.ParamSpace` (the
 weights as one flat vector), a :class:`~edgezo.directions.Directions` source,
-an :class:`~edgezo.estimators.Estimator` and an
-:class:`~edgezo.updates.UpdateRule`. One step, central estimator, one query::
+an :class:`~edgezo.estimators.Estimator`, an :class:`~edgezo.updates.UpdateRule`
+and the :class:`~edgezo.formats.NumberFormat` of each tensor (float in place, or
+fixed point), through a :class:`~edgezo.probe.StepProbe` per step. One step,
+central estimator, one query, float weights::
 
     w += eps z          (pass 1)   L+ = closure()
     w -= 2 eps z        (pass 2)   L- = closure()
@@ -17,20 +19,19 @@ update is made.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
-import torch.autograd.forward_ad as fwad
 from torch import Tensor
 
 from .directions import Directions, Gaussian
 from .estimators import Closure, Estimator, get_estimator
+from .formats import NumberFormat, bind_formats, default_formats
 from .params import ParamSpace
-from .passes import apply_
-from .updates import SGD, Momentum, Term, UpdateRule
+from .probe import Counters, StepProbe
+from .updates import SGD, Momentum, UpdateRule
 
 
 class ZO(torch.optim.Optimizer):
@@ -51,12 +52,12 @@ class ZO(torch.optim.Optimizer):
         momentum: heavy-ball coefficient, by seed replay (no buffer per weight).
         history: steps of momentum replay kept (each costs one pass per query).
         update: a custom :class:`~edgezo.updates.UpdateRule` (overrides ``momentum``).
-        z_bits, z_max: fixed-point weights only (from
-            :func:`edgezo.fixedpoint.quantize_model`): ``z`` is quantized to
-            ``z_bits``-bit integers with ``dz = z_max / (2**(z_bits-1) - 1)``.
-        force: build even if a fixed-point configuration cannot train (``eps`` or
-            the update rounds to zero at the weights' bit width); the error
-            otherwise raised says which tensor and by how much.
+        formats: a :class:`~edgezo.formats.NumberFormat` or a list of them; each
+            tensor goes to the first that owns it, then to the defaults
+            (:class:`~edgezo.formats.FloatFormat`, then
+            :class:`~edgezo.formats.FixedPointFormat` for the integer weights of
+            :func:`edgezo.fixedpoint.quantize_model`). The fixed-point settings
+            live there: ``formats=FixedPointFormat(z_bits=8, z_max=3.5, force=False)``.
 
     Example:
         >>> import torch, torch.nn.functional as F
@@ -84,9 +85,7 @@ class ZO(torch.optim.Optimizer):
         momentum: float = 0.0,
         history: int = 8,
         update: UpdateRule | None = None,
-        z_bits: int = 8,
-        z_max: float = 3.5,
-        force: bool = False,
+        formats: NumberFormat | Sequence[NumberFormat] | None = None,
     ) -> None:
         _check_number("learning rate", lr, minimum=0.0)
         _check_number("weight_decay", weight_decay, minimum=0.0)
@@ -114,36 +113,40 @@ class ZO(torch.optim.Optimizer):
         slots = self.queries + self.estimator.extra_queries
         self.directions = (directions or Gaussian()).bind(self.space.dim, slots)
         _check_replay(self.update_rule, self.directions)
-        self.fixed = self._fixed_point(z_bits, z_max, force) if self.space.fixed_segments else None
-        self.steps = 0  #: steps taken (the perturbation counter; also counts skipped steps)
-        self.skipped = 0  #: steps skipped because a loss or coefficient was not finite
-        self.forwards = 0  #: closure evaluations so far
-
-    def _fixed_point(self, z_bits: int, z_max: float, force: bool) -> Any:
-        """The integer arithmetic for the fixed-point tensors, after checking it can train."""
-        from .fixedpoint.zo import FixedPointSteps, UntrainableError, ZFormat
-
-        if self.estimator.name == "jvp":
-            raise ValueError(
-                "estimator 'jvp' needs float weights (forward-mode AD); fixed-point weights "
-                "train with 'central', 'forward' or 'sign'"
-            )
-        steps = FixedPointSteps(
-            self.space.fixed_segments,
-            self.directions,
-            self.eps,
-            ZFormat.of(self.directions, z_bits, z_max),
+        self.formats = bind_formats(
+            self.space, [*_as_list(formats), *default_formats()], self.directions, self.eps
         )
-        problems = steps.problems(
-            [g["lr"] for g in self.param_groups], self.eps, self.estimator.name == "sign"
-        )
-        if problems and not force:
-            raise UntrainableError(
-                "This fixed-point configuration cannot train:\n- "
-                + "\n- ".join(problems)
-                + "\n(QZO-FF needs 16-bit weights for this reason.) Pass force=True to train anyway."
-            )
-        return steps
+        for fmt in self.formats:
+            fmt.check([g["lr"] for g in self.param_groups], self.estimator)
+        self.counters = Counters()
+
+    # the counters, as attributes (train loops and tests read them)
+    @property
+    def steps(self) -> int:
+        """Steps taken (the perturbation counter; also counts skipped steps)."""
+        return self.counters.steps
+
+    @steps.setter
+    def steps(self, value: int) -> None:
+        self.counters.steps = value
+
+    @property
+    def skipped(self) -> int:
+        """Steps skipped because a loss or coefficient was not finite."""
+        return self.counters.skipped
+
+    @skipped.setter
+    def skipped(self, value: int) -> None:
+        self.counters.skipped = value
+
+    @property
+    def forwards(self) -> int:
+        """Closure evaluations so far."""
+        return self.counters.forwards
+
+    @forwards.setter
+    def forwards(self, value: int) -> None:
+        self.counters.forwards = value
 
     # -- the step -----------------------------------------------------------
     @torch.no_grad()
@@ -163,22 +166,26 @@ class ZO(torch.optim.Optimizer):
             raise ValueError(
                 "ZO.step needs a closure that returns the loss: opt.step(lambda: loss_fn())"
             )
-        self.update_rule.begin(self.steps, self.space)
-        probe = _Probe(self, self.steps)
+        step = self.steps
+        self.update_rule.begin(step, self.space)
+        probe = StepProbe(self.space, self.formats, self.directions, self.eps, step, self.counters)
         try:
             estimate = self.estimator.estimate(probe, closure, self.queries)
             if estimate.finite:
-                terms = self.update_rule.terms(self.steps, estimate.coefficients)
+                terms = self.update_rule.terms(step, estimate.coefficients)
             else:
                 terms = []
                 self.skipped += 1
-            probe.finish(terms)
+            weights = self.update_rule.segment_weights(terms, self.space, self.directions)
+            lrs = [g["lr"] for g in self.param_groups]
+            decays = [g["lr"] * g["weight_decay"] for g in self.param_groups]
+            probe.finish(terms, weights, lrs, decays)
         except BaseException:
             probe.undo()
             raise
         if estimate.finite:
-            self.update_rule.commit(self.steps, estimate.coefficients)
-            self.directions.commit(self.steps)
+            self.update_rule.commit(step, estimate.coefficients)
+            self.directions.commit(step)
         self.steps += 1
         return torch.tensor(estimate.loss, dtype=torch.float32)
 
@@ -269,165 +276,9 @@ class ZO(torch.optim.Optimizer):
         )
 
 
-class _Probe:
-    """The optimizer's side of :class:`~edgezo.estimators.Probe` for one step.
-
-    ``applied[(step, query)]`` is how many ``eps * z(step, query)`` this step has
-    added to each float tensor. Restores of released queries are deferred (the
-    last one is fused with the update); a failure subtracts everything applied
-    so far, which puts the weights back. Fixed-point tensors are never changed
-    by a perturbation: their layers compute ``w_q(+/-)`` on the fly from the net
-    integer multiple kept in ``nets``.
-    """
-
-    def __init__(self, opt: ZO, step: int) -> None:
-        self.opt, self.step, self.eps = opt, step, opt.eps
-        self.floats = opt.space.float_segments
-        self.applied: dict[tuple[int, int], list[float]] = {}
-        self.nets: dict[tuple[int, int], float] = {}
-        self.released: list[int] = []
-        if opt.fixed is not None:
-            opt.fixed.start()
-
-    def _add(self, moves: list[tuple[tuple[int, int], list[float]]]) -> None:
-        """``w += multiples[i] * eps * z(key)`` on float tensor ``i`` for every ``(key, multiples)``.
-
-        One call to the source (in order, all or nothing), so a fused kernel reads
-        and writes the weights once for all moves; then recorded in ``applied``.
-        """
-        passes = [(*key, multiples) for key, multiples in moves]
-        apply_(self.opt.directions, self.floats, self.eps, passes)
-        for key, multiples in moves:
-            total = self.applied.setdefault(key, [0.0] * len(self.floats))
-            self.applied[key] = [a + k for a, k in zip(total, multiples, strict=True)]
-
-    def _set_net(self, key: tuple[int, int], net: float) -> None:
-        """Fixed-point layers: perturb by ``net * eps_q`` along ``z(key)`` (0: unperturbed)."""
-        if self.opt.fixed is None:
-            return
-        if net != int(net):
-            raise ValueError(f"fixed-point perturbations are integer multiples of eps, got {net}")
-        self.nets[key] = net
-        self.opt.fixed.perturb(key, int(net))
-
-    # perturbations -------------------------------------------------------
-    def perturb(self, query: int, scale: float) -> None:
-        """Undo released queries and perturb along ``query``, in one pass over the weights."""
-        key = (self.step, query)
-        restores = [
-            ((self.step, q), [-a for a in self.applied[(self.step, q)]]) for q in self.released
-        ]
-        self._add([*restores, (key, [scale] * len(self.floats))])
-        for released, _ in restores:
-            self._set_net(released, 0.0)
-        self.released.clear()
-        self._set_net(key, self.nets.get(key, 0.0) + scale)
-
-    def release(self, query: int) -> None:
-        self.released.append(query)
-
-    # evaluations ---------------------------------------------------------
-    def evaluate(self, closure: Closure) -> float:
-        self.opt.forwards += 1
-        return _loss_value(closure())
-
-    def directional(self, closure: Closure, query: int) -> tuple[float, float]:
-        opt = self.opt
-        opt.forwards += 1
-        with fwad.dual_level(), _math_attention():
-            for seg in opt.space:
-                p = seg.param
-                z = opt.directions.sample(
-                    self.step, query, seg.offset, seg.numel, dtype=p.dtype, device=p.device
-                ).view_as(p)
-                if seg.mask is not None:
-                    z.mul_(seg.mask)
-                p.add_(fwad.make_dual(torch.zeros_like(p), z))
-            primal, tangent = fwad.unpack_dual(closure())
-        if tangent is None:
-            raise RuntimeError(
-                "The closure's loss does not depend on the parameters (no forward-mode tangent); "
-                "check that the closure uses the model whose parameters were given to ZO"
-            )
-        return _loss_value(primal), _loss_value(tangent)
-
-    # the update ----------------------------------------------------------
-    def finish(self, terms: list[Term]) -> None:
-        """Undo what is still perturbed, fused with the update terms; then weight decay."""
-        opt = self.opt
-        lrs = [g["lr"] for g in opt.param_groups]
-        weights = _segment_weights(opt, terms)  # weights[t][i]: term t on tensor i
-        moves = {key: [-a for a in amounts] for key, amounts in self.applied.items()}
-        floats = [i for i, seg in enumerate(opt.space) if not seg.fixed]
-        for (step, query, _), per_segment in zip(terms, weights, strict=True):
-            multiples = moves.setdefault((step, query), [0.0] * len(self.floats))
-            for j, i in enumerate(floats):  # w -= lr * weight * z, in units of eps * z
-                multiples[j] -= lrs[self.floats[j].group] * per_segment[i] / self.eps
-        self.released.clear()
-        self._add(list(moves.items()))
-        _decay_weights(opt)
-        if opt.fixed is not None:
-            opt.fixed.clear()
-            fixed = [i for i, seg in enumerate(opt.space) if seg.fixed]
-            opt.fixed.update(terms, [[w[i] for w in weights] for i in fixed], lrs)
-            opt.fixed.decay([g["lr"] * g["weight_decay"] for g in opt.param_groups])
-        self.applied.clear()
-
-    def undo(self) -> None:
-        """Subtract everything this step added: the weights are as before the step."""
-        passes = [(*key, [-a for a in amounts]) for key, amounts in self.applied.items()]
-        apply_(self.opt.directions, self.floats, self.eps, passes)
-        if self.opt.fixed is not None:
-            self.opt.fixed.clear()
-        self.applied.clear()
-
-
-def _segment_weights(opt: ZO, terms: list[Term]) -> list[list[float]]:
-    """Each term's weight on each tensor: the rule's weight times its per-tensor factor."""
-    out = []
-    for step, query, weight in terms:
-        factors = opt.update_rule.factors(step, query, opt.space, opt.directions)
-        out.append([weight] * len(opt.space) if factors is None else [weight * f for f in factors])
-    return out
-
-
 def _describe(estimator: Estimator) -> str:
     """What a checkpoint records of the estimator: its class and name (``SharpnessAware:sign``)."""
     return f"{type(estimator).__name__}:{estimator.name}"
-
-
-def _decay_weights(opt: ZO) -> None:
-    """Decoupled weight decay ``w -= lr * wd * w`` on the trainable elements."""
-    for seg in opt.space.float_segments:
-        group = opt.param_groups[seg.group]
-        decay = group["lr"] * group["weight_decay"]
-        if decay == 0.0:
-            continue
-        flat, mask = seg.flat(), seg.flat_mask()
-        if mask is None:
-            flat.mul_(1.0 - decay)
-        else:
-            flat.addcmul_(flat, mask, value=-decay)
-
-
-def _loss_value(loss: Tensor | float) -> float:
-    if isinstance(loss, Tensor):
-        if loss.numel() != 1:
-            raise ValueError(
-                f"The closure must return a scalar loss, got a tensor of shape {tuple(loss.shape)}; "
-                "reduce it (e.g. .mean())"
-            )
-        return float(loss.detach())
-    return float(loss)
-
-
-def _math_attention() -> contextlib.AbstractContextManager:
-    """Select PyTorch's math attention kernel: the fused CPU kernels lack forward-mode AD."""
-    try:
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-    except ImportError:  # torch < 2.3
-        return contextlib.nullcontext()
-    return sdpa_kernel([SDPBackend.MATH])
 
 
 def _masks(groups: list[dict[str, Any]]) -> dict[Tensor, Tensor]:
@@ -447,7 +298,7 @@ def _masks(groups: list[dict[str, Any]]) -> dict[Tensor, Tensor]:
 
 def _check_replay(update_rule: UpdateRule, directions: Directions) -> None:
     """Refuse an update rule that regenerates past ``z`` with a source that cannot."""
-    if getattr(update_rule, "replays_past", False) and not directions.replayable:
+    if update_rule.replays_past and not directions.replayable:
         raise ValueError(
             f"{type(update_rule).__name__} replays past directions from their seeds, but "
             f"{type(directions).__name__} cannot regenerate a past z (it keeps a history that "
@@ -459,3 +310,15 @@ def _check_replay(update_rule: UpdateRule, directions: Directions) -> None:
 def _check_number(name: str, value: float, minimum: float) -> None:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= minimum):
         raise ValueError(f"Invalid {name}: {value}; it must be a finite number >= {minimum}")
+
+
+def _as_list(formats: NumberFormat | Sequence[NumberFormat] | None) -> list[NumberFormat]:
+    """The user's formats as a list (checked: each must be a :class:`NumberFormat`)."""
+    items = [] if formats is None else [formats] if isinstance(formats, NumberFormat) else formats
+    for fmt in items:
+        if not isinstance(fmt, NumberFormat):
+            raise TypeError(
+                f"formats must be edgezo.formats.NumberFormat objects (e.g. FixedPointFormat()), "
+                f"got {type(fmt).__name__}"
+            )
+    return list(items)

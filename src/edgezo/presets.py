@@ -7,6 +7,7 @@ from typing import Any
 
 from .directions import Directions, Gaussian, Pool, RNGArray
 from .directions.pool import DEFAULT_SIZE
+from .formats import FixedPointFormat
 from .optim import ZO
 
 
@@ -63,6 +64,9 @@ def qzo_ff(
     eps: float = 1e-3,
     seed: int | None = None,
     queries: int = 3,
+    z_bits: int = 8,
+    z_max: float = 3.5,
+    force: bool = False,
     **kwargs: Any,
 ) -> ZO:
     """QZO-FF (Feng et al. 2024, arXiv 2411.04036): sign-m-SPSA with m = 3, 8-bit ``z``.
@@ -72,6 +76,9 @@ def qzo_ff(
     "16w8a") and it trains with integer arithmetic only; given float parameters
     it is the same estimator in floating point. ``z`` is Gaussian, clipped to
     ``z_max = 3.5`` and quantized to 8 bits on the fixed-point path.
+    ``z_bits``, ``z_max`` and ``force`` configure that path
+    (:class:`~edgezo.formats.FixedPointFormat`; ``force=True`` trains even a
+    configuration whose update rounds to zero, such as 8-bit weights).
     """
     return ZO(
         params,
@@ -80,5 +87,6 @@ def qzo_ff(
         directions=Gaussian(seed),
         estimator="sign",
         queries=queries,
+        formats=FixedPointFormat(z_bits=z_bits, z_max=z_max, force=force),
         **kwargs,
     )

@@ -46,8 +46,7 @@ from tqdm.auto import tqdm
 
 from ..extras import require
 from ..figures import save_png
-from ..fixedpoint import FixedPointParameter
-from ..fixedpoint.quant import quantize
+from ..fixedpoint import FixedPointParameter, quantize
 from ..train import flat_weights
 
 if TYPE_CHECKING:

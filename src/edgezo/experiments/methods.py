@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from ..fixedpoint import quantize_model, trainable_parameters
 from ..optim import ZO
 from ..presets import mezo, pezo, qzo_ff
-from ..sparse import sparse_groups
+from ..updates import sparse_groups
 
 METHODS = ("zero-shot", "backprop", "zo", "pezo", "qzo-ff 16w8a", "sparse zo")
 #: Methods that train a fixed-point copy of the model.

@@ -18,7 +18,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from edgezo.fixedpoint import Requant, qmax, quantize, saturate, symmetric_scale
-from edgezo.fixedpoint.quant import storage_dtype
+from edgezo.formats.fixedpoint.quant import storage_dtype
 
 M_BITS = 15  # the multiplier of the requantization: 15 bits plus sign
 

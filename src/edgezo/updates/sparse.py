@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .params import is_fixed_point
+from ..params import is_fixed_point
 
 RULES = ("topk", "random", "threshold")
 SCOPES = ("tensor", "global")
@@ -83,10 +83,7 @@ def masks(
         tensor([0., 1., 0., 0., 0., 0., 0., 1., 0., 1.])
     """
     params = list(params)
-    if rule not in RULES:
-        raise ValueError(f"Invalid rule {rule!r}; choose one of {RULES}")
-    if scope not in SCOPES:
-        raise ValueError(f"Invalid scope {scope!r}; choose one of {SCOPES}")
+    _check_choices(rule, scope)
     if rule == "threshold":
         if threshold is None or not math.isfinite(threshold) or threshold < 0:
             raise ValueError(
@@ -102,17 +99,32 @@ def masks(
     if not params:
         return []
     if scope == "global":
-        sizes = [p.numel() for p in params]
-        keep = torch.zeros(sum(sizes), dtype=torch.bool)
-        k = kept(len(keep), sparsity)
-        if rule == "topk":
-            flat = torch.cat([magnitudes(p).reshape(-1).cpu() for p in params])
-            keep[_largest(flat, k)] = True
-        else:
-            keep[torch.randperm(len(keep), generator=_generator(seed))[:k]] = True
-        return [
-            _like(p, part.view(p.shape)) for p, part in zip(params, keep.split(sizes), strict=True)
-        ]
+        return _global_masks(params, sparsity, rule, seed)
+    return _tensor_masks(params, sparsity, rule, seed)
+
+
+def _check_choices(rule: str, scope: str) -> None:
+    if rule not in RULES:
+        raise ValueError(f"Invalid rule {rule!r}; choose one of {RULES}")
+    if scope not in SCOPES:
+        raise ValueError(f"Invalid scope {scope!r}; choose one of {SCOPES}")
+
+
+def _global_masks(params: list[Tensor], sparsity: float, rule: str, seed: int) -> list[Tensor]:
+    """``scope="global"``: rank (or draw) over all tensors together."""
+    sizes = [p.numel() for p in params]
+    keep = torch.zeros(sum(sizes), dtype=torch.bool)
+    k = kept(len(keep), sparsity)
+    if rule == "topk":
+        flat = torch.cat([magnitudes(p).reshape(-1).cpu() for p in params])
+        keep[_largest(flat, k)] = True
+    else:
+        keep[torch.randperm(len(keep), generator=_generator(seed))[:k]] = True
+    return [_like(p, part.view(p.shape)) for p, part in zip(params, keep.split(sizes), strict=True)]
+
+
+def _tensor_masks(params: list[Tensor], sparsity: float, rule: str, seed: int) -> list[Tensor]:
+    """``scope="tensor"``: an exact count per tensor (one generator, tensors in order)."""
     out, g = [], _generator(seed)
     for p in params:
         keep = torch.zeros(p.numel(), dtype=torch.bool)

@@ -12,11 +12,10 @@ import torch.nn.functional as F
 
 from edgezo import ZO
 from edgezo.directions import Gaussian, Pool
-from edgezo.estimators import Estimate, Estimator
+from edgezo.estimators import Estimate, Estimator, SharpnessAware
 from edgezo.fixedpoint import quantize_model, trainable_parameters
-from edgezo.fixedpoint.quant import Requant, saturate
-from edgezo.fixedpoint.zo import ZFormat
-from edgezo.sharpness import SharpnessAware
+from edgezo.formats.fixedpoint import ZFormat
+from edgezo.formats.fixedpoint.quant import Requant, saturate
 
 EPS = 1e-3
 
@@ -241,7 +240,10 @@ def test_fixed_point_ascent_and_estimate_share_one_integer_accumulator():
 
     def closure():
         seen.append(
-            [p.fixed.perturbation(p) if p.fixed.perturbation else p.data.clone() for p in params]
+            [
+                p.fixed.perturbation.read(p) if p.fixed.perturbation else p.data.clone()
+                for p in params
+            ]
         )
         loss = F.cross_entropy(model(x), y)
         losses.append(float(loss))

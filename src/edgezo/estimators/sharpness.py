@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 
-from .estimators import Closure, Estimate, Estimator, Probe, get_estimator
+from .base import Closure, Estimate, Estimator, Probe
+from .registry import get_estimator
 
 
 class SharpnessAware(Estimator):
@@ -64,7 +65,7 @@ class SharpnessAware(Estimator):
         self.base = get_estimator(base)
         if isinstance(self.base, SharpnessAware):
             raise TypeError("SharpnessAware cannot wrap another SharpnessAware")
-        if self.base.name == "jvp":
+        if not self.base.perturbs_weights:
             raise ValueError(
                 "SharpnessAware needs a finite-difference base estimator ('sign', 'central' or "
                 "'forward'); the jvp estimator does not perturb the weights"
@@ -72,8 +73,10 @@ class SharpnessAware(Estimator):
         if not (isinstance(rho, (int, float)) and math.isfinite(rho) and rho >= 0):
             raise ValueError(f"Invalid rho {rho}; the ascent radius must be a finite number >= 0")
         self.rho = float(rho)
-        # the optimizer's checks (fixed-point sign updates) go by the coefficients' kind
+        # the coefficients are the base's: so are the name and the capabilities formats check
         self.name = self.base.name
+        self.sign_updates = self.base.sign_updates
+        self.needs_float_weights = self.base.needs_float_weights
 
     def multiple(self, eps: float) -> int:
         """``k = round(rho / eps)``: the radius in units of ``eps`` (0 when ``rho = 0``)."""

@@ -11,9 +11,11 @@ forward reaches them and no float copy persists. A forward pre-hook
 fake-quantizes each weighted layer's input to ``activation_bits`` with a static
 scale calibrated on example batches (16w8a: 16-bit weights, 8-bit activations).
 Copy a quantized model with ``copy.deepcopy`` and save it with ``state_dict()``
-(pickling the whole module is not supported: its classes are made at run time). While ZO evaluates a perturbed point, the hook computes the
-perturbed integers ``w_q(+/-)`` on the fly (see :mod:`edgezo.fixedpoint.zo`), so
-the stored integers never change until the update.
+(pickling the whole module is not supported: its classes are made at run time).
+While ZO evaluates a perturbed point, reading a weight computes the perturbed
+integers ``w_q(+/-)`` on the fly from the :class:`~.integer.PerturbedRead` that
+the fixed-point number format set on it (see :mod:`.format`), so the stored
+integers never change until the update.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ class FixedPoint:
         scale: float32 ``dw``, shape ``()`` or ``(C, 1, ...)`` (per output channel).
         bits: weight bit width.
         trainable: whether the float parameter required grad before quantization.
-        perturbation: set by the ZO optimizer while it evaluates a perturbed point
-            (a callable returning the perturbed integers), ``None`` otherwise.
+        perturbation: during a ZO step, the :class:`~.integer.PerturbedRead` (plain
+            data: which directions, how many ``eps_q``) set by the fixed-point
+            number format; ``None`` otherwise.
     """
 
     scale: Tensor
@@ -72,8 +75,8 @@ class FixedPointParameter(nn.Parameter):
         return result
 
     def dequantize(self) -> Tensor:
-        """``scale * q`` in float32, with the current perturbation if ZO set one."""
-        q = self.data if self.fixed.perturbation is None else self.fixed.perturbation(self)
+        """``scale * q`` in float32, with the current perturbation if the format set one."""
+        q = self.data if self.fixed.perturbation is None else self.fixed.perturbation.read(self)
         return q.float() * self.fixed.scale
 
     def __repr__(self) -> str:
@@ -174,26 +177,39 @@ def quantize_model(
     qmax(weight_bits)  # validates
     model = copy.deepcopy(model)
     for module in model.modules():
-        names = [
-            n for n, p in module._parameters.items() if p is not None and p.is_floating_point()
-        ]
-        if not names:
-            continue
-        for name in names:
-            p = module._parameters.pop(name)
-            scale = symmetric_scale(p, weight_bits, per_channel, scale_method, headroom)
-            q = quantize(p, scale, weight_bits)
-            module.register_buffer(name + "_scale", scale)  # saved with the weights
-            module.register_parameter(
-                name + "_q",
-                FixedPointParameter(q, FixedPoint(scale, weight_bits, p.requires_grad)),
-            )
-        module.__class__ = _quantized_class(type(module))
-        module._edgezo_activation_bits = activation_bits
-        module.register_forward_pre_hook(_quantize_input, with_kwargs=True)
+        quantize_module(module, weight_bits, activation_bits, per_channel, scale_method, headroom)
     if activation_bits is not None:
         calibrate(model, calibration)
     return model
+
+
+def quantize_module(
+    module: nn.Module,
+    weight_bits: int,
+    activation_bits: int | None,
+    per_channel: bool = False,
+    scale_method: str = "max",
+    headroom: float = 1.0,
+) -> None:
+    """Replace ``module``'s own float parameters by integers (in place; see :func:`quantize_model`).
+
+    A module without float parameters of its own is left as it is.
+    """
+    names = [n for n, p in module._parameters.items() if p is not None and p.is_floating_point()]
+    if not names:
+        return
+    for name in names:
+        p = module._parameters.pop(name)
+        scale = symmetric_scale(p, weight_bits, per_channel, scale_method, headroom)
+        q = quantize(p, scale, weight_bits)
+        module.register_buffer(name + "_scale", scale)  # saved with the weights
+        module.register_parameter(
+            name + "_q",
+            FixedPointParameter(q, FixedPoint(scale, weight_bits, p.requires_grad)),
+        )
+    module.__class__ = _quantized_class(type(module))
+    module._edgezo_activation_bits = activation_bits
+    module.register_forward_pre_hook(_quantize_input, with_kwargs=True)
 
 
 @torch.no_grad()

@@ -37,14 +37,22 @@ from edgezo.fixedpoint import (
     UntrainableError,
     quantize_model,
     trainable_parameters,
-    zo,
 )
+from edgezo.formats import FixedPointFormat
+from edgezo.formats.fixedpoint import integer
 
 Z_MAX = 3.5
 DZ = Z_MAX / 127
 ONE_Q = 36  # round(1 / dz), PAPERS.md B
 LFSR_DZ = math.sqrt(3 / (4**7 - 1))  # LFSR(bits=7): z = v * scale, unit variance
 M_BITS = 15
+FORCED = FixedPointFormat(force=True)  # train even where the update rounds to zero
+
+
+def fixed_format(opt: ZO) -> FixedPointFormat:
+    """The optimizer's bound fixed-point format."""
+    (fmt,) = [f for f in opt.formats if isinstance(f, FixedPointFormat)]
+    return fmt
 
 
 # -- references ---------------------------------------------------------------------------------
@@ -252,7 +260,7 @@ def test_hand_worked_sign_update_with_saturation():
     opt = ZO(
         [p], lr=1.5 * dw / DZ, eps=8 * dw, directions=Table(HAND_Z), estimator="sign", queries=3
     )
-    assert opt.fixed.zf.integers(opt.directions, 0, 0, 0, 4).tolist() == HAND_ZQ[0]
+    assert fixed_format(opt).zf.integers(opt.directions, 0, 0, 0, 4).tolist() == HAND_ZQ[0]
     opt.step(scripted(sign_losses([+1, -1, +1])))
     # g_q = z0 - z1 + z2 = [-18, -27, 109, 163]; g_q / 2 rounded half up = [-9, -13, 55, 82]
     # w_q - that = [109, 32773, 445, -32782], saturated to 16 bits:
@@ -268,7 +276,13 @@ def test_hand_worked_central_update_uses_8bit_coefficients():
     # lr * delta * dz / dw = 1/128
     lr = dw * 127 / (0.5 * 128 * DZ)
     opt = ZO(
-        [p], lr=lr, eps=eps, directions=Table(HAND_Z), estimator="central", queries=2, force=True
+        [p],
+        lr=lr,
+        eps=eps,
+        directions=Table(HAND_Z),
+        estimator="central",
+        queries=2,
+        formats=FORCED,
     )
     opt.step(scripted([1.01, 0.99, 0.997, 1.003]))
     # g_q = 127 z0 - 38 z1 = [3888, -2970, 10639, 16129]; / 128 -> [30.4, -23.2, 83.1, 126.0]
@@ -300,18 +314,18 @@ def update_cases(draw):
     signs = [[draw(st.sampled_from([-1, 0, 1])) for _ in range(m)] for _ in range(steps)]
     units = draw(st.floats(-3, 2.5))  # lr in units of dw / dz: updates from 0 to past qmax
     source = draw(st.sampled_from(sorted(SOURCES)))
-    chunk = draw(st.sampled_from([1, 2, 5, zo.CHUNK]))  # elements per chunk of the update
+    chunk = draw(st.sampled_from([1, 2, 5, integer.CHUNK]))  # elements per chunk of the update
     return bits, ints, scales, m, signs, units, source, chunk
 
 
 @contextlib.contextmanager
 def update_chunk(elements: int):
     """Integer updates and perturbed reads ``elements`` at a time (whole channels if per channel)."""
-    saved, zo.CHUNK = zo.CHUNK, elements
+    saved, integer.CHUNK = integer.CHUNK, elements
     try:
         yield
     finally:
-        zo.CHUNK = saved
+        integer.CHUNK = saved
 
 
 @settings(max_examples=120, deadline=None)
@@ -330,7 +344,7 @@ def _check_sign_update(bits, ints, scales, m, signs, units, source_name):
     lr = 10.0**units * max(dws) / dz
     factors = [lr * dz / (m * dw) for dw in dws]  # m / 2**k of each row, own derivation
     assume(not any(ambiguous(f) for f in factors))
-    opt = ZO([p], lr=lr, eps=1e-3, directions=source, estimator="sign", queries=m, force=True)
+    opt = ZO([p], lr=lr, eps=1e-3, directions=source, estimator="sign", queries=m, formats=FORCED)
     rows, cols = len(ints), len(ints[0])
     w = [row[:] for row in ints]
     for step, step_signs in enumerate(signs):
@@ -350,14 +364,14 @@ def _check_sign_update(bits, ints, scales, m, signs, units, source_name):
 @given(
     ints=st.lists(st.integers(-32767, 32767), min_size=1, max_size=12),
     decay=st.floats(1e-4, 0.5),
-    chunk=st.sampled_from([1, 3, zo.CHUNK]),
+    chunk=st.sampled_from([1, 3, integer.CHUNK]),
 )
 def test_weight_decay_matches_integer_reference(ints, decay, chunk):
     """``w_q <- sat(w_q - rhu(w_q * m / 2**k))`` with ``m / 2**k ~ lr * weight_decay``."""
     p = fixed_param([ints], 1e-3, 16)
     lr = 0.1
     assume(not ambiguous(lr * decay))
-    opt = ZO([p], lr=lr, eps=1e-3, weight_decay=decay, estimator="sign", queries=1, force=True)
+    opt = ZO([p], lr=lr, eps=1e-3, weight_decay=decay, estimator="sign", queries=1, formats=FORCED)
     with update_chunk(chunk):
         opt.step(scripted([1.0, 1.0]))  # equal losses: no gradient term, decay only
     mk = ref_multiplier(lr * decay)
@@ -397,7 +411,9 @@ def perturb_cases(draw):
     queries = draw(st.integers(1, 3))
     steps = draw(st.integers(1, 2))
     source = draw(st.sampled_from(sorted(SOURCES)))
-    chunk = draw(st.sampled_from([1, 2, 5, zo.CHUNK]))  # elements per chunk of a perturbed read
+    chunk = draw(
+        st.sampled_from([1, 2, 5, integer.CHUNK])
+    )  # elements per chunk of a perturbed read
     return bits, ints, scales, (eps_units + jitter), estimator, queries, steps, source, chunk
 
 
@@ -419,7 +435,13 @@ def _check_perturbed_reads(bits, ints, scales, eps_units, estimator, queries, st
     source = SOURCES[source_name]()
     dz, one, _ = z_format(source)
     opt = ZO(
-        [p], lr=0.0, eps=eps, directions=source, estimator=estimator, queries=queries, force=True
+        [p],
+        lr=0.0,
+        eps=eps,
+        directions=source,
+        estimator=estimator,
+        queries=queries,
+        formats=FORCED,
     )
     rows, cols = len(ints), len(ints[0])
     n = rows * cols
@@ -461,7 +483,7 @@ def test_quantized_linear_reads_the_perturbed_integers():
     zq = ref_zq(source, 0, 0, 0, 24)  # the weight is the first tensor: offset 0
     assert seen == [ref_perturbed(w, eps_q, zq, s, ONE_Q, DZ, 16) for s in (+1, -1)]
     # and 1_q = 36: the unperturbed part reads (36 * dz) w = 0.992 w (PAPERS.md B)
-    assert opt.fixed.zf.one == ONE_Q
+    assert fixed_format(opt).zf.one == ONE_Q
 
 
 def test_forward_estimator_points_differ_by_the_perturbation_only():
@@ -488,11 +510,11 @@ def test_forward_estimator_points_differ_by_the_perturbation_only():
 # ================================================================================================
 # 5. masked weights never change
 # ================================================================================================
-@pytest.mark.parametrize("chunk", [7, zo.CHUNK])
+@pytest.mark.parametrize("chunk", [7, integer.CHUNK])
 @pytest.mark.parametrize("estimator", ["sign", "central", "forward"])
 @pytest.mark.parametrize("sparsity", [0.5, 0.9])
 def test_masked_weights_never_change_nor_get_perturbed(estimator, sparsity, chunk, monkeypatch):
-    monkeypatch.setattr(zo, "CHUNK", chunk)
+    monkeypatch.setattr(integer, "CHUNK", chunk)
     torch.manual_seed(0)
     x = torch.randn(16, 10)
     y = torch.randint(0, 6, (16,))
@@ -555,9 +577,12 @@ def test_error_fires_exactly_when_eps_q_or_the_update_rounds_to_zero(case):
     update_vanishes = estimator == "sign" and lr > 0 and math.floor(one_sigma + 0.5) == 0
     qmax = 2 ** (bits - 1) - 1
 
-    def build(**kw):
+    def build(force=False):
         p = fixed_param([[qmax, -qmax // 2, 3]], dw, bits)
-        return p, ZO([p], lr=lr, eps=eps, directions=source, estimator=estimator, queries=3, **kw)
+        fmt = FixedPointFormat(force=force)
+        return p, ZO(
+            [p], lr=lr, eps=eps, directions=source, estimator=estimator, queries=3, formats=fmt
+        )
 
     if not (eps_vanishes or update_vanishes):
         build()
@@ -581,7 +606,7 @@ def test_error_fires_exactly_when_eps_q_or_the_update_rounds_to_zero(case):
 def test_error_advice_for_lr_is_sufficient():
     """Taking the advised ``lr`` removes the error.
 
-    Fails at the time of writing: ``fixedpoint/zo.py`` advises ``lr >= dw / 2``,
+    Fails at the time of writing: the fixed-point format advises ``lr >= dw / 2``,
     but the one-sigma update is ``lr * 1_q * dz / dw = 0.992 lr / dw``, so
     ``lr = dw / 2`` gives 0.496 steps, which still rounds to zero.
     """

@@ -1,117 +1,24 @@
-"""Update rules: from a step's coefficients to the directions the weights move along.
+"""QZO-FF's kernel-wise normalization: every tensor moves by ``lr * ||w_i||`` per unit coefficient.
 
-A rule returns *terms* ``(step, query, weight)``; the optimizer then applies
-``w -= lr * weight * z(step, query)`` for every term, regenerating each ``z``.
-A rule therefore never holds anything of the model's size: its history is a
-few numbers per past direction.
+Also the two norms it needs, public so other rules (and tests) can regenerate
+them: :func:`weight_norms` (``||w_i||`` read from the weights) and
+:func:`direction_norm` (``||z_i||`` regenerated from the direction source).
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import torch
+
+from ..directions.base import CHUNK
+from .base import Term, UpdateRule
+from .sgd import SGD
+
 if TYPE_CHECKING:
-    from .directions import Directions
-    from .params import ParamSpace
-
-Term = tuple[int, int, float]
-
-
-class UpdateRule(ABC):
-    """Turns the coefficients of step ``step`` into update terms."""
-
-    #: Whether :meth:`terms` names past steps, so ``z`` of those steps must be regenerated
-    #: (ZO refuses a source that cannot, e.g. momentum-guided sampling).
-    replays_past: bool = False
-
-    @abstractmethod
-    def terms(self, step: int, coefficients: list[float]) -> list[Term]:
-        """The terms for this step (pure: does not change the rule's state)."""
-
-    def factors(
-        self, step: int, query: int, space: ParamSpace, directions: Directions
-    ) -> Sequence[float] | None:
-        """Per-tensor factors of term ``(step, query)`` (``None``: 1 for every tensor).
-
-        Lets a rule scale layers differently (QZO-FF's kernel-wise normalization).
-        """
-        return None
-
-    def begin(self, step: int, space: ParamSpace) -> None:
-        """Called at the start of step ``step``, before any perturbation (e.g. to read norms)."""
-
-    def commit(self, step: int, coefficients: list[float]) -> None:
-        """Record a step that was applied (called only once its update succeeded)."""
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
-
-    def bytes_per_weight(self) -> float:
-        """Extra memory per trainable weight this rule keeps (0 for seed replay)."""
-        return 0.0
-
-
-class SGD(UpdateRule):
-    """``g = (1/q) sum_i c_i z_i``: one term per query of this step."""
-
-    def terms(self, step: int, coefficients: list[float]) -> list[Term]:
-        q = len(coefficients)
-        return [(step, i, c / q) for i, c in enumerate(coefficients)]
-
-
-class Momentum(UpdateRule):
-    """Heavy-ball momentum by seed replay, truncated to the last ``history`` steps.
-
-    Full momentum ``m_t = beta m_{t-1} + g_t`` would need a buffer the size of the
-    model. Since ``g_k = (1/q) sum_i c_{k,i} z_{k,i}`` and every ``z`` can be
-    regenerated, ``m_t = sum_k beta^(t-k) g_k`` is replayed from the stored
-    ``(step, query, coefficient)`` triples instead: memory ``O(history * q)``
-    numbers in all (none per weight), time ``history * q`` extra perturbation
-    passes per step. Terms older than ``history`` steps are dropped (their weight
-    is at most ``beta ** history``).
-    """
-
-    replays_past = True
-
-    def __init__(self, beta: float, history: int) -> None:
-        if not 0.0 <= beta < 1.0:
-            raise ValueError(f"Invalid momentum: {beta}; use 0 <= momentum < 1")
-        if history < 1:
-            raise ValueError(f"Invalid momentum history: {history}; keep at least 1 step")
-        self.beta, self.history = float(beta), int(history)
-        self._past: deque[tuple[int, list[float]]] = deque(maxlen=self.history - 1)
-
-    def terms(self, step: int, coefficients: list[float]) -> list[Term]:
-        out = SGD().terms(step, coefficients)
-        for past_step, coefs in self._past:
-            decay = self.beta ** (step - past_step)
-            out += [(s, i, decay * w) for s, i, w in SGD().terms(past_step, coefs)]
-        return out
-
-    def factors(
-        self, step: int, query: int, space: ParamSpace, directions: Directions
-    ) -> Sequence[float] | None:
-        """Per-tensor factors of term ``(step, query)`` (``None``: 1 for every tensor).
-
-        Lets a rule scale layers differently (QZO-FF's kernel-wise normalization).
-        """
-        return None
-
-    def commit(self, step: int, coefficients: list[float]) -> None:
-        self._past.appendleft((step, list(coefficients)))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"past": [(s, list(c)) for s, c in self._past]}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._past.clear()
-        self._past.extend((int(s), [float(x) for x in c]) for s, c in state["past"])
+    from ..directions import Directions
+    from ..params import ParamSpace
 
 
 class KernelNormalized(UpdateRule):
@@ -206,10 +113,6 @@ class KernelNormalized(UpdateRule):
 
 def weight_norms(space: ParamSpace) -> list[float]:
     """``||w_i||`` per tensor (trained elements only; fixed point dequantized), float64 sums."""
-    import torch
-
-    from .directions.base import CHUNK
-
     out = []
     for seg in space:
         flat, mask = seg.flat(), seg.flat_mask()
@@ -233,8 +136,6 @@ def weight_norms(space: ParamSpace) -> list[float]:
 
 def direction_norm(directions: Directions, step: int, query: int, seg: Any) -> float:
     """``||z(step, query)||`` over one segment (trained elements only), float64 sums."""
-    from .directions.base import CHUNK
-
     mask = seg.flat_mask()
     total = 0.0
     for start in range(0, seg.numel, CHUNK):

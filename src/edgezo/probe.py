@@ -1,0 +1,148 @@
+"""StepProbe: the optimizer's side of :class:`~edgezo.estimators.Probe` for one step.
+
+An estimator says "perturb along query ``i`` by ``scale``", "evaluate", "done with
+``i``"; the probe turns that into moves for the number formats that own the
+tensors (:mod:`edgezo.formats`) and counts the forwards. It is given what it
+needs (the space, the bound formats, the direction source, ``eps``, the step
+and the counters) and reads nothing else of the optimizer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.autograd.forward_ad as fwad
+from torch import Tensor
+
+from .directions import Directions
+from .estimators import Closure
+from .formats import Key, NumberFormat
+from .params import ParamSpace
+from .updates import Term
+
+
+@dataclass
+class Counters:
+    """What an optimizer counts across steps (saved in its checkpoints)."""
+
+    steps: int = 0  #: steps taken (the perturbation counter; also counts skipped steps)
+    skipped: int = 0  #: steps skipped because a loss or coefficient was not finite
+    forwards: int = 0  #: closure evaluations so far
+
+
+class StepProbe:
+    """Perturb, evaluate and restore for one step, through the number formats.
+
+    ``nets[key]`` is how many ``eps * z(key)`` are currently added. Restores of
+    released queries are deferred to the next perturbation (one fused pass) or
+    to :meth:`finish` (fused with the update); :meth:`undo` puts everything back.
+    """
+
+    def __init__(
+        self,
+        space: ParamSpace,
+        formats: Sequence[NumberFormat],
+        directions: Directions,
+        eps: float,
+        step: int,
+        counters: Counters,
+    ) -> None:
+        self.space, self.formats, self.directions = space, list(formats), directions
+        self.eps, self.step, self.counters = float(eps), step, counters
+        self.nets: dict[Key, float] = {}
+        self.released: list[int] = []
+        for fmt in self.formats:
+            fmt.start()
+
+    # perturbations -------------------------------------------------------
+    def perturb(self, query: int, scale: float) -> None:
+        """Undo released queries and perturb along ``query``, in one pass over the weights."""
+        key = (self.step, query)
+        restores = [((self.step, q), -self.nets[(self.step, q)]) for q in self.released]
+        moves = [*restores, (key, scale)]
+        for fmt in self.formats:
+            fmt.perturb(moves)
+        for released, _ in restores:
+            self.nets[released] = 0.0
+        self.released.clear()
+        self.nets[key] = self.nets.get(key, 0.0) + scale
+
+    def release(self, query: int) -> None:
+        self.released.append(query)
+
+    # evaluations ---------------------------------------------------------
+    def evaluate(self, closure: Closure) -> float:
+        self.counters.forwards += 1
+        return loss_value(closure())
+
+    def directional(self, closure: Closure, query: int) -> tuple[float, float]:
+        """``(L(w), d/dt L(w + t z)|_0)``: every tensor gets ``z(step, query)`` as its tangent."""
+        self.counters.forwards += 1
+        with fwad.dual_level(), math_attention():
+            for seg in self.space:
+                p = seg.param
+                z = self.directions.sample(
+                    self.step, query, seg.offset, seg.numel, dtype=p.dtype, device=p.device
+                ).view_as(p)
+                if seg.mask is not None:
+                    z.mul_(seg.mask)
+                p.add_(fwad.make_dual(torch.zeros_like(p), z))
+            primal, tangent = fwad.unpack_dual(closure())
+        if tangent is None:
+            raise RuntimeError(
+                "The closure's loss does not depend on the parameters (no forward-mode tangent); "
+                "check that the closure uses the model whose parameters were given to ZO"
+            )
+        return loss_value(primal), loss_value(tangent)
+
+    # the update ----------------------------------------------------------
+    def finish(
+        self,
+        terms: Sequence[Term],
+        weights: Sequence[Sequence[float]],
+        lrs: Sequence[float],
+        decays: Sequence[float],
+    ) -> None:
+        """Undo what is still perturbed, fused with the update terms; then weight decay.
+
+        ``weights[t][i]`` is term ``t``'s weight on tensor ``i`` (the update rule's
+        :meth:`~edgezo.updates.UpdateRule.segment_weights`); ``lrs`` and ``decays``
+        (``lr * weight_decay``) are per parameter group.
+        """
+        self.released.clear()
+        for fmt in self.formats:
+            fmt.update(terms, weights, lrs)
+            fmt.decay(decays)
+        for fmt in self.formats:
+            fmt.end()
+        self.nets.clear()
+
+    def undo(self) -> None:
+        """Put back everything this step changed: the weights are as before the step."""
+        for fmt in self.formats:
+            fmt.restore()
+        self.nets.clear()
+
+
+def loss_value(loss: Tensor | float) -> float:
+    """The closure's scalar loss as a Python float (a clear error for a non-scalar tensor)."""
+    if isinstance(loss, Tensor):
+        if loss.numel() != 1:
+            raise ValueError(
+                f"The closure must return a scalar loss, got a tensor of shape {tuple(loss.shape)}; "
+                "reduce it (e.g. .mean())"
+            )
+        return float(loss.detach())
+    return float(loss)
+
+
+def math_attention() -> contextlib.AbstractContextManager:
+    """Select PyTorch's math attention kernel: the fused CPU kernels lack forward-mode AD."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # torch < 2.3
+        return contextlib.nullcontext()
+    return sdpa_kernel([SDPBackend.MATH])
