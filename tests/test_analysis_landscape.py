@@ -24,9 +24,9 @@ from edgezo.analysis.landscape import (
     pca_directions,
     project,
 )
-from edgezo.analysis.landscape_cli import QUICK, Config, path_window, run
-from edgezo.experiments.common import Budget
 from edgezo.fixedpoint import FixedPointParameter, quantize_model, trainable_parameters
+from edgezo.studies.common import Budget
+from edgezo.studies.landscape import QUICK, Config, path_window, run
 from edgezo.train import flat_weights
 
 shapes = st.lists(st.integers(1, 5), min_size=0, max_size=4).map(tuple)
@@ -264,8 +264,8 @@ def test_the_path_window_holds_the_path_and_the_final_point(points):
 
 
 def test_the_cli_writes_its_figure_table_and_json(tmp_path, monkeypatch):
-    from edgezo.analysis import landscape_cli
     from edgezo.models.cnn import SmallCNN
+    from edgezo.studies import landscape
 
     def untrained(arch, dataset, **kwargs):  # pretraining is tested in test_models_pretrain
         assert (arch, dataset, kwargs["steps"]) == ("cnn", "mnist", 5)
@@ -273,7 +273,7 @@ def test_the_cli_writes_its_figure_table_and_json(tmp_path, monkeypatch):
         return SmallCNN(width=4, hidden=16).eval()
 
     monkeypatch.setenv("EDGEZO_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(landscape_cli, "backbone", untrained)
+    monkeypatch.setattr(landscape, "backbone", untrained)
     cfg = Config(
         arch="cnn", regimes=("lp",), train=64, test=64, pretrain_steps=5,
         budget=Budget(steps=4, zo_steps=6, batch=16), snapshots=3, grid=4, eval_samples=32,
@@ -298,10 +298,11 @@ def test_the_cli_writes_its_figure_table_and_json(tmp_path, monkeypatch):
 def test_the_command_line_passes_its_options_to_run(monkeypatch, capsys):
     import argparse
 
-    from edgezo.analysis import landscape_cli
+    from edgezo.cli import landscape as landscape_cli
+    from edgezo.studies import landscape
 
     calls = []
-    monkeypatch.setattr(landscape_cli, "run", lambda *a: calls.append(a) or {"panels": []})
+    monkeypatch.setattr(landscape, "run", lambda *a: calls.append(a) or {"panels": []})
     parser = argparse.ArgumentParser()
     landscape_cli.add_cli(parser.add_subparsers())
     args = parser.parse_args(["landscape", "--quick", "--grid", "8", "--directions", "random"])

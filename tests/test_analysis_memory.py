@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from torch import nn
 
 from edgezo import ZO
-from edgezo.analysis import memory_cli
 from edgezo.analysis.memory import (
     ROWS,
     LiveTensors,
@@ -29,6 +28,7 @@ from edgezo.analysis.memory import (
     weight_bytes,
     zo_step_scratch_bytes,
 )
+from edgezo.cli import memory as memory_cli
 from edgezo.directions import Gaussian, MomentumGuided, Pool
 from edgezo.fixedpoint import quantize_model, trainable_parameters, zo
 from edgezo.models import SmallCNN, ViTConfig, ViTTiny

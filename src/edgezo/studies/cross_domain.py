@@ -5,7 +5,7 @@ Here: the studies' ViT (:meth:`~edgezo.models.ViTConfig.small`) pretrained with
 backprop on MNIST, adapted to Fashion-MNIST and to scikit-learn's 8x8 digits
 (resized to 28x28: another camera, another writer). Both target label spaces
 are new, so every head starts as the nearest-class-mean classifier of the
-pretrained features (:func:`~edgezo.experiments.common.prototype_head`), which
+pretrained features (:func:`~edgezo.studies.common.prototype_head`), which
 is also the zero-shot row: what the device gets with no training at all.
 """
 

@@ -1,7 +1,7 @@
 """Few-shot keyword spotting (QZO-FF's audio case, PAPERS.md B): 5-way 1-shot episodes on
 words the backbone never heard, with SimpleShot and ProtoNets.
 
-Here (:mod:`edgezo.experiments.audio`): the personalization study's CRNN and
+Here (:mod:`edgezo.studies.audio`): the personalization study's CRNN and
 DS-CNN, pretrained on 12 classes without the ``held_out`` words (the ten digits
 in the full run), meet episodes of those words: 5 of them, one utterance each
 (the support), 15 more each to classify (the query). Test episodes are spoken by
@@ -18,7 +18,7 @@ Two nearest-centroid classifiers on the backbone's features:
 
 Zero-shot is the classifier on the pretrained features. The trained methods adapt
 on the support set as the vision few-shot study does
-(:func:`edgezo.experiments.fewshot.solve`): ``lp`` trains a head initialised as
+(:func:`edgezo.studies.fewshot.solve`): ``lp`` trains a head initialised as
 the nearest-centroid classifier on the frozen (CL2N or raw) features with
 cross-entropy; ``ft`` trains every weight on the prototypical loss of the
 support set. For ``lp`` the features of every clip are computed once (the frozen
@@ -169,7 +169,7 @@ def pools_of(source: nn.Module, data: KeywordData, cfg: Config, seed: int) -> Po
 def task_source(
     source: nn.Module, pools: Pools, classifier: str, regime: str, method: str
 ) -> tuple[Embedding, dict[str, Tensor]]:
-    """The model :func:`~edgezo.experiments.fewshot.solve` adapts, and the inputs of each pool."""
+    """The model :func:`~edgezo.studies.fewshot.solve` adapts, and the inputs of each pool."""
     if classifier not in CLASSIFIERS:
         raise ValueError(f"Unknown classifier {classifier!r}; choose from {', '.join(CLASSIFIERS)}")
     kind = "16w8a" if regime == "lp" and method in QUANTIZED else "float"
@@ -245,8 +245,8 @@ def _run_backbone(
 
 
 def regime_config(cfg: Config, regime: str) -> Config:
-    """``cfg`` with the budget of ``regime`` (what :func:`~edgezo.experiments.fewshot.choose_lr`
-    and :func:`~edgezo.experiments.fewshot.episodes` read)."""
+    """``cfg`` with the budget of ``regime`` (what :func:`~edgezo.studies.fewshot.choose_lr`
+    and :func:`~edgezo.studies.fewshot.episodes` read)."""
     return replace(cfg, budget=cfg.ft_budget) if regime == "ft" else cfg
 
 

@@ -2,7 +2,7 @@
 pretrained on some speakers adapts, on the device, to a new group of users from a few
 utterances per keyword, in a quiet and in a noisy room.
 
-Here (:mod:`edgezo.experiments.audio`): a CRNN and a DS-CNN pretrained with backprop
+Here (:mod:`edgezo.studies.audio`): a CRNN and a DS-CNN pretrained with backprop
 on the synthesized keyword set's espeak-ng speakers of 7 accents (12 classes:
 silence, unknown, 10 keywords), each clip clean and with mild noise. Each new group is the speakers of an accent
 group never pretrained on: ``flite`` (another speech engine's voices) and ``en-029``
@@ -14,7 +14,7 @@ babble, half white/pink/brown), louder than the pretraining's augmentation (10-3
 
 Regimes: ``lp`` (the pretrained head trains on the frozen features) and ``ft``
 (every weight trains; BatchNorm keeps its pretrained statistics, see
-:func:`~edgezo.experiments.audio.freeze_batchnorm_statistics`). Zero-shot is the
+:func:`~edgezo.studies.audio.freeze_batchnorm_statistics`). Zero-shot is the
 pretrained model as it is. The study also reports the CRNN's memory under
 backprop against its weights (the paper: 250 kB of weights, 11.5 MB of activations).
 """

@@ -37,7 +37,7 @@ from ..data.episodes import EpisodeSampler
 from ..data.images import as_input, load_images
 from ..models.regimes import FrozenBatchNorm2d
 from ..models.regimes import prepare as prepare_regime
-from .common import Budget, Outcome, adapt, backbone, features, prototype_head
+from .common import Budget, Outcome, adapt, backbone, best_lr, features, prototype_head
 from .methods import Settings
 from .parallel import Workers
 from .results import StudyWriter
@@ -231,14 +231,14 @@ def choose_lr(
     grid = cfg.grids[regime].get(method, ())
     if defaults is None or not (cfg.budget.grid and grid):
         return defaults.lr if defaults else None
-    scores = {
-        lr: statistics.fmean(
+
+    def score(lr: float) -> float:
+        return statistics.fmean(
             episodes(method, source, regime, defaults.with_lr(lr), val, cfg.val_episodes,
                      cfg.budget, seed, progress, workers)[0]
-        )
-        for lr in grid
-    }  # fmt: skip
-    return max(grid, key=lambda lr: (scores[lr], -grid.index(lr)))
+        )  # fmt: skip
+
+    return best_lr(grid, score)
 
 
 def run(

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..train import FitResult, evaluate, fit
+from ..train import FitResult, evaluate, fit, grid_search
 from .methods import FORWARD_ONLY, Settings, make_optimizer, prepare
 
 Data = tuple[Tensor, Tensor]
@@ -157,11 +157,11 @@ def run_method(
         )  # fmt: skip
         runs[lr] = (net, result, time.perf_counter() - started)
 
-    for lr in grid if budget.grid else [defaults.lr]:
+    def score(lr: float) -> float:
         train_with(lr)
-    accuracy = {lr: run[1].final["val"]["accuracy"] for lr, run in runs.items()}
-    finite = [lr for lr in runs if math.isfinite(accuracy[lr])]
-    lr = max(finite, key=accuracy.__getitem__) if finite else next(iter(runs))
+        return runs[lr][1].final["val"]["accuracy"]
+
+    lr = best_lr(grid if budget.grid else [defaults.lr], score)
     net, result, seconds = runs[lr]
     outcome = Outcome(
         method,
@@ -176,9 +176,27 @@ def run_method(
     return outcome, net
 
 
+def best_lr(grid: Sequence[float], score: Callable[[float], float]) -> float:
+    """The lr of ``grid`` with the best ``score(lr)`` (a validation accuracy): every study's
+    lr choice, by :func:`edgezo.train.grid_search` (the first on a tie; a non-finite score never
+    wins; when every run diverged, the first lr)."""
+    scores: dict[float, float] = {}
+
+    def run(params: dict[str, Any]) -> float:
+        scores[params["lr"]] = score(params["lr"])
+        return scores[params["lr"]]
+
+    try:
+        return grid_search({"lr": list(grid)}, run).best["lr"]
+    except ValueError:
+        if len(scores) == len(grid) and not any(map(math.isfinite, scores.values())):
+            return grid[0]
+        raise
+
+
 def outcome_of(*args: Any) -> Outcome:
     """``run_method(*args)``'s outcome alone: a study cell as a task of
-    :class:`~edgezo.experiments.parallel.Workers` (the adapted model stays in the worker)."""
+    :class:`~edgezo.studies.parallel.Workers` (the adapted model stays in the worker)."""
     return run_method(*args)[0]
 
 
