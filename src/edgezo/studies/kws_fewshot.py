@@ -54,7 +54,7 @@ from .audio import (
     pretraining_index,
     spectrograms,
 )
-from .common import Budget, Outcome, calibration_batches, features
+from .common import Budget, Options, Outcome, Study, calibration_batches, features
 from .fewshot import choose_lr, episodes, mean_ci
 from .methods import QUANTIZED, Settings
 from .parallel import Workers
@@ -179,19 +179,12 @@ def task_source(
     return Embedding(None, source.feature_dim, centre), pools.feats[kind]
 
 
-def run(
-    quick: bool,
-    out: Path,
-    seed: int = 0,
-    progress: bool = True,
-    config: Config | None = None,
-    jobs: int = 1,
-) -> dict[str, Any]:
-    """Run the study (``config`` overrides the quick/full one) with its episodes spread over
+def run_config(cfg: Config, opts: Options) -> dict[str, Any]:
+    """Run the study with config ``cfg``, its episodes spread over
     ``jobs`` processes; write ``results.json``, ``results.md``, curves and a spectrogram
     figure under ``out``."""
     started = time.perf_counter()
-    cfg = config or (QUICK if quick else FULL)
+    quick, out, seed, progress, jobs = opts.quick, opts.out, opts.seed, opts.progress, opts.jobs
     keys = ("backbone", "classifier", "regime")
     writer = StudyWriter("kws-fewshot", out, keys, cfg.methods, claims=AUDIO_CLAIMS)
     data = load_data(cfg.data)
@@ -273,3 +266,7 @@ def study_notes(cfg: Config, figure: str, seconds: float) -> str:
         f"![{Path(figure).stem}]({figure})",
     ]
     return "\n".join(lines)
+
+
+#: ``run(quick, out, seed=0, progress=True, config=None, jobs=1)``: see :class:`~.common.Study`.
+run = Study(QUICK, FULL, run_config)

@@ -52,6 +52,8 @@ from ..train import FitResult, fit
 from . import cross_domain
 from .common import (
     Budget,
+    Options,
+    Study,
     backbone,
     calibration_batches,
     features,
@@ -255,17 +257,11 @@ def check_config(cfg: Config) -> None:
         raise ValueError(f"Unknown directions {cfg.directions!r}; choose pca or random")
 
 
-def run(
-    quick: bool,
-    out: Path,
-    seed: int = 0,
-    progress: bool = True,
-    config: Config | None = None,
-) -> dict[str, Any]:
+def run_config(cfg: Config, opts: Options) -> dict[str, Any]:
     """Train every (regime, method), compute its panel, and write the figure, Markdown and JSON."""
     from ..models.regimes import prepare as prepare_regime
 
-    cfg = config or (QUICK if quick else FULL)
+    quick, out, seed, progress = opts.quick, opts.out, opts.seed, opts.progress
     check_config(cfg)
     out = Path(out)
     source = backbone(cfg.arch, cfg.source, steps=cfg.pretrain_steps, seed=seed, progress=progress)
@@ -380,3 +376,7 @@ def _write(path: Path, text: str) -> None:
     from ..cache import atomic_write
 
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+#: ``run(quick, out, seed=0, progress=True, config=None, jobs=1)``: see :class:`~.common.Study`.
+run = Study(QUICK, FULL, run_config)
