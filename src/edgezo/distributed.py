@@ -45,7 +45,8 @@ atomically, every rank waits for the result) and :func:`load_checkpoint` (every
 rank reads it; ``None`` where there is none yet), so a restart of the same
 command resumes bit-exactly from the last checkpoint.
 
-Usage (each prints JSON: steps, losses, bytes per step, replica check)::
+Usage, the example of :mod:`edgezo.studies.distributed` (each prints JSON: steps, losses,
+bytes per step, replica check)::
 
     torchrun --nproc-per-node 2 -m edgezo.distributed --steps 100
     python -m edgezo.distributed --nproc 2 --steps 100       # spawns the ranks itself (gloo)
