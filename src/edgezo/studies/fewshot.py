@@ -53,18 +53,28 @@ from .results import StudyWriter
 
 
 @dataclass(frozen=True)
-class Config:
-    source: str = "mnist"
-    target: str = "fashion-mnist"
-    backbones: tuple[str, ...] = ("resnet", "vit")
-    regimes: tuple[str, ...] = ("ft", "lp")
-    methods: tuple[str, ...] = ("zero-shot", "backprop", "zo", "pezo", "qzo-ff 16w8a")
+class EpisodePlan:
+    """The tasks of a few-shot study (this one and kws-fewshot): ``ways``-way ``shots``-shot
+    episodes with ``queries`` queries per class; how many test episodes, and how many
+    validation episodes score each learning rate of the grid."""
+
     ways: int = 5
     shots: int = 5
     queries: int = 15
     episodes: int = 100  # test tasks of zero-shot and lp
     ft_episodes: int = 30  # test tasks of ft (each adapts a copy of the whole backbone)
-    val_episodes: int = 10
+    val_episodes: int = 10  # per learning rate of the grid
+
+
+@dataclass(frozen=True)
+class Config(EpisodePlan):
+    """The study's data, backbones, methods, budget and lrs; its episodes: :class:`EpisodePlan`."""
+
+    source: str = "mnist"
+    target: str = "fashion-mnist"
+    backbones: tuple[str, ...] = ("resnet", "vit")
+    regimes: tuple[str, ...] = ("ft", "lp")
+    methods: tuple[str, ...] = ("zero-shot", "backprop", "zo", "pezo", "qzo-ff 16w8a")
     pretrain_steps: int = 2000
     budget: Budget = Budget(steps=50, zo_steps=100, batch=25, grid=True)
     settings: dict[str, dict[str, Settings]] = field(

@@ -55,7 +55,7 @@ from .audio import (
     spectrograms,
 )
 from .common import Budget, Options, Outcome, Study, calibration_batches, features
-from .fewshot import choose_lr, episodes, mean_ci
+from .fewshot import EpisodePlan, choose_lr, episodes, mean_ci
 from .methods import QUANTIZED, Settings
 from .parallel import Workers
 from .results import StudyWriter
@@ -69,18 +69,18 @@ FT_LRS = {"backprop": 1e-4, "zo": 1e-4, "pezo": 1e-4, "qzo-ff 16w8a": 3e-4}
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(EpisodePlan):
+    """The study's data, backbones, classifiers, methods, budgets and lrs; its episodes (5-way
+    1-shot, 1000 test and 20 validation episodes): :class:`~.fewshot.EpisodePlan`."""
+
+    shots: int = 1
+    episodes: int = 1000  # test tasks of zero-shot and lp
+    val_episodes: int = 20  # per learning rate of the grid
     data: AudioData = AudioData()
     backbones: tuple[str, ...] = ARCHS
     classifiers: tuple[str, ...] = CLASSIFIERS
     regimes: tuple[str, ...] = ("lp", "ft")
     methods: tuple[str, ...] = ("zero-shot", "backprop", "zo", "pezo", "qzo-ff 16w8a")
-    ways: int = 5
-    shots: int = 1
-    queries: int = 15
-    episodes: int = 1000  # test tasks of zero-shot and lp
-    ft_episodes: int = 30  # test tasks of ft (each adapts a copy of the whole backbone)
-    val_episodes: int = 20  # per learning rate of the grid
     budget: Budget = Budget(steps=30, zo_steps=30, batch=5, grid=True)  # lp
     ft_budget: Budget = Budget(steps=20, zo_steps=30, batch=5, grid=False)
     settings: dict[str, dict[str, Settings]] = field(
