@@ -1,6 +1,6 @@
 """Data-parallel ZO on this machine: bytes per step against a gradient all-reduce, step time vs ranks.
 
-Workloads (the example of :mod:`edgezo.distributed`, central estimator, one query):
+Workloads (the example of :mod:`edgezo.studies.distributed`, central estimator, one query):
 
 * ``mlp``: a 32-64-10 MLP (2,762 parameters), global batch 64, Gaussian directions;
 * ``vit``: ViTTiny (5.3M parameters), global batch 16 of 3x32x32 images, Pool directions.
@@ -54,15 +54,9 @@ import torch.nn.functional as F  # noqa: E402
 from _common import emit_json  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from edgezo.distributed import (  # noqa: E402
-    BYTES_PER_EVALUATION,
-    add_arguments,
-    build_example,
-    free_port,
-    init_from_env,
-    shard,
-    train,
-)
+from edgezo.cli.distributed import add_arguments  # noqa: E402
+from edgezo.distributed import BYTES_PER_EVALUATION, free_port, init_from_env, shard  # noqa: E402
+from edgezo.studies.distributed import build_example, train  # noqa: E402
 
 WORKLOADS = {
     "mlp": {"model": "mlp", "batch": 64, "directions": "gaussian", "lr": 1e-2, "steps": 60},

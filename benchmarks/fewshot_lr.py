@@ -26,8 +26,8 @@ from _common import emit_json
 
 from edgezo.data.episodes import EpisodeSampler
 from edgezo.data.images import as_input, load_images
-from edgezo.experiments import fewshot
-from edgezo.experiments.common import Budget, backbone
+from edgezo.studies import fewshot
+from edgezo.studies.common import Budget, backbone
 
 
 def sweep(arch: str, regime: str, grid: dict[str, list[float]], n: int, zo_steps: int) -> dict:

@@ -1,6 +1,6 @@
 """QZO-FF in fixed point vs float ZO vs backprop: last-mile adaptation of the demo's SmallCNN.
 
-The setting is ``edgezo demo``'s (:mod:`edgezo.demo`): SmallCNN pretrained with
+The setting is ``edgezo demo``'s (:mod:`edgezo.studies.demo`): SmallCNN pretrained with
 backprop on MNIST (cached), deployed behind a washed-out, noisy camera
 (zero-shot ~43% on the shifted test set), and its classifier head (1290
 parameters: linear probing, the cheapest last-mile regime of PAPERS.md B)
@@ -74,11 +74,12 @@ import torch.nn.functional as F  # noqa: E402
 from _common import emit_json  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
-from edgezo import ZO, demo, presets  # noqa: E402
+from edgezo import ZO, presets  # noqa: E402
 from edgezo.directions import Gaussian  # noqa: E402
 from edgezo.directions.guided import MomentumGuided, Ramp  # noqa: E402
 from edgezo.estimators import SharpnessAware  # noqa: E402
 from edgezo.fixedpoint import trainable_parameters  # noqa: E402
+from edgezo.studies import demo  # noqa: E402
 from edgezo.updates import KernelNormalized, sparse_groups  # noqa: E402
 
 TARGETS = {"q16_vs_fp32_zo_points": 1.0, "sparse_vs_dense_points": 2.0}
@@ -596,8 +597,8 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict[str, Any]:
         "backbone": {
             "cached": cached,
             "clean_test_acc": demo.accuracy(backbone, *data["clean_test"]),
-            "adapted": [n for n, _ in demo._named_adapted(backbone, dcfg.adapt)],
-            "adapted_numel": sum(p.numel() for _, p in demo._named_adapted(backbone, dcfg.adapt)),
+            "adapted": [n for n, _ in demo.named_adapted(backbone, dcfg.adapt)],
+            "adapted_numel": sum(p.numel() for _, p in demo.named_adapted(backbone, dcfg.adapt)),
         },
         "data": {s: len(data[s][1]) for s in data},
         "feature_cache_max_abs_diff": cache_diff,

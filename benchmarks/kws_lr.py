@@ -24,11 +24,11 @@ from typing import Any
 
 from _common import emit_json
 
-from edgezo.experiments import kws_personalize as kp
-from edgezo.experiments.audio import backbone, freeze_batchnorm_statistics, load_data
-from edgezo.experiments.common import adapt
-from edgezo.experiments.methods import prepare
 from edgezo.models.regimes import prepare as prepare_regime
+from edgezo.studies import kws_personalize as kp
+from edgezo.studies.audio import backbone, freeze_batchnorm_statistics, load_data
+from edgezo.studies.common import adapt
+from edgezo.studies.methods import prepare
 from edgezo.train import evaluate
 
 

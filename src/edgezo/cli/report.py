@@ -22,14 +22,14 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .claims import CLAIMS, HW, STUDIES, Source
+from ..analysis.claims import CLAIMS, HW, STUDIES, Source
 
 #: ``edgezo`` subcommand -> module whose ``add_cli(subparsers)`` registers it.
 REGISTRARS = {
-    "run": "edgezo.experiments.cli",
-    "memory": "edgezo.analysis.memory_cli",
-    "landscape": "edgezo.analysis.landscape_cli",
-    "hw": "edgezo.hw.cli",
+    "run": "edgezo.cli.run",
+    "memory": "edgezo.cli.memory",
+    "landscape": "edgezo.cli.landscape",
+    "hw": "edgezo.cli.hw",
 }
 
 
@@ -60,7 +60,7 @@ def add_cli(subparsers: Any) -> None:
 
 def wanted_sources() -> list[Source]:
     """Every source a claim reads, and every registered study (each once, in order)."""
-    from ..experiments.cli import STUDIES as REGISTERED
+    from ..studies import STUDIES as REGISTERED
 
     names = list(STUDIES) + [s for s in REGISTERED if s not in STUDIES]
     sources = [Source("study", s) for s in names]
@@ -71,7 +71,7 @@ def wanted_sources() -> list[Source]:
 def unavailable(source: Source) -> str | None:
     """Why ``source`` cannot be run here (``None``: it can)."""
     if source.kind == "study":
-        from ..experiments.cli import STUDIES as REGISTERED
+        from ..studies import STUDIES as REGISTERED
 
         return None if source.name in REGISTERED else f"edgezo run has no study {source.name!r} yet"
     if source == HW:
@@ -127,7 +127,7 @@ def run_quick(results: Path, progress: bool = True) -> dict[str, str]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .report import build_report
+    from ..analysis.report import build_report
 
     notes = {}
     if args.run_quick:

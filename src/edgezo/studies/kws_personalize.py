@@ -2,7 +2,7 @@
 pretrained on some speakers adapts, on the device, to a new group of users from a few
 utterances per keyword, in a quiet and in a noisy room.
 
-Here (:mod:`edgezo.experiments.audio`): a CRNN and a DS-CNN pretrained with backprop
+Here (:mod:`edgezo.studies.audio`): a CRNN and a DS-CNN pretrained with backprop
 on the synthesized keyword set's espeak-ng speakers of 7 accents (12 classes:
 silence, unknown, 10 keywords), each clip clean and with mild noise. Each new group is the speakers of an accent
 group never pretrained on: ``flite`` (another speech engine's voices) and ``en-029``
@@ -14,7 +14,7 @@ babble, half white/pink/brown), louder than the pretraining's augmentation (10-3
 
 Regimes: ``lp`` (the pretrained head trains on the frozen features) and ``ft``
 (every weight trains; BatchNorm keeps its pretrained statistics, see
-:func:`~edgezo.experiments.audio.freeze_batchnorm_statistics`). Zero-shot is the
+:func:`~edgezo.studies.audio.freeze_batchnorm_statistics`). Zero-shot is the
 pretrained model as it is. The study also reports the CRNN's memory under
 backprop against its weights (the paper: 250 kB of weights, 11.5 MB of activations).
 """
@@ -48,7 +48,7 @@ from .audio import (
     spectrograms,
     talkers,
 )
-from .common import Budget, Data, outcome_of
+from .common import Budget, Data, Options, Study, outcome_of
 from .methods import Settings
 from .parallel import Workers
 from .results import StudyWriter
@@ -171,19 +171,12 @@ def condition_inputs(
     raise ValueError(f"Unknown condition {condition!r}; choose from clean, noisy")
 
 
-def run(
-    quick: bool,
-    out: Path,
-    seed: int = 0,
-    progress: bool = True,
-    config: Config | None = None,
-    jobs: int = 1,
-) -> dict[str, Any]:
-    """Run the study (``config`` overrides the quick/full one) with its cells spread over
+def run_config(cfg: Config, opts: Options) -> dict[str, Any]:
+    """Run the study with config ``cfg``, its cells spread over
     ``jobs`` processes; write ``results.json``, ``results.md``, curves and spectrograms
     under ``out``."""
     started = time.perf_counter()
-    cfg = config or (QUICK if quick else FULL)
+    quick, out, seed, progress, jobs = opts.quick, opts.out, opts.seed, opts.progress, opts.jobs
     keys = ("backbone", "group", "condition", "regime")
     writer = StudyWriter("kws-personalize", out, keys, cfg.methods, claims=AUDIO_CLAIMS)
     data = load_data(cfg.data)
@@ -253,3 +246,7 @@ def study_notes(
     lines += ["", f"Study wall time: {seconds:.0f} s.", "", memory_notes(), ""]
     lines += [f"![{Path(f).stem}]({f})" for f in figures]
     return "\n".join(lines)
+
+
+#: ``run(quick, out, seed=0, progress=True, config=None, jobs=1)``: see :class:`~.common.Study`.
+run = Study(QUICK, FULL, run_config)

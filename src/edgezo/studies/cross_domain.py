@@ -5,14 +5,13 @@ Here: the studies' ViT (:meth:`~edgezo.models.ViTConfig.small`) pretrained with
 backprop on MNIST, adapted to Fashion-MNIST and to scikit-learn's 8x8 digits
 (resized to 28x28: another camera, another writer). Both target label spaces
 are new, so every head starts as the nearest-class-mean classifier of the
-pretrained features (:func:`~edgezo.experiments.common.prototype_head`), which
+pretrained features (:func:`~edgezo.studies.common.prototype_head`), which
 is also the zero-shot row: what the device gets with no training at all.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from ..data.images import as_input, image_size, load_images
@@ -20,6 +19,9 @@ from ..models.regimes import prepare as prepare_regime
 from .common import (
     PROBES,
     Budget,
+    Options,
+    Study,
+    VisionPlan,
     backbone,
     features,
     outcome_of,
@@ -27,13 +29,14 @@ from .common import (
     regime_plan,
     subsets,
 )
-from .methods import Settings, probe_grids, vision_grids, vision_settings
 from .parallel import Workers
 from .results import StudyWriter
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(VisionPlan):
+    """The study's data and methods; its budgets, lrs and grids: :class:`~.common.VisionPlan`."""
+
     arch: str = "vit"
     source: str = "mnist"
     targets: tuple[str, ...] = ("fashion-mnist", "digits")
@@ -42,13 +45,6 @@ class Config:
     train: int = 1000  # target training samples
     val: int = 250
     test: int = 2000
-    pretrain_steps: int = 2000
-    budget: Budget = Budget(steps=300, zo_steps=1000, batch=64, grid=True)  # prompt tuning
-    #: linear probing trains a head on cached features: 1,000 ZO steps take ~1 s there
-    probe_budget: Budget = Budget(steps=1000, zo_steps=5000, batch=64, grid=True)
-    settings: dict[str, Settings] = field(default_factory=vision_settings)
-    grids: dict[str, tuple[float, ...]] = field(default_factory=vision_grids)
-    probe_grids: dict[str, tuple[float, ...]] = field(default_factory=probe_grids)
 
 
 FULL = Config()
@@ -71,17 +67,10 @@ def target_data(name: str, cfg: Config, seed: int) -> dict[str, tuple]:
     return {"train": train, "val": val, "test": test}
 
 
-def run(
-    quick: bool,
-    out: Path,
-    seed: int = 0,
-    progress: bool = True,
-    config: Config | None = None,
-    jobs: int = 1,
-) -> dict[str, Any]:
-    """Run the study (``config`` overrides the quick/full one) with its cells spread over
+def run_config(cfg: Config, opts: Options) -> dict[str, Any]:
+    """Run the study with config ``cfg``, its cells spread over
     ``jobs`` processes; write ``results.json``, ``results.md`` and curves under ``out``."""
-    cfg = config or (QUICK if quick else FULL)
+    quick, out, seed, progress, jobs = opts.quick, opts.out, opts.seed, opts.progress, opts.jobs
     writer = StudyWriter("cross-domain", out, keys=("target", "regime"), methods=cfg.methods)
     source = backbone(cfg.arch, cfg.source, steps=cfg.pretrain_steps, seed=seed, progress=progress)
     workers = Workers(jobs, desc="cross-domain cells", progress=progress)
@@ -104,3 +93,7 @@ def run(
     for cell, outcome in zip(cells, outcomes, strict=True):
         writer.add(outcome, **cell)
     return writer.finish(config=cfg, quick=quick, seed=seed)
+
+
+#: ``run(quick, out, seed=0, progress=True, config=None, jobs=1)``: see :class:`~.common.Study`.
+run = Study(QUICK, FULL, run_config)

@@ -1,7 +1,7 @@
 """Few-shot keyword spotting (QZO-FF's audio case, PAPERS.md B): 5-way 1-shot episodes on
 words the backbone never heard, with SimpleShot and ProtoNets.
 
-Here (:mod:`edgezo.experiments.audio`): the personalization study's CRNN and
+Here (:mod:`edgezo.studies.audio`): the personalization study's CRNN and
 DS-CNN, pretrained on 12 classes without the ``held_out`` words (the ten digits
 in the full run), meet episodes of those words: 5 of them, one utterance each
 (the support), 15 more each to classify (the query). Test episodes are spoken by
@@ -18,7 +18,7 @@ Two nearest-centroid classifiers on the backbone's features:
 
 Zero-shot is the classifier on the pretrained features. The trained methods adapt
 on the support set as the vision few-shot study does
-(:func:`edgezo.experiments.fewshot.solve`): ``lp`` trains a head initialised as
+(:func:`edgezo.studies.fewshot.solve`): ``lp`` trains a head initialised as
 the nearest-centroid classifier on the frozen (CL2N or raw) features with
 cross-entropy; ``ft`` trains every weight on the prototypical loss of the
 support set. For ``lp`` the features of every clip are computed once (the frozen
@@ -54,8 +54,8 @@ from .audio import (
     pretraining_index,
     spectrograms,
 )
-from .common import Budget, Outcome, calibration_batches, features
-from .fewshot import choose_lr, episodes, mean_ci
+from .common import Budget, Options, Outcome, Study, calibration_batches, features
+from .fewshot import EpisodePlan, choose_lr, episodes, mean_ci
 from .methods import QUANTIZED, Settings
 from .parallel import Workers
 from .results import StudyWriter
@@ -69,18 +69,18 @@ FT_LRS = {"backprop": 1e-4, "zo": 1e-4, "pezo": 1e-4, "qzo-ff 16w8a": 3e-4}
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(EpisodePlan):
+    """The study's data, backbones, classifiers, methods, budgets and lrs; its episodes (5-way
+    1-shot, 1000 test and 20 validation episodes): :class:`~.fewshot.EpisodePlan`."""
+
+    shots: int = 1
+    episodes: int = 1000  # test tasks of zero-shot and lp
+    val_episodes: int = 20  # per learning rate of the grid
     data: AudioData = AudioData()
     backbones: tuple[str, ...] = ARCHS
     classifiers: tuple[str, ...] = CLASSIFIERS
     regimes: tuple[str, ...] = ("lp", "ft")
     methods: tuple[str, ...] = ("zero-shot", "backprop", "zo", "pezo", "qzo-ff 16w8a")
-    ways: int = 5
-    shots: int = 1
-    queries: int = 15
-    episodes: int = 1000  # test tasks of zero-shot and lp
-    ft_episodes: int = 30  # test tasks of ft (each adapts a copy of the whole backbone)
-    val_episodes: int = 20  # per learning rate of the grid
     budget: Budget = Budget(steps=30, zo_steps=30, batch=5, grid=True)  # lp
     ft_budget: Budget = Budget(steps=20, zo_steps=30, batch=5, grid=False)
     settings: dict[str, dict[str, Settings]] = field(
@@ -169,7 +169,7 @@ def pools_of(source: nn.Module, data: KeywordData, cfg: Config, seed: int) -> Po
 def task_source(
     source: nn.Module, pools: Pools, classifier: str, regime: str, method: str
 ) -> tuple[Embedding, dict[str, Tensor]]:
-    """The model :func:`~edgezo.experiments.fewshot.solve` adapts, and the inputs of each pool."""
+    """The model :func:`~edgezo.studies.fewshot.solve` adapts, and the inputs of each pool."""
     if classifier not in CLASSIFIERS:
         raise ValueError(f"Unknown classifier {classifier!r}; choose from {', '.join(CLASSIFIERS)}")
     kind = "16w8a" if regime == "lp" and method in QUANTIZED else "float"
@@ -179,19 +179,12 @@ def task_source(
     return Embedding(None, source.feature_dim, centre), pools.feats[kind]
 
 
-def run(
-    quick: bool,
-    out: Path,
-    seed: int = 0,
-    progress: bool = True,
-    config: Config | None = None,
-    jobs: int = 1,
-) -> dict[str, Any]:
-    """Run the study (``config`` overrides the quick/full one) with its episodes spread over
+def run_config(cfg: Config, opts: Options) -> dict[str, Any]:
+    """Run the study with config ``cfg``, its episodes spread over
     ``jobs`` processes; write ``results.json``, ``results.md``, curves and a spectrogram
     figure under ``out``."""
     started = time.perf_counter()
-    cfg = config or (QUICK if quick else FULL)
+    quick, out, seed, progress, jobs = opts.quick, opts.out, opts.seed, opts.progress, opts.jobs
     keys = ("backbone", "classifier", "regime")
     writer = StudyWriter("kws-fewshot", out, keys, cfg.methods, claims=AUDIO_CLAIMS)
     data = load_data(cfg.data)
@@ -245,8 +238,8 @@ def _run_backbone(
 
 
 def regime_config(cfg: Config, regime: str) -> Config:
-    """``cfg`` with the budget of ``regime`` (what :func:`~edgezo.experiments.fewshot.choose_lr`
-    and :func:`~edgezo.experiments.fewshot.episodes` read)."""
+    """``cfg`` with the budget of ``regime`` (what :func:`~edgezo.studies.fewshot.choose_lr`
+    and :func:`~edgezo.studies.fewshot.episodes` read)."""
     return replace(cfg, budget=cfg.ft_budget) if regime == "ft" else cfg
 
 
@@ -273,3 +266,7 @@ def study_notes(cfg: Config, figure: str, seconds: float) -> str:
         f"![{Path(figure).stem}]({figure})",
     ]
     return "\n".join(lines)
+
+
+#: ``run(quick, out, seed=0, progress=True, config=None, jobs=1)``: see :class:`~.common.Study`.
+run = Study(QUICK, FULL, run_config)

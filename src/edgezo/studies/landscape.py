@@ -1,4 +1,4 @@
-"""``edgezo landscape [--quick] [--grid N] [--out DIR] [--directions pca|random]``.
+"""Figure 6's training (``edgezo landscape [--quick] [--grid N] [--directions pca|random]``).
 
 QZO-FF's Figure 6 (PAPERS.md B) end to end: the cross-domain study's source
 backbone (a ViT pretrained with backprop on MNIST, cached) is adapted to
@@ -29,29 +29,16 @@ Choices (the papers do not give them):
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..cli import _int_at_least
-from ..experiments import cross_domain
-from ..experiments.common import (
-    Budget,
-    backbone,
-    calibration_batches,
-    features,
-    prototype_head,
-    subsets,
-)
-from ..experiments.methods import Settings, make_optimizer, prepare
-from ..train import FitResult, fit
-from .landscape import (
+from ..analysis.landscape import (
     Panel,
     Surface,
     evaluation_batches,
@@ -61,6 +48,19 @@ from .landscape import (
     pca_directions,
     project,
 )
+from ..train import FitResult, fit
+from . import cross_domain
+from .common import (
+    Budget,
+    Options,
+    Study,
+    backbone,
+    calibration_batches,
+    features,
+    prototype_head,
+    subsets,
+)
+from .methods import Settings, make_optimizer, prepare
 
 Data = tuple[Tensor, Tensor]
 
@@ -129,27 +129,13 @@ class Run:
 def make_method(
     name: str, model: nn.Module, calibration: list[Tensor], settings: Settings, seed: int
 ) -> tuple[nn.Module, list[Tensor], torch.optim.Optimizer]:
-    """A copy of ``model`` for method ``name``, the tensors it trains and its optimizer.
-
-    ``"qzo-ff 8w8a"`` is QZO-FF on 8-bit weights and activations, built with
-    ``force=True`` (it cannot train, which is what the figure shows); the other
-    names are :mod:`edgezo.experiments.methods`'.
-    """
+    """A copy of ``model`` for method ``name``, the tensors it trains and its optimizer, from
+    the studies' registry (:mod:`edgezo.studies.methods`; ``"qzo-ff 8w8a"`` is built with
+    ``force=True``: it cannot train, which is what the figure shows)."""
     if name not in METHODS:
         raise ValueError(f"Unknown method {name!r}; choose from {', '.join(METHODS)}")
-    if name != "qzo-ff 8w8a":
-        net, params = prepare(name, model, calibration)
-        return net, params, trainable_optimizer(name, params, settings, seed)
-    from ..fixedpoint import quantize_model, trainable_parameters
-    from ..presets import qzo_ff
-
-    net = quantize_model(model, weight_bits=8, activation_bits=8, calibration=calibration)
-    params = list(trainable_parameters(net))
-    optimizer = qzo_ff(
-        params, lr=settings.lr, eps=settings.eps, seed=seed, queries=max(settings.queries, 3),
-        force=True,
-    )  # fmt: skip
-    return net, params, optimizer
+    net, params = prepare(name, model, calibration)
+    return net, params, trainable_optimizer(name, params, settings, seed)
 
 
 def trainable_optimizer(
@@ -182,7 +168,7 @@ def adapt_with_path(
     """Adapt a copy of ``model`` by ``method``, keeping ``cfg.snapshots`` points of its path.
 
     With ``head_only`` (linear probing) the head trains on features computed once
-    (as :func:`edgezo.experiments.common.adapt` does) and the run's model is the head.
+    (as :func:`edgezo.studies.common.adapt` does) and the run's model is the head.
     """
     net, params, optimizer = make_method(
         method, model, calibration_batches(train[0]), cfg.settings[method], seed
@@ -271,17 +257,11 @@ def check_config(cfg: Config) -> None:
         raise ValueError(f"Unknown directions {cfg.directions!r}; choose pca or random")
 
 
-def run(
-    quick: bool,
-    out: Path,
-    seed: int = 0,
-    progress: bool = True,
-    config: Config | None = None,
-) -> dict[str, Any]:
+def run_config(cfg: Config, opts: Options) -> dict[str, Any]:
     """Train every (regime, method), compute its panel, and write the figure, Markdown and JSON."""
     from ..models.regimes import prepare as prepare_regime
 
-    cfg = config or (QUICK if quick else FULL)
+    quick, out, seed, progress = opts.quick, opts.out, opts.seed, opts.progress
     check_config(cfg)
     out = Path(out)
     source = backbone(cfg.arch, cfg.source, steps=cfg.pretrain_steps, seed=seed, progress=progress)
@@ -398,41 +378,5 @@ def _write(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
-# -- command line ------------------------------------------------------------------------------
-def add_cli(subparsers: Any) -> None:
-    """Register ``edgezo landscape`` on the main CLI's subparsers."""
-    p = subparsers.add_parser(
-        "landscape",
-        help="loss-landscape grid (QZO-FF Figure 6): BP, ZO, QZO-FF 16w8a / 8w8a; LP and VPT",
-        description=(
-            "Adapt the cross-domain study's ViT (pretrained on MNIST, cached) to Fashion-MNIST "
-            "with backprop, ZO, QZO-FF 16w8a and QZO-FF 8w8a, by linear probing and by deep "
-            "prompt tuning, recording each weight path; evaluate the training loss on a grid "
-            "of the path's PCA plane around the final weights (Li et al. 2018). Writes "
-            "landscape.png, landscape.md and landscape.json under --out."
-        ),
-    )
-    p.add_argument("--quick", action="store_true", help="small data, few steps, small grid")
-    p.add_argument(
-        "--grid", type=_int_at_least(2), default=None, metavar="N",
-        help=f"points per axis (default {FULL.grid}, quick {QUICK.grid})",
-    )  # fmt: skip
-    p.add_argument(
-        "--directions", choices=DIRECTIONS, default="pca",
-        help="the plane: the path's PCA directions (default) or random filter-normalized ones",
-    )  # fmt: skip
-    p.add_argument("--out", type=Path, default=Path("results/landscape"), help="output directory")
-    p.add_argument("--seed", type=int, default=0, help="seed of everything random (default 0)")
-    p.add_argument("--threads", type=_int_at_least(1), default=None, help="torch CPU threads")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(handler=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    cfg = QUICK if args.quick else FULL
-    cfg = replace(cfg, grid=args.grid or cfg.grid, directions=args.directions)
-    summary = run(args.quick, args.out, args.seed, not args.no_progress, cfg)
-    print(json.dumps(summary, indent=2))
-    return 0
+#: ``run(quick, out, seed=0, progress=True, config=None, jobs=1)``: see :class:`~.common.Study`.
+run = Study(QUICK, FULL, run_config)

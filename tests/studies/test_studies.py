@@ -13,14 +13,13 @@ from hypothesis import strategies as st
 from torch import nn
 
 from edgezo.directions import Gaussian, Pool
-from edgezo.experiments import cross_domain, fewshot, ood
-from edgezo.experiments.cli import run_study
-from edgezo.experiments.common import PROBES, Budget, prototype_head, run_method, subsets
-from edgezo.experiments.fewshot import mean_ci, proto_loss
-from edgezo.experiments.methods import FORWARD_ONLY, METHODS, Settings, make_optimizer, prepare
-from edgezo.experiments.ood import corrupted_mixture
-from edgezo.experiments.results import check_claims, pivot, within
 from edgezo.fixedpoint import FixedPointParameter
+from edgezo.studies import cross_domain, fewshot, ood, run_study
+from edgezo.studies.common import PROBES, Budget, prototype_head, run_method, subsets
+from edgezo.studies.fewshot import mean_ci, proto_loss
+from edgezo.studies.methods import FORWARD_ONLY, METHODS, Settings, make_optimizer, prepare
+from edgezo.studies.ood import corrupted_mixture
+from edgezo.studies.results import check_claims, pivot, within
 
 
 @settings(max_examples=20, deadline=None)

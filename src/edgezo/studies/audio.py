@@ -65,7 +65,7 @@ DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight"
 
 
 def method_settings(lrs: Mapping[str, float]) -> dict[str, Settings]:
-    """Each method's :class:`~edgezo.experiments.methods.Settings` with the given lr."""
+    """Each method's :class:`~edgezo.studies.methods.Settings` with the given lr."""
     return {method: Settings(lr=lr) for method, lr in lrs.items()}
 
 

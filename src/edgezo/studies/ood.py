@@ -14,8 +14,7 @@ weights. Zero-shot is the pretrained model itself (``lp3`` starts from a new
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,8 +24,18 @@ from ..data.corruptions import CORRUPTIONS, corrupt
 from ..data.images import as_input, load_images
 from ..models.regimes import prepare as prepare_regime
 from ..train import evaluate
-from .common import PROBES, Budget, Outcome, backbone, regime_plan, run_method, subsets
-from .methods import Settings, probe_grids, vision_grids, vision_settings
+from .common import (
+    PROBES,
+    Budget,
+    Options,
+    Outcome,
+    Study,
+    VisionPlan,
+    backbone,
+    regime_plan,
+    run_method,
+    subsets,
+)
 from .parallel import Workers
 from .results import StudyWriter
 
@@ -34,7 +43,9 @@ SEVERITY_NAMES = {1: "easy", 2: "medium", 3: "hard"}
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(VisionPlan):
+    """The study's data and methods; its budgets, lrs and grids: :class:`~.common.VisionPlan`."""
+
     arch: str = "vit"
     source: str = "fashion-mnist"
     severities: tuple[int, ...] = (1, 2, 3)
@@ -46,13 +57,6 @@ class Config:
     train: int = 2100  # 100 per corruption
     val: int = 420
     test: int = 500  # per corruption
-    pretrain_steps: int = 2000
-    budget: Budget = Budget(steps=300, zo_steps=1000, batch=64, grid=True)  # prompt tuning
-    #: linear probing trains a head on cached features: 1,000 ZO steps take ~1 s there
-    probe_budget: Budget = Budget(steps=1000, zo_steps=5000, batch=64, grid=True)
-    settings: dict[str, Settings] = field(default_factory=vision_settings)
-    grids: dict[str, tuple[float, ...]] = field(default_factory=vision_grids)
-    probe_grids: dict[str, tuple[float, ...]] = field(default_factory=probe_grids)
 
 
 FULL = Config()
@@ -103,17 +107,10 @@ def adapt_and_test(
     return outcome, accuracies
 
 
-def run(
-    quick: bool,
-    out: Path,
-    seed: int = 0,
-    progress: bool = True,
-    config: Config | None = None,
-    jobs: int = 1,
-) -> dict[str, Any]:
-    """Run the study (``config`` overrides the quick/full one) with its cells spread over
+def run_config(cfg: Config, opts: Options) -> dict[str, Any]:
+    """Run the study with config ``cfg``, its cells spread over
     ``jobs`` processes; write ``results.json``, ``results.md`` and curves under ``out``."""
-    cfg = config or (QUICK if quick else FULL)
+    quick, out, seed, progress, jobs = opts.quick, opts.out, opts.seed, opts.progress, opts.jobs
     writer = StudyWriter("ood", out, keys=("severity", "regime"), methods=cfg.methods)
     source = backbone(cfg.arch, cfg.source, steps=cfg.pretrain_steps, seed=seed, progress=progress)
     x, y = load_images(cfg.source, "train")
@@ -147,3 +144,7 @@ def run(
         ]
     writer.extra["per_corruption"] = per_corruption
     return writer.finish(config=cfg, quick=quick, seed=seed)
+
+
+#: ``run(quick, out, seed=0, progress=True, config=None, jobs=1)``: see :class:`~.common.Study`.
+run = Study(QUICK, FULL, run_config)

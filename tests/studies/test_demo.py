@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from edgezo import cache, demo
+from edgezo import cache
+from edgezo.studies import demo
 
 # -- cache -----------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..cli import _int_at_least
+from .args import int_at_least
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--regime", choices=sorted(REGIMES), default="ft", help="what trains (default ft)"
     )
-    p.add_argument("--batch", type=_int_at_least(1), default=1, help="batch size (default 1)")
+    p.add_argument("--batch", type=int_at_least(1), default=1, help="batch size (default 1)")
     p.add_argument(
         "--bp-optimizer",
         choices=["sgd", "momentum", "adam"],
@@ -111,12 +111,12 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--rss-steps",
-        type=_int_at_least(0),
+        type=int_at_least(0),
         default=3,
         metavar="N",
         help="steps per measured process (peak resident set); 0 skips it (default 3)",
     )
-    p.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of weights and batch")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="seed of weights and batch")
     p.add_argument(
         "--out", default="memory", metavar="DIR", help="output folder (default ./memory)"
     )
@@ -138,7 +138,13 @@ def build(name: str, regime: str, batch: int, seed: int = 0) -> tuple[nn.Module,
 
 def run_memory(args: argparse.Namespace) -> int:
     """Measure, write the three files, print the table and where they are."""
-    from .memory import RSS_MODES, environment, measure_peak_rss, memory_table, write_memory_report
+    from ..analysis.memory import (
+        RSS_MODES,
+        environment,
+        measure_peak_rss,
+        memory_table,
+        write_memory_report,
+    )
 
     torch.set_num_threads(1)
     model, x = build(args.model, args.regime, args.batch, args.seed)

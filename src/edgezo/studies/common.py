@@ -15,13 +15,22 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..train import FitResult, evaluate, fit
-from .methods import FORWARD_ONLY, Settings, make_optimizer, prepare
+from ..train import FitResult, evaluate, fit, grid_search
+from .methods import (
+    FORWARD_ONLY,
+    Settings,
+    make_optimizer,
+    prepare,
+    probe_grids,
+    vision_grids,
+    vision_settings,
+)
 
 Data = tuple[Tensor, Tensor]
 
@@ -41,12 +50,62 @@ class Budget:
 PROBES = frozenset({"lp", "lp3"})
 
 
-def regime_plan(cfg: Any, regime: str) -> tuple[Budget, Mapping[str, tuple[float, ...]]]:
+@dataclass(frozen=True)
+class VisionPlan:
+    """What the vision studies (cross-domain, OOD) share: the backbone's pretraining steps, the
+    budgets of prompt tuning (``budget``) and linear probing (``probe_budget``), each method's
+    default settings and lr grids (:func:`regime_plan` picks a regime's)."""
+
+    pretrain_steps: int = 2000
+    budget: Budget = Budget(steps=300, zo_steps=1000, batch=64, grid=True)  # prompt tuning
+    #: linear probing trains a head on cached features: 1,000 ZO steps take ~1 s there
+    probe_budget: Budget = Budget(steps=1000, zo_steps=5000, batch=64, grid=True)
+    settings: dict[str, Settings] = field(default_factory=vision_settings)
+    grids: dict[str, tuple[float, ...]] = field(default_factory=vision_grids)
+    probe_grids: dict[str, tuple[float, ...]] = field(default_factory=probe_grids)
+
+
+def regime_plan(cfg: VisionPlan, regime: str) -> tuple[Budget, Mapping[str, tuple[float, ...]]]:
     """``(budget, lr grids)`` of a vision study's ``regime``: ``cfg.probe_budget`` and
     ``cfg.probe_grids`` for linear probing, ``cfg.budget`` and ``cfg.grids`` otherwise."""
     if regime in PROBES:
         return cfg.probe_budget, cfg.probe_grids
     return cfg.budget, cfg.grids
+
+
+@dataclass(frozen=True)
+class Options:
+    """How a study runs: ``quick`` (its small config), where it writes, its seed, progress
+    bars, and how many processes its independent runs are spread over."""
+
+    quick: bool
+    out: Path
+    seed: int = 0
+    progress: bool = True
+    jobs: int = 1
+
+
+@dataclass(frozen=True)
+class Study:
+    """A study's ``run``: ``run(quick, out, seed=0, progress=True, config=None, jobs=1)`` runs
+    ``body(config, options)`` with ``config`` or else the quick or the full config, writes the
+    study's files under ``out`` and returns its summary (what ``edgezo run`` calls)."""
+
+    quick_config: Any
+    full_config: Any
+    body: Callable[[Any, Options], dict[str, Any]]
+
+    def __call__(
+        self,
+        quick: bool,
+        out: Path,
+        seed: int = 0,
+        progress: bool = True,
+        config: Any = None,
+        jobs: int = 1,
+    ) -> dict[str, Any]:
+        cfg = config or (self.quick_config if quick else self.full_config)
+        return self.body(cfg, Options(quick, Path(out), seed, progress, jobs))
 
 
 @dataclass
@@ -157,11 +216,11 @@ def run_method(
         )  # fmt: skip
         runs[lr] = (net, result, time.perf_counter() - started)
 
-    for lr in grid if budget.grid else [defaults.lr]:
+    def score(lr: float) -> float:
         train_with(lr)
-    accuracy = {lr: run[1].final["val"]["accuracy"] for lr, run in runs.items()}
-    finite = [lr for lr in runs if math.isfinite(accuracy[lr])]
-    lr = max(finite, key=accuracy.__getitem__) if finite else next(iter(runs))
+        return runs[lr][1].final["val"]["accuracy"]
+
+    lr = best_lr(grid if budget.grid else [defaults.lr], score)
     net, result, seconds = runs[lr]
     outcome = Outcome(
         method,
@@ -176,9 +235,27 @@ def run_method(
     return outcome, net
 
 
+def best_lr(grid: Sequence[float], score: Callable[[float], float]) -> float:
+    """The lr of ``grid`` with the best ``score(lr)`` (a validation accuracy): every study's
+    lr choice, by :func:`edgezo.train.grid_search` (the first on a tie; a non-finite score never
+    wins; when every run diverged, the first lr)."""
+    scores: dict[float, float] = {}
+
+    def run(params: dict[str, Any]) -> float:
+        scores[params["lr"]] = score(params["lr"])
+        return scores[params["lr"]]
+
+    try:
+        return grid_search({"lr": list(grid)}, run).best["lr"]
+    except ValueError:
+        if len(scores) == len(grid) and not any(map(math.isfinite, scores.values())):
+            return grid[0]
+        raise
+
+
 def outcome_of(*args: Any) -> Outcome:
     """``run_method(*args)``'s outcome alone: a study cell as a task of
-    :class:`~edgezo.experiments.parallel.Workers` (the adapted model stays in the worker)."""
+    :class:`~edgezo.studies.parallel.Workers` (the adapted model stays in the worker)."""
     return run_method(*args)[0]
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,25 +36,45 @@ from ..data.episodes import EpisodeSampler
 from ..data.images import as_input, load_images
 from ..models.regimes import FrozenBatchNorm2d
 from ..models.regimes import prepare as prepare_regime
-from .common import Budget, Outcome, adapt, backbone, features, prototype_head
+from .common import (
+    Budget,
+    Options,
+    Outcome,
+    Study,
+    adapt,
+    backbone,
+    best_lr,
+    features,
+    prototype_head,
+)
 from .methods import Settings
 from .parallel import Workers
 from .results import StudyWriter
 
 
 @dataclass(frozen=True)
-class Config:
-    source: str = "mnist"
-    target: str = "fashion-mnist"
-    backbones: tuple[str, ...] = ("resnet", "vit")
-    regimes: tuple[str, ...] = ("ft", "lp")
-    methods: tuple[str, ...] = ("zero-shot", "backprop", "zo", "pezo", "qzo-ff 16w8a")
+class EpisodePlan:
+    """The tasks of a few-shot study (this one and kws-fewshot): ``ways``-way ``shots``-shot
+    episodes with ``queries`` queries per class; how many test episodes, and how many
+    validation episodes score each learning rate of the grid."""
+
     ways: int = 5
     shots: int = 5
     queries: int = 15
     episodes: int = 100  # test tasks of zero-shot and lp
     ft_episodes: int = 30  # test tasks of ft (each adapts a copy of the whole backbone)
-    val_episodes: int = 10
+    val_episodes: int = 10  # per learning rate of the grid
+
+
+@dataclass(frozen=True)
+class Config(EpisodePlan):
+    """The study's data, backbones, methods, budget and lrs; its episodes: :class:`EpisodePlan`."""
+
+    source: str = "mnist"
+    target: str = "fashion-mnist"
+    backbones: tuple[str, ...] = ("resnet", "vit")
+    regimes: tuple[str, ...] = ("ft", "lp")
+    methods: tuple[str, ...] = ("zero-shot", "backprop", "zo", "pezo", "qzo-ff 16w8a")
     pretrain_steps: int = 2000
     budget: Budget = Budget(steps=50, zo_steps=100, batch=25, grid=True)
     settings: dict[str, dict[str, Settings]] = field(
@@ -231,27 +250,20 @@ def choose_lr(
     grid = cfg.grids[regime].get(method, ())
     if defaults is None or not (cfg.budget.grid and grid):
         return defaults.lr if defaults else None
-    scores = {
-        lr: statistics.fmean(
+
+    def score(lr: float) -> float:
+        return statistics.fmean(
             episodes(method, source, regime, defaults.with_lr(lr), val, cfg.val_episodes,
                      cfg.budget, seed, progress, workers)[0]
-        )
-        for lr in grid
-    }  # fmt: skip
-    return max(grid, key=lambda lr: (scores[lr], -grid.index(lr)))
+        )  # fmt: skip
+
+    return best_lr(grid, score)
 
 
-def run(
-    quick: bool,
-    out: Path,
-    seed: int = 0,
-    progress: bool = True,
-    config: Config | None = None,
-    jobs: int = 1,
-) -> dict[str, Any]:
-    """Run the study (``config`` overrides the quick/full one) with its episodes spread over
+def run_config(cfg: Config, opts: Options) -> dict[str, Any]:
+    """Run the study with config ``cfg``, its episodes spread over
     ``jobs`` processes; write ``results.json``, ``results.md`` and curves under ``out``."""
-    cfg = config or (QUICK if quick else FULL)
+    quick, out, seed, progress, jobs = opts.quick, opts.out, opts.seed, opts.progress, opts.jobs
     writer = StudyWriter("fewshot", out, keys=("backbone", "regime"), methods=cfg.methods)
     xv, yv = load_images(cfg.target, "train")
     xt, yt = load_images(cfg.target, "test")
@@ -276,3 +288,7 @@ def run(
                     outcome = Outcome(method, lr, mean, history=history)
                     writer.add(outcome, backbone=arch, regime=regime, ci95=ci, episodes=len(accs))
     return writer.finish(config=cfg, quick=quick, seed=seed)
+
+
+#: ``run(quick, out, seed=0, progress=True, config=None, jobs=1)``: see :class:`~.common.Study`.
+run = Study(QUICK, FULL, run_config)

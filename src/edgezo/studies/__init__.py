@@ -1,0 +1,38 @@
+"""The demo and the papers' studies as recipes: ``edgezo demo``, ``edgezo run <study> [--quick]``.
+
+Each study adapts a backbone pretrained here (backprop, cached) with every
+method of :mod:`edgezo.studies.methods` (the one method registry, which the
+demo and Figure 6 use too) and writes, under its output directory,
+``results.json`` (every number), ``results.md`` (the tables, with the paper's
+claims checked) and PNG figures. Also here: :mod:`edgezo.studies.demo`,
+Figure 6's training (:mod:`edgezo.studies.landscape`) and the data-parallel
+example (:mod:`edgezo.studies.distributed`).
+
+A study is a module of this package with a function
+``run(quick: bool, out: Path, seed: int, progress: bool, jobs: int) -> dict`` that
+writes its files under ``out`` and returns its summary; :data:`STUDIES` names them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+#: Study name -> module under ``edgezo.studies`` (imported only when run).
+STUDIES = {
+    "cross-domain": "cross_domain",
+    "ood": "ood",
+    "fewshot": "fewshot",
+    "kws-personalize": "kws_personalize",
+    "kws-fewshot": "kws_fewshot",
+}
+
+
+def run_study(
+    name: str, quick: bool, out: Path, seed: int = 0, progress: bool = True, jobs: int = 1
+) -> dict:
+    """Run study ``name`` over ``jobs`` processes; its files go to ``out/name``."""
+    if name not in STUDIES:
+        raise ValueError(f"Unknown study {name!r}; choose from {', '.join(sorted(STUDIES))}")
+    module = importlib.import_module(f"{__name__}.{STUDIES[name]}")
+    return module.run(quick=quick, out=Path(out) / name, seed=seed, progress=progress, jobs=jobs)
