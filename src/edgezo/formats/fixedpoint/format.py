@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -66,6 +66,10 @@ class FixedPointFormat(NumberFormat):
 
     def owns(self, segment: Segment) -> bool:
         return segment.fixed
+
+    def config(self) -> dict[str, Any]:
+        """``z_bits`` and ``z_max`` (``force`` changes no number: not recorded)."""
+        return {"type": "FixedPointFormat", "z_bits": self.z_bits, "z_max": self.z_max}
 
     def prepare(self) -> None:
         self.zf = ZFormat.of(self.directions, self.z_bits, self.z_max)
