@@ -20,6 +20,7 @@ update is made.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -98,10 +99,10 @@ class ZO(torch.optim.Optimizer):
     ) -> None:
         _check_number("learning rate", lr, minimum=0.0)
         _check_number("weight_decay", weight_decay, minimum=0.0)
-        if not (math.isfinite(eps) and eps > 0):
-            raise ValueError(f"Invalid eps: {eps}; the perturbation scale must be > 0")
-        if int(queries) != queries or queries < 1:
-            raise ValueError(f"Invalid number of queries: {queries}; use an integer >= 1")
+        _check_eps(eps)
+        _check_queries(queries)
+        _refuse_bool("momentum", momentum)
+        _refuse_bool("history", history)
         if directions is not None and not isinstance(directions, Directions):
             raise TypeError(
                 f"directions must be an edgezo.directions source (e.g. Pool(size=2**20)), "
@@ -339,9 +340,34 @@ def _check_replay(update_rule: UpdateRule, directions: Directions) -> None:
         )
 
 
+def _refuse_bool(name: str, value: Any) -> None:
+    """``True`` is an int to Python, never a sensible setting: a bool is a mistake."""
+    if isinstance(value, bool):
+        raise TypeError(f"Invalid {name}: {value}; give a number, not a bool")
+
+
 def _check_number(name: str, value: float, minimum: float) -> None:
+    _refuse_bool(name, value)
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= minimum):
         raise ValueError(f"Invalid {name}: {value}; it must be a finite number >= {minimum}")
+
+
+def _check_eps(eps: Any) -> None:
+    """``eps`` is a finite number > 0 (whether it survives the weights' dtype: the formats)."""
+    _refuse_bool("eps", eps)
+    if not isinstance(eps, numbers.Real):
+        raise TypeError(f"Invalid eps: {eps!r}; give a number > 0 (the perturbation scale)")
+    if not (math.isfinite(eps) and eps > 0):
+        raise ValueError(f"Invalid eps: {eps}; the perturbation scale must be > 0")
+
+
+def _check_queries(queries: Any) -> None:
+    _refuse_bool("queries", queries)
+    integral = isinstance(queries, numbers.Integral) or (
+        isinstance(queries, float) and queries.is_integer()
+    )
+    if not integral or queries < 1:
+        raise ValueError(f"Invalid number of queries: {queries}; use an integer >= 1")
 
 
 def _as_list(formats: NumberFormat | Sequence[NumberFormat] | None) -> list[NumberFormat]:
