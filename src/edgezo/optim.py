@@ -51,9 +51,12 @@ class ZO(torch.optim.Optimizer):
         params: tensors or parameter groups, as for any ``torch.optim`` optimizer.
             Groups may set their own ``lr`` and ``weight_decay``, and a ``masks``
             list (one 0/1 tensor or ``None`` per parameter) for sparse updates.
-        lr: learning rate.
+        lr: learning rate (with ``weight_decay``, the one setting a checkpoint
+            restores: see :meth:`load_state_dict`).
         eps: perturbation scale (the same for every group: it defines the
-            finite difference).
+            finite difference). If ``w + eps`` rounds back to ``w`` for many float
+            weights of a tensor, a warning names it and the smallest eps that
+            works; if for every weight, construction fails.
         directions: where ``z`` comes from (default: ``Gaussian()``, MeZO).
         estimator: ``"central"``, ``"forward"``, ``"sign"``, ``"jvp"`` or an
             :class:`~edgezo.estimators.Estimator`.
