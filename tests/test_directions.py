@@ -274,3 +274,28 @@ def test_pool_size_must_be_a_whole_number(size, error):
     with pytest.raises(error, match="pool size"):
         Pool(size=size, seed=0)
     assert Pool(size=1021.0, seed=0).size == 1021
+
+
+# -- seeds: the source's real range, never wrapped ----------------------------------------
+@pytest.mark.parametrize("make", [Gaussian, Rademacher, Uniform, lambda s: Pool(size=101, seed=s)])
+@pytest.mark.parametrize("seed", [2**64, 2**70, -1])
+def test_a_seed_outside_64_bits_is_refused_not_wrapped(make, seed):
+    """``seed=2**70`` used to equal ``seed=0`` and ``-1`` to equal ``2**64 - 1``."""
+    with pytest.raises(ValueError, match=r"seed.*2\*\*64"):
+        make(seed)
+
+
+@pytest.mark.parametrize("make", [Gaussian, Rademacher, Uniform, lambda s: Pool(size=101, seed=s)])
+@pytest.mark.parametrize("seed", [True, 1.5, "1"])
+def test_a_seed_that_is_not_an_integer_is_refused(make, seed):
+    with pytest.raises(TypeError, match="seed"):
+        make(seed)
+
+
+def test_the_ends_of_the_seed_range_and_numpy_integers_are_accepted():
+    import numpy as np
+
+    assert Gaussian(2**64 - 1).seed == 2**64 - 1
+    assert Gaussian(np.int64(7)).seed == 7 and type(Gaussian(np.int64(7)).seed) is int
+    assert Pool(size=101, seed=0).seed == 0
+    assert Gaussian(3.0).seed == 3  # an integral float is an integer

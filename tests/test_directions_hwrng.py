@@ -234,7 +234,7 @@ GENERATORS = [
     lambda: LFSR(width=16, seed=77, bits=3, steps_per_cycle=5),
     lambda: Xorshift(seed=42, bits=8),
     lambda: RNGArray(n=16, rng="lfsr", seed=3),
-    lambda: RNGArray(n=5, rng="xorshift", seed=-8, bits=6),
+    lambda: RNGArray(n=5, rng="xorshift", seed=2**64 - 8, bits=6),
     lambda: RNGArray(n=3, rng="lfsr", width=12, seed=1, bits=4),
 ]
 
@@ -316,7 +316,7 @@ def test_rng_array_huge_start_by_periodicity():
 
 
 def test_rng_array_seed_derivation_rule():
-    for seed, width in [(0, 32), (123, 16), (-1, 8), (2**70 + 5, 32)]:
+    for seed, width in [(0, 32), (123, 16), (2**64 - 1, 8), (2**63 + 5, 32)]:
         arr = RNGArray(n=6, rng="lfsr", seed=seed, width=width)
         expected = [splitmix64(splitmix64(seed % 2**64) ^ r) % (2**width - 1) + 1 for r in range(6)]
         assert arr.seeds == expected
@@ -463,3 +463,35 @@ def test_invalid_window_and_unbound_use():
         g.raw(-1, 3)
     with pytest.raises(RuntimeError, match=r"bind"):
         g.sample(0, 0, 0, 3)
+
+
+# -- settings: bools and fractions refused, seeds in the register's range ---------------------
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: LFSR(seed=True), "seed"),
+        (lambda: LFSR(seed=1.5), "seed"),
+        (lambda: Xorshift(seed=True), "seed"),
+        (lambda: LFSR(bits=True), "bits"),
+        (lambda: LFSR(bits=7.5), "bits"),
+        (lambda: Xorshift(bits=8.5), "bits"),
+        (lambda: LFSR(width=True), "width"),
+        (lambda: LFSR(width=16.5), "width"),
+        (lambda: LFSR(steps_per_cycle=2.5), "steps_per_cycle"),
+        (lambda: LFSR(steps_per_cycle=True), "steps_per_cycle"),
+        (lambda: RNGArray(n=True), "n"),
+        (lambda: RNGArray(n=2.5), "n"),
+        (lambda: RNGArray(seed=2**64), "seed"),
+        (lambda: RNGArray(seed=-1), "seed"),
+        (lambda: RNGArray(seed=True), "seed"),
+        (lambda: RNGArray(bits=True), "bits"),
+    ],
+)
+def test_hardware_sources_refuse_bools_fractions_and_wrapping_seeds(make, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        make()
+
+
+def test_hardware_sources_accept_integral_numbers():
+    assert LFSR(width=16, seed=np.int64(5), bits=4.0).config()["bits"] == 4
+    assert RNGArray(n=4, seed=2**64 - 1).seed == 2**64 - 1

@@ -461,3 +461,42 @@ def test_state_dict_carries_the_weight_scales():
         torch.testing.assert_close(dequantized_copy(qb)[name], t, rtol=0, atol=0, msg=name)
     with torch.no_grad():
         torch.testing.assert_close(qb(x), qa(x))
+
+
+# -- quantize_model's arguments: a clear error naming the argument and what is allowed --------
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"weight_bits": 8.5}, "weight_bits"),
+        ({"weight_bits": True}, "weight_bits"),
+        ({"weight_bits": "16"}, "weight_bits"),
+        ({"weight_bits": 1}, "weight_bits"),
+        ({"weight_bits": 40}, "weight_bits"),
+        ({"activation_bits": 7.5, "calibration": [torch.zeros(1, 4)]}, "activation_bits"),
+        ({"activation_bits": True, "calibration": [torch.zeros(1, 4)]}, "activation_bits"),
+        ({"activation_bits": 1, "calibration": [torch.zeros(1, 4)]}, "activation_bits"),
+        ({"per_channel": "yes", "activation_bits": None}, "per_channel"),
+        ({"scale_method": "min", "activation_bits": None}, "scale_method"),
+        ({"headroom": True, "activation_bits": None}, "headroom"),
+        ({"headroom": 0.5, "activation_bits": None}, "headroom"),
+        ({"headroom": float("nan"), "activation_bits": None}, "headroom"),
+        ({"calibration": 3}, "calibration"),
+    ],
+)
+def test_quantize_model_names_the_bad_argument(kwargs, match):
+    with pytest.raises((TypeError, ValueError), match=match) as info:
+        quantize_model(nn.Linear(4, 2), **kwargs)
+    assert "allowed" in str(info.value) or "use" in str(info.value)
+
+
+def test_quantize_model_refuses_what_is_not_a_module():
+    with pytest.raises(TypeError, match="nn.Module"):
+        quantize_model(torch.zeros(3), activation_bits=None)
+
+
+@pytest.mark.parametrize("z_bits", [8.5, True, "8"])
+def test_fixed_point_format_refuses_a_fractional_or_bool_z_bits(z_bits):
+    from edgezo.fixedpoint import FixedPointFormat
+
+    with pytest.raises((TypeError, ValueError), match="z_bits"):
+        FixedPointFormat(z_bits=z_bits)

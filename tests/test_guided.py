@@ -272,3 +272,9 @@ def test_training_with_guided_sampling_lowers_the_loss(fixed_point):
     for _ in range(3):
         train(model, opt, batches)
     assert full_loss(model, batches) < before - 0.05
+
+
+@pytest.mark.parametrize("kwargs", [{"alpha": True}, {"beta": True}, {"z_max": True}])
+def test_bools_are_refused_for_the_guided_settings(kwargs):
+    with pytest.raises(ValueError, match="Invalid"):
+        MomentumGuided(Gaussian(0), **kwargs)

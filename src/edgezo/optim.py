@@ -20,6 +20,7 @@ update is made.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -31,6 +32,15 @@ from .estimators import Closure, Estimator, get_estimator
 from .formats import NumberFormat, bind_formats, default_formats
 from .params import ParamSpace
 from .probe import Counters, StepProbe
+from .resume import VERSION as RESUME_VERSION
+from .resume import (
+    check_structure,
+    describe_settings,
+    raise_on_differences,
+    recorded_settings,
+    settings_differences,
+    warn_unchecked,
+)
 from .updates import SGD, Momentum, UpdateRule
 
 
@@ -41,9 +51,12 @@ class ZO(torch.optim.Optimizer):
         params: tensors or parameter groups, as for any ``torch.optim`` optimizer.
             Groups may set their own ``lr`` and ``weight_decay``, and a ``masks``
             list (one 0/1 tensor or ``None`` per parameter) for sparse updates.
-        lr: learning rate.
+        lr: learning rate (with ``weight_decay``, the one setting a checkpoint
+            restores: see :meth:`load_state_dict`).
         eps: perturbation scale (the same for every group: it defines the
-            finite difference).
+            finite difference). If ``w + eps`` rounds back to ``w`` for many float
+            weights of a tensor, a warning names it and the smallest eps that
+            works; if for every weight, construction fails.
         directions: where ``z`` comes from (default: ``Gaussian()``, MeZO).
         estimator: ``"central"``, ``"forward"``, ``"sign"``, ``"jvp"`` or an
             :class:`~edgezo.estimators.Estimator`.
@@ -89,10 +102,10 @@ class ZO(torch.optim.Optimizer):
     ) -> None:
         _check_number("learning rate", lr, minimum=0.0)
         _check_number("weight_decay", weight_decay, minimum=0.0)
-        if not (math.isfinite(eps) and eps > 0):
-            raise ValueError(f"Invalid eps: {eps}; the perturbation scale must be > 0")
-        if int(queries) != queries or queries < 1:
-            raise ValueError(f"Invalid number of queries: {queries}; use an integer >= 1")
+        _check_eps(eps)
+        _check_queries(queries)
+        _refuse_bool("momentum", momentum)
+        _refuse_bool("history", history)
         if directions is not None and not isinstance(directions, Directions):
             raise TypeError(
                 f"directions must be an edgezo.directions source (e.g. Pool(size=2**20)), "
@@ -216,14 +229,27 @@ class ZO(torch.optim.Optimizer):
         self.param_groups.append(param_group)
 
     # -- checkpoints --------------------------------------------------------
+    def settings(self) -> dict[str, Any]:
+        """Every setting that changes the numbers of a step (see :mod:`edgezo.resume`).
+
+        The parameter layout, estimator, queries, eps, direction source, update rule
+        (type and settings), masks (per tensor: count of ones and a hash) and number
+        formats. A checkpoint records them and :meth:`load_state_dict` compares them.
+        """
+        return describe_settings(
+            self.space, self.estimator, self.queries, self.eps,
+            self.directions, self.update_rule, self.formats,
+        )  # fmt: skip
+
     def state_dict(self) -> dict[str, Any]:
         """Everything a bit-exact resume needs, as plain data (``torch.load(weights_only=True)``).
 
         Same layout as ``torch.optim`` (``state``, ``param_groups`` with parameter
         indices) plus a ``zo`` entry. ZO keeps no per-parameter state: the step
-        counter, the source's configuration (and history, if any) and the update
-        rule's few numbers are all there is. Masks are not saved: they belong to
-        the parameter groups the optimizer is built with.
+        counter, the source's state (its configuration, and history if any), the
+        update rule's few numbers, and :meth:`settings` are all there is. Masks are
+        recorded as a count and a hash only: they belong to the parameter groups the
+        optimizer is built with.
         """
         groups, index = [], 0
         for group in self.param_groups:
@@ -232,6 +258,7 @@ class ZO(torch.optim.Optimizer):
             index += len(group["params"])
             groups.append(packed)
         zo = {
+            "version": RESUME_VERSION,
             "steps": self.steps,
             "skipped": self.skipped,
             "forwards": self.forwards,
@@ -241,33 +268,42 @@ class ZO(torch.optim.Optimizer):
             "layout": self.space.describe(),
             "directions": self.directions.state_dict(),
             "update": self.update_rule.state_dict(),
+            "settings": self.settings(),
         }
         return {"state": {}, "param_groups": groups, "zo": zo}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Resume from :meth:`state_dict`; the optimizer must be built the same way."""
-        zo = state_dict.get("zo")
-        if zo is None:
-            raise ValueError("Not a ZO optimizer state_dict (no 'zo' entry)")
-        if zo["layout"] != self.space.describe():
-            raise ValueError(
-                f"Checkpoint parameters {zo['layout']} do not match this optimizer's "
-                f"{self.space.describe()}; build the model the same way before resuming"
-            )
-        if zo["estimator"] != _describe(self.estimator):
-            raise ValueError(
-                f"Checkpoint was written with estimator {zo['estimator']!r}, but this optimizer "
-                f"uses {_describe(self.estimator)!r}; construct it with the same estimator to resume"
-            )
+        """Resume from :meth:`state_dict`; the optimizer must be built with the same settings.
+
+        A checkpoint never overrides the constructor: if any of :meth:`settings`
+        differs, one ``ValueError`` lists every difference and nothing is loaded.
+        Each group's ``lr`` and ``weight_decay`` are restored from the checkpoint, as
+        ``torch.optim`` does (they are training state: a scheduler changes them). A
+        malformed checkpoint (missing field, wrong type, not a ZO checkpoint) gets a
+        ``ValueError`` naming the field. A checkpoint written before settings were
+        recorded loads with a warning (see :mod:`edgezo.resume`).
+        """
+        zo = check_structure(state_dict)
+        theirs, unchecked = recorded_settings(zo)
+        raise_on_differences(settings_differences(theirs, self.settings()))
         saved = state_dict["param_groups"]
         if [len(g["params"]) for g in saved] != [len(g["params"]) for g in self.param_groups]:
-            raise ValueError("Checkpoint parameter groups do not match this optimizer's groups")
-        self.directions.load_state_dict(zo["directions"])
+            raise ValueError(
+                f"The checkpoint's parameter groups hold {[len(g['params']) for g in saved]} "
+                f"tensors, this optimizer's {[len(g['params']) for g in self.param_groups]}; "
+                "build the optimizer with the same parameter groups to resume"
+            )
+        before = self.update_rule.state_dict()
+        self.update_rule.load_state_dict(zo["update"])  # may refuse: nothing else loaded yet
+        try:
+            self.directions.load_state_dict(zo["directions"])
+        except BaseException:
+            self.update_rule.load_state_dict(before)
+            raise
         for group, stored in zip(self.param_groups, saved, strict=True):
-            group.update({k: v for k, v in stored.items() if k != "params"})
-        self.eps, self.queries = zo["eps"], zo["queries"]
+            group.update({k: v for k, v in stored.items() if k not in ("params", "masks")})
         self.steps, self.skipped, self.forwards = zo["steps"], zo["skipped"], zo["forwards"]
-        self.update_rule.load_state_dict(zo["update"])
+        warn_unchecked(unchecked)
 
     def __repr__(self) -> str:
         return (
@@ -307,9 +343,34 @@ def _check_replay(update_rule: UpdateRule, directions: Directions) -> None:
         )
 
 
+def _refuse_bool(name: str, value: Any) -> None:
+    """``True`` is an int to Python, never a sensible setting: a bool is a mistake."""
+    if isinstance(value, bool):
+        raise TypeError(f"Invalid {name}: {value}; give a number, not a bool")
+
+
 def _check_number(name: str, value: float, minimum: float) -> None:
+    _refuse_bool(name, value)
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= minimum):
         raise ValueError(f"Invalid {name}: {value}; it must be a finite number >= {minimum}")
+
+
+def _check_eps(eps: Any) -> None:
+    """``eps`` is a finite number > 0 (whether it survives the weights' dtype: the formats)."""
+    _refuse_bool("eps", eps)
+    if not isinstance(eps, numbers.Real):
+        raise TypeError(f"Invalid eps: {eps!r}; give a number > 0 (the perturbation scale)")
+    if not (math.isfinite(eps) and eps > 0):
+        raise ValueError(f"Invalid eps: {eps}; the perturbation scale must be > 0")
+
+
+def _check_queries(queries: Any) -> None:
+    _refuse_bool("queries", queries)
+    integral = isinstance(queries, numbers.Integral) or (
+        isinstance(queries, float) and queries.is_integer()
+    )
+    if not integral or queries < 1:
+        raise ValueError(f"Invalid number of queries: {queries}; use an integer >= 1")
 
 
 def _as_list(formats: NumberFormat | Sequence[NumberFormat] | None) -> list[NumberFormat]:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import checks
 from .base import CHUNK, Directions, KernelSpec, as_device
 from .hashing import hash_words, keys, symmetric_unit
 
@@ -61,7 +62,7 @@ class CounterDirections(Directions):
 
     def __init__(self, seed: int | None = None) -> None:
         super().__init__()
-        self.seed = new_seed() if seed is None else int(seed)
+        self.seed = new_seed() if seed is None else checks.seed(seed)
 
     def config(self) -> dict[str, Any]:
         return {"type": type(self).__name__, "seed": self.seed}
@@ -92,7 +93,8 @@ class Gaussian(CounterDirections):
     """Standard normal ``z`` (MeZO's distribution), by inverse CDF of a 24-bit uniform.
 
     Args:
-        seed: any integer; ``None`` draws one from torch's global generator.
+        seed: an integer in ``[0, 2**64)`` (never wrapped); ``None`` draws one from torch's
+            global generator.
 
     Example:
         >>> Gaussian(seed=0).sample(step=0, query=0, offset=0, n=3).shape
@@ -130,7 +132,8 @@ class Uniform(CounterDirections):
       variance of the step length. Needs :meth:`bind`.
 
     Args:
-        seed: any integer; ``None`` draws one from torch's global generator.
+        seed: an integer in ``[0, 2**64)`` (never wrapped); ``None`` draws one from torch's
+            global generator.
         scale: ``"unit"`` or ``"perturbation"``.
     """
 

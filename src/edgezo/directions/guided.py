@@ -139,11 +139,13 @@ class MomentumGuided(Directions):
             )
         if isinstance(base, MomentumGuided):
             raise TypeError("MomentumGuided cannot wrap another MomentumGuided")
-        if not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
+        if isinstance(alpha, bool) or not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
             raise ValueError(f"Invalid alpha {alpha}; use 0 <= alpha <= 1")
         if not callable(beta):
             _check_beta(beta)
-        if not (math.isfinite(z_max) and z_max > 0):
+        if isinstance(z_max, bool) or not (
+            isinstance(z_max, (int, float)) and math.isfinite(z_max) and z_max > 0
+        ):
             raise ValueError(f"Invalid z_max {z_max}; the history's clipping range must be > 0")
         self.base, self.alpha, self.beta, self.z_max = base, float(alpha), beta, float(z_max)
         self.dz = z_max / _HMAX
@@ -262,7 +264,7 @@ def quantize_history(z: Tensor, dz: float) -> Tensor:
 
 
 def _check_beta(beta: Any) -> None:
-    if not (isinstance(beta, (int, float)) and 0.0 <= beta <= 1.0):
+    if isinstance(beta, bool) or not (isinstance(beta, (int, float)) and 0.0 <= beta <= 1.0):
         raise ValueError(f"Invalid beta {beta}; use 0 <= beta <= 1 (1: pure noise, no history)")
 
 

@@ -73,6 +73,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import checks
 from .base import StreamDirections, as_device
 from .hashing import splitmix64
 
@@ -261,7 +262,7 @@ def _xorshift_map() -> GF2Map:
 
 # -- validation helpers -----------------------------------------------------------------
 def _check_bits(bits: int, width: int) -> int:
-    bits = int(bits)
+    bits = checks.integer("bits", bits)
     if not 1 <= bits <= MAX_BITS:
         raise ValueError(
             f"Invalid bits={bits}: use 1 <= bits <= {MAX_BITS} (every output v = 2u+1-2**bits "
@@ -275,7 +276,7 @@ def _check_bits(bits: int, width: int) -> int:
 
 
 def _check_seed(seed: int, width: int) -> int:
-    seed = int(seed)
+    seed = checks.integer("seed", seed)
     if seed == 0:
         raise ValueError(
             "Invalid seed 0: the all-zero state is the lock-up state of a linear register "
@@ -395,16 +396,22 @@ class LFSR(Register):
         bits: int = 8,
         steps_per_cycle: int | None = None,
     ) -> None:
-        width = int(width)
+        width = checks.integer("width", width)
         if width not in MAXIMAL_TAPS:
             raise ValueError(f"Invalid LFSR width {width}: supported widths are 3..32")
         super().__init__(bits, width)
         self.width = width
-        self.taps = MAXIMAL_TAPS[width] if taps is None else self._check_taps(int(taps), width)
+        self.taps = (
+            MAXIMAL_TAPS[width]
+            if taps is None
+            else self._check_taps(checks.integer("taps", taps), width)
+        )
         self.seed = _check_seed(seed, width)
-        self.steps_per_cycle = self.bits if steps_per_cycle is None else int(steps_per_cycle)
-        if self.steps_per_cycle < 1:
-            raise ValueError(f"Invalid steps_per_cycle={steps_per_cycle}: use at least 1")
+        self.steps_per_cycle = (
+            self.bits
+            if steps_per_cycle is None
+            else checks.integer("steps_per_cycle", steps_per_cycle, low=1)
+        )
         self._map = _lfsr_map(self.width, self.taps, self.steps_per_cycle)
 
     @staticmethod
@@ -478,7 +485,7 @@ class RNGArray(HardwareRNG):
         n: number of registers (PeZO: much smaller than the parameter count).
         rng: ``"lfsr"`` or ``"xorshift"``.
         bits: output bits per register per cycle (1..24).
-        seed: master seed, any integer (used modulo ``2**64``).
+        seed: master seed, an integer in ``[0, 2**64)`` (never wrapped).
         width: register width; LFSR 3..32 (default 32), xorshift only 32.
         taps, steps_per_cycle: passed to every :class:`LFSR` (must be ``None`` for xorshift).
 
@@ -503,7 +510,7 @@ class RNGArray(HardwareRNG):
     ) -> None:
         if rng not in self.RNGS:
             raise ValueError(f"Invalid rng {rng!r}; choose one of {self.RNGS}")
-        width = 32 if width is None else int(width)
+        width = 32 if width is None else checks.integer("width", width)
         if rng == "lfsr" and width not in MAXIMAL_TAPS:
             raise ValueError(f"Invalid LFSR width {width}: supported widths are 3..32")
         if rng == "xorshift" and (width != 32 or taps is not None or steps_per_cycle is not None):
@@ -511,10 +518,10 @@ class RNGArray(HardwareRNG):
                 "xorshift registers are 32 bits wide with fixed shifts: leave width, taps and "
                 "steps_per_cycle unset"
             )
-        if int(n) < 1:
-            raise ValueError(f"Invalid number of registers n={n}: use n >= 1")
+        n = checks.integer("n", n, low=1)  # registers
+        seed = checks.seed(seed)  # never wrapped modulo 2**64
         super().__init__(bits, width)
-        self.n, self.rng, self.seed, self.width = int(n), rng, int(seed), width
+        self.n, self.rng, self.seed, self.width = n, rng, seed, width
         seeds = self._seeds()
         if rng == "lfsr":
             self.generators: list[Register] = [

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import checks
 from .base import CHUNK, KernelSpec, StreamDirections, work_dtype
 from .counter import Gaussian, Uniform, new_seed
 
@@ -58,8 +59,8 @@ class Pool(StreamDirections):
             ``min(d, 64)`` (:data:`MIN_WINDOWS`) and warns below ``min(d, 1024)`` when
             a size coprime with ``d`` would give more. A prime never collapses; PeZO uses
             pools much smaller than ``d``.
-        seed: seed of the pool's numbers; ``None`` draws one from torch's
-            global generator.
+        seed: seed of the pool's numbers, in ``[0, 2**64)`` (never wrapped); ``None``
+            draws one from torch's global generator.
         distribution: ``"uniform"`` (PeZO, the default) or ``"gaussian"``.
         scale: how the pool is scaled so the ZO estimate keeps a Gaussian's
             magnitude (PeZO's "adaptive scaling"; its exact rule is not public):
@@ -103,7 +104,7 @@ class Pool(StreamDirections):
         if scale not in self.SCALES:
             raise ValueError(f"Invalid scale rule {scale!r}; choose one of {self.SCALES}")
         self.size = size
-        self.seed = new_seed() if seed is None else int(seed)
+        self.seed = new_seed() if seed is None else checks.seed(seed)
         self.distribution = distribution
         self.scale = scale
         self.pool: Tensor = self._generate()  #: the numbers, float32, on the CPU

@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..directions import Directions
@@ -63,6 +63,10 @@ class NumberFormat(ABC):
 
     def prepare(self) -> None:
         """Compute what the bound format needs (called by :meth:`bind`)."""
+
+    def config(self) -> dict[str, Any]:
+        """The settings that change the numbers (recorded in checkpoints, compared on load)."""
+        return {"type": type(self).__name__}
 
     # -- checks before training ---------------------------------------------------------
     def problems(self, lrs: Sequence[float], estimator: Estimator) -> list[str]:

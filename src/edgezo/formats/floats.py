@@ -9,10 +9,15 @@ update is fused with the last restore, then decoupled weight decay.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ..params import Segment
 from ..passes import apply_
 from .base import Key, NumberFormat
+from .resolution import check_eps_resolution
+
+if TYPE_CHECKING:
+    from ..estimators import Estimator
 
 
 class FloatFormat(NumberFormat):
@@ -29,6 +34,11 @@ class FloatFormat(NumberFormat):
 
     def prepare(self) -> None:
         self.applied: dict[Key, list[float]] = {}
+
+    def check(self, lrs: Sequence[float], estimator: Estimator) -> None:
+        """Warn (or raise, if for every weight) when ``eps`` rounds away at the weights' dtype."""
+        super().check(lrs, estimator)
+        check_eps_resolution(self.segments, self.eps, self.indices)
 
     def start(self) -> None:
         self.applied.clear()

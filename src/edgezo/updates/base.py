@@ -57,12 +57,30 @@ class UpdateRule(ABC):
     def commit(self, step: int, coefficients: list[float]) -> None:
         """Record a step that was applied (called only once its update succeeded)."""
 
+    def config(self) -> dict[str, Any]:
+        """The settings that change the updates (recorded in checkpoints, compared on load)."""
+        return {"type": type(self).__name__}
+
     def state_dict(self) -> dict[str, Any]:
+        """What changes during training (a rule without history: nothing)."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        """Restore :meth:`state_dict`; a rule without history refuses a state that has some."""
+        if not isinstance(state, dict) or state:
+            raise ValueError(
+                f"{type(self).__name__} keeps no state, but the checkpoint's update state is "
+                f"{_keys(state)}: it was written with another update rule (e.g. Momentum, which keeps 'past'); "
+                "build the optimizer with the checkpoint's update rule to resume"
+            )
 
     def bytes_per_weight(self) -> float:
         """Extra memory per trainable weight this rule keeps (0 for seed replay)."""
         return 0.0
+
+
+def _keys(state: Any) -> str:
+    """What a checkpoint's update state holds, for a message."""
+    return (
+        f"a dict with {sorted(state)}" if isinstance(state, dict) else f"a {type(state).__name__}"
+    )

@@ -101,10 +101,18 @@ class KernelNormalized(UpdateRule):
     def commit(self, step: int, coefficients: list[float]) -> None:
         self.base.commit(step, coefficients)
 
+    def config(self) -> dict[str, Any]:
+        return {"type": "KernelNormalized", "base": self.base.config()}
+
     def state_dict(self) -> dict[str, Any]:
         return {"base": self.base.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not isinstance(state, dict) or "base" not in state:
+            raise ValueError(
+                "The checkpoint's update state has no 'base' entry: it was not written with "
+                "KernelNormalized; build the optimizer with the checkpoint's update rule"
+            )
         self.base.load_state_dict(state["base"])
 
     def bytes_per_weight(self) -> float:

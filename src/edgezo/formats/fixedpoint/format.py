@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
+from ... import checks
 from ...params import Segment
 from ..base import Key, NumberFormat
 from .integer import PerturbedRead, UntrainableError, ZFormat, integer_coefficients
 from .integer import subtract as subtract_integers
-from .quant import Requant, qmax
+from .quant import Requant
 
 if TYPE_CHECKING:
     from ...estimators import Estimator
@@ -59,13 +60,23 @@ class FixedPointFormat(NumberFormat):
     name = "fixed point"
 
     def __init__(self, z_bits: int = 8, z_max: float = 3.5, force: bool = False) -> None:
-        qmax(z_bits)  # validates the bit width
-        if not (isinstance(z_max, (int, float)) and math.isfinite(z_max) and z_max > 0):
+        z_bits = checks.integer("z_bits", z_bits)
+        if not 2 <= z_bits <= 32:
+            raise ValueError(f"Invalid bit width z_bits={z_bits}; use 2..32 bits")
+        if isinstance(z_max, bool) or not (
+            isinstance(z_max, (int, float)) and math.isfinite(z_max) and z_max > 0
+        ):
             raise ValueError(f"Invalid z_max {z_max}; the clipping range of z must be > 0")
-        self.z_bits, self.z_max, self.force = int(z_bits), float(z_max), bool(force)
+        if not isinstance(force, bool):
+            raise TypeError(f"Invalid force={force!r}: use True or False")
+        self.z_bits, self.z_max, self.force = z_bits, float(z_max), force
 
     def owns(self, segment: Segment) -> bool:
         return segment.fixed
+
+    def config(self) -> dict[str, Any]:
+        """``z_bits`` and ``z_max`` (``force`` changes no number: not recorded)."""
+        return {"type": "FixedPointFormat", "z_bits": self.z_bits, "z_max": self.z_max}
 
     def prepare(self) -> None:
         self.zf = ZFormat.of(self.directions, self.z_bits, self.z_max)

@@ -28,7 +28,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ... import checks
 from .quant import qmax, quantize, symmetric_scale
+
+#: The ``scale_method`` values of :func:`quantize_model`.
+SCALE_METHODS = ("max", "mse")
 
 
 @dataclass
@@ -168,19 +172,48 @@ def quantize_model(
         >>> net.weight_q.dtype, net.weight_q.fixed.bits
         (torch.int16, 16)
     """
-    if activation_bits is not None and calibration is None:
-        raise ValueError(
-            "quantize_model needs calibration batches to fix the activation scales "
-            f"({activation_bits}-bit activations): pass calibration=[x1, x2, ...], "
-            "or activation_bits=None to keep activations in float"
-        )
-    qmax(weight_bits)  # validates
+    weight_bits, activation_bits, headroom = _check_arguments(
+        model, weight_bits, activation_bits, per_channel, calibration, scale_method, headroom
+    )
     model = copy.deepcopy(model)
     for module in model.modules():
         quantize_module(module, weight_bits, activation_bits, per_channel, scale_method, headroom)
     if activation_bits is not None:
         calibrate(model, calibration)
     return model
+
+
+def _check_arguments(
+    model: Any,
+    weight_bits: Any,
+    activation_bits: Any,
+    per_channel: Any,
+    calibration: Any,
+    scale_method: Any,
+    headroom: Any,
+) -> tuple[int, int | None, float]:
+    """Refuse a bad argument of :func:`quantize_model` by name, with the allowed values."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"quantize_model takes an nn.Module, got {type(model).__name__}")
+    weight_bits = checks.integer("weight_bits", weight_bits, low=2, high=32)
+    if activation_bits is not None:
+        activation_bits = checks.integer("activation_bits", activation_bits, low=2, high=32)
+    if not isinstance(per_channel, bool):
+        raise TypeError(f"Invalid per_channel={per_channel!r}: use True or False")
+    if scale_method not in SCALE_METHODS:
+        raise ValueError(f"Invalid scale_method={scale_method!r}: use one of {SCALE_METHODS}")
+    headroom = checks.real("headroom", headroom, low=1.0)
+    if calibration is not None and not isinstance(calibration, Iterable):
+        raise TypeError(
+            f"Invalid calibration={calibration!r}: use an iterable of batches, e.g. [x1, x2]"
+        )
+    if activation_bits is not None and calibration is None:
+        raise ValueError(
+            "quantize_model needs calibration batches to fix the activation scales "
+            f"({activation_bits}-bit activations): pass calibration=[x1, x2, ...], "
+            "or activation_bits=None to keep activations in float"
+        )
+    return weight_bits, activation_bits, headroom
 
 
 def quantize_module(
