@@ -892,3 +892,14 @@ def test_sigterm_stops_after_a_step_and_leaves_a_resumable_checkpoint(tmp_path):
     assert "run the same command again to resume" in err
     assert steps_in(ckpt) == step
     check_resume(example_args(steps=step + 1, batch=8, checkpoint=str(ckpt)))  # resumable
+
+
+def test_load_checkpoint_says_what_is_wrong_with_a_file(world1, tmp_path):
+    model, opt = build("central")
+    dp = DataParallelZO(opt)
+    (tmp_path / "garbage.pt").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match=r"garbage.pt is not readable \(its content is not a file"):
+        load_checkpoint(tmp_path / "garbage.pt", model, dp)
+    torch.save({"model": model.state_dict()}, tmp_path / "partial.pt")
+    with pytest.raises(ValueError, match=r"partial.pt was not written by .*save_checkpoint"):
+        load_checkpoint(tmp_path / "partial.pt", model, dp)

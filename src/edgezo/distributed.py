@@ -37,13 +37,15 @@ them. A rank that dies (killed, out of memory) closes its sockets: the others'
 next exchange fails at once (gloo: "Connection reset by peer") and is reported
 as :class:`DistributedZOError`. A rank that hangs is detected by the process
 group's timeout, :data:`DEFAULT_TIMEOUT_S` (300 s) unless
-``init_from_env(timeout_s=...)`` (``--timeout``) says otherwise. Under
+``init_from_env(timeout_s=...)`` (``--timeout``) says otherwise; the error
+states the group's timeout (:func:`group_timeout_s`). Under
 ``torchrun`` a failed worker also makes the agent stop the others.
 
 Checkpoints: :func:`save_checkpoint` (rank 0 writes the model and optimizer
 atomically, every rank waits for the result) and :func:`load_checkpoint` (every
-rank reads it; ``None`` where there is none yet), so a restart of the same
-command resumes bit-exactly from the last checkpoint.
+rank reads it; ``None`` where there is none yet; a file it cannot read or that
+:func:`save_checkpoint` did not write is a ``ValueError`` saying so), so a
+restart of the same command resumes bit-exactly from the last checkpoint.
 
 Usage, the example of :mod:`edgezo.studies.distributed` (each prints JSON: steps, losses,
 bytes per step, replica check)::
