@@ -445,6 +445,14 @@ def failure_message(reports: str, error: BaseException) -> str:
     return f"rank {first['rank']} failed: {first['type']}: {first['message']}{also}{hint}"
 
 
+def forward_to(processes: list[Any]) -> None:
+    """SIGTERM to each live process (a rank then stops after its step)."""
+    for p in processes:
+        if p.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def forwarding_signals(processes: list[Any]) -> Iterator[list[int]]:
     """While launched ranks run: SIGINT or SIGTERM to this process is passed on as SIGTERM.
@@ -456,10 +464,7 @@ def forwarding_signals(processes: list[Any]) -> Iterator[list[int]]:
 
     def forward(signum: int, frame: FrameType | None) -> None:
         received.append(signum)
-        for p in processes:
-            if p.is_alive():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(p.pid, signal.SIGTERM)
+        forward_to(processes)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -473,20 +478,26 @@ def spawn_ranks(args: argparse.Namespace, reports: str) -> int:
     """Start ``--nproc`` local ranks (gloo, loopback) and wait; the exit code."""
     import torch.multiprocessing as mp
 
-    context = mp.start_processes(
-        rank_entry,
-        (args, free_port(), reports),
-        nprocs=args.nproc,
-        join=False,
-        start_method="spawn",
-    )
-    with forwarding_signals(context.processes) as received:
+    processes: list[Any] = []
+    with forwarding_signals(processes) as received:  # before the start: no rank is orphaned
+        context = mp.start_processes(
+            rank_entry,
+            (args, free_port(), reports),
+            nprocs=args.nproc,
+            join=False,
+            start_method="spawn",
+        )
+        processes.extend(context.processes)
+        if received:  # a signal while they started: pass it on now
+            forward_to(processes)
         try:
             while not context.join(grace_period=10):  # the others report, then stop
                 pass
         except (mp.ProcessRaisedException, mp.ProcessExitedException) as e:
             if received and not list(Path(reports).glob("failed-*.json")):
-                return 128 + received[0]  # stopped before the ranks could handle it
+                name = signal_name(received[0])  # it came before the ranks could handle it
+                print(f"edgezo distributed: stopped by {name} before training", file=sys.stderr)
+                return 128 + received[0]
             raise DistributedZOError(failure_message(reports, e)) from None
     stopped = [int(p.read_text()) for p in Path(reports).glob("stopped-*")]
     return max(stopped) if stopped else (128 + received[0] if received else 0)
