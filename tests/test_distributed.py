@@ -60,7 +60,12 @@ from edgezo.distributed import (
 )
 from edgezo.fixedpoint import quantize_model, trainable_parameters
 from edgezo.presets import qzo_ff
-from edgezo.studies.distributed import train
+from edgezo.studies.distributed import (
+    check_resume,
+    failure_message,
+    rank_entry,
+    train,
+)
 
 STEPS = 6
 KILL_STEP, SAVE_EVERY = 5, 2  # the killed run's last checkpoint is at step 4
@@ -489,6 +494,7 @@ def test_a_hanging_rank_fails_the_others_after_the_timeout(killed_then_resumed):
     report = json.loads((out / "hang-0.json").read_text())
     assert report["type"] == "DistributedZOError"
     assert "did not answer within the process group's timeout" in report["message"]
+    assert "timeout (2 s;" in report["message"]  # the group's own timeout, not edgezo's default
     assert 1.9 < report["seconds"] < 5  # group timeout: 2 s; rank 1 sleeps 4 s
     assert resumed[0] == 0
 
@@ -543,7 +549,7 @@ def test_example_trains_checkpoints_and_resumes(tmp_path):
 def test_example_rejects_bad_options(capsys):
     with pytest.raises(SystemExit):
         main(["--steps", "0"])
-    assert "--steps must be >= 1, got 0" in capsys.readouterr().err
+    assert "argument --steps: must be >= 1, got 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--save-every", "5"])
     assert "--save-every needs --checkpoint FILE" in capsys.readouterr().err
@@ -712,3 +718,188 @@ def test_benchmark_quick_prints_bytes_and_step_times():
         "zo_all_gather": 48,
         "gradient_all_reduce": 4 * 2762,
     }
+
+
+# -- the example command: checks before the ranks start, checkpoints, failures, signals ----------
+@pytest.fixture
+def no_spawn(monkeypatch):
+    """Starting ranks is an error: the command must fail while parsing or checking."""
+    import torch.multiprocessing as mp
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("ranks were started")
+
+    monkeypatch.setattr(mp, "start_processes", refuse)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--lr", "-1"], "argument --lr: must be a finite number >= 0, got -1"),
+        (["--eps", "0"], "argument --eps: must be a finite number > 0, got 0"),
+        (["--eps", "nan"], "argument --eps: must be a finite number > 0, got nan"),
+        (["--timeout", "0"], "argument --timeout: must be a finite number > 0, got 0"),
+        (["--save-every", "-1"], "argument --save-every: must be >= 0, got -1"),
+        (["--queries", "1.5"], "argument --queries: expected an integer, got '1.5'"),
+    ],
+)
+def test_options_are_checked_when_parsed(no_spawn, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    assert exit.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def example_checkpoint(path: Path, steps: int, **options) -> dict:
+    """Train the example on one rank (in this process) until ``steps``, writing ``path``."""
+    args = example_args(steps=steps, batch=8, checkpoint=str(path), **options)
+    return train(args, RankInfo(0, 1, 0, "gloo", torch.device("cpu")))
+
+
+def steps_in(path: Path) -> int:
+    return torch.load(path, weights_only=True)["optimizer"]["zo"]["steps"]
+
+
+def test_checkpoint_is_written_after_the_last_step(world1, tmp_path):
+    once = example_checkpoint(tmp_path / "end.pt", 3)  # no --save-every: written at the end
+    assert steps_in(tmp_path / "end.pt") == 3 == once["checkpoint_step"]
+    every = example_checkpoint(tmp_path / "every.pt", 10, save_every=3)
+    assert steps_in(tmp_path / "every.pt") == 10 == every["checkpoint_step"]  # not step 9
+
+
+def refused(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    assert exit.value.code == 2
+    return " ".join(capsys.readouterr().err.split())
+
+
+def test_unreadable_or_foreign_checkpoints_are_refused_before_any_rank_starts(
+    no_spawn, capsys, tmp_path
+):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    message = refused(["--checkpoint", str(garbage)], capsys)
+    assert "is not readable as a checkpoint (its content is not a file that torch.save" in message
+    assert "a new path to start a new run" in message
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    message = refused(["--checkpoint", str(foreign)], capsys)
+    assert "is not a checkpoint of edgezo distributed (it holds ['weights']" in message
+    message = refused(["--checkpoint", str(tmp_path)], capsys)
+    assert "is a folder; give a file path" in message
+    message = refused(["--checkpoint", str(tmp_path / "missing" / "c.pt")], capsys)
+    assert "does not exist or is not writable" in message
+
+
+def test_resume_with_other_settings_or_fewer_steps_is_refused(world1, no_spawn, capsys, tmp_path):
+    ckpt = tmp_path / "c.pt"
+    example_checkpoint(ckpt, 3)
+    common = ["--checkpoint", str(ckpt), "--batch", "8"]
+    message = refused([*common, "--steps", "2"], capsys)
+    assert "is at step 3, past --steps 2: pass --steps above 3" in message
+    message = refused([*common, "--steps", "5", "--lr", "0.5", "--queries", "2"], capsys)
+    assert "written with other settings: --queries 2 (the checkpoint's: 1), --lr 0.5" in message
+    assert "(the checkpoint's: 0.01)" in message
+    # a checkpoint of another model (no recorded settings): it does not load
+    model = nn.Linear(3, 2)
+    save_checkpoint(tmp_path / "other.pt", model, DataParallelZO(ZO(model.parameters(), lr=1e-2)))
+    message = refused(["--checkpoint", str(tmp_path / "other.pt")], capsys)
+    assert "does not fit this run's model and optimizer (RuntimeError" in message
+    # the same step as --steps: nothing to train, and it says so
+    check_resume(example_args(steps=3, batch=8, checkpoint=str(ckpt)))
+    assert "already at step 3 = --steps; nothing to train" in capsys.readouterr().err
+
+
+def test_failure_message_names_the_rank_that_failed_first(tmp_path):
+    rows = [
+        {"rank": 0, "type": "DistributedZOError", "message": "Rank(s) [1] failed ..."},
+        {"rank": 1, "type": "ValueError", "message": "bad input"},
+    ]
+    for row in rows:
+        (tmp_path / f"failed-{row['rank']}.json").write_text(json.dumps(row))
+    message = failure_message(str(tmp_path), RuntimeError("process 1 exited"))
+    assert message.startswith("rank 1 failed: ValueError: bad input (rank(s) [0] stopped with it)")
+    assert message.endswith("set EDGEZO_DEBUG=1 to see every rank's traceback")
+    empty = tmp_path / "none"
+    empty.mkdir()
+    message = failure_message(str(empty), RuntimeError("process 1 terminated with signal SIGKILL"))
+    assert "without reporting an error (process 1 terminated with signal SIGKILL)" in message
+
+
+def failing_rank(out: Path, rank: int, port: int) -> None:
+    """A rank of the example whose model name is bad (as a rank that fails on its own)."""
+    torch.set_num_threads(1)
+    rank_entry(rank, example_args(nproc=2, model="bogus"), port, str(out))
+
+
+def test_a_failing_rank_reports_its_exception_to_the_launcher(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    port = free_port()
+    procs = [ctx.Process(target=failing_rank, args=(tmp_path, r, port)) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [1, 1]
+    message = failure_message(str(tmp_path), RuntimeError("process 0 exited with code 1"))
+    assert message.startswith("rank 0 failed: ValueError: Unknown example model 'bogus'")
+
+
+def test_help_has_plain_text_and_explains_every_option(capsys):
+    from edgezo.cli import main as edgezo
+
+    assert edgezo(["distributed", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "``" not in text and ":mod:" not in text
+    for option in ("--estimator", "--directions", "--model"):
+        block = text.split(option + " ", 1)[1].split("\n  --", 1)[0]
+        assert len(block.split("}", 1)[-1].strip()) > 20, option  # a help text, not just choices
+
+
+def test_sigterm_stops_after_a_step_and_leaves_a_resumable_checkpoint(tmp_path):
+    """``edgezo distributed`` with 2 spawned ranks, SIGTERM to the launcher only."""
+    ckpt = tmp_path / "run.pt"
+    command = [sys.executable, "-m", "edgezo.cli", "distributed", "--nproc", "2"]
+    command += [
+        "--steps",
+        "1000000",
+        "--batch",
+        "8",
+        "--checkpoint",
+        str(ckpt),
+        "--save-every",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        deadline = time.time() + 150
+        while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert ckpt.exists(), proc.stderr.read() if proc.poll() is not None else "no checkpoint"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    summary = json.loads(out)
+    step = summary["steps"]
+    assert summary["stopped_by"] == "SIGTERM" and summary["checkpoint_step"] == step >= 1
+    assert f"stopped by SIGTERM after step {step}; --checkpoint {ckpt} holds step {step}" in err
+    assert "run the same command again to resume" in err
+    assert steps_in(ckpt) == step
+    check_resume(example_args(steps=step + 1, batch=8, checkpoint=str(ckpt)))  # resumable
+
+
+def test_load_checkpoint_says_what_is_wrong_with_a_file(world1, tmp_path):
+    model, opt = build("central")
+    dp = DataParallelZO(opt)
+    (tmp_path / "garbage.pt").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match=r"garbage.pt is not readable \(its content is not a file"):
+        load_checkpoint(tmp_path / "garbage.pt", model, dp)
+    torch.save({"model": model.state_dict()}, tmp_path / "partial.pt")
+    with pytest.raises(ValueError, match=r"partial.pt was not written by .*save_checkpoint"):
+        load_checkpoint(tmp_path / "partial.pt", model, dp)

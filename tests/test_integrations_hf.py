@@ -12,8 +12,13 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers is imported: no hub access, ever
 
+import contextlib
 import copy
+import io
+import re
+import shutil
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -25,7 +30,9 @@ from transformers.utils import logging as hf_logging
 from edgezo import ZO
 from edgezo.data.text import TOPICS, topic_sentences
 from edgezo.directions import Gaussian, Pool
+from edgezo.fixedpoint import quantize_model
 from edgezo.integrations.hf import (
+    CheckpointError,
     EncodedText,
     ZOTrainer,
     _check_training_arguments,
@@ -385,3 +392,113 @@ def test_pezo_head_reaches_well_above_chance_on_held_out_templates(minilm, tmp_p
     )
     trainer.train()
     assert trainer.evaluate()["eval_accuracy"] > 0.5
+
+
+# -- checkpoints: a quantized model, and checkpoints a resume cannot honour ----------------------
+def quantized_bert(vocab_size: int, seed: int = 0) -> torch.nn.Module:
+    """tiny_bert with 16-bit integer weights (float activations: no calibration needed)."""
+    return quantize_model(tiny_bert(vocab_size, seed), weight_bits=16, activation_bits=None)
+
+
+def test_a_quantized_model_saves_its_integers_and_resumes_bit_exactly(minilm, train_set, tmp_path):
+    """save_pretrained raised StopIteration (no float parameter); now the integers are saved."""
+    vocab = minilm[0].vocab_size
+    args = arguments(tmp_path, max_steps=4, save_strategy="steps", save_steps=2, weight_decay=0.0)
+    straight = quantized_bert(vocab)
+    ZOTrainer(straight, args, train_dataset=train_set, zo="qzo_ff").train()
+    saved = safetensors.torch.load_file(tmp_path / "checkpoint-4" / "model.safetensors")
+    state = straight.state_dict()
+    assert saved.keys() == state.keys()
+    assert all(torch.equal(saved[k], v) and saved[k].dtype == v.dtype for k, v in state.items())
+    assert saved["classifier.weight_q"].dtype == torch.int16
+    at_2 = safetensors.torch.load_file(tmp_path / "checkpoint-2" / "model.safetensors")
+
+    resumed = quantized_bert(vocab, seed=1)  # other weights: they must come from the checkpoint
+    second = ZOTrainer(resumed, args, train_dataset=train_set, zo="qzo_ff")
+    second.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+    assert second.zo.steps == 4
+    assert all(torch.equal(v, state[k]) for k, v in resumed.state_dict().items())
+    assert not torch.equal(at_2["classifier.weight_q"], state["classifier.weight_q"])  # it trained
+
+
+@pytest.fixture(scope="module")
+def float_checkpoint(minilm, train_set, tmp_path_factory):
+    """A checkpoint of one step of tiny_bert (MeZO)."""
+    out = tmp_path_factory.mktemp("float")
+    args = arguments(out, max_steps=1, save_strategy="steps", save_steps=1)
+    ZOTrainer(tiny_bert(minilm[0].vocab_size), args, train_dataset=train_set).train()
+    return out / "checkpoint-1"
+
+
+def adam_state(path: Path) -> None:
+    model = torch.nn.Linear(2, 2)
+    torch.save(torch.optim.AdamW(model.parameters()).state_dict(), path)
+
+
+DAMAGES = {
+    "unreadable weights": (
+        lambda c: (c / "model.safetensors").write_bytes(b"garbage"),
+        r"its model weights cannot be loaded into this model \(",
+    ),
+    "no optimizer.pt": (
+        lambda c: (c / "optimizer.pt").unlink(),
+        r"it has no optimizer.pt, so the ZO optimizer's state .* cannot be restored",
+    ),
+    "no scheduler.pt": (lambda c: (c / "scheduler.pt").unlink(), r"it has no scheduler.pt"),
+    "unreadable optimizer.pt": (
+        lambda c: (c / "optimizer.pt").write_bytes(b"garbage"),
+        r"optimizer.pt or scheduler.pt cannot be loaded \(UnpicklingError: its content is not",
+    ),
+    "another optimizer's state": (
+        lambda c: adam_state(c / "optimizer.pt"),
+        r"optimizer.pt or scheduler.pt cannot be loaded \(ValueError: .*ZO",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_checkpoint_that_cannot_be_resumed_exactly_is_refused(
+    minilm, train_set, float_checkpoint, tmp_path, damage
+):
+    checkpoint = tmp_path / "checkpoint-1"
+    shutil.copytree(float_checkpoint, checkpoint)
+    change, message = DAMAGES[damage]
+    change(checkpoint)
+    trainer = ZOTrainer(
+        tiny_bert(minilm[0].vocab_size), arguments(tmp_path, max_steps=2), train_dataset=train_set
+    )
+    with pytest.raises(CheckpointError, match=rf"Cannot resume from {checkpoint}: {message}"):
+        trainer.train(resume_from_checkpoint=str(checkpoint))
+
+
+def test_a_checkpoint_of_another_model_is_refused(minilm, train_set, float_checkpoint, tmp_path):
+    """A float model's checkpoint given to a quantized model loaded nothing, with a log warning."""
+    trainer = ZOTrainer(
+        quantized_bert(minilm[0].vocab_size),
+        arguments(tmp_path, max_steps=2),
+        train_dataset=train_set,
+        zo="qzo_ff",
+    )
+    with pytest.raises(CheckpointError, match=r"it is a checkpoint of another model \(\d+ of its"):
+        trainer.train(resume_from_checkpoint=str(float_checkpoint))
+
+
+# -- the README's example ----------------------------------------------------------------------
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_hf_example() -> tuple[str, str]:
+    """The code of the README's "Hugging Face" section and the line it says the code prints."""
+    section = README.read_text().split("### Hugging Face", 1)[1].split("\n### ", 1)[0]
+    code = re.search(r"```text\n(.*?)```", section, re.S).group(1)
+    promised = re.search(r"last line it prints is\s+`([^`]+)`", section).group(1)
+    return code, promised
+
+
+def test_readme_hf_example_prints_what_the_readme_says(monkeypatch, tmp_path):
+    code, promised = readme_hf_example()
+    monkeypatch.chdir(tmp_path)  # the example writes to ./out
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code, "README.md", "exec"), {})
+    assert printed.getvalue().strip().splitlines()[-1] == promised

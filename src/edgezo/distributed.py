@@ -37,13 +37,15 @@ them. A rank that dies (killed, out of memory) closes its sockets: the others'
 next exchange fails at once (gloo: "Connection reset by peer") and is reported
 as :class:`DistributedZOError`. A rank that hangs is detected by the process
 group's timeout, :data:`DEFAULT_TIMEOUT_S` (300 s) unless
-``init_from_env(timeout_s=...)`` (``--timeout``) says otherwise. Under
+``init_from_env(timeout_s=...)`` (``--timeout``) says otherwise; the error
+states the group's timeout (:func:`group_timeout_s`). Under
 ``torchrun`` a failed worker also makes the agent stop the others.
 
 Checkpoints: :func:`save_checkpoint` (rank 0 writes the model and optimizer
 atomically, every rank waits for the result) and :func:`load_checkpoint` (every
-rank reads it; ``None`` where there is none yet), so a restart of the same
-command resumes bit-exactly from the last checkpoint.
+rank reads it; ``None`` where there is none yet; a file it cannot read or that
+:func:`save_checkpoint` did not write is a ``ValueError`` saying so), so a
+restart of the same command resumes bit-exactly from the last checkpoint.
 
 Usage, the example of :mod:`edgezo.studies.distributed` (each prints JSON: steps, losses,
 bytes per step, replica check)::
@@ -74,6 +76,7 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import socket
 import sys
 import time
@@ -94,6 +97,7 @@ from .optim import ZO
 DEFAULT_TIMEOUT_S = 300.0  #: seconds a collective waits for a silent peer before failing
 BYTES_PER_EVALUATION = 24  #: (loss, tangent, weight) as float64, sent once per closure call
 _FAILED = -1.0  # the weight slot of a rank whose closure raised
+_INIT_TIMEOUT_S: dict[str, float] = {}  # the timeout init_from_env gave the default group
 
 
 class DistributedZOError(RuntimeError):
@@ -139,6 +143,7 @@ def init_from_env(backend: str | None = None, timeout_s: float = DEFAULT_TIMEOUT
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+        _INIT_TIMEOUT_S["default"] = timeout_s
     backend = dist.get_backend()
     device = (
         torch.device("cuda", torch.cuda.current_device())
@@ -170,11 +175,27 @@ def _comm_device(group: Any) -> torch.device:
     return torch.device("cpu")
 
 
-def _timeout_hint() -> str:
+def group_timeout_s(group: Any = None) -> float | None:
+    """The process group's collective timeout in seconds, or ``None`` where torch does not say.
+
+    Read from the group's backend options (gloo and NCCL keep it there); falls back
+    to what :func:`init_from_env` set for the default group.
+    """
+    try:
+        pg = group if group is not None else dist.group.WORLD
+        backend = pg._get_backend(_comm_device(group))
+        return float(backend.options._timeout.total_seconds())
+    except Exception:  # another torch version or backend: say what we know
+        return _INIT_TIMEOUT_S.get("default") if group is None else None
+
+
+def _timeout_hint(group: Any = None) -> str:
+    timeout = group_timeout_s(group)
+    known = f"{timeout:g} s" if timeout is not None else "its length is not known here"
     return (
         "another rank died, raised outside the closure or did not answer within the process "
-        f"group's timeout (edgezo default {DEFAULT_TIMEOUT_S:g} s; set it with "
-        "init_from_env(timeout_s=...) or --timeout); see the other ranks' logs"
+        f"group's timeout ({known}; set it with init_from_env(timeout_s=...) or --timeout); "
+        "see the other ranks' logs"
     )
 
 
@@ -188,7 +209,7 @@ def all_gather_floats(values: Sequence[float], group: Any = None) -> list[list[f
     try:
         dist.all_gather(rows, packet, group=group)
     except RuntimeError as e:  # gloo and NCCL report dead or silent peers this way
-        raise DistributedZOError(f"A collective failed: {_timeout_hint()}. ({e})") from e
+        raise DistributedZOError(f"A collective failed: {_timeout_hint(group)}. ({e})") from e
     return [row.tolist() for row in rows]
 
 
@@ -432,7 +453,7 @@ def load_checkpoint(
     error: Exception | None = None
     extra: dict[str, Any] = {}
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = _read_checkpoint(path)
         model.load_state_dict(state["model"])
         dp.load_state_dict(state["optimizer"])
         extra = state["extra"]
@@ -445,6 +466,31 @@ def load_checkpoint(
             raise error from None
         raise
     return extra
+
+
+def load_failure(error: BaseException) -> str:
+    """Why ``torch.load`` failed, in a few words (not torch's advice to unpickle unsafely)."""
+    if isinstance(error, pickle.UnpicklingError):
+        return "its content is not a file that torch.save wrote"
+    return f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
+
+
+def _read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``{model, optimizer, extra}`` of a :func:`save_checkpoint` file, or a ``ValueError``."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(
+            f"Checkpoint {path} is not readable ({load_failure(e)}); "
+            "give a file that edgezo.distributed.save_checkpoint wrote"
+        ) from e
+    if not (isinstance(state, dict) and {"model", "optimizer", "extra"} <= state.keys()):
+        found = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
+        raise ValueError(
+            f"Checkpoint {path} was not written by edgezo.distributed.save_checkpoint: it holds "
+            f"{found}, not ['extra', 'model', 'optimizer']"
+        )
+    return state
 
 
 def free_port() -> int:
