@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -83,6 +84,25 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
     cache.atomic_write(target, lambda f: f.write(b"new"))
     assert target.read_bytes() == b"new"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_write_respects_the_umask(tmp_path, umask):
+    """A new file gets 0o666 less the umask (as open() would), not mkstemp's 0o600."""
+    previous = os.umask(umask)
+    try:
+        made = cache.atomic_write(tmp_path / "new.json", lambda f: f.write(b"{}"))
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(made.stat().st_mode) == 0o666 & ~umask
+
+
+def test_atomic_write_keeps_the_mode_of_the_file_it_replaces(tmp_path):
+    target = tmp_path / "kept.bin"
+    target.write_bytes(b"old")
+    target.chmod(0o640)
+    cache.atomic_write(target, lambda f: f.write(b"new"))
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640 and target.read_bytes() == b"new"
 
 
 def test_bad_entry_names_are_rejected():
