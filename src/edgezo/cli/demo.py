@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from .args import nonnegative_int, positive_int
+from .args import make_dir, nonnegative_int, positive_int, writable_dir, writable_file
 
 
 def add_cli(subparsers: Any) -> None:
@@ -42,9 +42,15 @@ def add_cli(subparsers: Any) -> None:
         help="torch CPU threads (default: torch's choice; use 1 on a busy machine)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     p.add_argument(
-        "--out", default="results/demo", help="directory of curves.png (default results/demo)"
+        "--json", metavar="FILE", type=writable_file, help="also write the results as JSON to FILE"
+    )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        type=writable_dir,
+        default="results/demo",
+        help="directory of curves.png, created if missing (default results/demo)",
     )
     p.set_defaults(handler=run)
 
@@ -57,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     from ..studies.demo import run_demo
 
+    make_dir(args.out)  # checked when parsed: a bad path fails before the run
+    if args.json:
+        make_dir(args.json.parent)
     result = run_demo(
         steps=args.steps,
         seed=args.seed,

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .args import int_at_least
+from .args import int_at_least, make_dir, writable_dir
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int_at_least(0), default=0, help="seed of weights and batch")
     p.add_argument(
-        "--out", default="memory", metavar="DIR", help="output folder (default ./memory)"
+        "--out",
+        type=writable_dir,
+        default="memory",
+        metavar="DIR",
+        help="output folder, created if missing (default ./memory)",
     )
     p.set_defaults(handler=run_memory)
     return p
@@ -146,6 +150,7 @@ def run_memory(args: argparse.Namespace) -> int:
         write_memory_report,
     )
 
+    make_dir(args.out)  # checked when parsed: a bad path fails before the work
     torch.set_num_threads(1)
     model, x = build(args.model, args.regime, args.batch, args.seed)
     rows = memory_table(model, x, bp_optimizer=args.bp_optimizer)
