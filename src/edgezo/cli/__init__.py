@@ -64,9 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         handler = getattr(args, "handler", None) or args.func  # edgezo.hw sets ``func``
         return int(handler(args) or 0)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # edgezo.train.interrupt.Terminated: SIGTERM, exit code 143
+        code = getattr(e, "exit_code", 130)
+        print(
+            f"{PROG}: {'terminated (SIGTERM)' if code != 130 else 'interrupted'}", file=sys.stderr
+        )
+        return code
     except Exception as e:
         if os.environ.get("EDGEZO_DEBUG"):
             raise
