@@ -240,3 +240,36 @@ def test_unwritable_cache_only_warns(monkeypatch, tmp_path):
         model, cached, _ = demo.pretrain(config, progress=False)
     assert not cached and isinstance(model, demo.SmallCNN)
     assert any("EDGEZO_CACHE" in str(w.message) for w in caught)
+
+
+# -- status lines without progress bars -------------------------------------------------
+def test_first_run_pretraining_says_so_even_without_bars(monkeypatch, tmp_path, capsys):
+    """A first run's pretraining takes a minute or more: it is announced on stderr."""
+    monkeypatch.setenv("EDGEZO_CACHE", str(tmp_path))
+    monkeypatch.setattr(demo, "fit", lambda *args, **kwargs: None)  # the training itself
+    images = torch.zeros(8, 28, 28, dtype=torch.uint8)
+    monkeypatch.setattr(demo, "load_mnist", lambda split: (images, torch.zeros(8).long()))
+    config = demo.DemoConfig(pretrain_steps=2, pretrain_batch=4)
+    demo.pretrain(config, progress=False)
+    assert "pretraining SmallCNN on MNIST with backprop (2 steps; first run" in (
+        capsys.readouterr().err
+    )
+    demo.pretrain(config, progress=False)  # cached: nothing to announce
+    assert capsys.readouterr().err == ""
+
+
+def test_study_backbone_pretraining_and_runs_are_announced(monkeypatch, tmp_path, capsys):
+    from edgezo.studies.common import pretrained_announced
+    from edgezo.studies.parallel import Workers
+
+    monkeypatch.setenv("EDGEZO_CACHE", str(tmp_path))
+    g = torch.Generator().manual_seed(0)
+    train = (torch.randn(16, 3, generator=g), torch.randint(0, 2, (16,), generator=g))
+    kwargs = {"config": {"k": 1}, "steps": 2, "batch_size": 4, "lr": 1e-2, "progress": False}
+    pretrained_announced("tiny", lambda: torch.nn.Linear(3, 2), train, **kwargs)
+    assert "pretraining tiny with backprop (2 steps; first run only" in capsys.readouterr().err
+    pretrained_announced("tiny", lambda: torch.nn.Linear(3, 2), train, **kwargs)
+    assert "pretraining" not in capsys.readouterr().err  # found in the cache
+    with Workers(1, desc="cells", progress=False) as workers:
+        assert workers.map(abs, [(-1,), (-2,)]) == [1, 2]
+    assert "cells: 2 runs on 1 process(es) ..." in capsys.readouterr().err

@@ -72,6 +72,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -202,6 +203,12 @@ def pretrain(config: DemoConfig, progress: bool = True) -> tuple[SmallCNN, bool,
         model.load_state_dict(state)
         return model.eval(), True, 0.0
     start = time.perf_counter()
+    print(
+        f"pretraining SmallCNN on MNIST with backprop ({config.pretrain_steps} steps; first run "
+        f"only: cached in {cache.cache_dir()} after) ...",
+        file=sys.stderr,
+        flush=True,
+    )
     x, y = load_mnist("train")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.pretrain_seed)
