@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -84,6 +86,9 @@ def test_demo_quick_end_to_end(monkeypatch, tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "method" in out and "mezo" in out and "pezo" in out
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    header = re.search(r"```\n(method .*\n-[- ]*)\n", readme)[1]  # the README's quoted table
+    assert header in out  # the same columns, as wide
     result = json.loads(out_json.read_text())
     assert result["config"]["quick"] is True
     # central q=1; sign-m-SPSA, m=3

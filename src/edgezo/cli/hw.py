@@ -12,29 +12,32 @@ import sys
 from ..hw.synth import TARGETS, YosysNotFound
 from .args import make_dir, writable_dir
 
+HW_DESCRIPTION = (
+    "The random number generators of ZO training as hardware: Amaranth RTL of every "
+    "generator, checked against its Python model and synthesized with yosys. "
+    "One subcommand: report. Needs the 'hw' extra (pip install 'edgezo[hw]') and yosys."
+)
+REPORT_DESCRIPTION = (
+    "Synthesize, with yosys, the RTL of LFSR, xorshift32, PeZO's rotating RNG array and "
+    "its pool beside Gaussian baselines (CLT, Box-Muller) at the same numbers per cycle, "
+    "after checking each design against its Python model bit for bit; estimate switching "
+    "power by gate-level simulation. Prints the table and writes report.md, report.png "
+    "and report.json under --out."
+)
+
 
 def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``hw report`` on ``subparsers``; the parsed namespace's ``func(args)`` runs it."""
     hw = subparsers.add_parser(
         "hw",
         help="RNG hardware: synthesis cost and power of the generators",
-        description=(
-            "The random number generators of ZO training as hardware: Amaranth RTL of every "
-            "generator, checked against its Python model and synthesized with yosys. "
-            "One subcommand: report. Needs the 'hw' extra (pip install 'edgezo[hw]') and yosys."
-        ),
+        description=HW_DESCRIPTION,
     )
     sub = hw.add_subparsers(dest="hw_command", required=True, metavar="SUBCOMMAND")
     rep = sub.add_parser(
         "report",
         help="compare Gaussian, uniform and PeZO generators at equal throughput (table + chart)",
-        description=(
-            "Synthesize, with yosys, the RTL of LFSR, xorshift32, PeZO's rotating RNG array and "
-            "its pool beside Gaussian baselines (CLT, Box-Muller) at the same numbers per cycle, "
-            "after checking each design against its Python model bit for bit; estimate switching "
-            "power by gate-level simulation. Prints the table and writes report.md, report.png "
-            "and report.json under --out."
-        ),
+        description=REPORT_DESCRIPTION,
     )
     rep.add_argument(
         "--throughput",
@@ -54,6 +57,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--target",
         choices=sorted(TARGETS),
         default="xilinx",
+        metavar="|".join(sorted(TARGETS)),
         help="yosys synthesis flow (default xilinx)",
     )
     rep.add_argument(
@@ -66,10 +70,13 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     rep.add_argument(
         "--cycles",
         type=int,
+        metavar="N",
         default=256,
         help="cycles of gate-level simulation for power (default 256)",
     )
-    rep.add_argument("--jobs", type=int, default=2, help="yosys runs in parallel (default 2)")
+    rep.add_argument(
+        "--jobs", type=int, default=2, metavar="N", help="yosys runs in parallel (default 2)"
+    )
     rep.set_defaults(func=run_report)
     return hw
 

@@ -36,7 +36,7 @@ def add_cli(subparsers: Any) -> None:
         help="points per axis (default 31, quick 15)",
     )  # fmt: skip
     p.add_argument(
-        "--directions", choices=DIRECTIONS, default="pca",
+        "--directions", choices=DIRECTIONS, default="pca", metavar="|".join(DIRECTIONS),
         help="the plane: the path's PCA directions (default) or random filter-normalized ones",
     )  # fmt: skip
     p.add_argument(
@@ -46,8 +46,12 @@ def add_cli(subparsers: Any) -> None:
         default="results/landscape",
         help="output directory, created if missing (default results/landscape)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of everything random (default 0)")
-    p.add_argument("--threads", type=int_at_least(1), default=None, help="torch CPU threads")
+    p.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="seed of everything random (default 0)"
+    )
+    p.add_argument(
+        "--threads", type=int_at_least(1), default=None, metavar="T", help="torch CPU threads"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=run)
 

@@ -98,15 +98,27 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "memory.md, memory.png and memory.json."
         ),
     )
-    p.add_argument("model", choices=sorted(MODELS), help="model to measure")
     p.add_argument(
-        "--regime", choices=sorted(REGIMES), default="ft", help="what trains (default ft)"
+        "model",
+        choices=sorted(MODELS),
+        metavar="MODEL",
+        help=f"model to measure: {', '.join(sorted(MODELS))}",
     )
-    p.add_argument("--batch", type=int_at_least(1), default=1, help="batch size (default 1)")
+    p.add_argument(
+        "--regime",
+        choices=sorted(REGIMES),
+        default="ft",
+        metavar="|".join(sorted(REGIMES)),
+        help="what trains (default ft)",
+    )
+    p.add_argument(
+        "--batch", type=int_at_least(1), default=1, metavar="N", help="batch size (default 1)"
+    )
     p.add_argument(
         "--bp-optimizer",
         choices=["sgd", "momentum", "adam"],
         default="sgd",
+        metavar="sgd|momentum|adam",
         help="state of the backprop rows (default sgd: none)",
     )
     p.add_argument(
@@ -116,7 +128,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         metavar="N",
         help="steps per measured process (peak resident set); 0 skips it (default 3)",
     )
-    p.add_argument("--seed", type=int_at_least(0), default=0, help="seed of weights and batch")
+    p.add_argument(
+        "--seed", type=int_at_least(0), default=0, metavar="S", help="seed of weights and batch"
+    )
     p.add_argument(
         "--out",
         type=writable_dir,

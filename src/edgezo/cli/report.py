@@ -49,6 +49,7 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument(
         "--results",
         type=Path,
+        metavar="DIR",
         default=Path("results"),
         help="results directory: must hold results, unless --run-quick makes them (default ./results)",
     )

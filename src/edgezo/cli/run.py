@@ -29,7 +29,12 @@ def add_cli(subparsers: Any) -> None:
             "minutes."
         ),
     )
-    p.add_argument("study", choices=sorted(STUDIES), help="which study")
+    p.add_argument(
+        "study",
+        choices=sorted(STUDIES),
+        metavar="STUDY",
+        help=f"which study: {', '.join(sorted(STUDIES))}",
+    )
     p.add_argument("--quick", action="store_true", help="small data and few steps (minutes)")
     p.add_argument(
         "--out",
@@ -38,10 +43,13 @@ def add_cli(subparsers: Any) -> None:
         default="results",
         help="output directory, created if missing; the study writes DIR/STUDY (default results)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of everything random (default 0)")
+    p.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="seed of everything random (default 0)"
+    )
     p.add_argument(
         "--jobs",
         type=positive_int,
+        metavar="N",
         default=1,
         help="processes to spread the study's runs over, each with cores/N threads (default 1)",
     )

@@ -388,7 +388,8 @@ def run_demo(
         seed: seed of the adaptation (batch order and ZO directions); the
             pretraining and the shift have their own fixed seeds, so the
             cached backbone is reused across seeds.
-        quick: a much smaller run (for tests): about 20 s on two shared cores.
+        quick: a much smaller run (for tests): about 25 s on two quiet cores with a
+            cached backbone (47 s at load 3-5 with one thread; see the README).
         progress: show tqdm bars (on stderr).
         echo: where the summary table goes (``None``: nowhere).
         out: directory of the training-curves figure ``curves.png`` (``None``: none).
