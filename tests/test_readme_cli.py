@@ -111,3 +111,20 @@ def test_the_demo_table_in_the_readme_is_formatted_as_the_demo_prints_it():
 def test_the_readme_names_the_demo_command_and_seed_of_its_table():
     text = section("The demo")
     assert "`edgezo demo`, seed 0" in text and "--quick" in text
+
+
+@pytest.mark.slow
+def test_a_fresh_full_demo_prints_the_readme_table(tmp_path, monkeypatch):
+    """``edgezo demo`` in an empty cache (about 2 minutes): the README's accuracies, exactly."""
+    from edgezo.studies import demo
+
+    monkeypatch.setenv("EDGEZO_CACHE", str(tmp_path / "cache"))
+    result = demo.run_demo(seed=0, progress=False, echo=None, out=None)
+    block = re.search(r"```\n(method .*?)```", section("The demo"), flags=re.S)[1]
+    quoted = [re.split(r"\s{2,}", line.strip())[:5] for line in block.splitlines()[2:]]
+    printed = [
+        [name, f"{100 * m['before']:.2f}%", f"{100 * m['after']:.2f}%", str(m["steps"]),
+         str(m["forwards"])]
+        for name, m in result["methods"].items()
+    ]  # fmt: skip
+    assert printed == quoted

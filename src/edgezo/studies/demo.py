@@ -60,8 +60,9 @@ qzo-ff's ``lr = 3e-3``, ``eps = 1e-2`` are the benchmark's grid choice (float
 sign-3-SPSA, 1000 steps, scored on held-out shifted train images: every pair
 of lr in {3e-3, 1e-2} and eps in {1e-3, 1e-2} within 0.8 points). Its row
 costs about three times mezo's (six forwards per step instead of two, plus
-~8% for the fixed-point forward); the full demo measured 87.6% (mezo), 87.5%
-(pezo) and 89.3% (qzo-ff 16w8a) from 43.1% zero-shot, seed 0.
+~8% for the fixed-point forward); the full demo (``edgezo demo``, seed 0, fresh
+cache) printed 88.25% (mezo), 88.08% (pezo), 90.02% (qzo-ff 16w8a) and 88.92%
+(pezo 16w8a) from 44.81% zero-shot (44.90% quantized): the README's table.
 The model is in ``eval()`` mode for every forward pass (SmallCNN has no
 dropout or batch norm, but a ZO forward must never update running statistics:
 the two perturbed losses would be taken under different models).
