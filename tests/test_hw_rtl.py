@@ -212,7 +212,7 @@ def test_cli_parses_and_reports_missing_yosys(monkeypatch, capsys, tmp_path):
             str(tmp_path),
         ]
     )
-    assert (args.throughput, args.bits, args.target, args.out) == (8, 6, "ecp5", str(tmp_path))
+    assert (args.throughput, args.bits, args.target, str(args.out)) == (8, 6, "ecp5", str(tmp_path))
 
     def missing():
         raise YosysNotFound(INSTALL_HINT)

@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import tempfile
 import warnings
 from collections.abc import Callable, Mapping
@@ -60,12 +61,18 @@ def state_path(name: str, config: Mapping[str, Any]) -> Path:
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
-    """Call ``write(file)`` on a temporary file next to ``path``, then rename it to ``path``."""
+    """Call ``write(file)`` on a temporary file next to ``path``, then rename it to ``path``.
+
+    The file gets the mode an ``open(path, "w")`` would give it: that of the file it
+    replaces, or ``0o666`` less the umask (``mkstemp`` alone would make it ``0o600``).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _mode_for(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -75,6 +82,16 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
             os.unlink(tmp)
         raise
     return path
+
+
+def _mode_for(path: Path) -> int:
+    """The permission bits for a new ``path``: the existing file's, else ``0o666 & ~umask``."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        umask = os.umask(0)  # the only portable way to read it: set and put back at once
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def save_state(name: str, config: Mapping[str, Any], state_dict: Mapping[str, Tensor]) -> Path:

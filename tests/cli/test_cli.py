@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -56,7 +58,7 @@ def test_help_exits_with_0(capsys):
         assert flag in out
 
 
-def test_runtime_errors_are_one_line_with_exit_2(monkeypatch, capsys):
+def test_runtime_errors_are_one_line_with_exit_2(monkeypatch, tmp_path, capsys):
     import edgezo.studies.demo
 
     def missing(**kwargs):
@@ -64,6 +66,8 @@ def test_runtime_errors_are_one_line_with_exit_2(monkeypatch, capsys):
 
     monkeypatch.setattr(edgezo.studies.demo, "run_demo", missing)
     monkeypatch.delenv("EDGEZO_DEBUG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results" / "demo").mkdir(parents=True)  # no "created directory" line
     assert cli.main(["demo", "--quick"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("edgezo: error: MNIST not found")
@@ -82,6 +86,9 @@ def test_demo_quick_end_to_end(monkeypatch, tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "method" in out and "mezo" in out and "pezo" in out
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    header = re.search(r"```\n(method .*\n-[- ]*)\n", readme)[1]  # the README's quoted table
+    assert header in out  # the same columns, as wide
     result = json.loads(out_json.read_text())
     assert result["config"]["quick"] is True
     # central q=1; sign-m-SPSA, m=3
@@ -100,3 +107,21 @@ def test_demo_quick_end_to_end(monkeypatch, tmp_path, capsys):
 def test_every_command_is_registered(command, capsys):
     assert cli.main([command, "--help"]) == 0
     assert capsys.readouterr().out.startswith(f"usage: edgezo {command}")
+
+
+def test_run_prints_the_table_itself_not_a_json_string(monkeypatch, tmp_path, capsys):
+    import edgezo.studies
+
+    table = "| cell | zo | pezo |\n|---|---|---|\n| a | 80.00 | 79.50 |"
+    claim = {"claim": "pezo within 1 points of zo", "hits": 1, "cells": 1, "share": 1.0,
+             "wanted": 1.0, "verdict": "met"}  # fmt: skip
+
+    def fake_study(name, quick, out, seed, progress, jobs):
+        return {"out": str(out / name), "claims": [claim], "table": table}
+
+    monkeypatch.setattr(edgezo.studies, "run_study", fake_study)
+    assert cli.main(["run", "ood", "--quick", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(table + "\n")  # the Markdown lines as they are, no "\n" escapes
+    assert "claim: pezo within 1 points of zo: 1/1 cells (100%, wanted 100%): met" in out
+    assert f"wrote {tmp_path}/ood/results.json" in out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -83,6 +84,25 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
     cache.atomic_write(target, lambda f: f.write(b"new"))
     assert target.read_bytes() == b"new"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_write_respects_the_umask(tmp_path, umask):
+    """A new file gets 0o666 less the umask (as open() would), not mkstemp's 0o600."""
+    previous = os.umask(umask)
+    try:
+        made = cache.atomic_write(tmp_path / "new.json", lambda f: f.write(b"{}"))
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(made.stat().st_mode) == 0o666 & ~umask
+
+
+def test_atomic_write_keeps_the_mode_of_the_file_it_replaces(tmp_path):
+    target = tmp_path / "kept.bin"
+    target.write_bytes(b"old")
+    target.chmod(0o640)
+    cache.atomic_write(target, lambda f: f.write(b"new"))
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640 and target.read_bytes() == b"new"
 
 
 def test_bad_entry_names_are_rejected():
@@ -220,3 +240,36 @@ def test_unwritable_cache_only_warns(monkeypatch, tmp_path):
         model, cached, _ = demo.pretrain(config, progress=False)
     assert not cached and isinstance(model, demo.SmallCNN)
     assert any("EDGEZO_CACHE" in str(w.message) for w in caught)
+
+
+# -- status lines without progress bars -------------------------------------------------
+def test_first_run_pretraining_says_so_even_without_bars(monkeypatch, tmp_path, capsys):
+    """A first run's pretraining takes a minute or more: it is announced on stderr."""
+    monkeypatch.setenv("EDGEZO_CACHE", str(tmp_path))
+    monkeypatch.setattr(demo, "fit", lambda *args, **kwargs: None)  # the training itself
+    images = torch.zeros(8, 28, 28, dtype=torch.uint8)
+    monkeypatch.setattr(demo, "load_mnist", lambda split: (images, torch.zeros(8).long()))
+    config = demo.DemoConfig(pretrain_steps=2, pretrain_batch=4)
+    demo.pretrain(config, progress=False)
+    assert "pretraining SmallCNN on MNIST with backprop (2 steps; first run" in (
+        capsys.readouterr().err
+    )
+    demo.pretrain(config, progress=False)  # cached: nothing to announce
+    assert capsys.readouterr().err == ""
+
+
+def test_study_backbone_pretraining_and_runs_are_announced(monkeypatch, tmp_path, capsys):
+    from edgezo.studies.common import pretrained_announced
+    from edgezo.studies.parallel import Workers
+
+    monkeypatch.setenv("EDGEZO_CACHE", str(tmp_path))
+    g = torch.Generator().manual_seed(0)
+    train = (torch.randn(16, 3, generator=g), torch.randint(0, 2, (16,), generator=g))
+    kwargs = {"config": {"k": 1}, "steps": 2, "batch_size": 4, "lr": 1e-2, "progress": False}
+    pretrained_announced("tiny", lambda: torch.nn.Linear(3, 2), train, **kwargs)
+    assert "pretraining tiny with backprop (2 steps; first run only" in capsys.readouterr().err
+    pretrained_announced("tiny", lambda: torch.nn.Linear(3, 2), train, **kwargs)
+    assert "pretraining" not in capsys.readouterr().err  # found in the cache
+    with Workers(1, desc="cells", progress=False) as workers:
+        assert workers.map(abs, [(-1,), (-2,)]) == [1, 2]
+    assert "cells: 2 runs on 1 process(es) ..." in capsys.readouterr().err

@@ -58,13 +58,14 @@ def test_the_cli_writes_its_figure_table_and_json(tmp_path, monkeypatch):
     assert (tmp_path / "out" / "landscape.png").stat().st_size > 0
 
 
-def test_the_command_line_passes_its_options_to_run(monkeypatch, capsys):
+def test_the_command_line_passes_its_options_to_run(monkeypatch, capsys, tmp_path):
     import argparse
 
     from edgezo.cli import landscape as landscape_cli
     from edgezo.studies import landscape
 
     calls = []
+    monkeypatch.chdir(tmp_path)  # the command creates its default --out, results/landscape
     monkeypatch.setattr(landscape, "run", lambda *a: calls.append(a) or {"panels": []})
     parser = argparse.ArgumentParser()
     landscape_cli.add_cli(parser.add_subparsers())

@@ -1,13 +1,15 @@
 """The ``edgezo`` command line.
 
     edgezo --version
-    edgezo demo [--steps N] [--seed S] [--quick] [--threads T] [--no-progress] [--json FILE] [--out DIR]
-    edgezo run STUDY [--quick] [--out DIR] [--seed S] [--no-progress]
-    edgezo memory MODEL [--regime ft|lp] [--batch N] [--out DIR]
-    edgezo landscape [--quick] [--grid N] [--directions pca|random] [--out DIR]
-    edgezo report [--results DIR] [--out DIR] [--run-quick]
-    edgezo distributed [--nproc N] [--steps N] [--model mlp|vit] [--checkpoint FILE --save-every K]
-    edgezo hw report [--throughput N] [--bits B] [--target xilinx|ice40|ecp5] [--out DIR]
+    edgezo demo [--quick] [--steps N] [--out DIR] ...
+    edgezo run STUDY [--quick] [--out DIR] ...
+    edgezo memory MODEL [--regime ft|lp|lp3|vpt] ...
+    edgezo landscape [--quick] ...
+    edgezo report [--results DIR] [--run-quick] ...
+    edgezo distributed [--nproc N] [--steps N] ...
+    edgezo hw report [--target ecp5|ice40|xilinx] ...
+
+Every flag: :func:`synopsis` (the README's "Command line" block), or ``edgezo NAME --help``.
 
 Adding a subcommand: write a module ``edgezo.cli.NAME`` with ``add_cli(subparsers)``
 that creates its parser and sets ``handler`` (a function ``args -> int``, the exit
@@ -23,6 +25,7 @@ argparse does for bad arguments); set ``EDGEZO_DEBUG=1`` to get the traceback.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import os
 import sys
@@ -50,6 +53,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def synopsis() -> str:
+    """One usage line per command (and subcommand), as the parsers define them.
+
+    The README's "Command line" block is this text (tests/test_readme_cli.py compares
+    them): ``python -c "import edgezo.cli as c; print(c.synopsis())"``.
+    """
+    lines = []
+    for parser in leaf_commands(build_parser()):
+        parser.formatter_class = functools.partial(argparse.HelpFormatter, width=10_000)
+        lines.append(parser.format_usage().strip().removeprefix("usage: ").replace(" [-h]", ""))
+    return "\n".join([*lines, f"{PROG} --version"])
+
+
+def leaf_commands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parser of every leaf command under ``parser`` (e.g. ``hw report``), in ``--help`` order."""
+    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subparsers:
+        return [parser]
+    return [leaf for sub in subparsers for p in sub.choices.values() for leaf in leaf_commands(p)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 ok, 2 usage or runtime error)."""
     parser = build_parser()
@@ -64,9 +88,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         handler = getattr(args, "handler", None) or args.func  # edgezo.hw sets ``func``
         return int(handler(args) or 0)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # edgezo.train.interrupt.Terminated: SIGTERM, exit code 143
+        code = getattr(e, "exit_code", 130)
+        print(
+            f"{PROG}: {'terminated (SIGTERM)' if code != 130 else 'interrupted'}", file=sys.stderr
+        )
+        return code
     except Exception as e:
         if os.environ.get("EDGEZO_DEBUG"):
             raise

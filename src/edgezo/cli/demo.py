@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from .args import nonnegative_int, positive_int
+from .args import make_dir, nonnegative_int, positive_int, writable_dir, writable_file
 
 
 def add_cli(subparsers: Any) -> None:
@@ -24,27 +24,44 @@ def add_cli(subparsers: Any) -> None:
         ),
     )
     p.add_argument(
-        "--steps", type=positive_int, default=None, help="ZO steps per method (default 800)"
+        "--steps",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="ZO steps per method (default 800)",
     )
     p.add_argument(
         "--seed",
         type=nonnegative_int,
+        metavar="S",
         default=0,
         help="seed of the adaptation: batch order and ZO directions (default 0)",
     )
     p.add_argument(
-        "--quick", action="store_true", help="a much smaller run (smoke test, a few seconds)"
+        "--quick",
+        action="store_true",
+        help=(
+            "a much smaller run, a smoke test: 150 steps, 3000 images (about 25 s on 2 quiet "
+            "cores with a cached backbone; use --threads 1 on a busy machine)"
+        ),
     )
     p.add_argument(
         "--threads",
         type=positive_int,
+        metavar="T",
         default=None,
         help="torch CPU threads (default: torch's choice; use 1 on a busy machine)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     p.add_argument(
-        "--out", default="results/demo", help="directory of curves.png (default results/demo)"
+        "--json", metavar="FILE", type=writable_file, help="also write the results as JSON to FILE"
+    )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        type=writable_dir,
+        default="results/demo",
+        help="directory of curves.png, created if missing (default results/demo)",
     )
     p.set_defaults(handler=run)
 
@@ -57,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     from ..studies.demo import run_demo
 
+    make_dir(args.out)  # checked when parsed: a bad path fails before the run
+    if args.json:
+        make_dir(args.json.parent)
     result = run_demo(
         steps=args.steps,
         seed=args.seed,

@@ -10,17 +10,34 @@ import argparse
 import sys
 
 from ..hw.synth import TARGETS, YosysNotFound
+from .args import make_dir, writable_dir
+
+HW_DESCRIPTION = (
+    "The random number generators of ZO training as hardware: Amaranth RTL of every "
+    "generator, checked against its Python model and synthesized with yosys. "
+    "One subcommand: report. Needs the 'hw' extra (pip install 'edgezo[hw]') and yosys."
+)
+REPORT_DESCRIPTION = (
+    "Synthesize, with yosys, the RTL of LFSR, xorshift32, PeZO's rotating RNG array and "
+    "its pool beside Gaussian baselines (CLT, Box-Muller) at the same numbers per cycle, "
+    "after checking each design against its Python model bit for bit; estimate switching "
+    "power by gate-level simulation. Prints the table and writes report.md, report.png "
+    "and report.json under --out."
+)
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``hw report`` on ``subparsers``; the parsed namespace's ``func(args)`` runs it."""
     hw = subparsers.add_parser(
-        "hw", help="RNG hardware: synthesis cost and power of the generators"
+        "hw",
+        help="RNG hardware: synthesis cost and power of the generators",
+        description=HW_DESCRIPTION,
     )
-    sub = hw.add_subparsers(dest="hw_command", required=True)
+    sub = hw.add_subparsers(dest="hw_command", required=True, metavar="SUBCOMMAND")
     rep = sub.add_parser(
         "report",
         help="compare Gaussian, uniform and PeZO generators at equal throughput (table + chart)",
+        description=REPORT_DESCRIPTION,
     )
     rep.add_argument(
         "--throughput",
@@ -40,18 +57,26 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--target",
         choices=sorted(TARGETS),
         default="xilinx",
+        metavar="|".join(sorted(TARGETS)),
         help="yosys synthesis flow (default xilinx)",
     )
     rep.add_argument(
-        "--out", default="hw_report", metavar="DIR", help="output folder (default ./hw_report)"
+        "--out",
+        type=writable_dir,
+        default="hw_report",
+        metavar="DIR",
+        help="output folder, created if missing (default ./hw_report)",
     )
     rep.add_argument(
         "--cycles",
         type=int,
+        metavar="N",
         default=256,
         help="cycles of gate-level simulation for power (default 256)",
     )
-    rep.add_argument("--jobs", type=int, default=2, help="yosys runs in parallel (default 2)")
+    rep.add_argument(
+        "--jobs", type=int, default=2, metavar="N", help="yosys runs in parallel (default 2)"
+    )
     rep.set_defaults(func=run_report)
     return hw
 
@@ -60,6 +85,7 @@ def run_report(args: argparse.Namespace) -> int:
     """Run the report; print the Markdown and where the files are. Returns an exit status."""
     from ..hw.report import write_report  # a missing 'hw' extra names itself (edgezo.extras)
 
+    make_dir(args.out)  # checked when parsed: a bad path fails before synthesis
     try:
         path, rows = write_report(
             args.out, args.throughput, args.bits, args.target, args.cycles, args.jobs

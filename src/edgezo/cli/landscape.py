@@ -9,10 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-from .args import int_at_least
+from .args import int_at_least, make_dir, writable_dir
 
 #: The planes :mod:`edgezo.studies.landscape` draws (its ``DIRECTIONS``).
 DIRECTIONS = ("pca", "random")
@@ -37,12 +36,22 @@ def add_cli(subparsers: Any) -> None:
         help="points per axis (default 31, quick 15)",
     )  # fmt: skip
     p.add_argument(
-        "--directions", choices=DIRECTIONS, default="pca",
+        "--directions", choices=DIRECTIONS, default="pca", metavar="|".join(DIRECTIONS),
         help="the plane: the path's PCA directions (default) or random filter-normalized ones",
     )  # fmt: skip
-    p.add_argument("--out", type=Path, default=Path("results/landscape"), help="output directory")
-    p.add_argument("--seed", type=int, default=0, help="seed of everything random (default 0)")
-    p.add_argument("--threads", type=int_at_least(1), default=None, help="torch CPU threads")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        type=writable_dir,
+        default="results/landscape",
+        help="output directory, created if missing (default results/landscape)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="seed of everything random (default 0)"
+    )
+    p.add_argument(
+        "--threads", type=int_at_least(1), default=None, metavar="T", help="torch CPU threads"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=run)
 
@@ -53,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..studies import landscape
 
+    make_dir(args.out)  # checked when parsed: a bad path fails before the training
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     cfg = landscape.QUICK if args.quick else landscape.FULL

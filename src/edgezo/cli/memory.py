@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .args import int_at_least
+from .args import int_at_least, make_dir, writable_dir
 
 
 @dataclass(frozen=True)
@@ -98,15 +98,27 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "memory.md, memory.png and memory.json."
         ),
     )
-    p.add_argument("model", choices=sorted(MODELS), help="model to measure")
     p.add_argument(
-        "--regime", choices=sorted(REGIMES), default="ft", help="what trains (default ft)"
+        "model",
+        choices=sorted(MODELS),
+        metavar="MODEL",
+        help=f"model to measure: {', '.join(sorted(MODELS))}",
     )
-    p.add_argument("--batch", type=int_at_least(1), default=1, help="batch size (default 1)")
+    p.add_argument(
+        "--regime",
+        choices=sorted(REGIMES),
+        default="ft",
+        metavar="|".join(sorted(REGIMES)),
+        help="what trains (default ft)",
+    )
+    p.add_argument(
+        "--batch", type=int_at_least(1), default=1, metavar="N", help="batch size (default 1)"
+    )
     p.add_argument(
         "--bp-optimizer",
         choices=["sgd", "momentum", "adam"],
         default="sgd",
+        metavar="sgd|momentum|adam",
         help="state of the backprop rows (default sgd: none)",
     )
     p.add_argument(
@@ -116,9 +128,15 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         metavar="N",
         help="steps per measured process (peak resident set); 0 skips it (default 3)",
     )
-    p.add_argument("--seed", type=int_at_least(0), default=0, help="seed of weights and batch")
     p.add_argument(
-        "--out", default="memory", metavar="DIR", help="output folder (default ./memory)"
+        "--seed", type=int_at_least(0), default=0, metavar="S", help="seed of weights and batch"
+    )
+    p.add_argument(
+        "--out",
+        type=writable_dir,
+        default="memory",
+        metavar="DIR",
+        help="output folder, created if missing (default ./memory)",
     )
     p.set_defaults(handler=run_memory)
     return p
@@ -146,6 +164,7 @@ def run_memory(args: argparse.Namespace) -> int:
         write_memory_report,
     )
 
+    make_dir(args.out)  # checked when parsed: a bad path fails before the work
     torch.set_num_threads(1)
     model, x = build(args.model, args.regime, args.batch, args.seed)
     rows = memory_table(model, x, bp_optimizer=args.bp_optimizer)

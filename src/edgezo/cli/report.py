@@ -23,6 +23,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..analysis.claims import CLAIMS, HW, STUDIES, Source
+from .args import make_dir, writable_dir
 
 #: ``edgezo`` subcommand -> module whose ``add_cli(subparsers)`` registers it.
 REGISTRARS = {
@@ -48,10 +49,17 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument(
         "--results",
         type=Path,
+        metavar="DIR",
         default=Path("results"),
-        help="results directory (default ./results)",
+        help="results directory: must hold results, unless --run-quick makes them (default ./results)",
     )
-    p.add_argument("--out", type=Path, default=None, help="output directory (default: --results)")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        type=writable_dir,
+        default=None,
+        help="output directory, created if missing (default: --results)",
+    )
     p.add_argument(
         "--run-quick", action="store_true", help="first run the quick versions of missing results"
     )
@@ -126,12 +134,38 @@ def run_quick(results: Path, progress: bool = True) -> dict[str, str]:
     return outcomes
 
 
+def check_results(results: Path, run_quick: bool) -> None:
+    """Refuse a ``--results`` that holds no results (an empty report says nothing), before any work.
+
+    With ``--run-quick`` the directory is filled first, so it only has to be writable.
+    """
+    from ..analysis.report import collect
+
+    if run_quick:
+        writable_dir(str(results))  # raises argparse.ArgumentTypeError with the reason
+        return
+    if not results.is_dir():
+        state = "is not a directory" if results.exists() else "does not exist"
+        raise ValueError(
+            f"--results {results} {state}; point it at the folder edgezo run/memory/landscape "
+            "wrote into, or add --run-quick to make the quick results there first"
+        )
+    if not collect(results):
+        raise ValueError(
+            f"no results under {results} (e.g. {results}/cross-domain/results.json); run "
+            f"`edgezo run STUDY --out {results}` first, or add --run-quick"
+        )
+
+
 def _run(args: argparse.Namespace) -> int:
     from ..analysis.report import build_report
 
+    check_results(args.results, args.run_quick)
+    if args.out is not None:
+        make_dir(args.out)
     notes = {}
     if args.run_quick:
-        args.results.mkdir(parents=True, exist_ok=True)
+        make_dir(args.results)
         notes = {c: o for c, o in run_quick(args.results).items() if not o.startswith("ok")}
     md, page = build_report(args.results, args.out, notes)
     print(f"wrote {md} and {page}")

@@ -1,5 +1,7 @@
 """``edgezo run STUDY [--quick] [--out DIR] [--seed S] [--jobs N] [--no-progress]``.
 
+Prints the study's table (Markdown), its claims checked, and where its files are.
+
 The studies are named in :data:`edgezo.studies.STUDIES` and run by
 :func:`edgezo.studies.run_study`; ``jobs`` spreads the study's independent runs
 over that many processes (:mod:`edgezo.studies.parallel`); the results do not
@@ -9,13 +11,10 @@ depend on it.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from pathlib import Path
 from typing import Any
 
 from ..studies import STUDIES
-from .args import positive_int
+from .args import make_dir, positive_int, writable_dir
 
 
 def add_cli(subparsers: Any) -> None:
@@ -30,13 +29,27 @@ def add_cli(subparsers: Any) -> None:
             "minutes."
         ),
     )
-    p.add_argument("study", choices=sorted(STUDIES), help="which study")
+    p.add_argument(
+        "study",
+        choices=sorted(STUDIES),
+        metavar="STUDY",
+        help=f"which study: {', '.join(sorted(STUDIES))}",
+    )
     p.add_argument("--quick", action="store_true", help="small data and few steps (minutes)")
-    p.add_argument("--out", type=Path, default=Path("results"), help="output directory")
-    p.add_argument("--seed", type=int, default=0, help="seed of everything random (default 0)")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        type=writable_dir,
+        default="results",
+        help="output directory, created if missing; the study writes DIR/STUDY (default results)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="seed of everything random (default 0)"
+    )
     p.add_argument(
         "--jobs",
         type=positive_int,
+        metavar="N",
         default=1,
         help="processes to spread the study's runs over, each with cores/N threads (default 1)",
     )
@@ -45,12 +58,25 @@ def add_cli(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the study and print its summary as JSON."""
+    """Run the study; print its table, the papers' claims checked and where the files are."""
     from ..studies import run_study
 
+    make_dir(args.out)  # checked when parsed: a bad path fails before the study
     summary = run_study(
         args.study, args.quick, args.out, args.seed, not args.no_progress, args.jobs
     )
-    json.dump(summary, sys.stdout, indent=2, sort_keys=True, default=float)
-    print()
+    print(format_summary(summary))
     return 0
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """What ``edgezo run`` prints: the Markdown table, one line per claim, the files written."""
+    lines = [summary["table"], ""]
+    for c in summary.get("claims", []):
+        lines.append(
+            f"claim: {c['claim']}: {c['hits']}/{c['cells']} cells ({c['share']:.0%}, "
+            f"wanted {c['wanted']:.0%}): {c['verdict']}"
+        )
+    out = summary["out"]
+    lines.append(f"wrote {out}/results.json, {out}/results.md and the curves (PNG) in {out}")
+    return "\n".join(lines)

@@ -47,8 +47,9 @@ from ..data.keywords import (
     spectrogram_figure,
 )
 from ..models.kws import CRNN, DSCNN, AudioClassifier, Featurizer
-from ..models.pretrain import PretrainInfo, pretrained
+from ..models.pretrain import PretrainInfo
 from ..models.regimes import FrozenBatchNorm2d
+from .common import pretrained_announced
 from .methods import Settings
 
 #: The audio studies' claims (QZO-FF, PAPERS.md B): FF within 5 points of backprop in 11 of
@@ -242,7 +243,7 @@ def backbone(
     """Backbone ``arch`` pretrained with backprop on :func:`pretraining_data` (trained
     once, then loaded from the cache, ``$EDGEZO_CACHE``), and how it was got."""
     classes = len(data.keywords.classes)
-    model, info = pretrained(
+    model, info = pretrained_announced(
         f"kws-{arch}",
         lambda: build(arch, classes),
         pretraining_data(data, cfg, seed),

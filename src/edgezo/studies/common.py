@@ -12,6 +12,7 @@ device that runs the whole network would spend.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -320,11 +321,10 @@ def backbone(
     """Backbone ``arch`` pretrained with backprop (Adam) on all of ``dataset``'s training set;
     trained once and then loaded from the cache (``$EDGEZO_CACHE``)."""
     from ..data.images import as_input, load_images, num_classes
-    from ..models.pretrain import pretrained
 
     x, y = load_images(dataset, "train")
     classes = num_classes(dataset)
-    model, _ = pretrained(
+    model, _ = pretrained_announced(
         f"{arch}-{dataset}",
         lambda: _build(arch, classes),
         (as_input(x), y),
@@ -336,3 +336,26 @@ def backbone(
         progress=progress,
     )
     return model.eval()
+
+
+def pretrained_announced(name: str, build: Callable[[], nn.Module], train: tuple[Tensor, Tensor],
+                         **kwargs: Any) -> tuple[nn.Module, Any]:  # fmt: skip
+    """:func:`edgezo.models.pretrain.pretrained` (same arguments), saying on stderr when it
+    trains: a first run's pretraining takes minutes, also without progress bars."""
+    from .. import cache
+    from ..models.pretrain import cache_config, pretrained
+
+    training = {k: kwargs.get(k, default) for k, default in PRETRAINING.items()}
+    if not cache.state_path(name, cache_config(name, kwargs["config"], **training)).is_file():
+        print(
+            f"pretraining {name} with backprop ({training['steps']} steps; first run only: "
+            f"cached in {cache.cache_dir()} after) ...",
+            file=sys.stderr,
+            flush=True,
+        )
+    return pretrained(name, build, train, **kwargs)
+
+
+#: The training arguments of :func:`edgezo.models.pretrain.pretrained` in its cache key, with
+#: their defaults (``None``: required).
+PRETRAINING = {"steps": None, "batch_size": None, "lr": None, "seed": 0, "optimizer": "adam"}

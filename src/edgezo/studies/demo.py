@@ -60,8 +60,9 @@ qzo-ff's ``lr = 3e-3``, ``eps = 1e-2`` are the benchmark's grid choice (float
 sign-3-SPSA, 1000 steps, scored on held-out shifted train images: every pair
 of lr in {3e-3, 1e-2} and eps in {1e-3, 1e-2} within 0.8 points). Its row
 costs about three times mezo's (six forwards per step instead of two, plus
-~8% for the fixed-point forward); the full demo measured 87.6% (mezo), 87.5%
-(pezo) and 89.3% (qzo-ff 16w8a) from 43.1% zero-shot, seed 0.
+~8% for the fixed-point forward); the full demo (``edgezo demo``, seed 0, fresh
+cache) printed 88.25% (mezo), 88.08% (pezo), 90.02% (qzo-ff 16w8a) and 88.92%
+(pezo 16w8a) from 44.81% zero-shot (44.90% quantized): the README's table.
 The model is in ``eval()`` mode for every forward pass (SmallCNN has no
 dropout or batch norm, but a ZO forward must never update running statistics:
 the two perturbed losses would be taken under different models).
@@ -72,6 +73,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -202,6 +204,12 @@ def pretrain(config: DemoConfig, progress: bool = True) -> tuple[SmallCNN, bool,
         model.load_state_dict(state)
         return model.eval(), True, 0.0
     start = time.perf_counter()
+    print(
+        f"pretraining SmallCNN on MNIST with backprop ({config.pretrain_steps} steps; first run "
+        f"only: cached in {cache.cache_dir()} after) ...",
+        file=sys.stderr,
+        flush=True,
+    )
     x, y = load_mnist("train")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.pretrain_seed)
@@ -381,7 +389,8 @@ def run_demo(
         seed: seed of the adaptation (batch order and ZO directions); the
             pretraining and the shift have their own fixed seeds, so the
             cached backbone is reused across seeds.
-        quick: a much smaller run (for tests): about 20 s on two shared cores.
+        quick: a much smaller run (for tests): about 25 s on two quiet cores with a
+            cached backbone (47 s at load 3-5 with one thread; see the README).
         progress: show tqdm bars (on stderr).
         echo: where the summary table goes (``None``: nowhere).
         out: directory of the training-curves figure ``curves.png`` (``None``: none).

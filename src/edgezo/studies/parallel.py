@@ -12,6 +12,7 @@ float sum split over more threads may round differently).
 from __future__ import annotations
 
 import multiprocessing
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from multiprocessing.pool import Pool
 from types import TracebackType
@@ -90,6 +91,9 @@ class Workers:
 
         tasks = list(tasks)
         bar = {"total": len(tasks), "desc": desc or self.desc, "leave": False}
+        if not self.progress:  # without bars, still say what the next minutes are spent on
+            print(f"{bar['desc']}: {len(tasks)} runs on {self.jobs} process(es) ...",
+                  file=sys.stderr, flush=True)  # fmt: skip
         if self._pool is None:
             if self.parallel:
                 raise RuntimeError("Workers.map needs `with Workers(jobs) as workers:`")

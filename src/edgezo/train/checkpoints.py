@@ -7,6 +7,7 @@ that must match for a later call to resume it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,13 +63,25 @@ class Resumable:
             "rng": rng_state(self.devices),
         }
 
-    def load_state_dicts(self, entry: dict[str, Any]) -> None:
-        self.model.load_state_dict(entry["model"])
-        self.optimizer.load_state_dict(entry["optimizer"])
+    def load_state_dicts(self, entry: dict[str, Any], path: Path) -> None:
+        """Load every part from ``entry``; a part that does not fit is named in a ``ValueError``."""
+        parts: dict[str, Callable[[Any], Any]] = {
+            "model": self.model.load_state_dict,
+            "optimizer": self.optimizer.load_state_dict,
+            "sampler": self.sampler.load_state_dict,
+            "rng": lambda state: set_rng_state(self.devices, state),
+        }
         if self.scheduler is not None:
-            self.scheduler.load_state_dict(entry["scheduler"])
-        self.sampler.load_state_dict(entry["sampler"])
-        set_rng_state(self.devices, entry["rng"])
+            parts["scheduler"] = self.scheduler.load_state_dict
+        for name, load in parts.items():
+            try:
+                load(entry[name])
+            except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+                raise ValueError(
+                    f"Checkpoint {path} does not fit this run's {name}: "
+                    f"{' '.join(str(e).split())[:500]}. Resume with the {name} it was written "
+                    "with, or pass a new checkpoint_path to start over"
+                ) from e
 
 
 def save_checkpoint(
@@ -90,9 +103,9 @@ def save_checkpoint(
 
 def load_checkpoint(path: Path, identity: dict[str, Any], steps: int, parts: Resumable) -> RunState:
     """Resume ``parts`` from ``path`` and return the loop's state, if the settings match."""
-    entry = torch.load(path, map_location="cpu", weights_only=True)
+    entry = read_checkpoint(path)
     _check_resumable(path, entry, identity, steps)
-    parts.load_state_dicts(entry)
+    parts.load_state_dicts(entry, path)
     trajectory = entry["trajectory"]
     return RunState(
         step=entry["step"],
@@ -102,6 +115,31 @@ def load_checkpoint(path: Path, identity: dict[str, Any], steps: int, parts: Res
         trajectory=[] if trajectory is None else list(trajectory.unbind(0)),
         trajectory_steps=list(entry["trajectory_steps"]),
     )
+
+
+#: What every checkpoint of this module holds.
+KEYS = ("identity", "model", "optimizer", "scheduler", "sampler", "rng", "step", "forwards",
+        "seconds", "history", "trajectory", "trajectory_steps")  # fmt: skip
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint at ``path``, or a ``ValueError`` saying why it cannot be resumed from."""
+    try:
+        entry = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # garbage, truncated, a pickle of arbitrary objects, unreadable
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise ValueError(
+            f"Cannot resume from {path}: it is not a readable checkpoint ({reason}). Delete it, "
+            "or pass another checkpoint_path to start over"
+        ) from e
+    missing = [k for k in KEYS if not isinstance(entry, dict) or k not in entry]
+    if missing or not isinstance(entry["identity"], dict):
+        raise ValueError(
+            f"{path} is not a checkpoint of edgezo.train.fit (it has no {', '.join(missing)}"
+            f"{'' if missing else 'identity dict'}); pass another checkpoint_path, or move the "
+            "file away to start over"
+        )
+    return entry
 
 
 def _check_resumable(

@@ -20,9 +20,12 @@ evaluated and checkpointed the same way.
   sampler and generator states, the step, the history and the weight trajectory;
   ``fit`` with an existing ``checkpoint_path`` resumes and ends with the weights
   of an uninterrupted run, bit for bit.
-* Interruptions: a first Ctrl-C lets the current step finish, then ``fit``
-  saves a checkpoint and raises ``KeyboardInterrupt``; a second one stops at
-  once. Any exception (or ``KeyboardInterrupt``) raised inside a step saves a
+* Interruptions: a first Ctrl-C (or SIGTERM) lets the current step finish, then
+  ``fit`` saves a checkpoint, says where (stderr) and raises ``KeyboardInterrupt``
+  (:class:`~edgezo.train.interrupt.Terminated`, a subclass, for SIGTERM); a second
+  one stops at once. A Ctrl-C or SIGTERM during a checkpoint write waits for the
+  file to be complete (only in the main thread; elsewhere an interrupted save
+  keeps the previous file, with a warning). Any exception (or ``KeyboardInterrupt``) raised inside a step saves a
   checkpoint at the last completed step before it propagates, where the
   weights are exactly that step's: always for backprop failing in its forward or
   backward and for fixed-point ZO; not for float ZO, whose undo of a
@@ -47,6 +50,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -62,7 +66,7 @@ from tqdm.auto import tqdm
 from ..optim import ZO
 from .checkpoints import Resumable, checkpoint_identity, load_checkpoint, save_checkpoint
 from .evaluation import Data, LossFn, evaluate
-from .interrupt import stop_after_step
+from .interrupt import signals_deferred, stop_after_step
 from .log import JsonlLog
 from .results import FitResult, RunState, flat_weights
 from .rng import cuda_devices, rng_state, seeded_rng, set_rng_state
@@ -198,13 +202,13 @@ class _Loop:
             history = self.state.history
             finished = self.state.step == self.steps  # resumed after the last step: its record
             logged = history[:-1] if finished else history  # is written after _finish
-            with JsonlLog(log_path, logged) as log, stop_after_step() as stop_requested:
+            with JsonlLog(log_path, logged) as log, stop_after_step() as stop:
                 while self.state.step < self.steps:
                     self._one_step(bar, started)
                     if self.state.step < self.steps:  # the last record waits for _finish
                         log.write_new(self.state.history)
-                    if stop_requested():
-                        raise KeyboardInterrupt
+                    if stop:
+                        raise stop.exception()
                 self._finish()
                 log.write_new(self.state.history)
             self.state.seconds = time.perf_counter() - started
@@ -318,8 +322,10 @@ class _Loop:
         return checkpoint_identity(len(self.x), self.sampler, self.seed, self.optimizer,
                                    self.scheduler, self.snapshot_every)  # fmt: skip
 
-    def _save_checkpoint(self) -> None:
-        save_checkpoint(self.checkpoint_path, self._identity(), self._resumable(), self.state)
+    def _save_checkpoint(self, redeliver: bool = True) -> None:
+        """Save; a Ctrl-C or SIGTERM meanwhile waits for the file (then acts, if ``redeliver``)."""
+        with signals_deferred(str(self.checkpoint_path), redeliver):
+            save_checkpoint(self.checkpoint_path, self._identity(), self._resumable(), self.state)
 
     def _load_checkpoint(self) -> None:
         self.state = load_checkpoint(
@@ -327,20 +333,39 @@ class _Loop:
         )
 
     def _save_on_interrupt(self) -> None:
-        """Save at the last completed step, unless the weights no longer are exactly that step's."""
-        if self.consistent:
-            self._save_checkpoint()
+        """Save at the last completed step, unless the weights no longer are exactly that step's.
+
+        Says where the run can be resumed from; an interruption that still gets into the
+        save (where signals cannot wait: outside the main thread) keeps the previous file.
+        """
+        if not self.consistent:
+            warnings.warn(
+                f"Interrupted inside step {self.state.step + 1}: {self.inexact}, so "
+                f"{self._kept()}. A first Ctrl-C always stops cleanly after the current step.",
+                stacklevel=4,
+            )
             return
-        kept = (
-            f"{self.checkpoint_path} keeps its last checkpoint (rerun to resume from it)"
-            if self.checkpoint_path.exists()
-            else "no checkpoint was written (set checkpoint_every to lose less)"
+        try:
+            self._save_checkpoint(redeliver=False)  # already stopping: a second signal waits
+        except BaseException as e:  # noqa: BLE001 - the original exception goes on instead
+            failure = (
+                "Interrupted again while saving the checkpoint"
+                if isinstance(e, KeyboardInterrupt)
+                else f"Could not save the checkpoint ({type(e).__name__}: {e})"
+            )
+            warnings.warn(f"{failure}, so {self._kept()}.", stacklevel=4)
+            return
+        tqdm.write(
+            f"Saved a checkpoint at step {self.state.step} to {self.checkpoint_path}; call fit "
+            "again with the same settings to resume from it",
+            file=sys.stderr,
         )
-        warnings.warn(
-            f"Interrupted inside step {self.state.step + 1}: {self.inexact}, so {kept}. "
-            "A first Ctrl-C always stops cleanly after the current step.",
-            stacklevel=4,
-        )
+
+    def _kept(self) -> str:
+        """What is left to resume from when the interrupt save cannot be made."""
+        if self.checkpoint_path.exists():
+            return f"{self.checkpoint_path} keeps its last complete checkpoint (rerun to resume)"
+        return "no checkpoint was written (set checkpoint_every to lose less)"
 
 
 def _optimizer_params(optimizer: torch.optim.Optimizer) -> list[Tensor]:
