@@ -63,15 +63,9 @@ def test_edgezo_help_lists_every_command_of_the_synopsis(capsys):
 
 
 PARSERS = {p.prog: p for p in all_parsers(cli.build_parser())}
-#: ``edgezo distributed``'s help texts are fixed by another part of issue 14 (helper "distrib").
-PENDING = {"edgezo distributed"}
 
 
-@pytest.mark.parametrize(
-    "prog",
-    [pytest.param(p, marks=pytest.mark.xfail(reason="fixed in its own branch")) if p in PENDING
-     else p for p in PARSERS],
-)  # fmt: skip
+@pytest.mark.parametrize("prog", list(PARSERS))
 def test_every_command_and_subcommand_has_a_description_and_help(prog):
     parser = PARSERS[prog]
     assert parser.description, f"{prog} --help shows no description"
