@@ -234,6 +234,17 @@ def test_failed_or_non_finite_steps_leave_the_integers_unchanged():
         assert p.fixed.perturbation is None
 
 
+def test_a_skipped_step_applies_no_weight_decay_to_the_integers():
+    net, x, y = tiny_quantized_model()
+    params = trainable_parameters(net)
+    before = [p.data.clone() for p in params]
+    opt = ZO(params, lr=1e-2, eps=1e-2, directions=Gaussian(seed=1), weight_decay=0.5)
+    opt.step(lambda: torch.tensor(float("inf")))
+    assert opt.skipped == 1
+    for p, b in zip(params, before, strict=True):
+        assert torch.equal(p.data, b)
+
+
 # ================================================================================================
 # 2. the update equals the integer formula
 # ================================================================================================

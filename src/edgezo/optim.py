@@ -29,7 +29,7 @@ from torch import Tensor
 from .directions import Directions, Gaussian
 from .estimators import Closure, Estimator, get_estimator
 from .formats import NumberFormat, bind_formats, default_formats
-from .params import ParamSpace
+from .params import ParamSpace, is_frozen
 from .probe import Counters, StepProbe
 from .updates import SGD, Momentum, UpdateRule
 
@@ -41,6 +41,11 @@ class ZO(torch.optim.Optimizer):
         params: tensors or parameter groups, as for any ``torch.optim`` optimizer.
             Groups may set their own ``lr`` and ``weight_decay``, and a ``masks``
             list (one 0/1 tensor or ``None`` per parameter) for sparse updates.
+            Frozen parameters (``nn.Parameter`` with ``requires_grad=False``) are
+            neither perturbed nor updated, as ``torch.optim`` leaves them, unless
+            their group sets ``"train_frozen": True``. The optimizer works on the
+            tensors it is given: after ``model.to(...)``, ``model.half()`` or
+            ``p.data = ...``, build a new one (``step`` raises otherwise).
         lr: learning rate.
         eps: perturbation scale (the same for every group: it defines the
             finite difference).
@@ -106,9 +111,7 @@ class ZO(torch.optim.Optimizer):
         self.queries = int(queries)
         self.estimator = get_estimator(estimator)
         self.update_rule = update or (Momentum(momentum, history) if momentum else SGD())
-        self.space = ParamSpace(
-            [g["params"] for g in self.param_groups], masks=_masks(self.param_groups)
-        )
+        self.space = ParamSpace(_trained(self.param_groups), masks=_masks(self.param_groups))
         # estimators may use query slots past `queries` (SharpnessAware: the ascent direction)
         slots = self.queries + self.estimator.extra_queries
         self.directions = (directions or Gaussian()).bind(self.space.dim, slots)
@@ -161,11 +164,17 @@ class ZO(torch.optim.Optimizer):
             The loss as a float32 scalar tensor: ``L(w)`` for ``forward``/``jvp``,
             the mean of the perturbed losses (``L(w) + O(eps^2)``) for
             ``central``/``sign``. If the step was skipped, the non-finite value.
+
+        Raises:
+            RuntimeError: a parameter was moved, cast or replaced since the
+                optimizer was built, or the closure wrote the weights in place
+                (the step's perturbations are taken back first).
         """
         if closure is None:
             raise ValueError(
                 "ZO.step needs a closure that returns the loss: opt.step(lambda: loss_fn())"
             )
+        self.space.check_unchanged()
         step = self.steps
         self.update_rule.begin(step, self.space)
         probe = StepProbe(self.space, self.formats, self.directions, self.eps, step, self.counters)
@@ -178,7 +187,10 @@ class ZO(torch.optim.Optimizer):
                 self.skipped += 1
             weights = self.update_rule.segment_weights(terms, self.space, self.directions)
             lrs = [g["lr"] for g in self.param_groups]
-            decays = [g["lr"] * g["weight_decay"] for g in self.param_groups]
+            # a skipped step changes nothing, not even by weight decay
+            decays = [
+                g["lr"] * g["weight_decay"] if estimate.finite else 0.0 for g in self.param_groups
+            ]
             probe.finish(terms, weights, lrs, decays)
         except BaseException:
             probe.undo()
@@ -322,3 +334,18 @@ def _as_list(formats: NumberFormat | Sequence[NumberFormat] | None) -> list[Numb
                 f"got {type(fmt).__name__}"
             )
     return list(items)
+
+
+def _trained(groups: list[dict[str, Any]]) -> list[list[Tensor]]:
+    """Each group's tensors that train: frozen float parameters (``requires_grad=False``) are
+    left out, as ``torch.optim`` leaves them, unless the group sets ``train_frozen=True``."""
+    kept = [
+        [p for p in g["params"] if g.get("train_frozen", False) or not is_frozen(p)] for g in groups
+    ]
+    if any(g["params"] for g in groups) and not any(kept):
+        raise ValueError(
+            "Every parameter given to ZO is frozen (requires_grad=False), so nothing would "
+            "train; call requires_grad_(True) on the ones to train, or give their group "
+            '"train_frozen": True, e.g. ZO([{"params": tensors, "train_frozen": True}])'
+        )
+    return kept
