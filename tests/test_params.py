@@ -7,6 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edgezo.fixedpoint import FixedPoint, FixedPointParameter
 from edgezo.params import ParamSpace, is_frozen
 
 
@@ -67,3 +68,6 @@ def test_only_parameters_frozen_with_requires_grad_false_are_frozen():
     assert is_frozen(torch.nn.Parameter(torch.zeros(2), requires_grad=False))
     assert not is_frozen(torch.nn.Parameter(torch.zeros(2)))
     assert not is_frozen(torch.zeros(2))  # a plain tensor: False is only torch's default
+    ints = torch.zeros(2, dtype=torch.int16)
+    assert not is_frozen(FixedPointParameter(ints, FixedPoint(torch.tensor(0.1), 16)))
+    assert is_frozen(FixedPointParameter(ints, FixedPoint(torch.tensor(0.1), 16, False)))

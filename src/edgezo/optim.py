@@ -344,8 +344,9 @@ def _trained(groups: list[dict[str, Any]]) -> list[list[Tensor]]:
     ]
     if any(g["params"] for g in groups) and not any(kept):
         raise ValueError(
-            "Every parameter given to ZO is frozen (requires_grad=False), so nothing would "
-            "train; call requires_grad_(True) on the ones to train, or give their group "
+            "Every parameter given to ZO is frozen (requires_grad=False, or for fixed-point "
+            "weights: frozen before quantize_model), so nothing would train; call "
+            "requires_grad_(True) on the ones to train (before quantizing), or give their group "
             '"train_frozen": True, e.g. ZO([{"params": tensors, "train_frozen": True}])'
         )
     return kept

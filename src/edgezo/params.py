@@ -186,14 +186,17 @@ def _check_param(p: Tensor, seen: set[int]) -> None:
 
 
 def is_frozen(p: Tensor) -> bool:
-    """A float ``nn.Parameter`` frozen with ``requires_grad_(False)``: ZO leaves it alone, as
+    """A parameter that was frozen with ``requires_grad_(False)``: ZO leaves it alone, as
     ``torch.optim`` does.
 
-    A parameter is made with ``requires_grad=True``, so ``False`` is a decision to
-    freeze it. A plain tensor's ``False`` is only torch's default (ZO needs no
-    autograd), so plain tensors train. Fixed-point tensors are integers (they
-    cannot require grad); :func:`edgezo.fixedpoint.trainable_parameters` says which train.
+    A float ``nn.Parameter`` is made with ``requires_grad=True``, so ``False`` is a
+    decision to freeze it. A plain tensor's ``False`` is only torch's default (ZO
+    needs no autograd), so plain tensors train. Fixed-point tensors are integers
+    (they cannot require grad): one is frozen if its float original was
+    (``p.fixed.trainable``, what :func:`edgezo.fixedpoint.trainable_parameters` reads).
     """
+    if is_fixed_point(p):
+        return not getattr(p.fixed, "trainable", True)
     return isinstance(p, torch.nn.Parameter) and p.is_floating_point() and not p.requires_grad
 
 
