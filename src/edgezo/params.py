@@ -65,17 +65,19 @@ class Segment:
 
         ZO writes through the view made at construction: after ``p.data = ...``,
         ``model.half()`` or ``model.to(device)`` that view is no longer the parameter.
+        The view keeps the old storage alive, so a new one never has its address:
+        comparing addresses is the whole check (one call per tensor and step).
         """
         p, flat = self.param, self._flat
+        if p.data_ptr() == flat.data_ptr():
+            return None  # the same storage (a reshape through .data still trains the same numbers)
         if p.dtype != flat.dtype:
             return f"its dtype is now {p.dtype}, was {flat.dtype}"
         if p.device != flat.device:
             return f"it is now on {p.device}, was on {flat.device}"
         if p.shape != self.shape:
             return f"its shape is now {tuple(p.shape)}, was {tuple(self.shape)}"
-        if p.data_ptr() != flat.data_ptr():
-            return "its storage was replaced (p.data = ...)"
-        return None
+        return "its storage was replaced (p.data = ...)"
 
 
 class ParamSpace:
