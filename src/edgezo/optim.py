@@ -41,11 +41,6 @@ class ZO(torch.optim.Optimizer):
         params: tensors or parameter groups, as for any ``torch.optim`` optimizer.
             Groups may set their own ``lr`` and ``weight_decay``, and a ``masks``
             list (one 0/1 tensor or ``None`` per parameter) for sparse updates.
-            Frozen parameters (``nn.Parameter`` with ``requires_grad=False``) are
-            neither perturbed nor updated, as ``torch.optim`` leaves them, unless
-            their group sets ``"train_frozen": True``. The optimizer works on the
-            tensors it is given: after ``model.to(...)``, ``model.half()`` or
-            ``p.data = ...``, build a new one (``step`` raises otherwise).
         lr: learning rate.
         eps: perturbation scale (the same for every group: it defines the
             finite difference).
@@ -63,6 +58,12 @@ class ZO(torch.optim.Optimizer):
             :class:`~edgezo.formats.FixedPointFormat` for the integer weights of
             :func:`edgezo.fixedpoint.quantize_model`). The fixed-point settings
             live there: ``formats=FixedPointFormat(z_bits=8, z_max=3.5, force=False)``.
+
+    Frozen parameters (``nn.Parameter`` with ``requires_grad=False``, or fixed-point
+    weights whose float original was frozen) are neither perturbed nor updated,
+    as ``torch.optim`` leaves them, unless their group sets ``"train_frozen": True``.
+    The optimizer works on the tensors it is given: after ``model.to(...)``,
+    ``model.half()`` or ``p.data = ...``, build a new one (``step`` raises otherwise).
 
     Example:
         >>> import torch, torch.nn.functional as F
