@@ -7,6 +7,10 @@ weight (``torch.finfo``-spacing at its value), next to a MeZO-style reference
 implementation (global RNG re-seeded per tensor, ``torch.normal``, out-of-place
 ``param.data = param.data + scale * eps * z``, PEERS.md).
 
+It also measures a failed step (a NaN at the last forward): how close the
+restore comes, against README's bound ``2 q finfo.eps (|w| + max_i |eps z_i|)``
+(``failed_step``: the largest ratio to ``q finfo.eps (...)``, so at most 2).
+
     python benchmarks/drift.py [--steps 100] [--dim 100000]
 
 Prints one JSON object.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 import torch
 
@@ -73,6 +78,31 @@ def measure(dtype: torch.dtype, how: str, steps: int, dim: int, eps: float) -> d
     return out
 
 
+def failed_step(dtype: torch.dtype, estimator: str, queries: int, dim: int, eps: float) -> dict:
+    """A step whose last forward returns NaN (the most roundings before the restore), 5 seeds:
+    the largest ``|w' - w| / (q finfo.eps (|w| + max_i |eps z_i|))`` (README: at most 2) and the
+    fraction of weights not put back exactly. ``dim`` weights ~ N(0, 0.05) plus ``dim/10`` zeros."""
+    info, worst, changed = torch.finfo(dtype), 0.0, 0.0
+    fail_at = 2 * queries if estimator == "central" else queries + 1
+    for seed in range(5):
+        g = torch.Generator().manual_seed(seed)
+        init = torch.cat([torch.randn(dim, generator=g) * 0.05, torch.zeros(dim // 10)]).to(dtype)
+        w = torch.nn.Parameter(init.clone())
+        opt = ZO(
+            [w], lr=1.0, eps=eps, directions=Gaussian(seed), estimator=estimator, queries=queries
+        )
+        calls = iter(range(1, fail_at + 1))
+        opt.step(lambda calls=calls: torch.tensor(math.nan if next(calls) == fail_at else 1.0))
+        z = torch.stack(
+            [opt.directions.sample(0, i, 0, w.numel(), dtype=torch.float64) for i in range(queries)]
+        )
+        scale = info.eps * (init.double().abs() + eps * z.abs().amax(0)) + info.tiny * info.eps
+        drift = (w.detach().double() - init.double()).abs()
+        worst = max(worst, float((drift / scale).max()) / queries)
+        changed = max(changed, float((drift > 0).double().mean()))
+    return {"max_bound_ratio": round(worst, 3), "changed_fraction": round(changed, 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100)
@@ -87,9 +117,24 @@ def main() -> None:
         }
         for dtype in (torch.float32, torch.bfloat16, torch.float16)
     }
+    failed = {
+        f"{str(dtype).removeprefix('torch.')}/{estimator}/q{q}": failed_step(
+            dtype, estimator, q, args.dim, args.eps
+        )
+        for dtype in (torch.float32, torch.bfloat16, torch.float16)
+        for estimator in ("central", "forward")
+        for q in (1, 3)
+    }
     print(
         json.dumps(
-            {"benchmark": "drift", "eps": args.eps, "dim": args.dim, "results": results}, indent=1
+            {
+                "benchmark": "drift",
+                "eps": args.eps,
+                "dim": args.dim,
+                "results": results,
+                "failed_step": failed,
+            },
+            indent=1,
         )
     )
 

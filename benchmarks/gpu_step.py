@@ -217,8 +217,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return model(input_ids=ids, labels=ids).loss
 
     mezo = MezoStyle(params, LR, EPS)
-    gauss = ZO(params, lr=LR, eps=EPS, directions=Gaussian(seed=0))
-    pool = ZO(params, lr=LR, eps=EPS, directions=Pool(size=pool_size(dim), seed=0))
+    group = [{"params": params, "train_frozen": True}]  # the model is frozen for autograd only
+    gauss = ZO(group, lr=LR, eps=EPS, directions=Gaussian(seed=0))
+    pool = ZO(group, lr=LR, eps=EPS, directions=Pool(size=pool_size(dim), seed=0))
     segments = gauss.space.float_segments
     ones = [1.0] * len(segments)
     state = {"step": 0}

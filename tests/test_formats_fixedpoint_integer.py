@@ -234,6 +234,35 @@ def test_failed_or_non_finite_steps_leave_the_integers_unchanged():
         assert p.fixed.perturbation is None
 
 
+def test_fixed_point_weights_of_frozen_layers_stay_frozen():
+    """``ZO(model.parameters())`` on a quantized model: a layer frozen before quantization stays."""
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    float_net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+    float_net[0].requires_grad_(False)
+    net = quantize_model(float_net, 16, 8, calibration=[x])
+    frozen = [p.data.clone() for p in net[0].parameters()]
+    trained = [p.data.clone() for p in net[2].parameters()]
+    opt = ZO(net.parameters(), lr=1e-2, eps=1e-2, directions=Gaussian(seed=1), estimator="sign")
+    for _ in range(3):
+        opt.step(lambda: F.cross_entropy(net(x), y))
+    assert all(torch.equal(p.data, f) for p, f in zip(net[0].parameters(), frozen, strict=True))
+    assert not all(
+        torch.equal(p.data, t) for p, t in zip(net[2].parameters(), trained, strict=True)
+    )
+
+
+def test_a_skipped_step_applies_no_weight_decay_to_the_integers():
+    net, x, y = tiny_quantized_model()
+    params = trainable_parameters(net)
+    before = [p.data.clone() for p in params]
+    opt = ZO(params, lr=1e-2, eps=1e-2, directions=Gaussian(seed=1), weight_decay=0.5)
+    opt.step(lambda: torch.tensor(float("inf")))
+    assert opt.skipped == 1
+    for p, b in zip(params, before, strict=True):
+        assert torch.equal(p.data, b)
+
+
 # ================================================================================================
 # 2. the update equals the integer formula
 # ================================================================================================

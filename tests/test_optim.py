@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
+import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgezo import ZO
 from edgezo.directions import LFSR, Gaussian, Pool, Rademacher, RNGArray
@@ -343,3 +347,195 @@ def test_an_interrupt_inside_a_pass_takes_back_the_tensors_already_done():
         opt.step(lambda: F.cross_entropy(model(x), y))
     drift = max(int(ulps(a, b).max()) for a, b in zip(weights(model), before, strict=True))
     assert drift <= 2
+
+
+# -- misuse during a step (issue 14) -------------------------------------------------------------
+def test_frozen_parameters_are_neither_perturbed_nor_updated():
+    """requires_grad=False float parameters are left alone, as torch.optim leaves them."""
+    model, batches = problem()
+    model[0].requires_grad_(False)  # a frozen backbone, given to ZO with everything else
+    frozen = [p.detach().clone() for p in model[0].parameters()]
+    trained = model[2].weight.detach().clone()
+    opt = ZO(model.parameters(), lr=0.05, directions=Gaussian(0), weight_decay=0.1)
+    seen = []
+
+    def closure_for(x, y):
+        def closure():
+            layer = zip(model[0].parameters(), frozen, strict=True)
+            seen.append(all(torch.equal(p, f) for p, f in layer))
+            return F.cross_entropy(model(x), y)
+
+        return closure
+
+    for x, y in batches[:5]:
+        opt.step(closure_for(x, y))
+    assert all(seen)  # not even perturbed
+    assert all(torch.equal(p, f) for p, f in zip(model[0].parameters(), frozen, strict=True))
+    assert not torch.equal(model[2].weight.detach(), trained)
+    assert opt.space.dim == sum(p.numel() for p in model[2].parameters())
+
+
+def test_a_group_may_opt_in_to_train_frozen_parameters():
+    w = torch.nn.Parameter(torch.ones(6), requires_grad=False)
+    with pytest.raises(ValueError, match="requires_grad=False.*train_frozen"):
+        ZO([w], directions=Gaussian(0))
+    plain = torch.ones(6)  # requires_grad=False by default only: ZO needs no autograd, it trains
+    ZO([plain], lr=0.1, directions=Gaussian(0)).step(lambda: (plain**2).sum())
+    assert not torch.equal(plain, torch.ones(6))
+    opt = ZO([{"params": [w], "train_frozen": True}], lr=0.1, directions=Gaussian(0))
+    opt.step(lambda: (w**2).sum())
+    assert not torch.equal(w, torch.ones(6))
+
+
+def swapped(conversion):
+    """Run a module conversion with torch's ``swap_module_params_on_conversion`` future set."""
+    before = torch.__future__.get_swap_module_params_on_conversion()
+    torch.__future__.set_swap_module_params_on_conversion(True)
+    try:
+        conversion()
+    finally:
+        torch.__future__.set_swap_module_params_on_conversion(before)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda m: setattr(m[0].weight, "data", m[0].weight.data.clone()),
+        lambda m: m.half(),
+        lambda m: m.double(),
+        lambda m: setattr(m[0].weight, "data", m[0].weight.data.clone().view(-1)),
+        lambda m: swapped(m.double),
+    ],
+    ids=["new-storage", "half", "double", "reshaped-copy", "swap-tensors"],
+)
+def test_a_parameter_replaced_after_construction_fails_clearly(change):
+    model, batches = problem()
+    opt = ZO(model.parameters(), lr=0.05, directions=Gaussian(0))
+    change(model)
+    x, y = batches[0]
+    with pytest.raises(RuntimeError, match="changed since the optimizer was built.*new ZO"):
+        opt.step(lambda: F.cross_entropy(model(x.to(model[0].weight.dtype)), y))
+    assert opt.steps == 0
+
+
+def test_in_place_changes_of_the_values_are_fine():
+    model, batches = problem()
+    opt = ZO(model.parameters(), lr=0.05, directions=Gaussian(0))
+    model.load_state_dict(problem(seed=3)[0].state_dict())  # copies into the same storage
+    train(model, opt, batches[:2])
+    assert opt.steps == 2
+
+
+@pytest.mark.parametrize("estimator", ["central", "forward", "jvp"])
+def test_a_closure_that_writes_the_weights_fails_clearly(estimator):
+    model, batches = problem()
+    opt = ZO(model.parameters(), lr=0.05, directions=Gaussian(0), estimator=estimator)
+    x, y = batches[0]
+    before = weights(model)
+
+    def closure():
+        loss = F.cross_entropy(model(x), y)
+        model[2].bias.detach().zero_()  # e.g. a constraint applied inside the closure
+        return loss
+
+    with pytest.raises(RuntimeError, match="closure changed the weights"):
+        opt.step(closure)
+    assert opt.steps == 0
+    # our perturbations are taken back; only the closure's own write remains
+    for p, b in zip(list(model.parameters())[:3], before[:3], strict=True):
+        assert int(ulps(p.detach(), b).max()) <= 2
+    # the closure's zeros remain, minus the perturbation they replaced: |eps z| < 0.01
+    assert float(model[2].bias.detach().abs().max()) < 0.01
+
+
+@pytest.mark.parametrize("spike", [20.0, 500.0])
+def test_fp16_loss_spikes_update_without_overflowing(spike):
+    """lr 1e-2, eps 1e-3: |L+ - L-| > 13 gave lr c / eps > 65504, past float16's range."""
+    runs = {}
+    for dtype in (torch.float16, torch.float32):
+        w = torch.nn.Parameter(torch.linspace(-1, 1, 50).to(torch.float16).to(dtype))
+        opt = ZO([w], lr=1e-2, eps=1e-3, directions=Gaussian(0))
+        calls = 0
+
+        def closure(w=w):
+            nonlocal calls
+            calls += 1
+            return (w.float() ** 2).sum() + (spike if calls == 1 else 0.0)
+
+        opt.step(closure)
+        assert opt.skipped == 0
+        runs[dtype] = w.detach().float()
+    assert bool(runs[torch.float16].isfinite().all())
+    torch.testing.assert_close(runs[torch.float16], runs[torch.float32], rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("failure", ["nan", "inf"])
+def test_a_skipped_step_applies_no_weight_decay(failure):
+    w = torch.nn.Parameter(torch.full((10,), 2.0))
+    opt = ZO([w], lr=0.1, weight_decay=0.5, directions=Gaussian(0))
+    opt.step(lambda: torch.tensor(float(failure)))
+    assert opt.skipped == 1
+    assert int(ulps(w.detach(), torch.full((10,), 2.0)).max()) <= 2  # not 2 * (1 - 0.05)
+
+
+FLOATS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+SOURCES = {"gaussian": Gaussian, "rademacher": Rademacher, "pool": lambda seed: Pool(4099, seed)}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    dtype=st.sampled_from(sorted(FLOATS)),
+    source=st.sampled_from(sorted(SOURCES)),
+    estimator=st.sampled_from(["central", "forward", "sign"]),
+    queries=st.integers(1, 3),
+    shape=st.lists(st.integers(1, 40), min_size=1, max_size=3),
+    scale=st.sampled_from([0.0, 1e-3, 0.05, 1.0, 30.0]),
+    eps=st.sampled_from([1e-4, 1e-3, 1e-2]),
+    seed=st.integers(0, 2**16),
+    fail_at=st.integers(1, 7),
+    how=st.sampled_from(["nan", "inf", "raise"]),
+)
+def test_a_failed_step_puts_float_weights_back_within_the_documented_bound(
+    dtype, source, estimator, queries, shape, scale, eps, seed, fail_at, how
+):
+    """README: |w' - w| <= 2 q (finfo.eps (|w| + max_i |eps z_i|) + finfo.tiny finfo.eps)."""
+    g = torch.Generator().manual_seed(seed)
+    init = (torch.randn(shape, generator=g, dtype=torch.float64) * scale).to(FLOATS[dtype])
+    w = torch.nn.Parameter(init.clone())
+    source = SOURCES[source](seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter(
+            "ignore", UserWarning
+        )  # an eps below some weights' ulp: still bounded
+        try:
+            opt = ZO([w], lr=1.0, eps=eps, directions=source, estimator=estimator, queries=queries)
+        except ValueError:  # an eps below every weight's ulp is refused: no step to put back
+            return
+    calls = 0
+
+    def closure():
+        nonlocal calls
+        calls += 1
+        if calls == fail_at:
+            if how == "raise":
+                raise KeyboardInterrupt
+            return torch.tensor(float(how))
+        return (w.double() ** 2).sum()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        opt.step(closure)
+    if calls < fail_at:  # the step ended before the failure: nothing to check
+        return
+    z = (
+        torch.stack(
+            [opt.directions.sample(0, i, 0, w.numel(), dtype=torch.float64) for i in range(queries)]
+        )
+        .abs()
+        .amax(0)
+        .view(shape)
+    )
+    info = torch.finfo(FLOATS[dtype])
+    bound = 2 * queries * (info.eps * (init.double().abs() + eps * z) + info.tiny * info.eps)
+    drift = (w.detach().double() - init.double()).abs()
+    assert bool((drift <= bound).all()), float((drift / bound).max())
+    assert bool((drift[init == 0] == 0).all())  # zeros come back exactly (+a, -2a, +a are exact)

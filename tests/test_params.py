@@ -7,7 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgezo.params import ParamSpace
+from edgezo.fixedpoint import FixedPoint, FixedPointParameter
+from edgezo.params import ParamSpace, is_frozen
 
 
 @settings(max_examples=50, deadline=None)
@@ -49,3 +50,24 @@ def test_bad_masks_and_parameters_are_rejected():
         ParamSpace([[a]], masks={a: torch.full((3,), 0.5)})
     with pytest.raises(ValueError, match="appears twice"):
         ParamSpace([[a], [a]])
+
+
+def test_the_space_sees_replaced_storage_and_in_place_writes():
+    a, b = torch.zeros(2, 3), torch.zeros(4)
+    space = ParamSpace([[a, b]])
+    space.check_unchanged()
+    versions = space.versions()
+    b.add_(1.0)
+    assert [s.param for s in space.written_since(versions)] == [b]
+    a.data = a.data.half()
+    with pytest.raises(RuntimeError, match=r"shape \(2, 3\) changed.*dtype is now torch.float16"):
+        space.check_unchanged()
+
+
+def test_only_parameters_frozen_with_requires_grad_false_are_frozen():
+    assert is_frozen(torch.nn.Parameter(torch.zeros(2), requires_grad=False))
+    assert not is_frozen(torch.nn.Parameter(torch.zeros(2)))
+    assert not is_frozen(torch.zeros(2))  # a plain tensor: False is only torch's default
+    ints = torch.zeros(2, dtype=torch.int16)
+    assert not is_frozen(FixedPointParameter(ints, FixedPoint(torch.tensor(0.1), 16)))
+    assert is_frozen(FixedPointParameter(ints, FixedPoint(torch.tensor(0.1), 16, False)))

@@ -30,7 +30,7 @@ from torch import Tensor
 from .directions import Directions, Gaussian
 from .estimators import Closure, Estimator, get_estimator
 from .formats import NumberFormat, bind_formats, default_formats
-from .params import ParamSpace
+from .params import ParamSpace, is_frozen
 from .probe import Counters, StepProbe
 from .resume import VERSION as RESUME_VERSION
 from .resume import (
@@ -71,6 +71,12 @@ class ZO(torch.optim.Optimizer):
             :class:`~edgezo.formats.FixedPointFormat` for the integer weights of
             :func:`edgezo.fixedpoint.quantize_model`). The fixed-point settings
             live there: ``formats=FixedPointFormat(z_bits=8, z_max=3.5, force=False)``.
+
+    Frozen parameters (``nn.Parameter`` with ``requires_grad=False``, or fixed-point
+    weights whose float original was frozen) are neither perturbed nor updated,
+    as ``torch.optim`` leaves them, unless their group sets ``"train_frozen": True``.
+    The optimizer works on the tensors it is given: after ``model.to(...)``,
+    ``model.half()`` or ``p.data = ...``, build a new one (``step`` raises otherwise).
 
     Example:
         >>> import torch, torch.nn.functional as F
@@ -119,9 +125,7 @@ class ZO(torch.optim.Optimizer):
         self.queries = int(queries)
         self.estimator = get_estimator(estimator)
         self.update_rule = update or (Momentum(momentum, history) if momentum else SGD())
-        self.space = ParamSpace(
-            [g["params"] for g in self.param_groups], masks=_masks(self.param_groups)
-        )
+        self.space = ParamSpace(_trained(self.param_groups), masks=_masks(self.param_groups))
         # estimators may use query slots past `queries` (SharpnessAware: the ascent direction)
         slots = self.queries + self.estimator.extra_queries
         self.directions = (directions or Gaussian()).bind(self.space.dim, slots)
@@ -174,11 +178,17 @@ class ZO(torch.optim.Optimizer):
             The loss as a float32 scalar tensor: ``L(w)`` for ``forward``/``jvp``,
             the mean of the perturbed losses (``L(w) + O(eps^2)``) for
             ``central``/``sign``. If the step was skipped, the non-finite value.
+
+        Raises:
+            RuntimeError: a parameter was moved, cast or replaced since the
+                optimizer was built, or the closure wrote the weights in place
+                (the step's perturbations are taken back first).
         """
         if closure is None:
             raise ValueError(
                 "ZO.step needs a closure that returns the loss: opt.step(lambda: loss_fn())"
             )
+        self.space.check_unchanged()
         step = self.steps
         self.update_rule.begin(step, self.space)
         probe = StepProbe(self.space, self.formats, self.directions, self.eps, step, self.counters)
@@ -191,7 +201,10 @@ class ZO(torch.optim.Optimizer):
                 self.skipped += 1
             weights = self.update_rule.segment_weights(terms, self.space, self.directions)
             lrs = [g["lr"] for g in self.param_groups]
-            decays = [g["lr"] * g["weight_decay"] for g in self.param_groups]
+            # a skipped step changes nothing, not even by weight decay
+            decays = [
+                g["lr"] * g["weight_decay"] if estimate.finite else 0.0 for g in self.param_groups
+            ]
             probe.finish(terms, weights, lrs, decays)
         except BaseException:
             probe.undo()
@@ -383,3 +396,19 @@ def _as_list(formats: NumberFormat | Sequence[NumberFormat] | None) -> list[Numb
                 f"got {type(fmt).__name__}"
             )
     return list(items)
+
+
+def _trained(groups: list[dict[str, Any]]) -> list[list[Tensor]]:
+    """Each group's tensors that train: frozen float parameters (``requires_grad=False``) are
+    left out, as ``torch.optim`` leaves them, unless the group sets ``train_frozen=True``."""
+    kept = [
+        [p for p in g["params"] if g.get("train_frozen", False) or not is_frozen(p)] for g in groups
+    ]
+    if any(g["params"] for g in groups) and not any(kept):
+        raise ValueError(
+            "Every parameter given to ZO is frozen (requires_grad=False, or for fixed-point "
+            "weights: frozen before quantize_model), so nothing would train; call "
+            "requires_grad_(True) on the ones to train (before quantizing), or give their group "
+            '"train_frozen": True, e.g. ZO([{"params": tensors, "train_frozen": True}])'
+        )
+    return kept

@@ -33,12 +33,14 @@ class Segment:
     group: int
     mask: Tensor | None = None
     numel: int = field(init=False)
+    shape: torch.Size = field(init=False, repr=False)
     _flat: Tensor = field(init=False, repr=False)
     _flat_mask: Tensor | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         # views made once: a pass touches every tensor, and a view costs microseconds
         object.__setattr__(self, "numel", self.param.numel())
+        object.__setattr__(self, "shape", self.param.shape)
         object.__setattr__(self, "_flat", self.param.detach().view(-1))
         object.__setattr__(self, "_flat_mask", None if self.mask is None else self.mask.view(-1))
 
@@ -58,12 +60,32 @@ class Segment:
     def flat_mask(self) -> Tensor | None:
         return self._flat_mask
 
+    def change(self) -> str | None:
+        """What replaced the tensor's storage since the space was built (``None``: nothing).
+
+        ZO writes through the view made at construction: after ``p.data = ...``,
+        ``model.half()`` or ``model.to(device)`` that view is no longer the parameter.
+        The view keeps the old storage alive, so a new one never has its address:
+        comparing addresses is the whole check (one call per tensor and step).
+        """
+        p, flat = self.param, self._flat
+        if p.data_ptr() == flat.data_ptr():
+            return None  # the same storage (a reshape through .data still trains the same numbers)
+        if p.dtype != flat.dtype:
+            return f"its dtype is now {p.dtype}, was {flat.dtype}"
+        if p.device != flat.device:
+            return f"it is now on {p.device}, was on {flat.device}"
+        if p.shape != self.shape:
+            return f"its shape is now {tuple(p.shape)}, was {tuple(self.shape)}"
+        return "its storage was replaced (p.data = ...)"
+
 
 class ParamSpace:
     """The trainable tensors of some parameter groups, in a fixed order with global offsets.
 
     The space keeps flat views of the tensors: replacing a parameter's storage
-    afterwards (``p.data = ...``) is not seen; update values in place instead.
+    afterwards (``p.data = ...``, ``model.half()``) leaves them behind;
+    :meth:`check_unchanged` (called by ``ZO.step``) says so. Update values in place instead.
 
     Args:
         groups: a sequence of parameter lists, one per optimizer group (order is kept).
@@ -100,6 +122,27 @@ class ParamSpace:
 
     def __len__(self) -> int:
         return len(self.segments)
+
+    def check_unchanged(self) -> None:
+        """Raise if a tensor was replaced, cast or moved since the space was built (O(tensors))."""
+        for s in self.segments:
+            change = s.change()
+            if change is not None:
+                raise RuntimeError(
+                    f"A parameter of shape {tuple(s.shape)} changed since the optimizer was built: "
+                    f"{change}. The optimizer holds views of the tensors it was given, so it "
+                    "would no longer train them; after model.to(...), model.half() or "
+                    "p.data = ..., create a new ZO optimizer for the new tensors (in-place "
+                    "changes such as p.copy_(...) or model.load_state_dict(...) are fine)"
+                )
+
+    def versions(self) -> list[int]:
+        """Every tensor's in-place version counter (torch bumps it on each in-place write)."""
+        return [s.param._version for s in self.segments]
+
+    def written_since(self, versions: Sequence[int]) -> list[Segment]:
+        """The tensors written in place since :meth:`versions` returned ``versions``."""
+        return [s for s, v in zip(self.segments, versions, strict=True) if s.param._version != v]
 
     def trainable(self) -> int:
         """Number of elements that train (mask == 1), ``dim`` without masks."""
@@ -142,6 +185,21 @@ def _check_param(p: Tensor, seen: set[int]) -> None:
     if id(p) in seen:
         raise ValueError("A parameter appears twice in the parameter groups; pass each once")
     seen.add(id(p))
+
+
+def is_frozen(p: Tensor) -> bool:
+    """A parameter that was frozen with ``requires_grad_(False)``: ZO leaves it alone, as
+    ``torch.optim`` does.
+
+    A float ``nn.Parameter`` is made with ``requires_grad=True``, so ``False`` is a
+    decision to freeze it. A plain tensor's ``False`` is only torch's default (ZO
+    needs no autograd), so plain tensors train. Fixed-point tensors are integers
+    (they cannot require grad): one is frozen if its float original was
+    (``p.fixed.trainable``, what :func:`edgezo.fixedpoint.trainable_parameters` reads).
+    """
+    if is_fixed_point(p):
+        return not getattr(p.fixed, "trainable", True)
+    return isinstance(p, torch.nn.Parameter) and p.is_floating_point() and not p.requires_grad
 
 
 def is_fixed_point(p: Tensor) -> bool:

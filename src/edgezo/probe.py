@@ -76,7 +76,23 @@ class StepProbe:
     # evaluations ---------------------------------------------------------
     def evaluate(self, closure: Closure) -> float:
         self.counters.forwards += 1
-        return loss_value(closure())
+        return loss_value(self.call(closure))
+
+    def call(self, closure: Closure) -> Tensor | float:
+        """``closure()``, refusing one that wrote the weights (their version counters moved)."""
+        versions = self.space.versions()
+        loss = closure()
+        written = self.space.written_since(versions)
+        if written:
+            shapes = ", ".join(str(tuple(s.shape)) for s in written[:3])
+            raise RuntimeError(
+                f"The closure changed the weights in place ({len(written)} parameter(s), shapes "
+                f"{shapes}...): ZO perturbs and restores the weights around each closure call, so "
+                "the closure must only compute the loss. Move the change out of the closure "
+                "(before or after opt.step). The optimizer's perturbations were taken back; the "
+                "closure's own change was not."
+            )
+        return loss
 
     def directional(self, closure: Closure, query: int) -> tuple[float, float]:
         """``(L(w), d/dt L(w + t z)|_0)``: every tensor gets ``z(step, query)`` as its tangent."""
@@ -90,7 +106,7 @@ class StepProbe:
                 if seg.mask is not None:
                     z.mul_(seg.mask)
                 p.add_(fwad.make_dual(torch.zeros_like(p), z))
-            primal, tangent = fwad.unpack_dual(closure())
+            primal, tangent = fwad.unpack_dual(self.call(closure))
         if tangent is None:
             raise RuntimeError(
                 "The closure's loss does not depend on the parameters (no forward-mode tangent); "

@@ -4,12 +4,20 @@ A perturbation is ``w += multiple * eps * z``, written into the weights by the
 direction passes (one fused pass for several moves); a restore subtracts what
 was added, so it carries the floating-point drift that README documents; the
 update is fused with the last restore, then decoupled weight decay.
+
+A pass scales ``a = round(eps z)`` by its multiple in the weights' dtype, and an
+update's multiple ``lr c / eps`` can exceed float16's range (65504) on a loss
+spike; such a multiple ``k`` is applied as ``(k / 2**e) round(2**e eps z)``,
+the same numbers (scaling by a power of two is exact), see :func:`in_range`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
+
+import torch
 
 from ..params import Segment
 from ..passes import apply_
@@ -34,6 +42,7 @@ class FloatFormat(NumberFormat):
 
     def prepare(self) -> None:
         self.applied: dict[Key, list[float]] = {}
+        self.limits = [multiple_limit(seg.param.dtype) for seg in self.segments]
 
     def check(self, lrs: Sequence[float], estimator: Estimator) -> None:
         """Warn (or raise, if for every weight) when ``eps`` rounds away at the weights' dtype."""
@@ -47,19 +56,24 @@ class FloatFormat(NumberFormat):
         """``w += multiples[i] * eps * z(key)`` on tensor ``i`` for every ``(key, multiples)``.
 
         One call to the source (in order, all or nothing), so a fused kernel reads
-        and writes the weights once for all moves; then recorded in ``applied``.
+        and writes the weights once for all moves (one more per power of two, for
+        multiples past the dtype's range: :func:`in_range`); then recorded in ``applied``.
         """
-        apply_(self.directions, self.segments, self.eps, [(*key, m) for key, m in moves])
-        for key, multiples in moves:
-            total = self.applied.setdefault(key, [0.0] * len(self.segments))
-            self.applied[key] = [a + k for a, k in zip(total, multiples, strict=True)]
+        for exponent, chunk in in_range(moves, self.limits):
+            scale = 2.0**exponent
+            apply_(self.directions, self.segments, self.eps * scale, [(*k, m) for k, m in chunk])
+            for key, multiples in chunk:
+                total = self.applied.setdefault(key, [0.0] * len(self.segments))
+                self.applied[key] = [a + k * scale for a, k in zip(total, multiples, strict=True)]
 
     def perturb(self, moves: Sequence[tuple[Key, float]]) -> None:
         self._add([(key, [multiple] * len(self.segments)) for key, multiple in moves])
 
     def restore(self) -> None:
-        passes = [(*key, [-a for a in amounts]) for key, amounts in self.applied.items()]
-        apply_(self.directions, self.segments, self.eps, passes)
+        moves = [(key, [-a for a in amounts]) for key, amounts in self.applied.items()]
+        for exponent, chunk in in_range(moves, self.limits):
+            passes = [(*key, multiples) for key, multiples in chunk]
+            apply_(self.directions, self.segments, self.eps * 2.0**exponent, passes)
         self.applied.clear()
 
     def update(
@@ -89,3 +103,33 @@ class FloatFormat(NumberFormat):
 
     def end(self) -> None:
         self.applied.clear()
+
+
+Moves = Sequence[tuple[Key, Sequence[float]]]
+
+
+def multiple_limit(dtype: torch.dtype) -> float:
+    """The largest power of two a multiple may be in ``dtype`` (2**15 for float16)."""
+    return math.ldexp(1.0, math.frexp(torch.finfo(dtype).max)[1] - 1)
+
+
+def in_range(moves: Moves, limits: Sequence[float]) -> list[tuple[int, list]]:
+    """``moves`` as ``(e, moves')`` with every multiple of ``moves'`` within ``limits``, in units
+    of ``2**e eps z``: ``k round(eps z) = (k / 2**e) round(2**e eps z)`` exactly (barring
+    subnormals). Nearly always one chunk, ``e = 0``, the moves as given."""
+    exponents = {
+        (m, j): math.frexp(abs(k) / limits[j])[1]  # |k| / 2**e <= limit
+        for m, (_, multiples) in enumerate(moves)
+        for j, k in enumerate(multiples)
+        if abs(k) > limits[j]
+    }
+    if not exponents:
+        return [(0, list(moves))]
+    chunks: dict[int, list] = {}
+    for e in sorted({0, *exponents.values()}):
+        chunk = [
+            (key, [k / 2.0**e if exponents.get((m, j), 0) == e else 0.0 for j, k in enumerate(ks)])
+            for m, (key, ks) in enumerate(moves)
+        ]
+        chunks[e] = chunk
+    return list(chunks.items())
