@@ -330,15 +330,16 @@ def test_the_digits_say_which_extra_brings_scikit_learn(tmp_path):
 
 def test_the_cli_reports_a_missing_extra_in_one_line(tmp_path):
     module, function = PYPROJECT["scripts"]["edgezo"].split(":")
-    (tmp_path / "results").mkdir()
     code = (
         f"from {module} import {function}\n"
-        f"raise SystemExit({function}(['report', '--results', 'results', '--out', 'out']))"
+        f"raise SystemExit({function}(['hw', 'report', '--out', 'out']))"
     )
-    done = run_blocked({"markdown_it"}, code, cwd=tmp_path)
+    done = run_blocked({"amaranth"}, code, cwd=tmp_path)
     assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
-    assert "edgezo report needs markdown-it-py, which is not installed: " in done.stderr
-    assert "pip install 'edgezo[studies]'" in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "edgezo.hw needs amaranth, which is not installed: " in lines[0]
+    assert "pip install 'edgezo[hw]'" in lines[0]
 
 
 # -- for real: a fresh venv ----------------------------------------------------------------------
