@@ -43,6 +43,8 @@ def _registry():
 
 
 SOURCES = _registry()
+#: The entries whose z has zero mean and unit variance (the statistics tests run on these).
+UNIT_VARIANCE = [n for n in SOURCES if n.startswith(("gaussian", "rademacher", "uniform", "pool"))]
 
 
 def _has_kernel(name: str) -> bool:
@@ -52,6 +54,8 @@ def _has_kernel(name: str) -> bool:
 def pytest_generate_tests(metafunc):
     if "source_name" in metafunc.fixturenames:
         metafunc.parametrize("source_name", list(SOURCES))
+    if "unit_source_name" in metafunc.fixturenames:
+        metafunc.parametrize("unit_source_name", UNIT_VARIANCE)
     if "kernel_source_name" in metafunc.fixturenames:
         metafunc.parametrize("kernel_source_name", [n for n in SOURCES if _has_kernel(n)])
 

@@ -18,32 +18,9 @@ from edgezo.params import Segment
 DIM = 10_007  # parameter count the stream sources are bound to
 
 
-def sources():
-    """The unit-variance sources whose statistics are checked (name, factory)."""
-    return {
-        "gaussian": lambda: Gaussian(seed=3),
-        "rademacher": lambda: Rademacher(seed=3),
-        "uniform": lambda: Uniform(seed=3),
-        "uniform-perturbation": lambda: Uniform(seed=3, scale="perturbation"),
-        "pool": lambda: Pool(size=4099, seed=3),
-        "pool-small": lambda: Pool(size=1001, seed=3),  # P < d: windows wrap several times
-        "pool-unit": lambda: Pool(size=4099, seed=3, scale="unit"),
-        "pool-perturbation": lambda: Pool(size=4099, seed=3, scale="perturbation"),
-        "pool-gaussian": lambda: Pool(size=4099, seed=3, distribution="gaussian"),
-    }
-
-
-SOURCES = sources()
-
-
-def bound(name, queries=2):
-    return SOURCES[name]().bind(DIM, queries)
-
-
 # -- statistics (the structural contract: tests/test_directions_contract.py) ------
-@pytest.mark.parametrize("name", SOURCES)
-def test_perturbations_differ_between_steps_and_queries(name):
-    src = bound(name)
+def test_perturbations_differ_between_steps_and_queries(make_source, unit_source_name):
+    src = make_source(unit_source_name).bind(DIM, 2)
     z = {k: src.sample(*k, 0, DIM).double() for k in [(0, 0), (0, 1), (1, 0), (997, 1)]}
     keys_ = list(z)
     for i, a in enumerate(keys_):
@@ -53,9 +30,8 @@ def test_perturbations_differ_between_steps_and_queries(name):
             assert abs(corr) < 6 / math.sqrt(DIM), (a, b, corr)
 
 
-@pytest.mark.parametrize("name", SOURCES)
-def test_values_have_zero_mean_and_unit_second_moment(name):
-    src = SOURCES[name]().bind(1 << 18)
+def test_values_have_zero_mean_and_unit_second_moment(make_source, unit_source_name):
+    src = make_source(unit_source_name).bind(1 << 18)
     z = src.sample(1, 0, 0, 1 << 18).double()
     n = z.numel()
     # CLT: mean ~ N(0, 1/n); second moment ~ N(1, Var(z^2)/n) with Var(z^2) <= 2
