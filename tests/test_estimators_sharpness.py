@@ -86,13 +86,13 @@ def test_rho_is_a_whole_number_of_eps():
     assert sam.extra_queries == 1 and sam.name == "central"
 
 
-def test_too_small_rho_fails_before_any_forward():
-    model, batches = problem()
-    calls = []
-    opt = ZO(model.parameters(), eps=EPS, estimator=SharpnessAware("sign", rho=1e-4))
+def test_too_small_rho_is_refused_when_the_optimizer_is_built():
+    model, _ = problem()
     with pytest.raises(ValueError, match="rounds to 0"):
-        opt.step(lambda: calls.append(1) or torch.tensor(0.0))
-    assert calls == [] and opt.forwards == 0
+        ZO(model.parameters(), eps=EPS, estimator=SharpnessAware("sign", rho=1e-4))
+    # exactly half of eps rounds to 0 too (ties to even), and the message says so
+    with pytest.raises(ValueError, match="at most half of eps"):
+        ZO(model.parameters(), eps=EPS, estimator=SharpnessAware("sign", rho=EPS / 2))
 
 
 # -- rho = 0 is the base, bit for bit ----------------------------------------------------

@@ -124,6 +124,7 @@ class ZO(torch.optim.Optimizer):
         self.eps = float(eps)
         self.queries = int(queries)
         self.estimator = get_estimator(estimator)
+        self.estimator.check(self.eps)
         self.update_rule = update or (Momentum(momentum, history) if momentum else SGD())
         self.space = ParamSpace(_trained(self.param_groups), masks=_masks(self.param_groups))
         # estimators may use query slots past `queries` (SharpnessAware: the ascent direction)

@@ -79,6 +79,9 @@ class Estimator(ABC):
     #: the estimator moves the weights by ``probe.perturb`` (finite differences)
     perturbs_weights: bool = True
 
+    def check(self, eps: float) -> None:
+        """Refuse, when the optimizer is built, an ``eps`` this estimator cannot work with."""
+
     @abstractmethod
     def forwards(self, queries: int) -> int:
         """Forward passes per step (for budgets and benchmarks)."""

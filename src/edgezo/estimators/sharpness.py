@@ -85,11 +85,15 @@ class SharpnessAware(Estimator):
         k = round(self.rho / eps)
         if k < 1:
             raise ValueError(
-                f"rho = {self.rho:g} is less than half of eps = {eps:g}: the ascent radius is a "
-                f"whole number of eps and rounds to 0. Use rho >= {eps:g} (or rho = 0 to turn "
+                f"rho = {self.rho:g} is at most half of eps = {eps:g}: the ascent radius is a "
+                f"whole number of eps and rounds to 0 (ties to even). Use rho >= {eps:g} (or rho = 0 to turn "
                 "the sharpness-aware step off)."
             )
         return k
+
+    def check(self, eps: float) -> None:
+        """A radius that rounds to no whole ``eps`` is refused when the optimizer is built."""
+        self.multiple(eps)
 
     def forwards(self, queries: int) -> int:
         return self.base.forwards(queries) + (2 if self.rho > 0 else 0)
