@@ -94,6 +94,12 @@ def test_random_is_seeded_and_not_by_magnitude():
     assert abs(float(big.mean(0).std())) < 0.1 and float(big.sum(1).max()) < 20
 
 
+@pytest.mark.parametrize("seed", [-1, 2**64, 2**70])
+def test_a_random_mask_seed_outside_64_bits_is_refused_not_wrapped(seed):
+    with pytest.raises(ValueError, match="not wrapped"):
+        masks(tensors(), sparsity=0.9, rule="random", seed=seed)
+
+
 def test_threshold_keeps_magnitudes_above_it():
     ps = tensors()
     ms = masks(ps, rule="threshold", threshold=0.5)

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import checks
 from ..params import is_fixed_point
 
 RULES = ("topk", "random", "threshold")
@@ -84,6 +85,7 @@ def masks(
     """
     params = list(params)
     _check_choices(rule, scope)
+    seed = checks.seed(seed)  # never wrapped by torch's generator (-1 would be 2**64 - 1)
     if rule == "threshold":
         if threshold is None or not math.isfinite(threshold) or threshold < 0:
             raise ValueError(
