@@ -1,5 +1,5 @@
-# make demo  - set up a venv (torch CPU wheel first, then edgezo with the `studies` extra) and
-#              run `edgezo demo`
+# make demo  - set up a venv (torch CPU wheel first, then edgezo with the `studies` and `runtime`
+#              extras) and run `edgezo demo`
 # make test  - set up a venv with edgezo[test] (the test tools and every extra) and the Debian
 #              tools, then the default test suite (not the slow experiments)
 PYTHON ?= python3
@@ -27,7 +27,7 @@ $(TORCH_STAMP):
 	touch $@
 
 $(STUDIES_STAMP): pyproject.toml $(TORCH_STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[studies]'
+	$(BIN)/python -m pip install --quiet -e '.[studies,runtime]'
 	touch $@
 
 # test = studies + hf + hw + gpu + the test tools: `make test` exercises every extra

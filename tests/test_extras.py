@@ -43,7 +43,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 EXTRAS: dict[str, list[str]] = PYPROJECT["optional-dependencies"]
 CORE = {"torch", "numpy", "tqdm"}
 #: extras the library itself uses (``test`` is the tools plus these; ``hw-wasm`` is a yosys binary)
-LIBRARY_EXTRAS = ("studies", "hf", "hw", "gpu")
+LIBRARY_EXTRAS = ("studies", "hf", "hw", "gpu", "runtime")
 README_FIRST_EXAMPLE = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)[0]
 
 

@@ -11,6 +11,7 @@ studies    the demo, datasets, studies, figures, reports: matplotlib,
 hf         :mod:`edgezo.integrations.hf`: transformers, accelerate, MiniLM-L6
 hw         :mod:`edgezo.hw`: Amaranth HDL (yosys comes from the system)
 gpu        fused Triton kernels on CUDA (selected automatically)
+runtime    :mod:`edgezo.runtime`: ONNX export, onnxruntime forwards
 test       the test tools and every extra above
 =========  ==================================================================
 
