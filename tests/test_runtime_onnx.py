@@ -1,0 +1,277 @@
+"""edgezo.runtime: fixed-point models exported to ONNX and run in plain ONNX Runtime.
+
+Every family is compared with the torch fixed-point forward on seeded random
+inputs, at another batch size than the one exported: argmax agreement, the
+largest difference in units of the logits' 8-bit step (``max|logits| / 127``)
+and the share of rows that are bit-equal (run with ``-s`` to see them).
+The training tests run ``qzo_ff`` with the forward in ONNX Runtime and in torch.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import onnx
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from edgezo import ZO
+from edgezo.directions import Gaussian
+from edgezo.fixedpoint import FixedPointFormat, quantize_model, trainable_parameters
+from edgezo.integrations.hf import load_minilm
+from edgezo.models import SmallCNN, ViTConfig, ViTTiny
+from edgezo.models.kws import CRNN, DSCNN
+from edgezo.models.resnet import SmallResNet
+from edgezo.presets import qzo_ff
+from edgezo.runtime import ExportError, OnnxRuntimeModel, export_onnx
+
+SPECTROGRAM = (1, 20, 16)  # (channel, frames, mels): small keyword-spotting inputs
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def batch(shape: tuple[int, ...], n: int, seed: int) -> Tensor:
+    return torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed))
+
+
+def head_only(model: nn.Module) -> nn.Module:
+    """Freeze all but ``head``: the linear probe that the demo trains."""
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith("head"))
+    return model.eval()
+
+
+def agreement(ort: Tensor, ref: Tensor) -> tuple[float, float]:
+    """(argmax agreement, max |diff| in units of the logits' 8-bit step ``max|ref| / 127``)."""
+    step = float(ref.abs().max()) / 127
+    same = float((ort.argmax(-1) == ref.argmax(-1)).float().mean())
+    return same, float((ort - ref).abs().max()) / step
+
+
+def assert_agrees(ort_net: OnnxRuntimeModel, qmodel: nn.Module, *inputs: Tensor) -> None:
+    with torch.no_grad():
+        ref = qmodel(*inputs)
+    ref = getattr(ref, "logits", ref)
+    out = ort_net(*inputs)
+    assert out.dtype == torch.float32 and out.shape == ref.shape
+    same, steps = agreement(out, ref)
+    exact = float((out == ref).all(-1).float().mean())
+    print(f"argmax {same:.2%}, max |diff| {steps:.2e} output steps, rows bit-equal {exact:.1%}")
+    assert same >= 0.999
+    # float sums in another order (MLAS vs torch's kernels) can move an activation that sits
+    # within an ulp of a rounding boundary to the next 8-bit code: a fraction of a logit step
+    assert steps <= 1.0
+
+
+def smallcnn(weight_bits: int = 16, activation_bits: int | None = 8, per_channel: bool = False):
+    torch.manual_seed(0)
+    net = head_only(SmallCNN(classes=10, width=4, hidden=16))
+    x = batch((1, 28, 28), 64, seed=1)
+    return quantize_model(net, weight_bits, activation_bits, per_channel, calibration=[x]), x
+
+
+# -- the graph -------------------------------------------------------------------------------------
+def test_graph_takes_trainable_integers_as_inputs_and_reads_them_with_dequantize_linear():
+    qmodel, x = smallcnn()
+    model = export_onnx(qmodel, x[:4])
+    onnx.checker.check_model(model, full_check=True)
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 21
+    inputs = {i.name: i.type.tensor_type for i in model.graph.input}
+    int16 = onnx.TensorProto.INT16
+    assert list(inputs) == ["x", "head.weight_q", "head.bias_q"]
+    assert inputs["head.weight_q"].elem_type == int16 and inputs["head.bias_q"].elem_type == int16
+    assert inputs["x"].shape.dim[0].dim_param == "batch"  # dynamic batch
+    initializers = {t.name: t.data_type for t in model.graph.initializer}
+    assert initializers["features.0.weight_q"] == int16  # frozen integers are constants
+    assert "head.weight_q" not in initializers
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("DequantizeLinear") >= 10 and ops.count("QuantizeLinear") == 4
+    assert {"Clip", "Conv", "Gemm"} <= set(ops)
+    assert {d for n in model.graph.node for d in [n.domain] if d} == set()  # standard ops only
+
+
+@pytest.mark.parametrize("bits,dtype", [(12, onnx.TensorProto.INT16), (20, None)])
+def test_wider_activations_use_int16_or_float_rounding(bits, dtype):
+    qmodel, x = smallcnn(activation_bits=bits)
+    model = export_onnx(qmodel, x[:4])
+    quantize = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    if dtype is None:
+        assert not quantize and "Round" in {n.op_type for n in model.graph.node}
+    else:
+        assert len(quantize) == 4
+    assert_agrees(OnnxRuntimeModel(qmodel, x[:4]), qmodel, batch((1, 28, 28), 50, seed=2))
+
+
+def test_save_writes_the_graph_and_integer_inputs_are_named_after_parameters(tmp_path):
+    qmodel, x = smallcnn()
+    ort_net = OnnxRuntimeModel(qmodel, x[:2], threads=1)
+    ort_net.save(tmp_path / "net.onnx")
+    assert onnx.load(tmp_path / "net.onnx").graph.input[1].name == "head.weight_q"
+    assert ort_net.input_names == ["x"]
+    assert ort_net.parameter_names == ["head.weight_q", "head.bias_q"]
+    assert ort_net.session.get_session_options().intra_op_num_threads == 1
+    assert ort_net.eval() is ort_net and ort_net.train() is ort_net
+
+
+def test_importing_the_runtime_package_needs_neither_onnx_nor_onnxruntime():
+    code = (
+        "import sys, edgezo.runtime as r; "
+        "assert 'onnx' not in sys.modules and 'onnxruntime' not in sys.modules; "
+        "assert r.ExportError.__name__ == 'ExportError'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- agreement with the torch fixed-point forward, per family ----------------------------------------
+@pytest.mark.parametrize(
+    "weight_bits,activation_bits,per_channel",
+    [(16, 8, False), (8, 8, False), (16, 8, True), (8, 8, True), (16, None, False)],
+    ids=["16w8a", "8w8a", "16w8a-channel", "8w8a-channel", "16w-float"],
+)
+def test_smallcnn_matches_torch(weight_bits, activation_bits, per_channel):
+    qmodel, x = smallcnn(weight_bits, activation_bits, per_channel)
+    ort_net = OnnxRuntimeModel(qmodel, x[:4])
+    assert_agrees(ort_net, qmodel, batch((1, 28, 28), 1000, seed=2))  # another batch size
+
+
+def randomize_norms(model: nn.Module) -> nn.Module:
+    """Norm layers start at weight 1, bias 0 and neutral statistics: make them generic."""
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.LayerNorm, nn.BatchNorm2d)):
+                m.weight.copy_(0.5 + torch.rand(m.weight.shape, generator=g))
+                m.bias.copy_(0.3 * torch.randn(m.bias.shape, generator=g))
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(0.2 * torch.randn(m.running_mean.shape, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
+    return model
+
+
+FAMILIES = {
+    "resnet": (lambda: SmallResNet(classes=5, widths=(4, 8), blocks=(1, 1)), (1, 28, 28)),
+    "vit": (
+        lambda: ViTTiny(
+            ViTConfig(image=8, patch=4, channels=3, width=16, depth=2, heads=2, mlp=32, classes=5)
+        ),
+        (3, 8, 8),
+    ),  # fmt: skip
+    "crnn": (lambda: CRNN(classes=5, mels=16, channels=(4, 8, 8), hidden=12), SPECTROGRAM),
+    "dscnn": (lambda: DSCNN(classes=5, channels=8, blocks=2), SPECTROGRAM),
+}
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("per_channel", [False, True], ids=["tensor", "channel"])
+def test_family_matches_torch(family, per_channel):
+    make, shape = FAMILIES[family]
+    torch.manual_seed(0)
+    net = randomize_norms(make()).eval()  # whole model trainable: every integer is an input
+    x = batch(shape, 32, seed=1)
+    qmodel = quantize_model(net, 16, 8, per_channel, calibration=[x])
+    ort_net = OnnxRuntimeModel(qmodel, x[:4])
+    assert len(ort_net.parameter_names) == len(trainable_parameters(qmodel))
+    assert_agrees(ort_net, qmodel, batch(shape, 200, seed=2))
+
+
+def test_minilm_classifier_runs_with_dynamic_batch_and_sequence_length():
+    """The whole MiniLM-L6 in 16w8a (the classifier trainable), exported with 3 sentences."""
+    tokenizer, model = load_minilm(num_labels=4, seed=0)
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith("classifier"))
+    first = tokenizer(["the cat sat on the mat", "stocks fell today", "a"], padding=True,
+                      return_tensors="pt")  # fmt: skip
+    qmodel = quantize_model(model.eval(), 16, 8, calibration=[first["input_ids"]])
+    sequence = {"input_ids": {1: "sequence"}, "attention_mask": {1: "sequence"}}
+    ort_net = OnnxRuntimeModel(qmodel, (first["input_ids"], first["attention_mask"]), sequence)
+    assert ort_net.input_names == ["input_ids", "attention_mask"]
+    assert ort_net.parameter_names == ["classifier.weight_q", "classifier.bias_q"]
+    sentences = ["what a long sentence about football games and the weather", "hello", "x y z",
+                 "the market rallied after the news", "rain again"]  # fmt: skip
+    other = tokenizer(sentences, padding=True, return_tensors="pt")
+    assert other["input_ids"].shape[1] != first["input_ids"].shape[1]
+    assert_agrees(ort_net, qmodel, other["input_ids"], other["attention_mask"])
+
+
+# -- the current integers, zero-copy, and ZO through ONNX Runtime --------------------------------------
+def test_current_integers_are_read_in_place_without_a_copy():
+    qmodel, x = smallcnn()
+    ort_net = OnnxRuntimeModel(qmodel, x[:4])
+    weight = qmodel.head.weight_q
+    binding = ort_net.session.io_binding()
+    assert ort_net.bind(binding, "head.weight_q", weight.data).data_ptr() == weight.data_ptr()
+    before = ort_net(x)
+    weight.data[3].add_(2000)  # in place: the same memory, no new session
+    after = ort_net(x)
+    assert not torch.equal(before, after)
+    with torch.no_grad():
+        assert torch.equal(after, qmodel(x))
+
+
+def test_a_perturbed_read_is_what_onnx_runtime_sees_during_a_step():
+    qmodel, x = smallcnn()
+    ort_net = OnnxRuntimeModel(qmodel, x[:8])
+    y = torch.randint(0, 10, (64,), generator=torch.Generator().manual_seed(3))
+    params = trainable_parameters(qmodel)
+    opt = ZO(params, lr=1e-3, eps=1e-3, directions=Gaussian(5), estimator="central",
+             formats=FixedPointFormat())  # fmt: skip
+    with torch.no_grad():
+        plain = qmodel(x)
+    seen = []
+
+    def closure() -> Tensor:
+        assert all(p.fixed.perturbation is not None for p in params)
+        out = ort_net(x)
+        with torch.no_grad():
+            assert torch.equal(out, qmodel(x))  # the same perturbed integers in both
+        seen.append(not torch.equal(out, plain))
+        return F.cross_entropy(out, y)
+
+    opt.step(closure)
+    assert len(seen) == 2 and all(seen)  # both points of the central difference were perturbed
+    assert all(p.fixed.perturbation is None for p in params)
+
+
+def train(qmodel: nn.Module, forward, x: Tensor, y: Tensor, steps: int = 30) -> list[float]:
+    opt = qzo_ff(trainable_parameters(qmodel), lr=1e-2, eps=1e-2, seed=0)
+    return [float(opt.step(lambda: F.cross_entropy(forward(x), y))) for _ in range(steps)]
+
+
+def test_training_through_onnx_runtime_equals_training_in_torch_bit_for_bit():
+    qmodel, x = smallcnn()
+    twin = quantize_model(head_only(SmallCNN(classes=10, width=4, hidden=16)), 16, 8,
+                          calibration=[x])  # fmt: skip
+    twin.load_state_dict(qmodel.state_dict())
+    y = torch.randint(0, 10, (64,), generator=torch.Generator().manual_seed(3))
+    ort_losses = train(qmodel, OnnxRuntimeModel(qmodel, x[:4]), x, y)
+    torch_losses = train(twin, twin, x, y)
+    assert ort_losses == torch_losses  # the same floats, step after step
+    assert ort_losses[-1] < ort_losses[0]
+    for (name, p), q in zip(qmodel.named_parameters(), twin.parameters(), strict=True):
+        assert p.dtype in (torch.int16, torch.int8) and torch.equal(p, q), name
+
+
+# -- errors ----------------------------------------------------------------------------------------
+class Spectrum(nn.Module):
+    """Magnitudes of a real FFT: ``aten::fft_rfft`` has no ONNX export."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.fft.rfft(x).abs()
+
+
+def test_an_unsupported_module_is_named_with_its_op():
+    x = batch((8,), 4, seed=0)
+    net = nn.Sequential(nn.Linear(8, 8), nn.Sequential(nn.ReLU(), Spectrum()), nn.Linear(5, 2))
+    qmodel = quantize_model(net, 16, None)
+    with pytest.raises(ExportError, match=r"module '1\.1' uses 'fft_rfft' \(aten::fft_rfft\)"):
+        export_onnx(qmodel, x)
+
+
+def test_a_float_model_is_refused_with_the_fix():
+    with pytest.raises(ExportError, match="quantize_model"):
+        export_onnx(nn.Linear(3, 2), torch.zeros(1, 3))
+    qmodel, x = smallcnn()
+    with pytest.raises(TypeError, match=r"takes 1 input\(s\) \['x'\], got 2"):
+        OnnxRuntimeModel(qmodel, x[:2])(x, x)
