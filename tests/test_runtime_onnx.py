@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import onnx
+import onnxruntime
 import pytest
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,7 @@ from torch import Tensor, nn
 from edgezo import ZO
 from edgezo.directions import Gaussian
 from edgezo.fixedpoint import FixedPointFormat, quantize_model, trainable_parameters
+from edgezo.formats.fixedpoint.qdq import fake_quantize
 from edgezo.integrations.hf import load_minilm
 from edgezo.models import SmallCNN, ViTConfig, ViTTiny
 from edgezo.models.kws import CRNN, DSCNN
@@ -124,6 +126,35 @@ def test_importing_the_runtime_package_needs_neither_onnx_nor_onnxruntime():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+class FakeQuantizer(nn.Module):
+    def __init__(self, bits: int, scale: float) -> None:
+        super().__init__()
+        self.bits = bits
+        self.register_buffer("scale", torch.tensor(scale))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return fake_quantize(x, self.scale, self.bits)
+
+
+@pytest.mark.filterwarnings("ignore")  # the TorchScript exporter's opset-21 and deprecation notes
+@pytest.mark.parametrize("bits", [4, 8, 12, 16, 20])
+def test_exported_activation_quantizer_equals_torch_bit_for_bit(bits, tmp_path):
+    """Ties round half to even and the range stays symmetric, in every spelling of qdq."""
+    scale, m = 0.037, 2 ** (bits - 1) - 1
+    k = torch.arange(-300, 300, dtype=torch.float32)
+    x = torch.cat([k * scale, (k + 0.5) * scale, torch.tensor([m, m + 0.5, m + 3.0]) * scale,
+                   -torch.tensor([m, m + 0.5, m + 3.0]) * scale,
+                   batch((), 2000, seed=bits) * (m * scale)])  # fmt: skip
+    module = FakeQuantizer(bits, scale)
+    torch.onnx.export(module, (x,), tmp_path / "q.onnx", dynamo=False, opset_version=21,
+                      input_names=["x"], dynamic_axes={"x": {0: "n"}})  # fmt: skip
+    session = onnxruntime.InferenceSession(tmp_path / "q.onnx", providers=["CPUExecutionProvider"])
+    ops = {n.op_type for n in onnx.load(tmp_path / "q.onnx").graph.node}
+    assert ("QuantizeLinear" in ops) == (bits <= 16)
+    out = torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
+    assert torch.equal(out, module(x))
+
+
 # -- agreement with the torch fixed-point forward, per family ----------------------------------------
 @pytest.mark.parametrize(
     "weight_bits,activation_bits,per_channel",
@@ -150,6 +181,18 @@ def randomize_norms(model: nn.Module) -> nn.Module:
     return model
 
 
+class AttentionClassifier(nn.Module):
+    """``nn.MultiheadAttention`` self-attention, mean over tokens, a linear head."""
+
+    def __init__(self, dim: int = 8, heads: int = 2, classes: int = 5) -> None:
+        super().__init__()
+        self.mha = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.mha(x, x, x, need_weights=False)[0].mean(dim=1))
+
+
 FAMILIES = {
     "resnet": (lambda: SmallResNet(classes=5, widths=(4, 8), blocks=(1, 1)), (1, 28, 28)),
     "vit": (
@@ -160,6 +203,7 @@ FAMILIES = {
     ),  # fmt: skip
     "crnn": (lambda: CRNN(classes=5, mels=16, channels=(4, 8, 8), hidden=12), SPECTROGRAM),
     "dscnn": (lambda: DSCNN(classes=5, channels=8, blocks=2), SPECTROGRAM),
+    "mha": (AttentionClassifier, (6, 8)),
 }
 
 
@@ -275,3 +319,18 @@ def test_a_float_model_is_refused_with_the_fix():
     qmodel, x = smallcnn()
     with pytest.raises(TypeError, match=r"takes 1 input\(s\) \['x'\], got 2"):
         OnnxRuntimeModel(qmodel, x[:2])(x, x)
+
+
+def test_integers_the_forward_never_reads_are_not_inputs():
+    class Partly(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.used, self.unused = nn.Linear(4, 3), nn.Linear(2, 2)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.used(x)
+
+    qmodel = quantize_model(Partly(), 16, None)
+    ort_net = OnnxRuntimeModel(qmodel, batch((4,), 2, seed=0))
+    assert ort_net.parameter_names == ["used.weight_q", "used.bias_q"]
+    assert_agrees(ort_net, qmodel, batch((4,), 5, seed=1))

@@ -13,20 +13,28 @@ The graph is what an inference-only device runs between two integer updates:
   dims through ``dynamic_axes`` (e.g. a text model's sequence length).
 
 Exporter: torch's TorchScript exporter (``torch.onnx.export(..., dynamo=False,
-opset_version=21)``). It traces the ordinary forward, so every model family of
-edgezo (CNNs, BatchNorm ResNets, ViTs with ``scaled_dot_product_attention``,
-the keyword spotters' hand-written GRU loop, Hugging Face BERT) exports
-without a per-model rule, and the two fixed-point reads become standard ops
-through ``symbolic`` methods of autograd Functions (:mod:`~edgezo.formats.fixedpoint.qdq`).
-The dynamo exporter would need the reads as ``torch.library`` custom ops and a
-``custom_translation_table`` (onnxscript) and re-traces models through
-``torch.export``, which refuses data-dependent Python control flow some
-families use. torch 2.13 warns that opset 21 is above the TorchScript
-exporter's tested 20; :func:`export_onnx` silences that one warning and checks
-the result with ``onnx.checker.check_model(full_check=True)`` instead. The
-trainable integers become inputs by setting each parameter's
+opset_version=21)``). It traces the ordinary eager forward, and the two
+fixed-point reads become standard ops through ``symbolic`` methods of autograd
+Functions (:mod:`~edgezo.formats.fixedpoint.qdq`), which torch calls only while
+exporting. With no rule per model, every family of edgezo exports and matches
+torch (tests/test_runtime_onnx.py): SmallCNN, the BatchNorm ResNet
+(``BatchNormalization`` in eval mode), ViTTiny (``scaled_dot_product_attention``,
+LayerNorm, GELU, class token), the keyword spotters (CRNN's hand-written GRU
+loop is unrolled, so its number of frames is fixed at export; DS-CNN) and
+Hugging Face MiniLM (dynamic batch and sequence length). The dynamo exporter
+would need the reads as ``torch.library`` custom ops with an onnxscript
+``custom_translation_table`` and a ``torch.export`` of each model: more
+machinery, not needed. torch 2.13 warns that opset 21 is above the TorchScript
+exporter's tested 20 and that the exporter is deprecated; :func:`export_onnx`
+silences those warnings and checks every graph with
+``onnx.checker.check_model(full_check=True)`` instead.
+
+The trainable integers become graph inputs by setting each parameter's
 ``fixed.perturbation`` (which :meth:`FixedPointParameter.dequantize` reads
-through) to the traced input while tracing.
+through) to the traced input while tracing; a frozen one reads itself, so it
+becomes an initializer named after it (``features.0.weight_q``). An op that ONNX
+cannot express raises :class:`ExportError` naming the op and the module that
+calls it (found by running the model once more and recording calls).
 """
 
 from __future__ import annotations
@@ -138,8 +146,8 @@ def export_onnx(
 
     Returns:
         The checked ``onnx.ModelProto``. Its inputs are the model's inputs, then
-        one integer tensor per trainable parameter, named after it; its output is
-        ``logits``.
+        one integer tensor per trainable parameter that the forward reads, named
+        after it; its output is ``logits``.
 
     Raises:
         ExportError: the model is not quantized, or a module uses an op that

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from ..extras import require
 from ..formats.fixedpoint import FixedPointParameter, trainable_parameters
-from .onnx import OUTPUT, export_onnx, parameter_names
+from .onnx import OUTPUT, export_onnx, input_names, parameter_names
 
 #: ONNX Runtime's element type names -> numpy dtypes, for the inputs a graph of edgezo has.
 DTYPES = {
@@ -61,8 +61,9 @@ class OnnxRuntimeModel:
     Attributes:
         onnx_model: the exported ``onnx.ModelProto``.
         session: the ``onnxruntime.InferenceSession`` (``CPUExecutionProvider``).
-        input_names: the graph's data inputs, in call order.
-        parameter_names: the graph's integer inputs, one per trainable parameter.
+        input_names: the model's inputs, in call order (as the graph names them).
+        parameter_names: the graph's integer inputs, one per trainable parameter
+            that the forward reads.
     """
 
     def __init__(
@@ -81,12 +82,15 @@ class OnnxRuntimeModel:
             sess_options=sess_options or session_options(threads),
             providers=["CPUExecutionProvider"],
         )
-        self.trainable: list[FixedPointParameter] = trainable_parameters(qmodel)
+        self.dtypes = {i.name: DTYPES.get(i.type) for i in self.session.get_inputs()}
+        count = 1 if isinstance(example_inputs, Tensor) else len(example_inputs)
+        self.input_names = input_names(qmodel, count)
         names = parameter_names(qmodel)
+        # the exporter drops inputs the forward never reads (an unused layer's integers)
+        self.trainable: list[FixedPointParameter] = [
+            p for p in trainable_parameters(qmodel) if names[id(p)] in self.dtypes
+        ]
         self.parameter_names = [names[id(p)] for p in self.trainable]
-        inputs = self.session.get_inputs()
-        self.dtypes = {i.name: DTYPES.get(i.type) for i in inputs}
-        self.input_names = [i.name for i in inputs[: len(inputs) - len(self.trainable)]]
 
     def __call__(self, *inputs: Tensor) -> Tensor:
         if len(inputs) != len(self.input_names):
@@ -95,7 +99,8 @@ class OnnxRuntimeModel:
                 f"{self.input_names}, got {len(inputs)}"
             )
         binding = self.session.io_binding()
-        alive = [self.bind(binding, n, x) for n, x in zip(self.input_names, inputs, strict=True)]
+        pairs = zip(self.input_names, inputs, strict=True)
+        alive = [self.bind(binding, name, x) for name, x in pairs if name in self.dtypes]
         for name, p in zip(self.parameter_names, self.trainable, strict=True):
             q = p.data if p.fixed.perturbation is None else p.fixed.perturbation.read(p)
             alive.append(self.bind(binding, name, q))
