@@ -25,7 +25,7 @@ from edgezo.fixedpoint import FixedPointFormat, quantize_model, trainable_parame
 from edgezo.formats.fixedpoint.qdq import fake_quantize
 from edgezo.integrations.hf import load_minilm
 from edgezo.models import SmallCNN, ViTConfig, ViTTiny
-from edgezo.models.kws import CRNN, DSCNN
+from edgezo.models.kws import CRNN, DSCNN, AudioClassifier, Featurizer
 from edgezo.models.resnet import SmallResNet
 from edgezo.presets import qzo_ff
 from edgezo.runtime import ExportError, OnnxRuntimeModel, export_onnx
@@ -334,3 +334,13 @@ def test_integers_the_forward_never_reads_are_not_inputs():
     ort_net = OnnxRuntimeModel(qmodel, batch((4,), 2, seed=0))
     assert ort_net.parameter_names == ["used.weight_q", "used.bias_q"]
     assert_agrees(ort_net, qmodel, batch((4,), 5, seed=1))
+
+
+def test_the_audio_front_end_is_named_and_the_classifier_on_features_exports():
+    crnn = CRNN(classes=5, mels=16, channels=(4, 8, 8), hidden=12)
+    audio = batch((3200,), 2, seed=0)
+    qmodel = quantize_model(AudioClassifier(crnn, Featurizer(n_mels=16)).eval(), 16, None)
+    with pytest.raises(ExportError, match=r"module 'featurizer' cannot be exported.*STFT"):
+        export_onnx(qmodel, audio)
+    features = qmodel.featurizer(audio)
+    assert_agrees(OnnxRuntimeModel(qmodel.backbone, features), qmodel.backbone, features)

@@ -20,7 +20,9 @@ exporting. With no rule per model, every family of edgezo exports and matches
 torch (tests/test_runtime_onnx.py): SmallCNN, the BatchNorm ResNet
 (``BatchNormalization`` in eval mode), ViTTiny (``scaled_dot_product_attention``,
 LayerNorm, GELU, class token), the keyword spotters (CRNN's hand-written GRU
-loop is unrolled, so its number of frames is fixed at export; DS-CNN) and
+loop is unrolled, so its number of frames is fixed at export; DS-CNN: both on
+spectrograms, since the audio ``Featurizer``'s complex ``torch.stft`` does not
+export, which :class:`ExportError` says, naming ``featurizer``) and
 Hugging Face MiniLM (dynamic batch and sequence length). The dynamo exporter
 would need the reads as ``torch.library`` custom ops with an onnxscript
 ``custom_translation_table`` and a ``torch.export`` of each model: more
@@ -217,17 +219,34 @@ def trace(
 
 
 def unsupported(qmodel: nn.Module, inputs: tuple[Tensor, ...], error: Exception) -> ExportError:
-    """An :class:`ExportError` naming the op of ``error`` and the module that calls it."""
-    found = re.search(r"'(?:aten|prim)::(\w+)'", str(error))
-    if found is None:
-        return ExportError(f"{type(qmodel).__name__} cannot be exported to ONNX: {error}")
-    op = found.group(1)
-    where = module_calling(qmodel, inputs, op)
-    place = f"module {where!r}" if where is not None else f"a module of {type(qmodel).__name__}"
+    """An :class:`ExportError` naming the module that failed and the op (or the reason)."""
+    text = str(error)
+    found = re.search(r"'(?:aten|prim)::(\w+)'", text)
+    where = scope_of(text)
+    if where is None and found is not None:
+        where = module_calling(qmodel, inputs, found.group(1))
+    if where is None:
+        place = f"a module of {type(qmodel).__name__}"
+    else:
+        place = f"module {where!r}" if where else f"{type(qmodel).__name__} itself"
+    if found is not None:
+        what = f"uses {found.group(1)!r} (aten::{found.group(1)}), which ONNX opset {OPSET} "
+        what += "cannot express"
+    else:
+        what = f"cannot be exported to ONNX opset {OPSET} ({text.split(' [Caused by')[0]})"
     return ExportError(
-        f"{place} uses {op!r} (aten::{op}), which ONNX opset {OPSET} cannot express: "
-        "replace it with standard ops, or keep that module outside the exported model"
+        f"{place} {what}: replace it with standard ops, or export the part of the model "
+        "after it (e.g. the classifier on precomputed features)"
     )
+
+
+def scope_of(text: str) -> str | None:
+    """The qualified module name in an exporter message's ``scope: A::/B::model/C::sub``."""
+    found = re.search(r"scope: (\S+)", text)
+    if found is None:
+        return None
+    names = [part.rpartition("::")[2] for part in found.group(1).split("/")]
+    return ".".join(names[2:])  # [export wrapper, "model", *the user's module path]
 
 
 def strip_prefix(model: onnx.ModelProto, prefix: str) -> None:
