@@ -319,6 +319,8 @@ def test_a_float_model_is_refused_with_the_fix():
     qmodel, x = smallcnn()
     with pytest.raises(TypeError, match=r"takes 1 input\(s\) \['x'\], got 2"):
         OnnxRuntimeModel(qmodel, x[:2])(x, x)
+    with pytest.raises(ValueError, match=r"unknown input\(s\) \['image'\]; .* are \['x'\]"):
+        export_onnx(qmodel, x[:2], dynamic_axes={"image": {2: "height"}})
 
 
 def test_integers_the_forward_never_reads_are_not_inputs():

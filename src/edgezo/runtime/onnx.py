@@ -160,7 +160,7 @@ def export_onnx(
     trainable = check_exportable(qmodel, inputs)
     names = input_names(qmodel, len(inputs))
     ids = parameter_names(qmodel)
-    axes = {name: {0: "batch", **dict((dynamic_axes or {}).get(name, {}))} for name in names}
+    axes = batch_axes(names, dynamic_axes or {})
     buffer, was_training = io.BytesIO(), qmodel.training
     qmodel.eval()
     try:
@@ -173,6 +173,18 @@ def export_onnx(
     if path is not None:
         onnx.save(model, str(path))
     return model
+
+
+def batch_axes(
+    names: list[str], dynamic_axes: Mapping[str, Mapping[int, str]]
+) -> dict[str, dict[int, str]]:
+    """Dim 0 of every input is ``batch``; plus the user's ``dynamic_axes`` (checked by name)."""
+    unknown = sorted(set(dynamic_axes) - set(names))
+    if unknown:
+        raise ValueError(
+            f"dynamic_axes names unknown input(s) {unknown}; the model's inputs are {names}"
+        )
+    return {name: {0: "batch", **dict(dynamic_axes.get(name, {}))} for name in names}
 
 
 def check_exportable(qmodel: Any, inputs: tuple) -> list[FixedPointParameter]:
@@ -233,7 +245,7 @@ def unsupported(qmodel: nn.Module, inputs: tuple[Tensor, ...], error: Exception)
         what = f"uses {found.group(1)!r} (aten::{found.group(1)}), which ONNX opset {OPSET} "
         what += "cannot express"
     else:
-        what = f"cannot be exported to ONNX opset {OPSET} ({text.split(' [Caused by')[0]})"
+        what = f"cannot be exported to ONNX opset {OPSET} ({text.split(' [Caused by')[0].strip()})"
     return ExportError(
         f"{place} {what}: replace it with standard ops, or export the part of the model "
         "after it (e.g. the classifier on precomputed features)"
