@@ -106,9 +106,10 @@ class OnnxRuntimeModel:
             alive.append(self.bind(binding, name, q))
         binding.bind_output(OUTPUT, "cpu")
         self.session.run_with_iobinding(binding)
-        out = binding.get_outputs()[0].numpy()
+        # .numpy() views memory that the binding owns: copy the (small) logits out of it
+        out = torch.from_numpy(binding.get_outputs()[0].numpy().copy())
         del alive  # the bound tensors had to live until the run ended
-        return torch.from_numpy(out)
+        return out
 
     def bind(self, binding: Any, name: str, x: Tensor) -> Tensor:
         """Bind ``x``'s memory to the graph input ``name`` (converted first only if it must be)."""
