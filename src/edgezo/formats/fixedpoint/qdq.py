@@ -13,12 +13,14 @@ so that an inference runtime sees integers and scales, not float weights:
   integers (edgezo's symmetric range never uses ``-2**(a-1)``),
   ``DequantizeLinear``;
 * ``8 < a <= 16``: ``QuantizeLinear`` to int16, ``DequantizeLinear``, then ``Clip``
-  of the floats to ``+/- m * scale``: ONNX Runtime has no int16 ``Clip``, and
+  of the floats to ``+/- m * scale``: ONNX Runtime 1.32 has no int16 ``Clip``, and
   ``DequantizeLinear(q) = q * scale`` makes this the same float product;
 * ``a > 16``: ``Div``, ``Round``, ``Clip``, ``Mul`` in float (no standard 32-bit
   QuantizeLinear target), the torch expression op for op.
 
-``QuantizeLinear`` and ``Round`` round half to even, as ``torch.round``.
+``QuantizeLinear`` and ``Round`` round half to even, as ``torch.round``: each
+spelling equals the torch expression bit for bit in ONNX Runtime at 4 to 20
+bits, ties and saturation included (tests/test_runtime_onnx.py).
 """
 
 from __future__ import annotations
