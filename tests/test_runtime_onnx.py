@@ -249,6 +249,10 @@ def test_minilm_with_float_activations_matches_torch_at_any_batch_and_length(min
     qmodel, ort_net = minilm_in_ort(minilm, None)
     _, ids, mask, _ = minilm
     assert_agrees(ort_net, qmodel, ids, mask)  # 64 sentences padded to their longest
+    by_name = ort_net(attention_mask=mask[:3], input_ids=ids[:3])  # as ort_net(**tokenized)
+    assert torch.equal(by_name, ort_net(ids[:3], mask[:3]))
+    with pytest.raises(TypeError, match=r"unknown or repeated \['token_type_ids'\]"):
+        ort_net(ids, mask, token_type_ids=mask)
 
 
 def test_minilm_16w8a_differs_only_where_an_8bit_activation_code_flips(minilm):

@@ -104,12 +104,9 @@ class OnnxRuntimeModel:
         ]
         self.parameter_names = [names[id(p)] for p in self.trainable]
 
-    def __call__(self, *inputs: Tensor) -> Tensor:
-        if len(inputs) != len(self.input_names):
-            raise TypeError(
-                f"OnnxRuntimeModel takes {len(self.input_names)} input(s) "
-                f"{self.input_names}, got {len(inputs)}"
-            )
+    def __call__(self, *inputs: Tensor, **named: Tensor) -> Tensor:
+        """The logits for ``inputs`` (positional, or by name: ``ort_net(**tokenized)``)."""
+        inputs = self.arrange(inputs, named)
         binding = self.session.io_binding()
         pairs = zip(self.input_names, inputs, strict=True)
         alive = [self.bind(binding, name, x) for name, x in pairs if name in self.dtypes]
@@ -122,6 +119,17 @@ class OnnxRuntimeModel:
         out = torch.from_numpy(binding.get_outputs()[0].numpy().copy())
         del alive  # the bound tensors had to live until the run ended
         return out
+
+    def arrange(self, inputs: tuple[Tensor, ...], named: dict[str, Tensor]) -> tuple[Tensor, ...]:
+        """Positional and named inputs in the graph's order, or a TypeError listing its inputs."""
+        unknown = sorted(set(named) - set(self.input_names[len(inputs) :]))
+        inputs = (*inputs, *(named[n] for n in self.input_names[len(inputs) :] if n in named))
+        if unknown or len(inputs) != len(self.input_names):
+            raise TypeError(
+                f"OnnxRuntimeModel takes {len(self.input_names)} input(s) {self.input_names}, "
+                f"got {len(inputs)}" + (f" and unknown or repeated {unknown}" if unknown else "")
+            )
+        return inputs
 
     def bind(self, binding: Any, name: str, x: Tensor) -> Tensor:
         """Bind ``x``'s memory to the graph input ``name`` (converted first only if it must be)."""
