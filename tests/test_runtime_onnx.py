@@ -68,7 +68,9 @@ def assert_agrees(ort_net: OnnxRuntimeModel, qmodel: nn.Module, *inputs: Tensor)
     assert steps <= 1.0
 
 
-def smallcnn(weight_bits: int = 16, activation_bits: int | None = 8, per_channel: bool = False):
+def smallcnn(
+    weight_bits: int = 16, activation_bits: int | None = 8, per_channel: bool = False
+) -> tuple[nn.Module, Tensor]:
     torch.manual_seed(0)
     net = head_only(SmallCNN(classes=10, width=4, hidden=16))
     x = batch((1, 28, 28), 64, seed=1)
