@@ -15,4 +15,29 @@ edgezo's fixed-point training the way such a device would:
 
 Needs the ``runtime`` extra (``pip install 'edgezo[runtime]'``) for ONNX; the C
 step needs only a C compiler.
+
+Importing this package needs neither onnx nor onnxruntime: the names below are
+imported on first access (``OnnxRuntimeModel``, ``export_onnx``, ``ExportError``).
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: Public name -> the submodule that defines it (imported when the name is first read).
+LAZY = {"OnnxRuntimeModel": "session", "export_onnx": "onnx", "ExportError": "onnx"}
+
+__all__ = sorted(LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in LAZY:
+        value = getattr(importlib.import_module(f".{LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *LAZY])

@@ -4,7 +4,8 @@ and the number format that perturbs and updates them with integer arithmetic.
 * :mod:`.quant`: symmetric quantizers and multiply-and-shift (what an NPU's datapath computes);
 * :mod:`.model`: :func:`quantize_model`, integer parameters read layer by layer;
 * :mod:`.integer`: ``z`` as integers, perturbed reads, the chunked integer update;
-* :mod:`.format`: :class:`FixedPointFormat`, the :class:`~edgezo.formats.NumberFormat`.
+* :mod:`.format`: :class:`FixedPointFormat`, the :class:`~edgezo.formats.NumberFormat`;
+* :mod:`.qdq`: the weight and activation reads as ONNX ops, for :mod:`edgezo.runtime`'s export.
 """
 
 from .format import FixedPointFormat

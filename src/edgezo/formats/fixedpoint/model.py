@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ... import checks
+from .qdq import dequantize, fake_quantize
 from .quant import qmax, quantize, symmetric_scale
 
 #: The ``scale_method`` values of :func:`quantize_model`.
@@ -81,7 +82,7 @@ class FixedPointParameter(nn.Parameter):
     def dequantize(self) -> Tensor:
         """``scale * q`` in float32, with the current perturbation if the format set one."""
         q = self.data if self.fixed.perturbation is None else self.fixed.perturbation.read(self)
-        return q.float() * self.fixed.scale
+        return dequantize(q, self.fixed.scale)
 
     def __repr__(self) -> str:
         return f"FixedPointParameter(bits={self.fixed.bits}, shape={tuple(self.shape)})"
@@ -129,10 +130,10 @@ def _quantize_input(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple
     scale = getattr(module, INPUT_SCALE, None)
     if scale is None:
         return args, kwargs
-    m = qmax(module._edgezo_activation_bits)
+    bits = module._edgezo_activation_bits
 
     def q(x: Any) -> Any:
-        return torch.round(x / scale).clamp_(-m, m) * scale if _is_activation(x) else x
+        return fake_quantize(x, scale, bits) if _is_activation(x) else x
 
     return tuple(q(x) for x in args), {k: q(v) for k, v in kwargs.items()}
 
