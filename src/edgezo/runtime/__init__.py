@@ -16,3 +16,17 @@ edgezo's fixed-point training the way such a device would:
 Needs the ``runtime`` extra (``pip install 'edgezo[runtime]'``) for ONNX; the C
 step needs only a C compiler.
 """
+
+#: Public names of the C device step, imported on first use (no compiler needed to import).
+DEVICE_NAMES = {
+    "DeviceFormat": "device", "DeviceRead": "device", "CompilerMissing": "clib",
+    "UnsupportedSource": "zsource", "write_device_sources": "bundle",
+}  # fmt: skip
+
+
+def __getattr__(name: str):
+    if name in DEVICE_NAMES:
+        import importlib
+
+        return getattr(importlib.import_module(f".{DEVICE_NAMES[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,368 @@
+/*
+ * edgezo_step.c -- see edgezo_step.h. Integer arithmetic only, C99, no allocation.
+ */
+#include "edgezo_step.h"
+
+/* Elements per block: the stack holds EZ_BLOCK int64 sums and int32 z values. */
+#define EZ_BLOCK 64
+
+/* -- 64-bit two's complement without undefined behaviour ----------------------------- */
+static int64_t ez_signed(uint64_t u)
+{
+    /* uint64 -> int64 by two's complement (the conversion itself is implementation-defined) */
+    if (u <= (uint64_t)INT64_MAX) {
+        return (int64_t)u;
+    }
+    return -(int64_t)(~u) - 1;
+}
+
+static int64_t ez_asr(int64_t x, int32_t k)
+{
+    /* arithmetic shift right (floor division by 2**k), portable for negative x */
+    return x < 0 ? ~((~x) >> k) : x >> k;
+}
+
+int64_t ez_requant(int64_t x, int64_t m, int32_t k)
+{
+    uint64_t p = (uint64_t)x * (uint64_t)m; /* wraps like a 64-bit multiplier */
+    if (k > 0) {
+        p += (uint64_t)1 << (k - 1);
+    }
+    return ez_asr(ez_signed(p), k);
+}
+
+static int64_t ez_sat(int64_t x, int32_t qmax)
+{
+    return x > qmax ? qmax : (x < -(int64_t)qmax ? -(int64_t)qmax : x);
+}
+
+/* -- the registers: one clock cycle, the output, and jumps over GF(2) ---------------- */
+static int ez_is_array(const ez_source *s)
+{
+    return s->kind == EZ_ARRAY_LFSR || s->kind == EZ_ARRAY_XORSHIFT;
+}
+
+static int ez_is_lfsr(const ez_source *s)
+{
+    return s->kind == EZ_LFSR || s->kind == EZ_ARRAY_LFSR;
+}
+
+static uint32_t ez_cycle(const ez_source *s, uint32_t x)
+{
+    uint32_t i;
+    if (ez_is_lfsr(s)) {
+        for (i = 0; i < s->steps; i++) {
+            uint32_t lsb = x & (uint32_t)1;
+            x >>= 1;
+            if (lsb) {
+                x ^= s->taps;
+            }
+        }
+        return x;
+    }
+    x ^= (uint32_t)((x << 13) & UINT32_C(0xFFFFFFFF));
+    x ^= x >> 17;
+    x ^= (uint32_t)((x << 5) & UINT32_C(0xFFFFFFFF));
+    return x;
+}
+
+static uint32_t ez_width(const ez_source *s)
+{
+    return ez_is_lfsr(s) ? s->width : 32;
+}
+
+static int32_t ez_output(const ez_source *s, uint32_t x)
+{
+    uint32_t u;
+    if (ez_is_lfsr(s)) {
+        u = x & (((uint32_t)1 << s->bits) - (uint32_t)1);
+    } else {
+        u = x >> (32 - s->bits);
+    }
+    if (s->table != NULL) {
+        return s->table[u];
+    }
+    return (int32_t)(2 * u + 1) - (int32_t)((uint32_t)1 << s->bits);
+}
+
+/* x times the matrix whose columns are cols[0..w-1] */
+static uint32_t ez_apply(const uint32_t *cols, uint32_t w, uint32_t x)
+{
+    uint32_t acc = 0, j;
+    for (j = 0; j < w; j++) {
+        if ((x >> j) & (uint32_t)1) {
+            acc ^= cols[j];
+        }
+    }
+    return acc;
+}
+
+/* states[r] <- M**e states[r]: square-and-multiply with M built on the stack */
+static void ez_jump(const ez_source *s, uint64_t e, uint32_t *states, size_t count)
+{
+    uint32_t p[32], q[32], w = ez_width(s), j;
+    size_t r;
+    for (j = 0; j < w; j++) {
+        p[j] = ez_cycle(s, (uint32_t)1 << j);
+    }
+    while (e) {
+        if (e & 1) {
+            for (r = 0; r < count; r++) {
+                states[r] = ez_apply(p, w, states[r]);
+            }
+        }
+        e >>= 1;
+        if (e) {
+            for (j = 0; j < w; j++) {
+                q[j] = ez_apply(p, w, p[j]);
+            }
+            for (j = 0; j < w; j++) {
+                p[j] = q[j];
+            }
+        }
+    }
+}
+
+/* -- cursors: seek once, then read sequentially --------------------------------------- */
+static void ez_seek(const ez_source *s, ez_cursor *c, uint64_t pos)
+{
+    uint32_t r;
+    if (s->kind == EZ_POOL) {
+        c->pos = pos % s->size;
+    } else if (ez_is_array(s)) {
+        uint64_t cycle = pos / s->n_regs;
+        c->j = (uint32_t)(pos % s->n_regs);
+        c->cm = (uint32_t)(cycle % s->n_regs);
+        for (r = 0; r < s->n_regs; r++) {
+            c->regs[r] = s->seeds[r];
+        }
+        ez_jump(s, cycle + 1, c->regs, s->n_regs);
+    } else {
+        c->pos = pos;
+        c->reg = s->seeds[0];
+        ez_jump(s, pos, &c->reg, 1);
+    }
+}
+
+static void ez_fill(const ez_source *s, ez_cursor *c, int32_t *z, size_t n)
+{
+    size_t i;
+    uint32_t r;
+    if (s->kind == EZ_POOL) {
+        for (i = 0; i < n; i++) {
+            z[i] = s->table[c->pos];
+            if (++c->pos == s->size) {
+                c->pos = 0;
+            }
+        }
+    } else if (ez_is_array(s)) {
+        for (i = 0; i < n; i++) {
+            r = c->j + c->cm;
+            z[i] = ez_output(s, c->regs[r >= s->n_regs ? r - s->n_regs : r]);
+            if (++c->j == s->n_regs) { /* next cycle: every register steps, the array rotates */
+                c->j = 0;
+                c->cm = c->cm + 1 == s->n_regs ? 0 : c->cm + 1;
+                for (r = 0; r < s->n_regs; r++) {
+                    c->regs[r] = ez_cycle(s, c->regs[r]);
+                }
+            }
+        }
+    } else {
+        for (i = 0; i < n; i++) {
+            c->reg = ez_cycle(s, c->reg);
+            z[i] = ez_output(s, c->reg);
+        }
+    }
+}
+
+static int ez_check_source(const ez_source *s)
+{
+    if (s->kind == EZ_POOL) {
+        return (s->size > 0 && s->table != NULL) ? EZ_OK : EZ_BAD_SOURCE;
+    }
+    if (s->kind < EZ_LFSR || s->kind > EZ_ARRAY_XORSHIFT || s->seeds == NULL || s->n_regs < 1) {
+        return EZ_BAD_SOURCE;
+    }
+    if (s->bits < 1 || s->bits > 24 || s->bits > ez_width(s) || ez_width(s) > 32) {
+        return EZ_BAD_SOURCE;
+    }
+    if (ez_is_lfsr(s) && s->width < 3) {
+        return EZ_BAD_SOURCE;
+    }
+    return (!ez_is_array(s) && s->n_regs != 1) ? EZ_BAD_SOURCE : EZ_OK;
+}
+
+/* Checks the source and the work area, and seeks one cursor per term. */
+static int ez_start(const ez_source *s, const ez_term *terms, size_t n_terms, ez_work *work)
+{
+    size_t t;
+    int status = ez_check_source(s);
+    if (status != EZ_OK) {
+        return status;
+    }
+    if (n_terms > work->terms || (ez_is_array(s) && n_terms * s->n_regs > work->words_len)) {
+        return EZ_NO_WORK;
+    }
+    for (t = 0; t < n_terms; t++) {
+        work->cursors[t].regs = ez_is_array(s) ? work->words + t * s->n_regs : NULL;
+        ez_seek(s, &work->cursors[t], terms[t].base);
+    }
+    return EZ_OK;
+}
+
+int ez_stream(const ez_source *src, uint64_t pos, int32_t *out, size_t n, ez_work *work)
+{
+    ez_term one;
+    int status;
+    one.base = pos;
+    one.net = 1;
+    status = ez_start(src, &one, 1, work);
+    if (status == EZ_OK) {
+        ez_fill(src, &work->cursors[0], out, n);
+    }
+    return status;
+}
+
+/* -- tensors ------------------------------------------------------------------------------ */
+static int64_t ez_load(const void *data, uint32_t elem, size_t i)
+{
+    return elem == 2 ? ((const int16_t *)data)[i] : ((const int8_t *)data)[i];
+}
+
+static void ez_store(void *data, uint32_t elem, size_t i, int64_t v)
+{
+    if (elem == 2) {
+        ((int16_t *)data)[i] = (int16_t)v;
+    } else {
+        ((int8_t *)data)[i] = (int8_t)v;
+    }
+}
+
+static int ez_trained(const ez_tensor *t, size_t i)
+{
+    return t->mask == NULL || ((t->mask[i >> 3] >> (i & 7)) & 1);
+}
+
+static int ez_check_tensor(const ez_tensor *t, size_t factor_rows)
+{
+    if ((t->elem != 1 && t->elem != 2) || t->rows < 1 || t->data == NULL) {
+        return EZ_BAD_TENSOR;
+    }
+    return (factor_rows == 1 || factor_rows == t->rows) ? EZ_OK : EZ_BAD_TENSOR;
+}
+
+int ez_read(const ez_source *src, const ez_tensor *t, void *out, const ez_read_params *rp,
+            const ez_term *terms, size_t n_terms, ez_work *work)
+{
+    int64_t acc[EZ_BLOCK], coef, w;
+    int32_t z[EZ_BLOCK];
+    size_t row, c0, i, k, len, idx;
+    int status = ez_check_tensor(t, rp->eps_count);
+    if (status == EZ_OK && n_terms > 0) {
+        status = ez_start(src, terms, n_terms, work);
+    }
+    if (status != EZ_OK) {
+        return status;
+    }
+    for (row = 0; row < t->rows; row++) {
+        int64_t eps = rp->eps_q[rp->eps_count > 1 ? row : 0];
+        for (c0 = 0; c0 < t->cols; c0 += len) {
+            len = t->cols - c0 < EZ_BLOCK ? t->cols - c0 : EZ_BLOCK;
+            idx = row * t->cols + c0;
+            for (i = 0; i < len; i++) {
+                acc[i] = ez_load(t->data, t->elem, idx + i) * (int64_t)rp->one;
+            }
+            for (k = 0; k < n_terms; k++) {
+                coef = (int64_t)terms[k].net * eps;
+                ez_fill(src, &work->cursors[k], z, len);
+                for (i = 0; i < len; i++) {
+                    acc[i] += coef * z[i];
+                }
+            }
+            for (i = 0; i < len; i++) {
+                w = ez_load(t->data, t->elem, idx + i);
+                acc[i] = ez_sat(ez_requant(acc[i], rp->m_dz, rp->k_dz), t->qmax);
+                ez_store(out, t->elem, idx + i, ez_trained(t, idx + i) ? acc[i] : w);
+            }
+        }
+    }
+    return EZ_OK;
+}
+
+int ez_update(const ez_source *src, ez_tensor *t, const ez_factors *f, const ez_term *terms,
+              size_t n_terms, ez_work *work)
+{
+    int64_t g[EZ_BLOCK], change;
+    int32_t z[EZ_BLOCK];
+    size_t row, c0, i, k, len, idx, fr;
+    int status = ez_check_tensor(t, f->count);
+    if (status == EZ_OK) {
+        status = ez_start(src, terms, n_terms, work);
+    }
+    if (status != EZ_OK) {
+        return status;
+    }
+    for (row = 0; row < t->rows; row++) {
+        fr = f->count > 1 ? row : 0;
+        for (c0 = 0; c0 < t->cols; c0 += len) {
+            len = t->cols - c0 < EZ_BLOCK ? t->cols - c0 : EZ_BLOCK;
+            idx = row * t->cols + c0;
+            for (i = 0; i < len; i++) {
+                g[i] = 0;
+            }
+            for (k = 0; k < n_terms; k++) {
+                ez_fill(src, &work->cursors[k], z, len);
+                for (i = 0; i < len; i++) {
+                    g[i] += (int64_t)terms[k].net * z[i];
+                }
+            }
+            for (i = 0; i < len; i++) {
+                change = ez_trained(t, idx + i) ? ez_requant(g[i], f->m[fr], f->k[fr]) : 0;
+                change = ez_sat(ez_load(t->data, t->elem, idx + i) - change, t->qmax);
+                ez_store(t->data, t->elem, idx + i, change);
+            }
+        }
+    }
+    return EZ_OK;
+}
+
+int ez_decay(ez_tensor *t, const ez_factors *f)
+{
+    size_t row, i, idx;
+    int64_t w, change;
+    int status = ez_check_tensor(t, f->count);
+    if (status != EZ_OK) {
+        return status;
+    }
+    for (row = 0; row < t->rows; row++) {
+        int64_t m = f->m[f->count > 1 ? row : 0];
+        int32_t k = f->k[f->count > 1 ? row : 0];
+        for (i = 0; i < t->cols; i++) {
+            idx = row * t->cols + i;
+            w = ez_load(t->data, t->elem, idx);
+            change = ez_trained(t, idx) ? ez_requant(w, m, k) : 0;
+            ez_store(t->data, t->elem, idx, ez_sat(w - change, t->qmax));
+        }
+    }
+    return EZ_OK;
+}
+
+uint64_t ez_state_bytes(const ez_source *src, size_t terms, size_t rows, uint64_t masked)
+{
+    uint64_t bytes = sizeof(ez_source) + 8; /* the source and the step counter */
+    if (src->kind == EZ_POOL) {
+        bytes += src->size;
+    } else {
+        bytes += (uint64_t)4 * src->n_regs;
+        if (src->table != NULL) {
+            bytes += (uint64_t)1 << src->bits;
+        }
+    }
+    bytes += (uint64_t)terms * (sizeof(ez_cursor) + sizeof(ez_term));
+    if (ez_is_array(src)) {
+        bytes += (uint64_t)terms * 4 * src->n_regs;
+    }
+    bytes += (uint64_t)rows * (4 + 8 + 4); /* eps_q, m, k per row */
+    bytes += sizeof(ez_read_params) + (masked + 7) / 8;
+    return bytes;
+}
