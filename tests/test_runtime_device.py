@@ -10,6 +10,7 @@ batch); after every step their integers must be equal. Reads are compared with
 from __future__ import annotations
 
 import ctypes
+import json
 import re
 import shutil
 import subprocess
@@ -21,20 +22,21 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edgezo import ZO
+from edgezo.directions import LFSR, Gaussian, Pool, RNGArray, Xorshift
+from edgezo.directions.guided import MomentumGuided
+from edgezo.fixedpoint import Requant, quantize_model, trainable_parameters
+from edgezo.formats import FixedPointFormat
+from edgezo.models import SmallCNN
+from edgezo.runtime import clib
+from edgezo.runtime.bundle import write_device_sources
+from edgezo.runtime.clib import library
+from edgezo.runtime.device import DeviceFormat, UnsupportedSource
+from edgezo.updates.sparse import sparse_groups
+
 pytestmark = pytest.mark.skipif(
     shutil.which("cc") is None, reason="no C compiler (cc) on PATH: the device step cannot build"
 )
-
-from edgezo import ZO  # noqa: E402
-from edgezo.directions import LFSR, Gaussian, Pool, RNGArray, Xorshift  # noqa: E402
-from edgezo.directions.guided import MomentumGuided  # noqa: E402
-from edgezo.fixedpoint import Requant, quantize_model, trainable_parameters  # noqa: E402
-from edgezo.formats import FixedPointFormat  # noqa: E402
-from edgezo.models import SmallCNN  # noqa: E402
-from edgezo.runtime import clib  # noqa: E402
-from edgezo.runtime.clib import library  # noqa: E402
-from edgezo.runtime.device import DeviceFormat, UnsupportedSource  # noqa: E402
-from edgezo.updates.sparse import sparse_groups  # noqa: E402
 
 SOURCES = {
     "pool": lambda: Pool(size=1021, seed=3),
@@ -230,3 +232,49 @@ def test_no_compiler_is_a_clear_error(monkeypatch):
 
 def test_config_is_fixed_point_formats():
     assert DeviceFormat(z_bits=8, z_max=3.5).config() == FixedPointFormat(8, 3.5).config()
+
+
+# -- the bundle: generated header + main.c, compiled and run, equal to the Python step --------
+def fnv(h: int, data: bytes) -> int:
+    for b in data:
+        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
+    return h
+
+
+@pytest.mark.parametrize(
+    "source,per_channel,sparse", [("pool", True, True), ("array lfsr", False, False)]
+)
+def test_bundle_step_equals_python(tmp_path, source, per_channel, sparse):
+    pairs = pair(source, "sign3", per_channel, sparse)
+    run(pairs, 5)  # away from step 0
+    model, opt = pairs[0]  # the Python path
+    out = write_device_sources(opt, tmp_path / "bundle", model)
+    exe = tmp_path / "step"
+    cmd = ["cc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2",
+           str(out / "main.c"), str(out / "edgezo_step.c"), "-o", str(exe)]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    signs, step = [1, -1, 0], opt.steps
+    losses = iter([2.0, 1.0, 1.0, 2.0, 1.0, 1.0])  # per query: L+, L-  -> signs +1, -1, 0
+    reads = [2166136261]
+    params = trainable_parameters(model)
+
+    def closure():
+        for p in params:
+            reads[0] = fnv(reads[0], p.fixed.perturbation.read(p).numpy().tobytes())
+        return torch.tensor(next(losses))
+
+    opt.step(closure)
+    done = subprocess.run([str(exe), str(out / "weights.bin"), str(step), *map(str, signs),
+                           str(tmp_path / "out.bin")], check=True, capture_output=True, text=True)  # fmt: skip
+    assert f"reads {reads[0]:08x}" in done.stdout
+    want = b"".join(p.data.numpy().tobytes() for p in params)
+    assert (tmp_path / "out.bin").read_bytes() == want
+    info = json.loads((out / "manifest.json").read_text())
+    assert [t["name"] for t in info["tensors"]] == ["weight_q", "bias_q"]
+    assert not re.search(r"\b(float|double)\b", (out / "edgezo_model.h").read_text())
+
+
+def test_bundle_refuses_a_step_main_c_cannot_run(tmp_path):
+    (model, opt), _ = pair("pool", "central", False)
+    with pytest.raises(ValueError, match="estimator='central'"):
+        write_device_sources(opt, tmp_path, model)
