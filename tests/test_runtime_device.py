@@ -278,3 +278,24 @@ def test_bundle_refuses_a_step_main_c_cannot_run(tmp_path):
     (model, opt), _ = pair("pool", "central", False)
     with pytest.raises(ValueError, match="estimator='central'"):
         write_device_sources(opt, tmp_path, model)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    factor=st.one_of(st.floats(1e-6, 3.0), st.floats(2e4, 1e5)),  # k >= 1, and k = 0
+    seed=st.integers(0, 2**16),
+    sparse=st.booleans(),
+)
+def test_decay_equals_python(factor, seed, sparse):
+    """The block multiply-and-shift (k >= 1 and k = 0) on every int16, extremes included."""
+    done = []
+    for fmt in (FixedPointFormat(force=True), DeviceFormat(force=True)):
+        model = head(per_channel=True, seed=seed)
+        params = trainable_parameters(model)
+        params[0].data.view(-1)[:4] = torch.tensor([32767, -32767, 1, -1], dtype=torch.int16)
+        groups = sparse_groups(params, 0.5, "random", seed=seed) if sparse else params
+        opt = ZO(groups, lr=1e-3, eps=1e-3, directions=Pool(1021, seed=0), formats=fmt)
+        opt.formats[0].decay([factor])
+        done.append([p.data.clone() for p in params])
+    for a, b in zip(*done, strict=True):
+        assert torch.equal(a, b)

@@ -26,7 +26,7 @@ SOURCE_DIR = Path(__file__).resolve().parent / "c"
 SOURCES = ("edgezo_step.h", "edgezo_step.c")
 
 #: Flags of the shared library: strict C99, every warning an error.
-FLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic", "-shared", "-fPIC")
+FLAGS = ("-std=c99", "-O3", "-Wall", "-Wextra", "-Werror", "-pedantic", "-shared", "-fPIC")
 
 #: Status codes of the C functions (``enum ez_status``) and what to change.
 STATUS = {

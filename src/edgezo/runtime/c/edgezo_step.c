@@ -148,12 +148,16 @@ static void ez_fill(const ez_source *s, ez_cursor *c, int32_t *z, size_t n)
 {
     size_t i;
     uint32_t r;
-    if (s->kind == EZ_POOL) {
-        for (i = 0; i < n; i++) {
-            z[i] = s->table[c->pos];
-            if (++c->pos == s->size) {
-                c->pos = 0;
+    if (s->kind == EZ_POOL) { /* contiguous runs of the table, wrapping at its end */
+        while (n > 0) {
+            size_t run = s->size - c->pos < n ? (size_t)(s->size - c->pos) : n;
+            const int8_t *from = s->table + c->pos;
+            for (i = 0; i < run; i++) {
+                z[i] = from[i];
             }
+            z += run;
+            n -= run;
+            c->pos = c->pos + run == s->size ? 0 : c->pos + run;
         }
     } else if (ez_is_array(s)) {
         for (i = 0; i < n; i++) {
@@ -223,24 +227,73 @@ int ez_stream(const ez_source *src, uint64_t pos, int32_t *out, size_t n, ez_wor
     return status;
 }
 
-/* -- tensors ------------------------------------------------------------------------------ */
-static int64_t ez_load(const void *data, uint32_t elem, size_t i)
+/* -- tensors, a block of up to EZ_BLOCK elements at a time -------------------------------- */
+static void ez_load(const ez_tensor *t, size_t idx, size_t len, int64_t *w)
 {
-    return elem == 2 ? ((const int16_t *)data)[i] : ((const int8_t *)data)[i];
-}
-
-static void ez_store(void *data, uint32_t elem, size_t i, int64_t v)
-{
-    if (elem == 2) {
-        ((int16_t *)data)[i] = (int16_t)v;
+    size_t i;
+    if (t->elem == 2) {
+        const int16_t *d = (const int16_t *)t->data + idx;
+        for (i = 0; i < len; i++) {
+            w[i] = d[i];
+        }
     } else {
-        ((int8_t *)data)[i] = (int8_t)v;
+        const int8_t *d = (const int8_t *)t->data + idx;
+        for (i = 0; i < len; i++) {
+            w[i] = d[i];
+        }
     }
 }
 
-static int ez_trained(const ez_tensor *t, size_t i)
+static void ez_store(void *data, uint32_t elem, size_t idx, size_t len, const int64_t *v)
 {
-    return t->mask == NULL || ((t->mask[i >> 3] >> (i & 7)) & 1);
+    size_t i;
+    if (elem == 2) {
+        int16_t *d = (int16_t *)data + idx;
+        for (i = 0; i < len; i++) {
+            d[i] = (int16_t)v[i];
+        }
+    } else {
+        int8_t *d = (int8_t *)data + idx;
+        for (i = 0; i < len; i++) {
+            d[i] = (int8_t)v[i];
+        }
+    }
+}
+
+/* x[i] <- sat(requant(x[i])): for k >= 1 the floor shift is done on x + 2**63 (unsigned,
+   well defined) and the offset 2**(63-k) taken off again; branch-free, so it vectorises */
+static void ez_requant_sat(int64_t *x, size_t len, int64_t m, int32_t k, int32_t qmax)
+{
+    size_t i;
+    if (k == 0) {
+        for (i = 0; i < len; i++) {
+            x[i] = ez_sat(ez_requant(x[i], m, 0), qmax);
+        }
+        return;
+    }
+    {
+        const uint64_t half = (uint64_t)1 << (k - 1), sign = (uint64_t)1 << 63;
+        const int64_t bias = (int64_t)1 << (63 - k);
+        for (i = 0; i < len; i++) {
+            int64_t v = (int64_t)((((uint64_t)x[i] * (uint64_t)m + half) ^ sign) >> k) - bias;
+            v = v > qmax ? qmax : v;
+            x[i] = v < -(int64_t)qmax ? -(int64_t)qmax : v;
+        }
+    }
+}
+
+/* masked elements (bit 0) take keep[i] instead of x[i] */
+static void ez_masked(const ez_tensor *t, size_t idx, size_t len, int64_t *x, const int64_t *keep)
+{
+    size_t i;
+    if (t->mask == NULL) {
+        return;
+    }
+    for (i = 0; i < len; i++) {
+        if (!((t->mask[(idx + i) >> 3] >> ((idx + i) & 7)) & 1)) {
+            x[i] = keep[i];
+        }
+    }
 }
 
 static int ez_check_tensor(const ez_tensor *t, size_t factor_rows)
@@ -251,12 +304,26 @@ static int ez_check_tensor(const ez_tensor *t, size_t factor_rows)
     return (factor_rows == 1 || factor_rows == t->rows) ? EZ_OK : EZ_BAD_TENSOR;
 }
 
+/* acc[i] += coef_t * z_t[i] for every term (the next len values of each cursor) */
+static void ez_sum_terms(const ez_source *src, const ez_term *terms, size_t n_terms,
+                         int64_t eps, ez_work *work, int64_t *acc, size_t len)
+{
+    int32_t z[EZ_BLOCK];
+    size_t i, k;
+    for (k = 0; k < n_terms; k++) {
+        int64_t coef = (int64_t)terms[k].net * eps;
+        ez_fill(src, &work->cursors[k], z, len);
+        for (i = 0; i < len; i++) {
+            acc[i] += coef * z[i];
+        }
+    }
+}
+
 int ez_read(const ez_source *src, const ez_tensor *t, void *out, const ez_read_params *rp,
             const ez_term *terms, size_t n_terms, ez_work *work)
 {
-    int64_t acc[EZ_BLOCK], coef, w;
-    int32_t z[EZ_BLOCK];
-    size_t row, c0, i, k, len, idx;
+    int64_t acc[EZ_BLOCK], w[EZ_BLOCK];
+    size_t row, c0, i, len, idx;
     int status = ez_check_tensor(t, rp->eps_count);
     if (status == EZ_OK && n_terms > 0) {
         status = ez_start(src, terms, n_terms, work);
@@ -269,32 +336,33 @@ int ez_read(const ez_source *src, const ez_tensor *t, void *out, const ez_read_p
         for (c0 = 0; c0 < t->cols; c0 += len) {
             len = t->cols - c0 < EZ_BLOCK ? t->cols - c0 : EZ_BLOCK;
             idx = row * t->cols + c0;
+            ez_load(t, idx, len, w);
             for (i = 0; i < len; i++) {
-                acc[i] = ez_load(t->data, t->elem, idx + i) * (int64_t)rp->one;
+                acc[i] = w[i] * (int64_t)rp->one;
             }
-            for (k = 0; k < n_terms; k++) {
-                coef = (int64_t)terms[k].net * eps;
-                ez_fill(src, &work->cursors[k], z, len);
-                for (i = 0; i < len; i++) {
-                    acc[i] += coef * z[i];
-                }
-            }
-            for (i = 0; i < len; i++) {
-                w = ez_load(t->data, t->elem, idx + i);
-                acc[i] = ez_sat(ez_requant(acc[i], rp->m_dz, rp->k_dz), t->qmax);
-                ez_store(out, t->elem, idx + i, ez_trained(t, idx + i) ? acc[i] : w);
-            }
+            ez_sum_terms(src, terms, n_terms, eps, work, acc, len);
+            ez_requant_sat(acc, len, rp->m_dz, rp->k_dz, t->qmax);
+            ez_masked(t, idx, len, acc, w);
+            ez_store(out, t->elem, idx, len, acc);
         }
     }
     return EZ_OK;
 }
 
+/* w[i] <- sat(w[i] - change[i]) */
+static void ez_subtract(int64_t *w, const int64_t *change, size_t len, int32_t qmax)
+{
+    size_t i;
+    for (i = 0; i < len; i++) {
+        w[i] = ez_sat(w[i] - change[i], qmax);
+    }
+}
+
 int ez_update(const ez_source *src, ez_tensor *t, const ez_factors *f, const ez_term *terms,
               size_t n_terms, ez_work *work)
 {
-    int64_t g[EZ_BLOCK], change;
-    int32_t z[EZ_BLOCK];
-    size_t row, c0, i, k, len, idx, fr;
+    int64_t g[EZ_BLOCK], w[EZ_BLOCK], zero[EZ_BLOCK] = {0};
+    size_t row, c0, i, len, idx, fr;
     int status = ez_check_tensor(t, f->count);
     if (status == EZ_OK) {
         status = ez_start(src, terms, n_terms, work);
@@ -310,17 +378,12 @@ int ez_update(const ez_source *src, ez_tensor *t, const ez_factors *f, const ez_
             for (i = 0; i < len; i++) {
                 g[i] = 0;
             }
-            for (k = 0; k < n_terms; k++) {
-                ez_fill(src, &work->cursors[k], z, len);
-                for (i = 0; i < len; i++) {
-                    g[i] += (int64_t)terms[k].net * z[i];
-                }
-            }
-            for (i = 0; i < len; i++) {
-                change = ez_trained(t, idx + i) ? ez_requant(g[i], f->m[fr], f->k[fr]) : 0;
-                change = ez_sat(ez_load(t->data, t->elem, idx + i) - change, t->qmax);
-                ez_store(t->data, t->elem, idx + i, change);
-            }
+            ez_sum_terms(src, terms, n_terms, 1, work, g, len);
+            ez_requant_sat(g, len, f->m[fr], f->k[fr], INT32_MAX); /* |change| < 2**31 */
+            ez_masked(t, idx, len, g, zero);
+            ez_load(t, idx, len, w);
+            ez_subtract(w, g, len, t->qmax);
+            ez_store(t->data, t->elem, idx, len, w);
         }
     }
     return EZ_OK;
@@ -328,20 +391,23 @@ int ez_update(const ez_source *src, ez_tensor *t, const ez_factors *f, const ez_
 
 int ez_decay(ez_tensor *t, const ez_factors *f)
 {
-    size_t row, i, idx;
-    int64_t w, change;
+    int64_t g[EZ_BLOCK], w[EZ_BLOCK], zero[EZ_BLOCK] = {0};
+    size_t row, c0, len, idx, fr;
     int status = ez_check_tensor(t, f->count);
     if (status != EZ_OK) {
         return status;
     }
     for (row = 0; row < t->rows; row++) {
-        int64_t m = f->m[f->count > 1 ? row : 0];
-        int32_t k = f->k[f->count > 1 ? row : 0];
-        for (i = 0; i < t->cols; i++) {
-            idx = row * t->cols + i;
-            w = ez_load(t->data, t->elem, idx);
-            change = ez_trained(t, idx) ? ez_requant(w, m, k) : 0;
-            ez_store(t->data, t->elem, idx, ez_sat(w - change, t->qmax));
+        fr = f->count > 1 ? row : 0;
+        for (c0 = 0; c0 < t->cols; c0 += len) {
+            len = t->cols - c0 < EZ_BLOCK ? t->cols - c0 : EZ_BLOCK;
+            idx = row * t->cols + c0;
+            ez_load(t, idx, len, w);
+            ez_load(t, idx, len, g);
+            ez_requant_sat(g, len, f->m[fr], f->k[fr], INT32_MAX);
+            ez_masked(t, idx, len, g, zero);
+            ez_subtract(w, g, len, t->qmax);
+            ez_store(t->data, t->elem, idx, len, w);
         }
     }
     return EZ_OK;
