@@ -105,13 +105,17 @@ class Source(ctypes.Structure):
 
 
 class Term(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_uint64), ("net", ctypes.c_int32)]
+    _fields_ = [
+        ("base", ctypes.c_uint64), ("step", ctypes.c_uint64), ("query", ctypes.c_uint64),
+        ("net", ctypes.c_int32),
+    ]  # fmt: skip
 
 
 class Cursor(ctypes.Structure):
     _fields_ = [
         ("pos", ctypes.c_uint64), ("reg", ctypes.c_uint32), ("j", ctypes.c_uint32),
-        ("cm", ctypes.c_uint32), ("regs", ctypes.c_void_p),
+        ("cm", ctypes.c_uint32), ("regs", ctypes.c_void_p), ("step", ctypes.c_uint64),
+        ("query", ctypes.c_uint64), ("k1", ctypes.c_uint32), ("k2", ctypes.c_uint32),
     ]  # fmt: skip
 
 

@@ -12,7 +12,7 @@ FixedPointFormat's, so checkpoints move between the two.
 
 Supported: sources :class:`~edgezo.directions.Pool` (not ``scale='perturbation'``),
 :class:`~edgezo.directions.LFSR`, :class:`~edgezo.directions.Xorshift`,
-:class:`~edgezo.directions.RNGArray`; estimators central, forward and sign (any
+:class:`~edgezo.directions.RNGArray`, :class:`~edgezo.directions.Rademacher`; estimators central, forward and sign (any
 ``m``), sparse masks, momentum by replay, weight decay; int8 and int16 weights.
 """
 
@@ -73,11 +73,11 @@ class DeviceTensor:
         return ctypes.byref(self.struct)
 
 
-def terms_array(items: Sequence[tuple[int, int]]) -> ctypes.Array:
-    """``(base, net)`` pairs as a C ``ez_term`` array."""
+def terms_array(items: Sequence[tuple[int, int, int, int]]) -> ctypes.Array:
+    """``(base, step, query, net)`` rows as a C ``ez_term`` array."""
     out = (Term * max(1, len(items)))()
-    for t, (base, net) in enumerate(items):
-        out[t].base, out[t].net = base, net
+    for t, (base, step, query, net) in enumerate(items):
+        out[t].base, out[t].step, out[t].query, out[t].net = base, step, query, net
     return out
 
 
@@ -95,7 +95,7 @@ class DeviceRead:
     source: DeviceSource
     tensor: DeviceTensor
     params: ReadParams
-    terms: tuple[tuple[int, int], ...]  #: ``(stream position of element 0, net)``
+    terms: tuple[tuple[int, int, int, int], ...]  #: ``(base, step, query, net)``
 
     def read(self, p: FixedPointParameter) -> Tensor:
         """``sat(requant_dz(w_q * 1_q + sum net * eps_q * z_q))`` into a fresh buffer."""
@@ -155,7 +155,8 @@ class DeviceFormat(FixedPointFormat):
         """Layers read their perturbed integers through :class:`DeviceRead` (the C step)."""
         nets = tuple(self.active.items())
         for seg, tensor, params in zip(self.segments, self.tensors, self.read_params, strict=True):
-            terms = tuple((self.directions.position(s, q, seg.offset), n) for (s, q), n in nets)
+            src = self.device_source
+            terms = tuple(src.term(self.directions, s, q, seg.offset, n) for (s, q), n in nets)
             seg.param.fixed.perturbation = DeviceRead(self.device_source, tensor, params, terms)
 
     @torch.no_grad()
@@ -173,7 +174,7 @@ class DeviceFormat(FixedPointFormat):
             if lr == 0.0 or delta == 0.0:
                 continue
             live = [
-                (self.directions.position(step, query, seg.offset), n)
+                self.device_source.term(self.directions, step, query, seg.offset, n)
                 for (step, query, _), n in zip(terms, numerators, strict=True)
                 if n
             ]

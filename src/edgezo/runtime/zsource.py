@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..directions import LFSR, Directions, Pool, RNGArray, Xorshift
+from ..directions import LFSR, Directions, Pool, Rademacher, RNGArray, Xorshift
 from ..formats.fixedpoint import ZFormat, saturate
 from .clib import Cursor, Source, Work
 
-KINDS = {"pool": 0, "lfsr": 1, "xorshift": 2, "array lfsr": 3, "array xorshift": 4}
+KINDS = {"pool": 0, "lfsr": 1, "xorshift": 2, "array lfsr": 3, "array xorshift": 4, "rademacher": 5}
 
 #: Widest hardware output that gets a lookup table (``2**12`` bytes) when not native.
 TABLE_BITS = 12
@@ -48,6 +48,8 @@ class DeviceSource:
             return cls.pool(directions, zf)
         if isinstance(directions, (LFSR, Xorshift, RNGArray)):
             return cls.hardware(directions, zf)
+        if type(directions) is Rademacher:
+            return cls.rademacher(directions, zf)
         raise UnsupportedSource(refusal(directions))
 
     @classmethod
@@ -80,6 +82,29 @@ class DeviceSource:
         if table is not None:
             src.table = table.ctypes.data
         return cls(src, seeds, table)
+
+    @classmethod
+    def rademacher(cls, rad: Rademacher, zf: ZFormat) -> DeviceSource:
+        """The counter source: C hashes ``(seed, step, query, i)``; ``z_q`` of +1 and -1 here."""
+        check_int8(zf, "Rademacher's +/-1")
+        z = torch.tensor([1.0, -1.0])  # bit 31 of the hash word: 0 -> +1, 1 -> -1
+        table = saturate(torch.round(z / zf.dz), zf.bits).to(torch.int8).numpy().copy()
+        seeds = np.array([rad.seed & 0xFFFFFFFF, rad.seed >> 32], dtype=np.uint32)
+        src = Source(kind=KINDS["rademacher"], n_regs=1)
+        src.seeds, src.table = seeds.ctypes.data, table.ctypes.data
+        return cls(src, seeds, table)
+
+    @property
+    def counter(self) -> bool:
+        """Whether ``z`` is hashed from the global index (not read from a stream)."""
+        return self.source.kind == KINDS["rademacher"]
+
+    def term(self, directions: Directions, step: int, query: int, offset: int, net: int) -> tuple:
+        """``(base, step, query, net)`` of a tensor starting at global index ``offset``."""
+        base = offset if self.counter else directions.position(step, query, offset)
+        if not 0 <= base < 1 << 64:
+            raise ValueError(f"stream position {base} of step {step} exceeds 64 bits")
+        return (base, step, query, net)
 
     def work(self, terms: int) -> Work:
         """A work area for ``terms`` terms (grown as needed, kept between calls)."""
@@ -130,7 +155,7 @@ def refusal(directions: Directions) -> str:
             "Python path (FixedPointFormat), or use Pool, LFSR, Xorshift or RNGArray."
         )
     return (
-        f"The device step makes z from Pool, LFSR, Xorshift or RNGArray; {kind} hashes float "
-        "numbers on the host. Use one of those (PeZO's pool: Pool(size=1021)) with DeviceFormat, "
+        f"The device step makes z from Pool, LFSR, Xorshift, RNGArray or Rademacher; {kind} "
+        "needs float functions of its hash (erfinv, a uniform's scale) that it does not reproduce. Use one of those (PeZO's pool: Pool(size=1021)) with DeviceFormat, "
         "or FixedPointFormat for this source."
     )

@@ -46,9 +46,15 @@ static int weights_io(const char *path, int write)
     return done != 0;
 }
 
-static uint64_t base_of(uint64_t step, uint64_t query, size_t t)
+/* term of query q of tensor t: stream position of its element 0 (counter: global index) */
+static ez_term term_of(uint64_t step, uint64_t query, size_t t, int32_t net)
 {
-    return (step * EZ_SLOTS + query) * EZ_DIM + ez_offsets[t];
+    ez_term term;
+    term.base = EZ_COUNTER ? ez_offsets[t] : (step * EZ_SLOTS + query) * EZ_DIM + ez_offsets[t];
+    term.step = step;
+    term.query = query;
+    term.net = net;
+    return term;
 }
 
 int main(int argc, char **argv)
@@ -67,8 +73,7 @@ int main(int argc, char **argv)
     for (q = 0; q < EZ_QUERIES; q++) { /* the perturbed reads the forwards would run on */
         for (sign = 1; sign >= -1; sign -= 2) {
             for (t = 0; t < EZ_N_TENSORS; t++) {
-                terms[0].base = base_of(step, q, t);
-                terms[0].net = sign;
+                terms[0] = term_of(step, q, t, sign);
                 status |= ez_read(&ez_src, &ez_tensors[t], ez_reads[t], &ez_read_consts[t], terms, 1,
                                   &work);
                 reads = fnv(reads, ez_reads[t], bytes_of(t));
@@ -79,8 +84,7 @@ int main(int argc, char **argv)
         for (q = 0, live = 0; q < EZ_QUERIES; q++) {
             sign = atoi(argv[3 + q]);
             if (sign != 0) {
-                terms[live].base = base_of(step, q, t);
-                terms[live++].net = sign > 0 ? 1 : -1;
+                terms[live++] = term_of(step, q, t, sign > 0 ? 1 : -1);
             }
         }
         if (live > 0) {

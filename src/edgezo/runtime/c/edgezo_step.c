@@ -123,11 +123,46 @@ static void ez_jump(const ez_source *s, uint64_t e, uint32_t *states, size_t cou
     }
 }
 
-/* -- cursors: seek once, then read sequentially --------------------------------------- */
-static void ez_seek(const ez_source *s, ez_cursor *c, uint64_t pos)
+/* -- the counter hash (edgezo.directions.hashing), 64-bit and 32-bit words ------------------- */
+static uint64_t ez_splitmix64(uint64_t x)
 {
+    x += UINT64_C(0x9E3779B97F4A7C15);
+    x = (x ^ (x >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    x = (x ^ (x >> 27)) * UINT64_C(0x94D049BB133111EB);
+    return x ^ (x >> 31);
+}
+
+static uint32_t ez_lowbias32(uint32_t x)
+{
+    x ^= x >> 16;
+    x = (uint32_t)((x * UINT32_C(0x7FEB352D)) & UINT32_C(0xFFFFFFFF));
+    x ^= x >> 15;
+    x = (uint32_t)((x * UINT32_C(0x846CA68B)) & UINT32_C(0xFFFFFFFF));
+    return x ^ (x >> 16);
+}
+
+/* the keys of (step, query) for indices block * 2**32 + [0, 2**32) */
+static void ez_keys(const ez_source *s, ez_cursor *c, uint64_t block)
+{
+    uint64_t h = ez_splitmix64(((uint64_t)s->seeds[1] << 32) | s->seeds[0]);
+    h = ez_splitmix64(h ^ c->step);
+    h = ez_splitmix64(h ^ c->query);
+    h = ez_splitmix64(h ^ block);
+    c->k1 = (uint32_t)(h & UINT32_C(0xFFFFFFFF));
+    c->k2 = (uint32_t)(h >> 32);
+}
+
+/* -- cursors: seek once, then read sequentially --------------------------------------- */
+static void ez_seek(const ez_source *s, ez_cursor *c, const ez_term *term)
+{
+    uint64_t pos = term->base;
     uint32_t r;
-    if (s->kind == EZ_POOL) {
+    if (s->kind == EZ_RADEMACHER) {
+        c->pos = pos;
+        c->step = term->step;
+        c->query = term->query;
+        ez_keys(s, c, pos >> 32);
+    } else if (s->kind == EZ_POOL) {
         c->pos = pos % s->size;
     } else if (ez_is_array(s)) {
         uint64_t cycle = pos / s->n_regs;
@@ -159,6 +194,14 @@ static void ez_fill(const ez_source *s, ez_cursor *c, int32_t *z, size_t n)
             n -= run;
             c->pos = c->pos + run == s->size ? 0 : c->pos + run;
         }
+    } else if (s->kind == EZ_RADEMACHER) {
+        for (i = 0; i < n; i++) {
+            uint32_t x = ez_lowbias32((uint32_t)(c->pos & UINT32_C(0xFFFFFFFF)) ^ c->k1);
+            z[i] = s->table[ez_lowbias32(x ^ c->k2) >> 31];
+            if (((++c->pos) & UINT32_C(0xFFFFFFFF)) == 0) {
+                ez_keys(s, c, c->pos >> 32);
+            }
+        }
     } else if (ez_is_array(s)) {
         for (i = 0; i < n; i++) {
             r = c->j + c->cm;
@@ -183,6 +226,9 @@ static int ez_check_source(const ez_source *s)
 {
     if (s->kind == EZ_POOL) {
         return (s->size > 0 && s->table != NULL) ? EZ_OK : EZ_BAD_SOURCE;
+    }
+    if (s->kind == EZ_RADEMACHER) {
+        return (s->table != NULL && s->seeds != NULL) ? EZ_OK : EZ_BAD_SOURCE;
     }
     if (s->kind < EZ_LFSR || s->kind > EZ_ARRAY_XORSHIFT || s->seeds == NULL || s->n_regs < 1) {
         return EZ_BAD_SOURCE;
@@ -209,17 +255,16 @@ static int ez_start(const ez_source *s, const ez_term *terms, size_t n_terms, ez
     }
     for (t = 0; t < n_terms; t++) {
         work->cursors[t].regs = ez_is_array(s) ? work->words + t * s->n_regs : NULL;
-        ez_seek(s, &work->cursors[t], terms[t].base);
+        ez_seek(s, &work->cursors[t], &terms[t]);
     }
     return EZ_OK;
 }
 
 int ez_stream(const ez_source *src, uint64_t pos, int32_t *out, size_t n, ez_work *work)
 {
-    ez_term one;
+    ez_term one = {0, 0, 0, 1};
     int status;
     one.base = pos;
-    one.net = 1;
     status = ez_start(src, &one, 1, work);
     if (status == EZ_OK) {
         ez_fill(src, &work->cursors[0], out, n);
@@ -418,6 +463,8 @@ uint64_t ez_state_bytes(const ez_source *src, size_t terms, size_t rows, uint64_
     uint64_t bytes = sizeof(ez_source) + 8; /* the source and the step counter */
     if (src->kind == EZ_POOL) {
         bytes += src->size;
+    } else if (src->kind == EZ_RADEMACHER) {
+        bytes += 8 + 2; /* the seed, and z_q of +1 and -1 */
     } else {
         bytes += (uint64_t)4 * src->n_regs;
         if (src->table != NULL) {

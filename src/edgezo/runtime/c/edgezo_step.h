@@ -22,6 +22,9 @@
  *   EZ_XORSHIFT      xorshift32 (13, 17, 5), high `bits` bits out
  *   EZ_ARRAY_*       PeZO's rotating array of n such registers:
  *                    S[c*n + j] = u_{(j + c) mod n}(c)
+ *   EZ_RADEMACHER    the counter source: bit 31 of edgezo's integer hash of
+ *                    (seed, step, query, global index i) picks table[0] (z = +1)
+ *                    or table[1] (z = -1); base is then the index of element 0
  * A hardware output u becomes v = 2u + 1 - 2**bits (native odd integers), or
  * table[u] when Python supplied a lookup table (non-native widths).
  * Any position is reached by a jump M**k over GF(2), with M (the one-cycle map,
@@ -39,7 +42,14 @@ extern "C" {
 
 #define EZ_VERSION 1
 
-enum ez_kind { EZ_POOL = 0, EZ_LFSR = 1, EZ_XORSHIFT = 2, EZ_ARRAY_LFSR = 3, EZ_ARRAY_XORSHIFT = 4 };
+enum ez_kind {
+    EZ_POOL = 0,
+    EZ_LFSR = 1,
+    EZ_XORSHIFT = 2,
+    EZ_ARRAY_LFSR = 3,
+    EZ_ARRAY_XORSHIFT = 4,
+    EZ_RADEMACHER = 5
+};
 
 enum ez_status {
     EZ_OK = 0,
@@ -56,14 +66,16 @@ typedef struct {
     uint32_t taps;         /* Galois mask of an LFSR */
     uint32_t steps;        /* LFSR steps per clock cycle */
     uint32_t n_regs;       /* registers: 1, or the array's n */
-    const uint32_t *seeds; /* n_regs register seeds */
+    const uint32_t *seeds; /* n_regs register seeds; Rademacher: the seed's low, high words */
     const int8_t *table;   /* pool z_q (EZ_POOL), or u -> z_q lookup; NULL: native v */
     uint64_t size;         /* pool size P (EZ_POOL) */
 } ez_source;
 
-/* One term: the stream position of the tensor's element 0, and its integer weight. */
+/* One term: the stream position of the tensor's element 0 (counter sources: its global
+   index, with step and query), and its integer weight. */
 typedef struct {
     uint64_t base;
+    uint64_t step, query;
     int32_t net;
 } ez_term;
 
@@ -73,6 +85,8 @@ typedef struct {
     uint32_t reg;   /* single register: state */
     uint32_t j, cm; /* array: position in the cycle, cycle mod n */
     uint32_t *regs; /* array: the n register states of the current cycle */
+    uint64_t step, query; /* counter: the perturbation, and its two keys */
+    uint32_t k1, k2;
 } ez_cursor;
 
 /* Scratch for up to `terms` terms: `cursors[terms]`, `words[terms * n_regs]`. */
