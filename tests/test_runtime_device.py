@@ -321,3 +321,11 @@ def test_far_stream_positions_equal_python(source, pos):
     else:
         want = torch.cat([zf.integers(directions, pos + i, 0, 0, 1) for i in range(10)])
     assert got.tolist() == want.tolist()
+
+
+def test_checkpoints_move_between_python_and_c():
+    (pm, po), (cm, co) = pair("pool", "sign3", True)
+    run([(pm, po), (cm, co)], 20)
+    state = po.state_dict()
+    co.load_state_dict(state)  # same settings: FixedPointFormat's config
+    run([(pm, po), (cm, co)], 20)

@@ -68,7 +68,13 @@ class DeviceTensor:
         return cls(struct, mask, eps_q.reshape(-1).to(torch.int32).numpy().copy())
 
     def bind(self, data: Tensor) -> ctypes.pointer:
-        """The struct pointing at ``data``'s current storage."""
+        """The struct pointing at ``data``'s current storage (host memory only)."""
+        if data.device.type != "cpu" or not data.is_contiguous():
+            raise ValueError(
+                f"The C device step reads and writes host memory, but a tensor of shape "
+                f"{tuple(data.shape)} is on {data.device} (or not contiguous): keep the integer "
+                "weights on the CPU (model.cpu()) to train with DeviceFormat."
+            )
         self.struct.data = data.data_ptr()
         return ctypes.byref(self.struct)
 
@@ -118,16 +124,15 @@ class DeviceFormat(FixedPointFormat):
     :class:`UnsupportedSource` for a direction source the integer step cannot
     reproduce (MomentumGuided, counter sources, ``Pool(scale='perturbation')``).
 
-    Example:
-        >>> import torch
-        >>> from edgezo import ZO
-        >>> from edgezo.directions import Pool
-        >>> from edgezo.fixedpoint import quantize_model, trainable_parameters
-        >>> net = quantize_model(torch.nn.Linear(64, 4), activation_bits=None)
-        >>> opt = ZO(trainable_parameters(net), lr=1e-2, eps=1e-2, estimator="sign",
-        ...          directions=Pool(size=1021, seed=0), formats=DeviceFormat())
-        >>> [f.name for f in opt.formats]
-        ['fixed point (C)']
+    Example (needs a C compiler, so not run as a doctest)::
+
+        from edgezo import ZO
+        from edgezo.directions import Pool
+        from edgezo.fixedpoint import quantize_model, trainable_parameters
+        net = quantize_model(torch.nn.Linear(64, 4), activation_bits=None)
+        opt = ZO(trainable_parameters(net), lr=1e-2, eps=1e-2, estimator="sign", queries=3,
+                 directions=Pool(size=1021, seed=0), formats=DeviceFormat())
+        opt.formats[0].state_bytes()  # what the device keeps beyond inference
     """
 
     name = "fixed point (C)"
