@@ -24,7 +24,7 @@ import torch
 from _common import emit_json
 
 from edgezo import ZO
-from edgezo.directions import LFSR, Pool, RNGArray, Xorshift
+from edgezo.directions import LFSR, Pool, Rademacher, RNGArray, Xorshift
 from edgezo.fixedpoint import quantize_model, trainable_parameters
 from edgezo.formats import FixedPointFormat
 from edgezo.models import SmallCNN
@@ -36,6 +36,7 @@ SOURCES = {
     "lfsr 7-bit (native)": lambda: LFSR(width=16, seed=1, bits=7),
     "xorshift 8-bit (table)": lambda: Xorshift(seed=1, bits=8),
     "rng array 16 x lfsr": lambda: RNGArray(n=16, rng="lfsr", bits=7, seed=0),
+    "rademacher (hash)": lambda: Rademacher(seed=0),
 }
 
 

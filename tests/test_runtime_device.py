@@ -329,3 +329,18 @@ def test_checkpoints_move_between_python_and_c():
     state = po.state_dict()
     co.load_state_dict(state)  # same settings: FixedPointFormat's config
     run([(pm, po), (cm, co)], 20)
+
+
+@pytest.mark.parametrize("steps", [1, 3, 8, 11, 16, 29])
+def test_lfsr_cycles_of_any_length_equal_python(steps):
+    """The LFSR's cycle in chunks of up to 8 steps (table) plus single steps."""
+    lfsr = LFSR(width=29, seed=12345, bits=6, steps_per_cycle=steps).bind(1, 1)
+    zf = ZFormat.of(lfsr, 8, 3.5)
+    src = DeviceSource.of(lfsr, zf)
+    got = np.zeros(300, dtype=np.int32)
+    assert library().ez_stream(ctypes.byref(src.source), 10**9, got.ctypes.data, 300,
+                               ctypes.byref(src.work(1))) == 0  # fmt: skip
+    assert (
+        got.tolist()
+        == lfsr.integers(10**9, 0, 0, 1).tolist() + lfsr.signed(10**9 + 1, 299).tolist()
+    )

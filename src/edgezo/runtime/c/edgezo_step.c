@@ -51,12 +51,8 @@ static uint32_t ez_cycle(const ez_source *s, uint32_t x)
 {
     uint32_t i;
     if (ez_is_lfsr(s)) {
-        for (i = 0; i < s->steps; i++) {
-            uint32_t lsb = x & (uint32_t)1;
-            x >>= 1;
-            if (lsb) {
-                x ^= s->taps;
-            }
+        for (i = 0; i < s->steps; i++) { /* lsb = x & 1; x >>= 1; if (lsb) x ^= taps */
+            x = (x >> 1) ^ (s->taps & ((uint32_t)0 - (x & (uint32_t)1)));
         }
         return x;
     }
@@ -64,6 +60,52 @@ static uint32_t ez_cycle(const ez_source *s, uint32_t x)
     x ^= x >> 17;
     x ^= (uint32_t)((x << 5) & UINT32_C(0xFFFFFFFF));
     return x;
+}
+
+/* A leap-forward LFSR's cycle of `steps` steps, c = min(steps, 8) at a time: c steps map
+   x to (x >> c) ^ t8[x & (2**c - 1)] (the high bits only shift; the low bits' feedback is
+   linear), with t8 built on the caller's stack per call (EZ_LFSR_TABLE 0: bit by bit). */
+#ifndef EZ_LFSR_TABLE
+#define EZ_LFSR_TABLE 1
+#endif
+
+static int ez_fast_lfsr(const ez_source *s)
+{
+    return EZ_LFSR_TABLE && (s->kind == EZ_LFSR || s->kind == EZ_ARRAY_LFSR) && s->steps >= 2;
+}
+
+static uint32_t ez_chunk(const ez_source *s)
+{
+    return s->steps < 8 ? s->steps : 8;
+}
+
+static void ez_lfsr_table(const ez_source *s, uint32_t *t8)
+{
+    uint32_t v, i, x, c = ez_chunk(s);
+    if (!ez_fast_lfsr(s)) {
+        return;
+    }
+    for (v = 0; v < ((uint32_t)1 << c); v++) {
+        for (x = v, i = 0; i < c; i++) {
+            x = (x >> 1) ^ (s->taps & ((uint32_t)0 - (x & (uint32_t)1)));
+        }
+        t8[v] = x;
+    }
+}
+
+static uint32_t ez_next(const ez_source *s, const uint32_t *t8, uint32_t x)
+{
+    uint32_t i = 0, c = ez_chunk(s), low = ((uint32_t)1 << c) - 1;
+    if (ez_fast_lfsr(s)) {
+        for (; i + c <= s->steps; i += c) {
+            x = (x >> c) ^ t8[x & low];
+        }
+        for (; i < s->steps; i++) {
+            x = (x >> 1) ^ (s->taps & ((uint32_t)0 - (x & (uint32_t)1)));
+        }
+        return x;
+    }
+    return ez_cycle(s, x);
 }
 
 static uint32_t ez_width(const ez_source *s)
@@ -179,7 +221,7 @@ static void ez_seek(const ez_source *s, ez_cursor *c, const ez_term *term)
     }
 }
 
-static void ez_fill(const ez_source *s, ez_cursor *c, int32_t *z, size_t n)
+static void ez_fill(const ez_source *s, const uint32_t *t8, ez_cursor *c, int32_t *z, size_t n)
 {
     size_t i;
     uint32_t r;
@@ -210,13 +252,13 @@ static void ez_fill(const ez_source *s, ez_cursor *c, int32_t *z, size_t n)
                 c->j = 0;
                 c->cm = c->cm + 1 == s->n_regs ? 0 : c->cm + 1;
                 for (r = 0; r < s->n_regs; r++) {
-                    c->regs[r] = ez_cycle(s, c->regs[r]);
+                    c->regs[r] = ez_next(s, t8, c->regs[r]);
                 }
             }
         }
     } else {
         for (i = 0; i < n; i++) {
-            c->reg = ez_cycle(s, c->reg);
+            c->reg = ez_next(s, t8, c->reg);
             z[i] = ez_output(s, c->reg);
         }
     }
@@ -263,11 +305,13 @@ static int ez_start(const ez_source *s, const ez_term *terms, size_t n_terms, ez
 int ez_stream(const ez_source *src, uint64_t pos, int32_t *out, size_t n, ez_work *work)
 {
     ez_term one = {0, 0, 0, 1};
+    uint32_t t8[256];
     int status;
     one.base = pos;
     status = ez_start(src, &one, 1, work);
     if (status == EZ_OK) {
-        ez_fill(src, &work->cursors[0], out, n);
+        ez_lfsr_table(src, t8);
+        ez_fill(src, t8, &work->cursors[0], out, n);
     }
     return status;
 }
@@ -350,14 +394,14 @@ static int ez_check_tensor(const ez_tensor *t, size_t factor_rows)
 }
 
 /* acc[i] += coef_t * z_t[i] for every term (the next len values of each cursor) */
-static void ez_sum_terms(const ez_source *src, const ez_term *terms, size_t n_terms,
-                         int64_t eps, ez_work *work, int64_t *acc, size_t len)
+static void ez_sum_terms(const ez_source *src, const uint32_t *t8, const ez_term *terms,
+                         size_t n_terms, int64_t eps, ez_work *work, int64_t *acc, size_t len)
 {
     int32_t z[EZ_BLOCK];
     size_t i, k;
     for (k = 0; k < n_terms; k++) {
         int64_t coef = (int64_t)terms[k].net * eps;
-        ez_fill(src, &work->cursors[k], z, len);
+        ez_fill(src, t8, &work->cursors[k], z, len);
         for (i = 0; i < len; i++) {
             acc[i] += coef * z[i];
         }
@@ -368,6 +412,7 @@ int ez_read(const ez_source *src, const ez_tensor *t, void *out, const ez_read_p
             const ez_term *terms, size_t n_terms, ez_work *work)
 {
     int64_t acc[EZ_BLOCK], w[EZ_BLOCK];
+    uint32_t t8[256];
     size_t row, c0, i, len, idx;
     int status = ez_check_tensor(t, rp->eps_count);
     if (status == EZ_OK && n_terms > 0) {
@@ -376,6 +421,7 @@ int ez_read(const ez_source *src, const ez_tensor *t, void *out, const ez_read_p
     if (status != EZ_OK) {
         return status;
     }
+    ez_lfsr_table(src, t8);
     for (row = 0; row < t->rows; row++) {
         int64_t eps = rp->eps_q[rp->eps_count > 1 ? row : 0];
         for (c0 = 0; c0 < t->cols; c0 += len) {
@@ -385,7 +431,7 @@ int ez_read(const ez_source *src, const ez_tensor *t, void *out, const ez_read_p
             for (i = 0; i < len; i++) {
                 acc[i] = w[i] * (int64_t)rp->one;
             }
-            ez_sum_terms(src, terms, n_terms, eps, work, acc, len);
+            ez_sum_terms(src, t8, terms, n_terms, eps, work, acc, len);
             ez_requant_sat(acc, len, rp->m_dz, rp->k_dz, t->qmax);
             ez_masked(t, idx, len, acc, w);
             ez_store(out, t->elem, idx, len, acc);
@@ -407,6 +453,7 @@ int ez_update(const ez_source *src, ez_tensor *t, const ez_factors *f, const ez_
               size_t n_terms, ez_work *work)
 {
     int64_t g[EZ_BLOCK], w[EZ_BLOCK], zero[EZ_BLOCK] = {0};
+    uint32_t t8[256];
     size_t row, c0, i, len, idx, fr;
     int status = ez_check_tensor(t, f->count);
     if (status == EZ_OK) {
@@ -415,6 +462,7 @@ int ez_update(const ez_source *src, ez_tensor *t, const ez_factors *f, const ez_
     if (status != EZ_OK) {
         return status;
     }
+    ez_lfsr_table(src, t8);
     for (row = 0; row < t->rows; row++) {
         fr = f->count > 1 ? row : 0;
         for (c0 = 0; c0 < t->cols; c0 += len) {
@@ -423,7 +471,7 @@ int ez_update(const ez_source *src, ez_tensor *t, const ez_factors *f, const ez_
             for (i = 0; i < len; i++) {
                 g[i] = 0;
             }
-            ez_sum_terms(src, terms, n_terms, 1, work, g, len);
+            ez_sum_terms(src, t8, terms, n_terms, 1, work, g, len);
             ez_requant_sat(g, len, f->m[fr], f->k[fr], INT32_MAX); /* |change| < 2**31 */
             ez_masked(t, idx, len, g, zero);
             ez_load(t, idx, len, w);
