@@ -5,7 +5,10 @@ The C step makes ``z_q`` itself, bit-identical to
 setup, what needs floats: the pool's quantized table ``sat(round(pool / dz))``,
 or, for a hardware source whose outputs are wider than ``z``'s bits, the lookup
 ``u -> z_q`` (``2**bits`` int8 values, ``bits <= 12``). Native odd integers
-``v = 2u + 1 - 2**bits`` need no table. What cannot be bit-exact in integers is
+``v = 2u + 1 - 2**bits`` need no table; Rademacher's ``z = +/-1`` is hashed in C
+from ``(seed, step, query, i)`` with edgezo's integer hash, and only its two
+``z_q`` come from Python. What cannot be bit-exact in integers (Gaussian and
+Uniform need float functions of the hash; MomentumGuided a float history) is
 refused with the reason.
 """
 

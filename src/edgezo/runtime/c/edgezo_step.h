@@ -28,7 +28,14 @@
  * A hardware output u becomes v = 2u + 1 - 2**bits (native odd integers), or
  * table[u] when Python supplied a lookup table (non-native widths).
  * Any position is reached by a jump M**k over GF(2), with M (the one-cycle map,
- * <= 32 words) built on the fly on the stack: nothing but seeds is stored.
+ * <= 32 words) built on the fly on the stack: nothing but seeds is stored, so any
+ * (step, query) -- a past step replayed by an update rule included -- costs
+ * O(width**2 log k) to reach.
+ *
+ * Memory: the device keeps the source (pool table or seeds), one cursor per term
+ * and the per-row constants (ez_state_bytes counts them). A call uses about 2.5 KB
+ * of stack (EZ_BLOCK = 64 elements of int64 sums, and a 1 KB table of 8 LFSR steps,
+ * which -DEZ_LFSR_TABLE=0 turns off at half the LFSR speed).
  */
 #ifndef EDGEZO_STEP_H
 #define EDGEZO_STEP_H
@@ -133,7 +140,8 @@ int ez_update(const ez_source *src, ez_tensor *t, const ez_factors *f, const ez_
 /* t <- sat(t - requant(t)) on the trained elements (weight decay). */
 int ez_decay(ez_tensor *t, const ez_factors *f);
 
-/* z_q[i] of stream positions pos .. pos + n - 1 (for checks; int32 out). */
+/* z_q[i] of stream positions pos .. pos + n - 1 (Rademacher: of indices pos .., step 0,
+   query 0); for checks; int32 out. */
 int ez_stream(const ez_source *src, uint64_t pos, int32_t *out, size_t n, ez_work *work);
 
 /* The multiply-and-shift itself: (x * m + 2**(k-1)) >> k, 64-bit two's complement. */
