@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from edgezo import ZO
 from edgezo.directions import LFSR, Gaussian, Pool, Rademacher, RNGArray, Xorshift
 from edgezo.directions.guided import MomentumGuided
+from edgezo.estimators import SharpnessAware
 from edgezo.fixedpoint import Requant, ZFormat, quantize_model, trainable_parameters
 from edgezo.formats import FixedPointFormat
 from edgezo.models import SmallCNN
@@ -33,6 +34,7 @@ from edgezo.runtime.bundle import write_device_sources
 from edgezo.runtime.clib import library
 from edgezo.runtime.device import DeviceFormat, UnsupportedSource
 from edgezo.runtime.zsource import DeviceSource
+from edgezo.updates.norms import KernelNormalized
 from edgezo.updates.sparse import sparse_groups
 
 pytestmark = pytest.mark.skipif(
@@ -60,6 +62,7 @@ def head(per_channel: bool, seed: int = 0) -> torch.nn.Module:
 def pair(source: str, estimator: str, per_channel: bool, sparse: bool = False, **kw):
     """The same model and optimizer twice: the Python path and the C path."""
     name, queries = ESTIMATORS[estimator]
+    override = kw.pop("estimator_override", None)
     out = []
     for fmt in (FixedPointFormat(), DeviceFormat()):
         model = head(per_channel)
@@ -67,7 +70,7 @@ def pair(source: str, estimator: str, per_channel: bool, sparse: bool = False, *
         if sparse:
             params = sparse_groups(params, sparsity=0.7, rule="random", seed=1)
         lr = 1e-3 if name == "sign" else 1e-2
-        opt = ZO(params, lr=lr, eps=1e-3, estimator=name, queries=queries,
+        opt = ZO(params, lr=lr, eps=1e-3, estimator=override or name, queries=queries,
                  directions=SOURCES[source](), formats=fmt, **kw)  # fmt: skip
         out.append((model, opt))
     return out
@@ -344,3 +347,9 @@ def test_lfsr_cycles_of_any_length_equal_python(steps):
         got.tolist()
         == lfsr.integers(10**9, 0, 0, 1).tolist() + lfsr.signed(10**9 + 1, 299).tolist()
     )
+
+
+def test_sharpness_aware_and_kernel_normalized_bit_identical():
+    """Two directions active at once (the ascent and the estimate), and 8-bit coefficients."""
+    run(pair("array lfsr", "sign3", True, estimator_override=SharpnessAware("sign", rho=5e-3)), 60)
+    run(pair("pool", "sign3", False, update=KernelNormalized()), 60)
