@@ -98,9 +98,9 @@ def test_the_test_extra_brings_every_library_extra():
     assert included >= set(LIBRARY_EXTRAS), f"`make test` must exercise every extra: {included}"
 
 
-def test_the_makefile_installs_studies_for_the_demo_and_test_for_the_tests():
+def test_the_makefile_installs_studies_and_runtime_for_the_demo_and_test_for_the_tests():
     makefile = (ROOT / "Makefile").read_text()
-    assert "-e '.[studies]'" in makefile and "-e '.[test]'" in makefile
+    assert "-e '.[studies,runtime]'" in makefile and "-e '.[test]'" in makefile
     assert re.search(r"^demo: \$\(STUDIES_STAMP\)", makefile, re.M)
     assert re.search(r"^setup: \$\(TEST_STAMP\)", makefile, re.M)
     assert (ROOT / ".ci" / "run").read_text().strip().endswith("make test")

@@ -16,8 +16,8 @@ edgezo's fixed-point training the way such a device would:
 Needs the ``runtime`` extra (``pip install 'edgezo[runtime]'``) for ONNX; the C
 step needs only a C compiler.
 
-Importing this package needs neither onnx nor onnxruntime: the names below are
-imported on first access (``OnnxRuntimeModel``, ``export_onnx``, ``ExportError``).
+Importing this package needs neither onnx nor onnxruntime nor a C compiler: the
+names below are imported on first access.
 """
 
 from __future__ import annotations
@@ -26,7 +26,12 @@ import importlib
 from typing import Any
 
 #: Public name -> the submodule that defines it (imported when the name is first read).
-LAZY = {"OnnxRuntimeModel": "session", "export_onnx": "onnx", "ExportError": "onnx"}
+LAZY = {
+    "OnnxRuntimeModel": "session", "export_onnx": "onnx", "ExportError": "onnx",
+    "DeviceFormat": "device", "DeviceRead": "device", "CompilerMissing": "clib",
+    "UnsupportedSource": "zsource", "write_device_sources": "bundle",
+    "export_for_device": "export",
+}  # fmt: skip
 
 __all__ = sorted(LAZY)
 

@@ -1,0 +1,166 @@
+"""The compiled C step: find a C compiler, build ``c/edgezo_step.c`` once, load it with ctypes.
+
+The shared library lives in the user's cache (:func:`edgezo.cache.cache_dir`,
+``runtime/``), named by a hash of the sources, the compiler and its flags, and is
+built into a temporary file then renamed, so concurrent first calls never load
+a half-written library. The structures below mirror ``c/edgezo_step.h``
+field by field.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from functools import lru_cache
+from pathlib import Path
+
+from ..cache import cache_dir
+
+#: The C sources shipped with the package.
+SOURCE_DIR = Path(__file__).resolve().parent / "c"
+SOURCES = ("edgezo_step.h", "edgezo_step.c")
+
+#: Flags of the shared library: strict C99, every warning an error.
+FLAGS = ("-std=c99", "-O3", "-Wall", "-Wextra", "-Werror", "-pedantic", "-shared", "-fPIC")
+
+#: Status codes of the C functions (``enum ez_status``) and what to change.
+STATUS = {
+    1: "the C step refused the source (unknown kind, empty pool, bits or width out of range)",
+    2: "the C step refused a tensor (int8/int16 only; factor rows must be 1 or one per channel)",
+    3: "the C step's work area is too small for the terms of this call",
+}
+
+#: Seconds the last compilation took (``None``: the library came from the cache).
+BUILD = {"seconds": None, "path": None}
+
+
+class CompilerMissing(RuntimeError):
+    """No C compiler was found to build the device step (set ``CC`` or install ``cc``)."""
+
+
+def compiler() -> str:
+    """The C compiler: ``$CC``, else the first of ``cc``, ``gcc``, ``clang`` on ``PATH``."""
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return shutil.which(name) or name
+    raise CompilerMissing(
+        "edgezo.runtime needs a C compiler to build the device step (c/edgezo_step.c) and none "
+        "was found: install one (e.g. `apt install gcc`, Xcode's command line tools) or set CC "
+        "to its path; the Python path (FixedPointFormat) trains without it."
+    )
+
+
+def source_text() -> bytes:
+    """The C sources, concatenated (what the library's name hashes)."""
+    return b"".join((SOURCE_DIR / name).read_bytes() for name in SOURCES)
+
+
+def library_path(cc: str) -> Path:
+    """Where the library for these sources, this compiler and :data:`FLAGS` is cached."""
+    key = hashlib.sha256(source_text() + cc.encode() + " ".join(FLAGS).encode()).hexdigest()
+    return cache_dir() / "runtime" / f"edgezo_step-{key[:16]}.so"
+
+
+def build(cc: str, target: Path) -> float:
+    """Compile the library into ``target`` atomically; returns the seconds it took."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    start = time.perf_counter()
+    try:
+        cmd = [cc, *FLAGS, str(SOURCE_DIR / "edgezo_step.c"), "-o", tmp]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"Compiling the C step failed ({' '.join(cmd)}):\n{done.stderr}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return time.perf_counter() - start
+
+
+@lru_cache(maxsize=1)
+def library() -> ctypes.CDLL:
+    """The loaded C step (compiled on the first call; see :data:`BUILD` for its time)."""
+    cc = compiler()
+    path = library_path(cc)
+    if not path.exists():
+        BUILD["seconds"] = build(cc, path)
+    BUILD["path"] = str(path)
+    lib = ctypes.CDLL(str(path))
+    return declare(lib)
+
+
+class Source(ctypes.Structure):
+    _fields_ = [
+        ("kind", ctypes.c_int32), ("bits", ctypes.c_uint32), ("width", ctypes.c_uint32),
+        ("taps", ctypes.c_uint32), ("steps", ctypes.c_uint32), ("n_regs", ctypes.c_uint32),
+        ("seeds", ctypes.c_void_p), ("table", ctypes.c_void_p), ("size", ctypes.c_uint64),
+    ]  # fmt: skip
+
+
+class Term(ctypes.Structure):
+    _fields_ = [
+        ("base", ctypes.c_uint64), ("step", ctypes.c_uint64), ("query", ctypes.c_uint64),
+        ("net", ctypes.c_int32),
+    ]  # fmt: skip
+
+
+class Cursor(ctypes.Structure):
+    _fields_ = [
+        ("pos", ctypes.c_uint64), ("reg", ctypes.c_uint32), ("j", ctypes.c_uint32),
+        ("cm", ctypes.c_uint32), ("regs", ctypes.c_void_p), ("step", ctypes.c_uint64),
+        ("query", ctypes.c_uint64), ("k1", ctypes.c_uint32), ("k2", ctypes.c_uint32),
+    ]  # fmt: skip
+
+
+class Work(ctypes.Structure):
+    _fields_ = [
+        ("cursors", ctypes.c_void_p), ("words", ctypes.c_void_p),
+        ("terms", ctypes.c_size_t), ("words_len", ctypes.c_size_t),
+    ]  # fmt: skip
+
+
+class Tensor(ctypes.Structure):
+    _fields_ = [
+        ("data", ctypes.c_void_p), ("elem", ctypes.c_uint32), ("rows", ctypes.c_size_t),
+        ("cols", ctypes.c_size_t), ("qmax", ctypes.c_int32), ("mask", ctypes.c_void_p),
+    ]  # fmt: skip
+
+
+class Factors(ctypes.Structure):
+    _fields_ = [("m", ctypes.c_void_p), ("k", ctypes.c_void_p), ("count", ctypes.c_size_t)]
+
+
+class ReadParams(ctypes.Structure):
+    _fields_ = [
+        ("one", ctypes.c_int32), ("m_dz", ctypes.c_int64), ("k_dz", ctypes.c_int32),
+        ("eps_q", ctypes.c_void_p), ("eps_count", ctypes.c_size_t),
+    ]  # fmt: skip
+
+
+def declare(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """Argument and result types of the library's functions."""
+    ptr, p = ctypes.c_void_p, ctypes.POINTER
+    lib.ez_read.argtypes = [p(Source), p(Tensor), ptr, p(ReadParams), ptr, ctypes.c_size_t, p(Work)]
+    lib.ez_update.argtypes = [p(Source), p(Tensor), p(Factors), ptr, ctypes.c_size_t, p(Work)]
+    lib.ez_decay.argtypes = [p(Tensor), p(Factors)]
+    lib.ez_stream.argtypes = [p(Source), ctypes.c_uint64, ptr, ctypes.c_size_t, p(Work)]
+    lib.ez_requant.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_int32]
+    lib.ez_requant.restype = ctypes.c_int64
+    lib.ez_state_bytes.argtypes = [p(Source), ctypes.c_size_t, ctypes.c_size_t, ctypes.c_uint64]
+    lib.ez_state_bytes.restype = ctypes.c_uint64
+    for name in ("ez_read", "ez_update", "ez_decay", "ez_stream"):
+        getattr(lib, name).restype = ctypes.c_int
+    return lib
+
+
+def check(status: int) -> None:
+    """Raise with the reason if a C function returned an error status."""
+    if status:
+        raise RuntimeError(f"{STATUS.get(status, f'unknown status {status}')} (status {status})")
