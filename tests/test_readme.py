@@ -33,6 +33,12 @@ EXPECTED = [
         "steps": 20,
         "forwards": 120,  # sign-m-SPSA, m = 3: 3 x 2 per step
     },
+    {
+        "prints": r"\['0\.weight_q', '0\.bias_q', '2\.weight_q', '2\.bias_q'\] \d+ bytes of training state\n",
+        "model": "ort_net",
+        "steps": 20,
+        "forwards": 120,
+    },
 ]
 
 
@@ -68,7 +74,8 @@ def test_every_readme_block_has_its_expectations():
     list(zip(BLOCKS, EXPECTED, strict=False)),
     ids=[f"block{i}" for i in range(len(BLOCKS))],
 )
-def test_readme_example_runs(block, expected):
+def test_readme_example_runs(block, expected, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # an example may write a file (model.onnx)
     # the set-up alone (everything before the optimizer) gives the untrained model
     assert "\nopt = " in block, "each example builds its optimizer as `opt = ...`"
     before, _ = run(block[: block.index("\nopt = ")])

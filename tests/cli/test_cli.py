@@ -92,7 +92,8 @@ def test_demo_quick_end_to_end(monkeypatch, tmp_path, capsys):
     result = json.loads(out_json.read_text())
     assert result["config"]["quick"] is True
     # central q=1; sign-m-SPSA, m=3
-    per_step = {"mezo": 2, "pezo": 2, "qzo-ff 16w8a": 6, "pezo 16w8a": 6}
+    per_step = {"mezo": 2, "pezo": 2, "qzo-ff 16w8a": 6, "pezo 16w8a": 6,
+                "pezo 16w8a (onnxruntime)": 6}  # fmt: skip
     assert set(result["methods"]) == set(per_step)
     for name, m in result["methods"].items():
         assert m["steps"] == 60 and m["forwards"] == 60 * per_step[name]
@@ -102,7 +103,7 @@ def test_demo_quick_end_to_end(monkeypatch, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "command", ["demo", "run", "memory", "landscape", "report", "distributed", "hw"]
+    "command", ["demo", "run", "memory", "landscape", "report", "distributed", "hw", "export"]
 )
 def test_every_command_is_registered(command, capsys):
     assert cli.main([command, "--help"]) == 0

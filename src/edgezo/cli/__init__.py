@@ -38,7 +38,16 @@ EXIT_ERROR = 2
 
 #: Subcommand modules of this package, in the order ``--help`` lists them; each has
 #: ``add_cli(subparsers)``.
-COMMANDS: list[str] = ["demo", "run", "memory", "landscape", "report", "distributed", "hw"]
+COMMANDS: list[str] = [
+    "demo",
+    "run",
+    "memory",
+    "landscape",
+    "report",
+    "distributed",
+    "hw",
+    "export",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

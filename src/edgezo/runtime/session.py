@@ -57,8 +57,13 @@ DTYPES = {
 }
 
 
-class OnnxRuntimeModel:
+class OnnxRuntimeModel(nn.Module):
     """Calls like ``qmodel`` (torch tensors in, float32 logits out), computed by ONNX Runtime.
+
+    An ``nn.Module`` whose one submodule is ``qmodel``: ``parameters()``,
+    ``state_dict()`` and ``load_state_dict()`` are the integers', so training
+    loops and checkpoints (:func:`edgezo.train.fit`) work unchanged. ``train()`` /
+    ``eval()`` set ``qmodel``'s mode only: the graph is the eval-mode forward.
 
     Args:
         qmodel: a model made by :func:`~edgezo.fixedpoint.quantize_model`. Its
@@ -87,6 +92,7 @@ class OnnxRuntimeModel:
         threads: int | None = None,
     ) -> None:
         ort = require("onnxruntime", "runtime")
+        super().__init__()
         self.qmodel = qmodel
         self.onnx_model = export_onnx(qmodel, example_inputs, dynamic_axes=dynamic_axes)
         self.session = ort.InferenceSession(
@@ -104,7 +110,7 @@ class OnnxRuntimeModel:
         ]
         self.parameter_names = [names[id(p)] for p in self.trainable]
 
-    def __call__(self, *inputs: Tensor, **named: Tensor) -> Tensor:
+    def forward(self, *inputs: Tensor, **named: Tensor) -> Tensor:
         """The logits for ``inputs`` (positional, or by name: ``ort_net(**tokenized)``)."""
         inputs = self.arrange(inputs, named)
         binding = self.session.io_binding()
@@ -149,16 +155,8 @@ class OnnxRuntimeModel:
         """Write the ONNX graph to ``path`` (integer inputs stay inputs: feed them when running it)."""
         require("onnx", "runtime").save(self.onnx_model, str(path))
 
-    def eval(self) -> OnnxRuntimeModel:
-        """No-op (the graph is exported in eval mode); for code that calls ``model.eval()``."""
-        return self
-
-    def train(self, mode: bool = True) -> OnnxRuntimeModel:
-        """No-op, as :meth:`eval`: ONNX Runtime runs the eval-mode forward."""
-        return self
-
-    def __repr__(self) -> str:
-        return f"OnnxRuntimeModel(inputs={self.input_names}, integers={self.parameter_names})"
+    def extra_repr(self) -> str:
+        return f"inputs={self.input_names}, integers={self.parameter_names}"
 
 
 def session_options(threads: int | None) -> Any:

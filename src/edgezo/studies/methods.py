@@ -16,7 +16,12 @@ name               what it is
 ``qzo-ff 8w8a``    QZO-FF on 8-bit weights (cannot train: Figure 6 shows why)
 =================  ==========================================================
 
-:data:`METHODS` are the six the studies compare; :data:`EXTRA` the two more the
+``pezo 16w8a (onnxruntime)`` is ``pezo 16w8a`` as a device runs it: forwards in
+ONNX Runtime (:class:`~edgezo.runtime.OnnxRuntimeModel`), the integer step in the
+compiled C99 of :class:`~edgezo.runtime.DeviceFormat` (needs the ``runtime``
+extra and a C compiler).
+
+:data:`METHODS` are the six the studies compare; :data:`EXTRA` the three more the
 demo and Figure 6 use. This is the one registry: the demo, the studies and
 Figure 6 build every model copy and optimizer here.
 """
@@ -38,10 +43,14 @@ from ..presets import mezo, pezo, qzo_ff
 from ..updates import sparse_groups
 
 METHODS = ("zero-shot", "backprop", "zo", "pezo", "qzo-ff 16w8a", "sparse zo")
-#: Methods beyond the studies' comparison: the demo's on-device recipe, Figure 6's 8-bit QZO-FF.
-EXTRA = ("pezo 16w8a", "qzo-ff 8w8a")
+#: Methods beyond the studies' comparison: the demo's on-device recipe (in torch, and on an
+#: inference runtime with the C step), Figure 6's 8-bit QZO-FF.
+EXTRA = ("pezo 16w8a", "qzo-ff 8w8a", "pezo 16w8a (onnxruntime)")
 #: Methods that train a fixed-point copy of the model: name -> weight bits (activations: 8).
-WEIGHT_BITS = {"qzo-ff 16w8a": 16, "pezo 16w8a": 16, "qzo-ff 8w8a": 8}
+WEIGHT_BITS = {"qzo-ff 16w8a": 16, "pezo 16w8a": 16, "qzo-ff 8w8a": 8,
+               "pezo 16w8a (onnxruntime)": 16}  # fmt: skip
+#: Methods whose forwards run in ONNX Runtime and whose integer step runs in C (edgezo.runtime).
+RUNTIME = frozenset({"pezo 16w8a (onnxruntime)"})
 QUANTIZED = frozenset(WEIGHT_BITS)
 #: Methods that use forward passes only.
 FORWARD_ONLY = frozenset({"zo", "pezo", "sparse zo", *QUANTIZED})
@@ -128,7 +137,12 @@ def prepare(
         quantized = quantize_model(
             model, weight_bits=WEIGHT_BITS[name], activation_bits=8, calibration=list(calibration)
         )
-        return quantized, list(trainable_parameters(quantized))
+        params = list(trainable_parameters(quantized))
+        if name in RUNTIME:
+            from ..runtime import OnnxRuntimeModel
+
+            return OnnxRuntimeModel(quantized, calibration[0][:1]), params
+        return quantized, params
     model = copy.deepcopy(model)
     return model, trained_parameters(model)
 
@@ -151,14 +165,23 @@ def make_optimizer(
         groups = sparse_groups(params, sparsity=s.sparsity, rule="topk")
         return mezo(groups, lr=s.lr, eps=s.eps, seed=seed, queries=s.queries)
     queries = max(s.queries, 3)
-    if name == "pezo 16w8a":  # QZO-FF's integer sign-m-SPSA with z read from PeZO's pool
+    if name.startswith("pezo 16w8a"):  # QZO-FF's integer sign-m-SPSA with z from PeZO's pool
         directions = Pool(s.pool_size, seed)
         return ZO(params, lr=s.lr, eps=s.eps, directions=directions, estimator="sign",
-                  queries=queries)  # fmt: skip
+                  queries=queries, formats=device_formats(name))  # fmt: skip
     # force: a tensor whose 16-bit step is coarser than the update (e.g. a prototype head's
     # large biases) keeps its value, as it would on the device; the others train (8w8a: none
     # can, which is what Figure 6 shows)
     return qzo_ff(params, lr=s.lr, eps=s.eps, seed=seed, queries=queries, force=True)
+
+
+def device_formats(name: str) -> Any:
+    """The C step's number format for :data:`RUNTIME` methods; ``None`` (ZO's default) else."""
+    if name not in RUNTIME:
+        return None
+    from ..runtime import DeviceFormat
+
+    return DeviceFormat()
 
 
 def is_forward_only(optimizer: Any) -> bool:
