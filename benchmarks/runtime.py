@@ -447,7 +447,6 @@ def bench_training(args: argparse.Namespace, backbone: nn.Module, data: dict) ->
         "seconds": {"torch": torch_run["seconds"], "ort_c": ort_run["seconds"]},
         "mean_loss_first_20_steps": {"torch": _mean(lt[:20]), "ort_c": _mean(lo[:20])},
         "mean_loss_last_20_steps": {"torch": _mean(lt[-20:]), "ort_c": _mean(lo[-20:])},
-        "losses": {"torch": lt, "ort_c": lo},
     }  # fmt: skip
 
 

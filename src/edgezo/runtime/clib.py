@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -27,6 +28,12 @@ SOURCES = ("edgezo_step.h", "edgezo_step.c")
 
 #: Flags of the shared library: strict C99, every warning an error.
 FLAGS = ("-std=c99", "-O3", "-Wall", "-Wextra", "-Werror", "-pedantic", "-shared", "-fPIC")
+
+#: Tuned for this CPU (the pool read: 6.6x a memory copy instead of 16.7x, the update 3x
+#: faster; benchmarks/device_step.py); dropped if the compiler refuses it. The library's
+#: name then hashes this CPU's identity too, so a cache shared by machines never loads
+#: code built for another CPU.
+NATIVE = ("-march=native",)
 
 #: Status codes of the C functions (``enum ez_status``) and what to change.
 STATUS = {
@@ -61,9 +68,21 @@ def source_text() -> bytes:
 
 
 def library_path(cc: str) -> Path:
-    """Where the library for these sources, this compiler and :data:`FLAGS` is cached."""
-    key = hashlib.sha256(source_text() + cc.encode() + " ".join(FLAGS).encode()).hexdigest()
+    """Where the library for these sources, this compiler, :data:`FLAGS` and this CPU is cached."""
+    flags = " ".join(FLAGS + NATIVE).encode()
+    key = hashlib.sha256(source_text() + cc.encode() + flags + cpu_identity()).hexdigest()
     return cache_dir() / "runtime" / f"edgezo_step-{key[:16]}.so"
+
+
+def cpu_identity() -> bytes:
+    """This CPU's model and feature flags (``/proc/cpuinfo``), else the platform's name."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    wanted = ("model name", "flags", "Features", "CPU part")
+    found = sorted({line for line in lines if line.split(":")[0].strip() in wanted})
+    return "\n".join(found or [platform.platform(), platform.processor()]).encode()
 
 
 def build(cc: str, target: Path) -> float:
@@ -73,8 +92,11 @@ def build(cc: str, target: Path) -> float:
     os.close(fd)
     start = time.perf_counter()
     try:
-        cmd = [cc, *FLAGS, str(SOURCE_DIR / "edgezo_step.c"), "-o", tmp]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        for flags in (FLAGS + NATIVE, FLAGS):
+            cmd = [cc, *flags, str(SOURCE_DIR / "edgezo_step.c"), "-o", tmp]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if done.returncode == 0:
+                break
         if done.returncode != 0:
             raise RuntimeError(f"Compiling the C step failed ({' '.join(cmd)}):\n{done.stderr}")
         os.replace(tmp, target)

@@ -155,6 +155,8 @@ class DeviceFormat(FixedPointFormat):
             )  # fmt: skip
             for t in self.tensors
         ]
+        #: tensor index -> ((lr, delta), ez_factors, the arrays it points into)
+        self.factor_cache: dict[int, tuple[tuple[float, float], Factors, list]] = {}
 
     def start(self) -> None:
         """Layers read their perturbed integers through :class:`DeviceRead` (the C step)."""
@@ -183,20 +185,26 @@ class DeviceFormat(FixedPointFormat):
                 for (step, query, _), n in zip(terms, numerators, strict=True)
                 if n
             ]
-            factor = lr * delta * self.zf.dz / seg.param.fixed.scale
-            self.subtract(seg, tensor, factor, live)
+            self.subtract(seg, tensor, self.update_factors(seg, i, lr, delta), live)
 
-    def subtract(self, seg: Segment, tensor: DeviceTensor, factor: Tensor, live: list) -> None:
+    def update_factors(self, seg: Segment, i: int, lr: float, delta: float) -> Factors:
+        """The update's ``(m, k)`` rows, as the Python path computes them from
+        ``lr * delta * dz / dw``; kept while ``(lr, delta)`` stays (every sign-m-SPSA step)."""
+        key = (lr, delta)
+        if self.factor_cache.get(i, (None,))[0] != key:
+            factor = lr * delta * self.zf.dz / seg.param.fixed.scale
+            requant = Requant.of(torch.as_tensor(factor, dtype=torch.float64).reshape(-1, 1))
+            self.factor_cache[i] = (key, *factors(requant))
+        return self.factor_cache[i][1]
+
+    def subtract(self, seg: Segment, tensor: DeviceTensor, f: Factors, live: list) -> None:
         """One tensor's update in C, with the same ``(m, k)`` rows as the Python path."""
-        requant = Requant.of(torch.as_tensor(factor, dtype=torch.float64).reshape(-1, 1))
-        f, keep = factors(requant)
         work = self.device_source.work(len(live))
         status = self.lib.ez_update(
             ctypes.byref(self.device_source.source), tensor.bind(seg.param.data),
             ctypes.byref(f), terms_array(live), len(live), ctypes.byref(work),
         )  # fmt: skip
         check(status)
-        del keep
 
     @torch.no_grad()
     def decay(self, decays: Sequence[float]) -> None:
