@@ -47,6 +47,13 @@ class DeviceTensor:
     struct: CTensor
     mask: np.ndarray | None
     eps_q: np.ndarray
+    buffer: Tensor | None = None  #: where perturbed reads are written (made on first read)
+
+    def read_buffer(self, data: Tensor) -> Tensor:
+        """The tensor's read buffer, shaped and typed as ``data`` (allocated once)."""
+        if self.buffer is None or self.buffer.shape != data.shape:
+            self.buffer = torch.empty_like(data)
+        return self.buffer
 
     @classmethod
     def of(cls, seg: Segment, eps_q: Tensor) -> DeviceTensor:
@@ -96,21 +103,25 @@ def factors(requant: Requant) -> tuple[Factors, list[np.ndarray]]:
 
 @dataclass(frozen=True)
 class DeviceRead:
-    """What a fixed-point layer reads during a step, computed by the C step (plain data)."""
+    """What a fixed-point layer reads during a step, computed by the C step (plain data).
+
+    The result goes into the tensor's one read buffer (:attr:`DeviceTensor.buffer`), as
+    on a device: each read overwrites the previous one, which its forward has consumed.
+    """
 
     source: DeviceSource
     tensor: DeviceTensor
     params: ReadParams
-    terms: tuple[tuple[int, int, int, int], ...]  #: ``(base, step, query, net)``
+    terms: ctypes.Array  #: ``ez_term`` rows ``(base, step, query, net)``
+    count: int  #: how many of them
 
     def read(self, p: FixedPointParameter) -> Tensor:
-        """``sat(requant_dz(w_q * 1_q + sum net * eps_q * z_q))`` into a fresh buffer."""
-        out = torch.empty_like(p.data)
-        work = self.source.work(len(self.terms))
+        """``sat(requant_dz(w_q * 1_q + sum net * eps_q * z_q))`` into the read buffer."""
+        out = self.tensor.read_buffer(p.data)
+        work = self.source.work(self.count)
         status = library().ez_read(
             ctypes.byref(self.source.source), self.tensor.bind(p.data), out.data_ptr(),
-            ctypes.byref(self.params), terms_array(self.terms), len(self.terms),
-            ctypes.byref(work),
+            ctypes.byref(self.params), self.terms, self.count, ctypes.byref(work),
         )  # fmt: skip
         check(status)
         return out
@@ -163,8 +174,10 @@ class DeviceFormat(FixedPointFormat):
         nets = tuple(self.active.items())
         for seg, tensor, params in zip(self.segments, self.tensors, self.read_params, strict=True):
             src = self.device_source
-            terms = tuple(src.term(self.directions, s, q, seg.offset, n) for (s, q), n in nets)
-            seg.param.fixed.perturbation = DeviceRead(self.device_source, tensor, params, terms)
+            terms = [src.term(self.directions, s, q, seg.offset, n) for (s, q), n in nets]
+            seg.param.fixed.perturbation = DeviceRead(
+                src, tensor, params, terms_array(terms), len(terms)
+            )
 
     @torch.no_grad()
     def update(
