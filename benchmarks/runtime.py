@@ -89,8 +89,8 @@ Threads: torch uses ``--threads`` (default 2) and every ORT session the same
 number (``OnnxRuntimeModel``'s default, through
 :func:`edgezo.runtime.session.session_options`). ``OMP_WAIT_POLICY=PASSIVE`` is
 set before torch is imported (see step_overhead.py), and for the same reason
-every ORT session gets ``session.intra_op.allow_spinning = "0"`` unless
-``--ort-spinning``: with spinning (ORT's default) each of the several sessions
+every ORT session has ``session.intra_op.allow_spinning = "0"`` (edgezo's
+default) unless ``--ort-spinning``: with spinning (ORT's own default) each of the several sessions
 here keeps its pool thread busy-waiting after a run, and on 2 shared cores the
 next forward of another session (or torch's) waits for a core: with 2 threads
 two plain ORT forwards of ViT measured ~1.5x the two forwards inside a ZO step
@@ -220,10 +220,10 @@ ORT_SPINNING = {"allow": False}
 
 def ort_model(qmodel: nn.Module, example: Any, dynamic_axes: Any = None) -> OnnxRuntimeModel:
     """``OnnxRuntimeModel`` with edgezo's session options (torch's thread count, basic graph
-    optimizations) and, unless ``--ort-spinning``, no spin-waiting of ORT's pool threads."""
+    optimizations, no spin-waiting of ORT's pool threads), spinning with ``--ort-spinning``."""
     options = session_options(None)
-    if not ORT_SPINNING["allow"]:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if ORT_SPINNING["allow"]:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
     return OnnxRuntimeModel(qmodel, example, dynamic_axes, sess_options=options)
 
 
