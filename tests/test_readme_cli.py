@@ -84,7 +84,8 @@ def test_the_demo_table_in_the_readme_is_formatted_as_the_demo_prints_it():
     lines = block[1].splitlines()
     rows = [re.split(r"\s{2,}", line.strip()) for line in lines[2:]]
     assert [r[0] for r in rows] == list(demo.METHODS)
-    per_step = {"mezo": 2, "pezo": 2, "qzo-ff 16w8a": 6, "pezo 16w8a": 6}
+    per_step = {"mezo": 2, "pezo": 2, "qzo-ff 16w8a": 6, "pezo 16w8a": 6,
+                "pezo 16w8a (onnxruntime)": 6}  # fmt: skip
     methods = {}
     for name, before, after, steps, forwards, seconds in rows:
         assert int(steps) == demo.FULL.steps and int(forwards) == per_step[name] * int(steps)
