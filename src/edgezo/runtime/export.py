@@ -24,9 +24,10 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
+from ..fixedpoint import trainable_parameters
 from ..optim import ZO
 from .bundle import FILES, write_device_sources
-from .onnx import export_onnx
+from .onnx import export_onnx, parameter_names
 
 ONNX_FILE = "model.onnx"
 README_FILE = "README.md"
@@ -53,8 +54,10 @@ def export_for_device(
     """
     out = write_device_sources(optimizer, out_dir, model=qmodel)
     graph = export_onnx(qmodel, example_inputs, out / ONNX_FILE)
-    integers = [i.name for i in graph.graph.input if i.name.endswith("_q")]
-    data = [i.name for i in graph.graph.input if not i.name.endswith("_q")]
+    names = parameter_names(qmodel)
+    trained = {names[id(p)] for p in trainable_parameters(qmodel)}
+    integers = [i.name for i in graph.graph.input if i.name in trained]
+    data = [i.name for i in graph.graph.input if i.name not in trained]
     manifest_path = out / FILES["manifest"]
     manifest = json.loads(manifest_path.read_text())
     manifest["onnx"] = {
