@@ -12,6 +12,9 @@ optimizer's ``+a, -2a, +a`` round trip brings a zero back to exactly zero.
   when the source has a kernel spec and :func:`edgezo.passes.fused.plan` accepts the
   tensors: every weight read and written once for several passes, ``z`` computed in
   registers or gathered from the pool;
+* else, for CPU tensors and a counter spec (``"gaussian"``, ``"rademacher"``,
+  ``"uniform"``), the compiled C loop (:mod:`.compiled`): hash, map and add in one pass
+  over each tensor, built with the system C compiler on first use;
 * otherwise the torch reference (:mod:`.reference`): ``z`` made piece by piece with
   ``sample`` (at most :data:`~edgezo.directions.base.CHUNK` values alive), or, for a
   ``"pool"`` spec, views of the pre-scaled pool added by a few ``foreach`` calls.
@@ -20,7 +23,7 @@ Both executors cut the work into operations that can be taken back; :func:`apply
 runs them in order and, if one fails (an exception, Ctrl-C), takes back the ones
 done, in reverse order, before the exception propagates: the passes are all or nothing.
 
-The kernel path is taken when all of these hold, else the torch path:
+The Triton path is taken when all of these hold:
 
 * the source returns a kernel spec (:class:`~edgezo.directions.Gaussian`,
   :class:`~edgezo.directions.Rademacher`, :class:`~edgezo.directions.Uniform` and
@@ -30,19 +33,31 @@ The kernel path is taken when all of these hold, else the torch path:
 * every tensor is on a CUDA device (or :data:`mode` is ``"on"``);
 * ``triton`` can be imported (``pip install triton``, or ``pip install edgezo[gpu]``).
 
+When the Triton path is not taken, the compiled path is, tensor by tensor (so a tensor's
+numbers never depend on the other tensors of a call), if all of these hold, else the torch
+path (:data:`last_executor` says which ran):
+
+* the kernel spec's kind is ``"gaussian"``, ``"rademacher"`` or ``"uniform"``;
+* the tensor is on the CPU, float32, float16 or bfloat16, contiguous, and has no mask;
+* :data:`mode` is not ``"off"``;
+* a C compiler builds the library (``$CC``, ``cc``, ``gcc`` or ``clang``; without one the
+  torch path runs: Rademacher and Uniform give the same bits, Gaussian within
+  :data:`edgezo.passes.compiled.ERFINV_ULPS` float32 ulps of ``z``).
+
 :data:`mode` (initially from the environment variable ``EDGEZO_KERNELS``):
-``"auto"`` (the rules above), ``"off"`` (always torch) or ``"on"`` (kernels also
+``"auto"`` (the rules above), ``"off"`` (always torch) or ``"on"`` (Triton kernels also
 for CPU tensors, through Triton's interpreter: set ``TRITON_INTERPRET=1`` before
 triton is imported; slow, for tests).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from . import fused, reference
+from . import compiled, fused, reference
 
 if TYPE_CHECKING:
     from ..directions import Directions
@@ -52,6 +67,10 @@ MODES = fused.MODES
 
 #: ``"auto"``, ``"on"`` or ``"off"`` (see the module docstring).
 mode: str = os.environ.get("EDGEZO_KERNELS", "auto")
+
+#: The executor of the last :func:`operations` call: ``"triton"``, ``"compiled"``, ``"torch"``
+#: or ``"compiled+torch"`` (some tensors of the call compiled, the others on torch).
+last_executor: str = ""
 
 #: ``(step, query, multiples)``: one multiple per segment.
 Pass = tuple[int, int, Sequence[float]]
@@ -82,11 +101,30 @@ def operations(
     source: Directions, segments: Sequence[Segment], eps: float, passes: Sequence[Pass]
 ) -> Iterable[Operation]:
     """The executor's operations for ``passes``: the one place where the path is chosen."""
+    global last_executor
     spec = source.kernel_spec()
     groups = None if spec is None else fused.plan(segments, mode)
     if groups is not None:
+        last_executor = "triton"
         return fused.operations(spec, groups, segments, eps, passes)
-    return reference.operations(source, spec, segments, eps, passes)
+    chosen = [False] * len(segments)
+    if spec is not None and mode != "off" and compiled.available(spec):
+        chosen = [compiled.eligible(seg) for seg in segments]
+    last_executor = {(True,): "compiled", (False,): "torch"}.get(
+        tuple(set(chosen)), "compiled+torch"
+    )
+    if not any(chosen):
+        return reference.operations(source, spec, segments, eps, passes)
+    mine = [
+        (s, q, [k if c else 0.0 for k, c in zip(ks, chosen, strict=True)]) for s, q, ks in passes
+    ]
+    rest = [
+        (s, q, [0.0 if c else k for k, c in zip(ks, chosen, strict=True)]) for s, q, ks in passes
+    ]
+    return itertools.chain(
+        compiled.operations(spec, segments, eps, mine),
+        reference.operations(source, spec, segments, eps, rest),
+    )
 
 
 def run_all_or_nothing(ops: Iterable[Operation]) -> None:

@@ -67,11 +67,14 @@ def source_text() -> bytes:
     return b"".join((SOURCE_DIR / name).read_bytes() for name in SOURCES)
 
 
-def library_path(cc: str) -> Path:
-    """Where the library for these sources, this compiler, :data:`FLAGS` and this CPU is cached."""
-    flags = " ".join(FLAGS + NATIVE).encode()
-    key = hashlib.sha256(source_text() + cc.encode() + flags + cpu_identity()).hexdigest()
-    return cache_dir() / "runtime" / f"edgezo_step-{key[:16]}.so"
+def library_path(
+    cc: str, text: bytes | None = None, stem: str = "edgezo_step", flags: tuple = FLAGS
+) -> Path:
+    """Where the library of ``text`` (default: the C step's sources), this compiler, its
+    ``flags`` and this CPU is cached."""
+    text = source_text() if text is None else text
+    key = hashlib.sha256(text + cc.encode() + " ".join(flags + NATIVE).encode() + cpu_identity())
+    return cache_dir() / "runtime" / f"{stem}-{key.hexdigest()[:16]}.so"
 
 
 def cpu_identity() -> bytes:
@@ -85,20 +88,23 @@ def cpu_identity() -> bytes:
     return "\n".join(found or [platform.platform(), platform.processor()]).encode()
 
 
-def build(cc: str, target: Path) -> float:
-    """Compile the library into ``target`` atomically; returns the seconds it took."""
+def build(
+    cc: str, target: Path, main: Path = SOURCE_DIR / "edgezo_step.c", flags: tuple = FLAGS
+) -> float:
+    """Compile ``main`` (default: the C step) into ``target`` atomically, with ``-march=native``
+    unless the compiler refuses it; returns the seconds it took."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     start = time.perf_counter()
     try:
-        for flags in (FLAGS + NATIVE, FLAGS):
-            cmd = [cc, *flags, str(SOURCE_DIR / "edgezo_step.c"), "-o", tmp]
+        for tried in (flags + NATIVE, flags):
+            cmd = [cc, *tried, str(main), "-o", tmp, "-lm"]
             done = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if done.returncode == 0:
                 break
         if done.returncode != 0:
-            raise RuntimeError(f"Compiling the C step failed ({' '.join(cmd)}):\n{done.stderr}")
+            raise RuntimeError(f"Compiling {main.name} failed ({' '.join(cmd)}):\n{done.stderr}")
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -106,15 +112,25 @@ def build(cc: str, target: Path) -> float:
     return time.perf_counter() - start
 
 
+def load(main: Path, text: bytes, stem: str, flags: tuple = FLAGS) -> tuple[ctypes.CDLL, dict]:
+    """Build ``main`` once (cached, see :func:`library_path`) and load it with ctypes.
+
+    ``text`` is what names the library (the sources it includes). Returns the library and
+    ``{"seconds": compile time or None if cached, "path": ...}``.
+    """
+    cc = compiler()
+    path = library_path(cc, text, stem, flags)
+    seconds = None if path.exists() else build(cc, path, main, flags)
+    return ctypes.CDLL(str(path)), {"seconds": seconds, "path": str(path)}
+
+
 @lru_cache(maxsize=1)
 def library() -> ctypes.CDLL:
     """The loaded C step (compiled on the first call; see :data:`BUILD` for its time)."""
-    cc = compiler()
-    path = library_path(cc)
-    if not path.exists():
-        BUILD["seconds"] = build(cc, path)
-    BUILD["path"] = str(path)
-    lib = ctypes.CDLL(str(path))
+    lib, built = load(SOURCE_DIR / "edgezo_step.c", source_text(), "edgezo_step")
+    if built["seconds"] is not None:
+        BUILD["seconds"] = built["seconds"]
+    BUILD["path"] = built["path"]
     return declare(lib)
 
 

@@ -1,0 +1,232 @@
+/* Compiled CPU passes of the counter sources: w += sum_p k_p round(eps z_p) in one loop.
+ *
+ * The same bits as edgezo.directions.counter and edgezo.passes.reference, element by
+ * element (see edgezo/passes/compiled.py for what is exact and what is within ulps):
+ *
+ *   x = lowbias32(lowbias32((i mod 2^32) ^ k1) ^ k2)       keys (k1, k2) per 2^32 block
+ *   u = (x >> 8) 2^-23 - (1 - 2^-24)                         exact in float32
+ *   z = 1 - 2 (x >> 31) | sqrt(3) u | sqrt(2) erfinv(u)      Rademacher | Uniform | Gaussian
+ *   a = round_dtype((z * factor_p) * eps)                    two float32 roundings, then dtype
+ *   w = round_dtype(fma(k_p, a, w))                          float32 FMA, as torch's add_
+ *
+ * Weights are float32, float16 or bfloat16; the 16-bit formats are converted by integer
+ * code with round-to-nearest-even (torch's .to), so no compiler half type is needed.
+ * Elements are processed in tiles on the stack: each weight is read and written once for
+ * all passes, nothing is allocated, and the inner loops over a tile vectorise.
+ * C99, no allocation, no global state: callers may run disjoint ranges in parallel.
+ */
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+enum { EZH_GAUSSIAN = 1, EZH_RADEMACHER = 2, EZH_UNIFORM = 3 };
+enum { EZH_F32 = 0, EZH_F16 = 1, EZH_BF16 = 2 };
+enum { EZH_OK = 0, EZH_BAD_KIND = 1, EZH_BAD_DTYPE = 2, EZH_BAD_KEYS = 3 };
+
+#define TILE 512
+
+static uint32_t bits_of(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static float float_of(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+static uint32_t lowbias32(uint32_t x) {
+    x ^= x >> 16; x *= 0x7feb352dU; x ^= x >> 15; x *= 0x846ca68bU; x ^= x >> 16;
+    return x;
+}
+
+/* float16 bits to float32, exact (subnormals normalised, inf and NaN kept). */
+static float f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    if (e == 0x1f) return float_of(sign | 0x7f800000u | (m << 13));
+    if (e != 0) return float_of(sign | ((e + 112u) << 23) | (m << 13));
+    if (m == 0) return float_of(sign);
+    e = 113;
+    while (!(m & 0x400u)) { m <<= 1; e--; }
+    return float_of(sign | (e << 23) | ((m & 0x3ffu) << 13));
+}
+
+/* float32 to float16 bits, round to nearest even (overflow to inf, NaN quiet). */
+static uint16_t f32_to_f16(float f) {
+    uint32_t x = bits_of(f), sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
+    if (ax > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);
+    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* >= 65520 rounds to inf */
+    if (ax < 0x38800000u) {                                    /* below 2^-14: subnormal */
+        uint32_t shift, m, q, rem, half;
+        if (ax < 0x33000000u) return (uint16_t)sign;            /* <= 2^-25: to zero */
+        shift = 126u - (ax >> 23);
+        m = (ax & 0x7fffffu) | 0x800000u;
+        q = m >> shift; rem = m & ((1u << shift) - 1u); half = 1u << (shift - 1u);
+        q += (rem > half) || (rem == half && (q & 1u));
+        return (uint16_t)(sign | q);
+    }
+    ax -= 0x38000000u;                                          /* rebias 127 -> 15 */
+    ax += 0xfffu + ((ax >> 13) & 1u);
+    return (uint16_t)(sign | (ax >> 13));
+}
+
+/* float32 to bfloat16 bits, round to nearest even (torch's formula; NaN -> 0x7fc0). */
+static uint16_t f32_to_bf16(float f) {
+    uint32_t x = bits_of(f);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return 0x7fc0u;
+    x += 0x7fffu + ((x >> 16) & 1u);
+    return (uint16_t)(x >> 16);
+}
+
+/* float32 value rounded to the weight dtype and back (the value torch would store). */
+static float round_to(float f, int dtype) {
+    if (dtype == EZH_F16) return f16_to_f32(f32_to_f16(f));
+    if (dtype == EZH_BF16) return float_of((uint32_t)f32_to_bf16(f) << 16);
+    return f;
+}
+
+/* log(t) for t in [2^-24, 1] (normal, positive): Cephes' logf (S. Moshier), branch-free so
+ * that the loop vectorises; within about one ulp of the correctly rounded value. */
+static inline float log_unit(float t) {
+    uint32_t b = bits_of(t);
+    float e = (float)((int32_t)(b >> 23) - 127), m = float_of((b & 0x7fffffu) | 0x3f800000u);
+    float x, z, y;
+    int big = m > 1.41421356f;                        /* fold m into [sqrt(1/2), sqrt(2)) */
+    m = big ? m * 0.5f : m;
+    e = big ? e + 1.0f : e;
+    x = m - 1.0f;
+    z = x * x;
+    y = 7.0376836292e-2f;
+    y = fmaf(y, x, -1.1514610310e-1f); y = fmaf(y, x, 1.1676998740e-1f);
+    y = fmaf(y, x, -1.2420140846e-1f); y = fmaf(y, x, 1.4249322787e-1f);
+    y = fmaf(y, x, -1.6668057665e-1f); y = fmaf(y, x, 2.0000714765e-1f);
+    y = fmaf(y, x, -2.4999993993e-1f); y = fmaf(y, x, 3.3333331174e-1f);
+    y = y * x * z;
+    y = fmaf(e, -2.12194440e-4f, y);
+    y = fmaf(z, -0.5f, y);
+    return fmaf(e, 0.693359375f, x + y);
+}
+
+/* M. Giles' single-precision erfinv ("Approximating the erfinv function", 2011), the
+ * polynomial of edgezo.passes.triton_hash.erfinv (both branches as one polynomial with
+ * selected coefficients, as there): one log, one sqrt, nine FMAs. */
+static inline float erfinv_giles(float u) {
+    float w = -log_unit(fmaf(-u, u, 1.0f));
+    int c = w < 5.0f;
+    float v = c ? w - 2.5f : sqrtf(w) - 3.0f;
+    float p = c ? 2.81022636e-08f : -0.000200214257f;
+    p = fmaf(p, v, c ? 3.43273939e-07f : 0.000100950558f);
+    p = fmaf(p, v, c ? -3.5233877e-06f : 0.00134934322f);
+    p = fmaf(p, v, c ? -4.39150654e-06f : -0.00367342844f);
+    p = fmaf(p, v, c ? 0.00021858087f : 0.00573950773f);
+    p = fmaf(p, v, c ? -0.00125372503f : -0.0076224613f);
+    p = fmaf(p, v, c ? -0.00417768164f : 0.00943887047f);
+    p = fmaf(p, v, c ? 0.246640727f : 1.00167406f);
+    p = fmaf(p, v, c ? 1.50140941f : 2.83297682f);
+    return p * u;
+}
+
+/* z of one hash word for source `kind` (float32). */
+static inline float value_of(uint32_t x, int kind) {
+    float u = (float)(x >> 8) * 1.1920928955078125e-07f - 0.999999940395355224609375f;
+    if (kind == EZH_RADEMACHER) return 1.0f - 2.0f * (float)(x >> 31);
+    if (kind == EZH_UNIFORM) return u * 1.7320508075688772f;
+    return erfinv_giles(u) * 1.4142135623730951f;
+}
+
+static inline void load_tile(const void *w, int dtype, size_t start, size_t len, float *t) {
+    size_t j;
+    if (dtype == EZH_F32) { memcpy(t, (const float *)w + start, len * sizeof(float)); return; }
+    for (j = 0; j < len; j++) {
+        uint16_t h = ((const uint16_t *)w)[start + j];
+        t[j] = dtype == EZH_F16 ? f16_to_f32(h) : float_of((uint32_t)h << 16);
+    }
+}
+
+static inline void store_tile(void *w, int dtype, size_t start, size_t len, const float *t) {
+    size_t j;
+    if (dtype == EZH_F32) { memcpy((float *)w + start, t, len * sizeof(float)); return; }
+    for (j = 0; j < len; j++)
+        ((uint16_t *)w)[start + j] = dtype == EZH_F16 ? f32_to_f16(t[j]) : f32_to_bf16(t[j]);
+}
+
+/* One pass over a tile whose indices share a 2^32 block: t[j] += k round(eps z(low + j)),
+ * one function per (kind, dtype) so that both are constants and the loop vectorises. */
+typedef void pass_fn(float *t, size_t len, uint32_t low, uint32_t k1, uint32_t k2, float scale,
+                     float eps, float k);
+#define EZH_PASS(NAME, KIND, DTYPE)                                                          \
+    static void NAME(float *t, size_t len, uint32_t low, uint32_t k1, uint32_t k2,          \
+                     float scale, float eps, float k) {                                      \
+        size_t j;                                                                            \
+        for (j = 0; j < len; j++) {                                                          \
+            uint32_t x = lowbias32(lowbias32((low + (uint32_t)j) ^ k1) ^ k2);               \
+            float a = round_to(value_of(x, KIND) * scale * eps, DTYPE);                      \
+            t[j] = round_to(fmaf(k, a, t[j]), DTYPE);                                        \
+        }                                                                                    \
+    }
+EZH_PASS(gaussian_f32, EZH_GAUSSIAN, EZH_F32)
+EZH_PASS(gaussian_f16, EZH_GAUSSIAN, EZH_F16)
+EZH_PASS(gaussian_bf16, EZH_GAUSSIAN, EZH_BF16)
+EZH_PASS(rademacher_f32, EZH_RADEMACHER, EZH_F32)
+EZH_PASS(rademacher_f16, EZH_RADEMACHER, EZH_F16)
+EZH_PASS(rademacher_bf16, EZH_RADEMACHER, EZH_BF16)
+EZH_PASS(uniform_f32, EZH_UNIFORM, EZH_F32)
+EZH_PASS(uniform_f16, EZH_UNIFORM, EZH_F16)
+EZH_PASS(uniform_bf16, EZH_UNIFORM, EZH_BF16)
+#undef EZH_PASS
+
+static pass_fn *const PASSES[3][3] = {
+    {gaussian_f32, gaussian_f16, gaussian_bf16},
+    {rademacher_f32, rademacher_f16, rademacher_bf16},
+    {uniform_f32, uniform_f16, uniform_bf16},
+};
+
+/* All passes over the n weights, tile by tile (a tile never crosses a 2^32 block). */
+static void run(int kind, int dtype, void *w, uint64_t offset, size_t n, const uint32_t *keys,
+                const float *scales, const float *mults, size_t npass, float eps) {
+    float t[TILE];
+    pass_fn *pass = PASSES[kind - 1][dtype];
+    size_t start = 0, p, nblocks = (size_t)(((offset + n - 1) >> 32) - (offset >> 32) + 1);
+    while (start < n) {
+        uint64_t index = offset + start;
+        uint32_t low = (uint32_t)index;
+        size_t len = n - start, block = (size_t)((index >> 32) - (offset >> 32));
+        if (len > TILE) len = TILE;
+        if ((uint64_t)low + len > ((uint64_t)1 << 32)) len = (size_t)(((uint64_t)1 << 32) - low);
+        load_tile(w, dtype, start, len, t);
+        for (p = 0; p < npass; p++) {
+            const uint32_t *k = keys + 2 * (p * nblocks + block);
+            pass(t, len, low, k[0], k[1], scales[p], eps, mults[p]);
+        }
+        store_tile(w, dtype, start, len, t);
+        start += len;
+    }
+}
+
+/* Apply `npass` passes to the n weights at `w` (global indices offset .. offset+n-1).
+ * keys: [npass][nblocks][2] words (k1, k2) for blocks offset>>32 .. (offset+n-1)>>32;
+ * scales, mults: one float32 per pass (the source's factor and the multiple k_p). */
+int ezh_apply(int kind, int dtype, void *w, uint64_t offset, size_t n, const uint32_t *keys,
+              size_t nkeys, const float *scales, const float *mults, size_t npass, float eps) {
+    if (kind < EZH_GAUSSIAN || kind > EZH_UNIFORM) return EZH_BAD_KIND;
+    if (dtype < EZH_F32 || dtype > EZH_BF16) return EZH_BAD_DTYPE;
+    if (n == 0 || npass == 0) return EZH_OK;
+    if (nkeys != 2 * npass * (size_t)(((offset + n - 1) >> 32) - (offset >> 32) + 1))
+        return EZH_BAD_KEYS;
+    run(kind, dtype, w, offset, n, keys, scales, mults, npass, eps);
+    return EZH_OK;
+}
+
+/* float32 values rounded to float16 (dtype 1) or bfloat16 (dtype 2) bits, and the bits
+ * back to float32 in `back`: the conversions above, exposed for exhaustive tests. */
+int ezh_convert(int dtype, const float *x, uint16_t *out, float *back, size_t n) {
+    size_t i;
+    if (dtype != EZH_F16 && dtype != EZH_BF16) return EZH_BAD_DTYPE;
+    for (i = 0; i < n; i++) {
+        out[i] = dtype == EZH_F16 ? f32_to_f16(x[i]) : f32_to_bf16(x[i]);
+        back[i] = dtype == EZH_F16 ? f16_to_f32(out[i]) : float_of((uint32_t)out[i] << 16);
+    }
+    return EZH_OK;
+}
+
+/* z of hash words x[0..n) for source `kind` (float32): the map above, for exhaustive tests. */
+int ezh_values(int kind, const uint32_t *x, float *z, size_t n) {
+    size_t i;
+    if (kind < EZH_GAUSSIAN || kind > EZH_UNIFORM) return EZH_BAD_KIND;
+    for (i = 0; i < n; i++) z[i] = value_of(x[i], kind);
+    return EZH_OK;
+}

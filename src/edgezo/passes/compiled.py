@@ -1,0 +1,207 @@
+"""The compiled CPU executor of :mod:`edgezo.passes`: counter sources' passes in one C loop.
+
+For CPU tensors and a ``"gaussian"``, ``"rademacher"`` or ``"uniform"`` kernel spec,
+``c/hash_pass.c`` does per tensor, in one loop over the elements, what
+:mod:`.reference` does with a dozen numpy/torch operations per piece: hash, map,
+``a = round(eps z)`` and ``w = round(w + k a)`` for every pass given, each weight
+read and written once, nothing of the model's size allocated. The library is built
+with the system C compiler on first use and cached like the device step
+(:func:`edgezo.runtime.clib.load`); without a compiler :func:`library` is ``None``
+and :mod:`edgezo.passes` uses the torch reference.
+
+What is exact, against the torch reference (``tests/test_passes_compiled.py``):
+
+* Rademacher and Uniform: bit for bit, for float32, float16 and bfloat16 weights,
+  any multiples and factors, several passes at once, across the ``2**32`` key blocks;
+* Gaussian: ``erfinv`` is Giles' single-precision polynomial, the one the Triton
+  kernels use (:mod:`.triton_hash`), not torch's (MKL's) ``erfinv``; over all
+  ``2**24`` possible ``u``, ``z`` is within :data:`ERFINV_ULPS` float32 ulps of the
+  reference's, so ``a = round(eps z)`` is most often identical and otherwise a few
+  ulps apart (one ulp of a 16-bit weight). It is a pure function of the element's
+  index, so it does not depend on chunking, tensor boundaries or threads.
+
+Taking an operation back applies its passes in reverse order with negated multiples,
+as the reference takes back its own: the same arithmetic, so the same bits.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import warnings
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from functools import lru_cache, partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from ..directions.hashing import keys
+from ..runtime import clib
+
+if TYPE_CHECKING:
+    from ..directions.base import KernelSpec
+    from ..params import Segment
+
+#: The C source, and its flags: the device step's, no FMA contraction (the float32
+#: roundings must be the reference's, one per operation; FMAs are written as ``fmaf``)
+#: and no ``errno`` from ``sqrtf`` (so that the Gaussian loop vectorises).
+SOURCE = Path(__file__).resolve().parent / "c" / "hash_pass.c"
+FLAGS = (*clib.FLAGS, "-ffp-contract=off", "-fno-math-errno")
+
+#: The C codes of the kernel-spec kinds and of the weight dtypes.
+KINDS = {"gaussian": 1, "rademacher": 2, "uniform": 3}
+DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+
+#: Tensors of at least this many elements per thread are cut into ``torch.get_num_threads()``
+#: pieces run in parallel (each element is computed alone: the same bits for any cut).
+SPLIT = 1 << 16
+
+#: Largest difference, in float32 ulps, between this ``erfinv(u)`` and the reference's
+#: (``torch.erfinv``) over every ``u`` the hash can produce (checked by the tests).
+ERFINV_ULPS = 5
+
+#: Seconds the last compilation took (``None``: from the cache or not built), its path,
+#: and why the library is unavailable (``None`` when it loaded).
+BUILD: dict = {"seconds": None, "path": None, "error": None}
+
+
+@lru_cache(maxsize=1)
+def library() -> ctypes.CDLL | None:
+    """The loaded C passes, compiled on the first call; ``None`` without a working compiler."""
+    try:
+        lib, built = clib.load(SOURCE, SOURCE.read_bytes(), "hash_pass", FLAGS)
+    except clib.CompilerMissing as err:
+        BUILD["error"] = str(err)
+        return None
+    except (RuntimeError, OSError) as err:  # a broken toolchain: warn, keep training on torch
+        BUILD["error"] = str(err)
+        warnings.warn(f"edgezo: compiled CPU passes unavailable, using torch: {err}", stacklevel=2)
+        return None
+    BUILD.update(built, error=None)
+    ptr, size = ctypes.c_void_p, ctypes.c_size_t
+    lib.ezh_apply.argtypes = [ctypes.c_int, ctypes.c_int, ptr, ctypes.c_uint64, size, ptr, size]
+    lib.ezh_apply.argtypes += [ptr, ptr, size, ctypes.c_float]
+    lib.ezh_convert.argtypes = [ctypes.c_int, ptr, ptr, ptr, size]
+    lib.ezh_values.argtypes = [ctypes.c_int, ptr, ptr, size]
+    for name in ("ezh_apply", "ezh_convert", "ezh_values"):
+        getattr(lib, name).restype = ctypes.c_int
+    return lib
+
+
+def available(spec: KernelSpec) -> bool:
+    """Whether the compiled path can run this spec: a counter kind, and the library built."""
+    return spec.kind in KINDS and library() is not None
+
+
+def eligible(seg: Segment) -> bool:
+    """Whether a tensor can take the compiled path: CPU, float32/16/bf16, contiguous, no mask."""
+    p = seg.param
+    return p.device.type == "cpu" and p.dtype in DTYPES and seg.mask is None and p.is_contiguous()
+
+
+def multiple(k: float, dtype: torch.dtype) -> float:
+    """The multiple as torch's CPU ``add_(alpha=k)`` uses it: float32, and first rounded to
+    the weight dtype for float16/bfloat16 weights."""
+    if dtype == torch.float32:
+        return float(np.float32(k))
+    return float(torch.tensor(k, dtype=torch.float32).to(dtype).float())
+
+
+def operations(
+    spec: KernelSpec,
+    segments: Sequence[Segment],
+    eps: float,
+    passes: Sequence[tuple[int, int, Sequence[float]]],
+) -> Iterator:
+    """One operation per tensor with at least one nonzero multiple, all its passes fused."""
+    scales = [spec.factor(step, query) for step, query, _ in passes]
+    table: dict[tuple[int, int, int], tuple[int, int]] = {}
+    for i, seg in enumerate(segments):
+        live = [(s, q, ks[i], f) for (s, q, ks), f in zip(passes, scales, strict=True) if ks[i]]
+        if not live:
+            continue
+        first, last = seg.offset >> 32, (seg.offset + seg.numel - 1) >> 32
+        words = []
+        for step, query, _, _ in live:
+            for block in range(first, last + 1):
+                if (step, query, block) not in table:
+                    table[(step, query, block)] = keys(spec.seed, step, query, block)
+                words.extend(table[(step, query, block)])
+        yield partial(_apply_, spec, seg, eps, live, np.array(words, dtype=np.uint32))
+
+
+def _apply_(
+    spec: KernelSpec, seg: Segment, eps: float, live: list, words: np.ndarray, undo: bool
+) -> None:
+    """``w += k round(eps z)`` for each pass of ``live`` in order (reversed, ``-k``, to undo)."""
+    flat = seg.flat()
+    npass = len(live)
+    mults = np.array([multiple(-k if undo else k, flat.dtype) for _, _, k, _ in live], np.float32)
+    scales = np.array([f for _, _, _, f in live], dtype=np.float32)
+    words = words.reshape(npass, -1, 2)  # (pass, block, k1/k2)
+    if undo:  # the passes in reverse order, with their keys
+        words, scales, mults = words[::-1], scales[::-1].copy(), mults[::-1].copy()
+    args = (KINDS[spec.kind], DTYPES[flat.dtype], flat, seg.offset, words, scales, mults, eps)
+    cut = pieces(seg.numel, torch.get_num_threads())
+    calls = [partial(_call, *args, start, stop) for start, stop in cut]
+    if len(calls) == 1:
+        calls[0]()
+        return
+    pool = _pool(len(calls))
+    futures = [pool.submit(call) for call in calls[1:]]
+    try:
+        calls[0]()
+    finally:
+        _wait_all(futures)  # an interrupt still lets every piece finish: the op is whole
+    for future in futures:
+        future.result()
+
+
+def _call(kind, dtype, flat, offset, words, scales, mults, eps, start: int, stop: int) -> None:
+    """The C loop over elements ``start:stop`` of ``flat`` (the keys of their blocks only)."""
+    first = ((offset + start) >> 32) - (offset >> 32)
+    last = ((offset + stop - 1) >> 32) - (offset >> 32)
+    keys = np.ascontiguousarray(words[:, first : last + 1])
+    status = library().ezh_apply(
+        kind,
+        dtype,
+        flat.data_ptr() + start * flat.element_size(),
+        offset + start,
+        stop - start,
+        keys.ctypes.data,
+        keys.size,
+        scales.ctypes.data,
+        mults.ctypes.data,
+        len(scales),
+        float(np.float32(eps)),
+    )
+    if status:
+        raise RuntimeError(f"The compiled pass refused its arguments (status {status})")
+
+
+def pieces(n: int, threads: int) -> list[tuple[int, int]]:
+    """``[0, n)`` cut for ``threads`` threads (whole tiles of 512; one piece when small)."""
+    count = max(1, min(threads, n // SPLIT))
+    per = -(-n // count)  # ceil(n / count)
+    size = (per + 511) // 512 * 512
+    return [(start, min(n, start + size)) for start in range(0, n, size)]
+
+
+@lru_cache(maxsize=4)
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """Threads for the pieces after the first (which the caller's thread runs)."""
+    return ThreadPoolExecutor(max_workers=workers - 1, thread_name_prefix="edgezo-pass")
+
+
+def _wait_all(futures: list) -> None:
+    """Wait until every future is done, even through KeyboardInterrupt (re-raised after)."""
+    interrupted = None
+    while not all(f.done() for f in futures):
+        try:
+            wait(futures)
+        except KeyboardInterrupt as err:
+            interrupted = err
+    if interrupted is not None:
+        raise interrupted
