@@ -233,9 +233,11 @@ def test_without_a_compiler_the_torch_path_runs(monkeypatch):
     assert same_bits(again[0], got[0])
 
 
-def test_kernels_off_forces_torch():
+def test_kernels_off_forces_torch_and_empty_tensors_are_no_ops():
     applied(Uniform(2), [torch.randn(10)], 0, 1e-2, [(0, 0, [1.0])], "off")
     assert passes.last_executor == "torch"
+    got = applied(Uniform(2), [torch.ones(0), torch.ones(3)], 0, 1e-2, [(0, 0, [1.0, 0.0])], "auto")
+    assert torch.equal(got[1], torch.ones(3))
 
 
 @pytest.mark.parametrize("name", ["rademacher", "uniform", "gaussian"])

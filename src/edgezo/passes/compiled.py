@@ -120,7 +120,7 @@ def operations(
     table: dict[tuple[int, int, int], tuple[int, int]] = {}
     for i, seg in enumerate(segments):
         live = [(s, q, ks[i], f) for (s, q, ks), f in zip(passes, scales, strict=True) if ks[i]]
-        if not live:
+        if not live or seg.numel == 0:
             continue
         first, last = seg.offset >> 32, (seg.offset + seg.numel - 1) >> 32
         words = []
