@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from edgezo import ZO, passes
 from edgezo.directions import Gaussian, Rademacher, Uniform
-from edgezo.directions.counter import symmetric_unit
+from edgezo.directions.counter import hash_words, symmetric_unit
 from edgezo.params import Segment
 from edgezo.passes import compiled
 
@@ -135,6 +135,21 @@ def test_gaussian_z_is_within_the_documented_ulps_of_torch():
     distance = (ordered(torch.from_numpy(z)) - ordered(want)).abs()
     assert int(distance.max()) <= compiled.ERFINV_ULPS
     assert not torch.isfinite(torch.from_numpy(z)).logical_not().any()
+
+
+@pytest.mark.parametrize("kind", ["rademacher", "uniform", "gaussian"])
+def test_the_vectorised_loop_makes_the_same_z_as_the_checked_map(kind):
+    """``0 + 1 * round(1 * z)`` from the pass loop is the z of ``ezh_values`` (whose every
+    value the exhaustive test checks), across a 2**32 block."""
+    source, base, n = make_source(kind, 21), 2**32 - 40_000, 80_000
+    got = applied(source, [torch.zeros(n)], base, 1.0, [(5, 2, [1.0])], "auto")[0]
+    words = hash_words(source.seed, 5, 2, base, n)
+    z = np.empty(n, dtype=np.float32)
+    assert (
+        compiled.library().ezh_values(compiled.KINDS[kind], words.ctypes.data, z.ctypes.data, n)
+        == 0
+    )
+    assert same_bits(got, torch.from_numpy(z))
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
