@@ -177,16 +177,16 @@ def test_16bit_conversions_round_as_torch(dtype):
     x = torch.cat([near.view(torch.float32), torch.randn(100_000) * 1e-5, torch.randn(1000) * 7e4])
     x = torch.cat([x, torch.tensor([0.0, -0.0, math.inf, -math.inf, math.nan, 65520.0, 2**-25])])
     bits = np.empty(x.numel(), dtype=np.uint16)
-    back = np.empty(x.numel(), dtype=np.float32)
-    assert (
-        lib.ezh_convert(code, x.numpy().ctypes.data, bits.ctypes.data, back.ctypes.data, x.numel())
-        == 0
-    )
+    back, rounded = np.empty(x.numel(), np.float32), np.empty(x.numel(), np.float32)
+    pointers = [a.ctypes.data for a in (x.numpy(), bits, back, rounded)]
+    assert lib.ezh_convert(code, *pointers, x.numel()) == 0
     got, want = torch.from_numpy(bits.view(np.int16)).view(dtype), x.to(dtype)
     nan = want.isnan()
     assert torch.equal(got.isnan(), nan)
     assert same_bits(got[~nan], want[~nan])
-    assert same_bits(torch.from_numpy(back)[~nan], want.float()[~nan])
+    for widened in (torch.from_numpy(back), torch.from_numpy(rounded)):
+        assert torch.equal(widened.isnan(), nan)
+        assert same_bits(widened[~nan], want.float()[~nan])
 
 
 @pytest.mark.parametrize("dtype", FLOATS)

@@ -26,42 +26,38 @@ enum { EZH_OK = 0, EZH_BAD_KIND = 1, EZH_BAD_DTYPE = 2, EZH_BAD_KEYS = 3 };
 
 #define TILE 512
 
-static uint32_t bits_of(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
-static float float_of(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+/* Type punning through a union (C99 TC3): unlike memcpy, it keeps the loops vectorisable. */
+typedef union { float f; uint32_t u; } pun;
+static inline uint32_t bits_of(float f) { pun v; v.f = f; return v.u; }
+static inline float float_of(uint32_t u) { pun v; v.u = u; return v.f; }
 
 static uint32_t lowbias32(uint32_t x) {
     x ^= x >> 16; x *= 0x7feb352dU; x ^= x >> 15; x *= 0x846ca68bU; x ^= x >> 16;
     return x;
 }
 
-/* float16 bits to float32, exact (subnormals normalised, inf and NaN kept). */
-static float f16_to_f32(uint16_t h) {
+/* float16 bits to float32, exact: subnormals as m * 2^-24 (a normal float32, so no
+ * denormal arithmetic), inf and NaN kept. Selects, not branches: the loops vectorise. */
+static inline float f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-    if (e == 0x1f) return float_of(sign | 0x7f800000u | (m << 13));
-    if (e != 0) return float_of(sign | ((e + 112u) << 23) | (m << 13));
-    if (m == 0) return float_of(sign);
-    e = 113;
-    while (!(m & 0x400u)) { m <<= 1; e--; }
-    return float_of(sign | (e << 23) | ((m & 0x3ffu) << 13));
+    uint32_t sub = bits_of((float)(int32_t)m * 0x1p-24f);
+    uint32_t normal = ((e + 112u) << 23) | (m << 13), special = 0x7f800000u | (m << 13);
+    uint32_t r = e == 0x1f ? special : normal;
+    r = e == 0 ? sub : r;
+    return float_of(sign | r);
 }
 
-/* float32 to float16 bits, round to nearest even (overflow to inf, NaN quiet). */
-static uint16_t f32_to_f16(float f) {
+/* float32 to float16 bits, round to nearest even (overflow to inf, NaN quiet): F. Giesen's
+ * float_to_half_fast3_rtne. Half subnormals by one float32 addition of a magic number (its
+ * rounding is the one wanted; inputs and result are normal or flushed to the same zero). */
+static inline uint16_t f32_to_f16(float f) {
+    const uint32_t magic = ((127u - 15u) + (23u - 10u) + 1u) << 23;
     uint32_t x = bits_of(f), sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
-    if (ax > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);
-    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* >= 65520 rounds to inf */
-    if (ax < 0x38800000u) {                                    /* below 2^-14: subnormal */
-        uint32_t shift, m, q, rem, half;
-        if (ax < 0x33000000u) return (uint16_t)sign;            /* <= 2^-25: to zero */
-        shift = 126u - (ax >> 23);
-        m = (ax & 0x7fffffu) | 0x800000u;
-        q = m >> shift; rem = m & ((1u << shift) - 1u); half = 1u << (shift - 1u);
-        q += (rem > half) || (rem == half && (q & 1u));
-        return (uint16_t)(sign | q);
-    }
-    ax -= 0x38000000u;                                          /* rebias 127 -> 15 */
-    ax += 0xfffu + ((ax >> 13) & 1u);
-    return (uint16_t)(sign | (ax >> 13));
+    uint32_t big = ax > 0x7f800000u ? 0x7e00u : 0x7c00u;              /* NaN : inf */
+    uint32_t sub = bits_of(float_of(ax) + float_of(magic)) - magic;
+    uint32_t normal = (ax + ((uint32_t)(15 - 127) << 23) + 0xfffu + ((ax >> 13) & 1u)) >> 13;
+    uint32_t o = ax >= (143u << 23) ? big : ax < (113u << 23) ? sub : normal;
+    return (uint16_t)(sign | o);
 }
 
 /* float32 to bfloat16 bits, round to nearest even (torch's formula; NaN -> 0x7fc0). */
@@ -72,9 +68,21 @@ static uint16_t f32_to_bf16(float f) {
     return (uint16_t)(x >> 16);
 }
 
+/* float32 rounded to the nearest float16 value (ties to even), kept in float32: the value
+ * of f16_to_f32(f32_to_f16(f)) without leaving float32 (so the pass loops vectorise). */
+static inline float round_f16(float f) {
+    uint32_t x = bits_of(f), sign = x & 0x80000000u, ax = x & 0x7fffffffu;
+    float tiny = (float_of(ax) + 0.5f) - 0.5f;          /* below 2^-14: a multiple of 2^-24 */
+    uint32_t r = (ax + 0xfffu + ((ax >> 13) & 1u)) & ~0x1fffu;  /* 11 significant bits */
+    r = ax < (113u << 23) ? bits_of(tiny) : r;
+    r = ax >= 0x477ff000u ? 0x7f800000u : r;           /* from 65520 up: inf */
+    r = ax > 0x7f800000u ? 0x7fc00000u : r;            /* NaN: float16's quiet NaN */
+    return float_of(sign | r);
+}
+
 /* float32 value rounded to the weight dtype and back (the value torch would store). */
-static float round_to(float f, int dtype) {
-    if (dtype == EZH_F16) return f16_to_f32(f32_to_f16(f));
+static inline float round_to(float f, int dtype) {
+    if (dtype == EZH_F16) return round_f16(f);
     if (dtype == EZH_BF16) return float_of((uint32_t)f32_to_bf16(f) << 16);
     return f;
 }
@@ -211,14 +219,16 @@ int ezh_apply(int kind, int dtype, void *w, uint64_t offset, size_t n, const uin
     return EZH_OK;
 }
 
-/* float32 values rounded to float16 (dtype 1) or bfloat16 (dtype 2) bits, and the bits
- * back to float32 in `back`: the conversions above, exposed for exhaustive tests. */
-int ezh_convert(int dtype, const float *x, uint16_t *out, float *back, size_t n) {
+/* float32 values to float16 (dtype 1) or bfloat16 (dtype 2) bits in `out`, those bits back
+ * to float32 in `back`, and the values rounded in float32 (round_to) in `rounded`: the
+ * conversions above, exposed for exhaustive tests. */
+int ezh_convert(int dtype, const float *x, uint16_t *out, float *back, float *rounded, size_t n) {
     size_t i;
     if (dtype != EZH_F16 && dtype != EZH_BF16) return EZH_BAD_DTYPE;
     for (i = 0; i < n; i++) {
         out[i] = dtype == EZH_F16 ? f32_to_f16(x[i]) : f32_to_bf16(x[i]);
         back[i] = dtype == EZH_F16 ? f16_to_f32(out[i]) : float_of((uint32_t)out[i] << 16);
+        rounded[i] = round_to(x[i], dtype);
     }
     return EZH_OK;
 }
