@@ -297,3 +297,25 @@ def test_threads_and_pieces_do_not_change_the_bits(kind, dtype, monkeypatch):
     finally:
         torch.set_num_threads(threads)
     assert same_bits(cut[0], one[0])
+
+
+def test_an_interrupt_while_pieces_run_takes_the_tensor_back(monkeypatch):
+    """Ctrl-C in the caller's thread while a tensor's pieces run: every piece finishes, is
+    taken back, and the interrupt propagates (zeros come back to exactly zero)."""
+    real = compiled._wait_all
+
+    def interrupted(futures):
+        real(futures)
+        return KeyboardInterrupt()
+
+    monkeypatch.setattr(compiled, "_wait_all", interrupted)
+    monkeypatch.setattr(compiled, "SPLIT", 600)
+    w, threads = torch.zeros(5_000), torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            passes.apply_(Gaussian(1), [Segment(w, 2**32 - 2_000, 0)], 0.1, [(0, 0, [1.0])])
+    finally:
+        torch.set_num_threads(threads)
+    assert passes.last_executor == "compiled"
+    assert same_bits(w, torch.zeros(5_000))

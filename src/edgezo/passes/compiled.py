@@ -137,27 +137,37 @@ def _apply_(
     spec: KernelSpec, seg: Segment, eps: float, live: list, words: np.ndarray, undo: bool
 ) -> None:
     """``w += k round(eps z)`` for each pass of ``live`` in order (reversed, ``-k``, to undo)."""
+    args = _arguments(spec, seg, eps, live, words, undo)
+    cut = pieces(seg.numel, torch.get_num_threads())
+    if len(cut) == 1:
+        _call(*args, 0, seg.numel)  # one C call: an interrupt waits for it to return
+        return
+    pool, futures, stop = _pool(len(cut)), [], None
+    try:
+        for start, end in cut:
+            futures.append(pool.submit(_call, *args, start, end))
+    except BaseException as err:  # an interrupt while submitting
+        stop = err
+    stop = _wait_all(futures) or stop
+    failed = stop or next((f.exception() for f in futures if f.exception() is not None), None)
+    if failed is None:
+        return
+    back = _arguments(spec, seg, eps, live, words, not undo)  # all or nothing: take back
+    for (start, end), future in zip(cut, futures, strict=False):
+        if future.exception() is None:
+            _call(*back, start, end)
+    raise failed
+
+
+def _arguments(spec, seg, eps, live, words: np.ndarray, undo: bool) -> tuple:
+    """The C call's arguments but the range: passes in order, or reversed with ``-k``."""
     flat = seg.flat()
-    npass = len(live)
     mults = np.array([multiple(-k if undo else k, flat.dtype) for _, _, k, _ in live], np.float32)
     scales = np.array([f for _, _, _, f in live], dtype=np.float32)
-    words = words.reshape(npass, -1, 2)  # (pass, block, k1/k2)
+    words = words.reshape(len(live), -1, 2)  # (pass, block, k1/k2)
     if undo:  # the passes in reverse order, with their keys
         words, scales, mults = words[::-1], scales[::-1].copy(), mults[::-1].copy()
-    args = (KINDS[spec.kind], DTYPES[flat.dtype], flat, seg.offset, words, scales, mults, eps)
-    cut = pieces(seg.numel, torch.get_num_threads())
-    calls = [partial(_call, *args, start, stop) for start, stop in cut]
-    if len(calls) == 1:
-        calls[0]()
-        return
-    pool = _pool(len(calls))
-    futures = [pool.submit(call) for call in calls[1:]]
-    try:
-        calls[0]()
-    finally:
-        _wait_all(futures)  # an interrupt still lets every piece finish: the op is whole
-    for future in futures:
-        future.result()
+    return (KINDS[spec.kind], DTYPES[flat.dtype], flat, seg.offset, words, scales, mults, eps)
 
 
 def _call(kind, dtype, flat, offset, words, scales, mults, eps, start: int, stop: int) -> None:
@@ -192,17 +202,17 @@ def pieces(n: int, threads: int) -> list[tuple[int, int]]:
 
 @lru_cache(maxsize=4)
 def _pool(workers: int) -> ThreadPoolExecutor:
-    """Threads for the pieces after the first (which the caller's thread runs)."""
-    return ThreadPoolExecutor(max_workers=workers - 1, thread_name_prefix="edgezo-pass")
+    """Threads for the pieces of a tensor (the caller's thread only waits: interrupts land
+    there, never inside a piece)."""
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgezo-pass")
 
 
-def _wait_all(futures: list) -> None:
-    """Wait until every future is done, even through KeyboardInterrupt (re-raised after)."""
+def _wait_all(futures: list) -> BaseException | None:
+    """Wait until every future is done, through KeyboardInterrupt (returned, not raised)."""
     interrupted = None
     while not all(f.done() for f in futures):
         try:
             wait(futures)
         except KeyboardInterrupt as err:
             interrupted = err
-    if interrupted is not None:
-        raise interrupted
+    return interrupted
