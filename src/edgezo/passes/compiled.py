@@ -83,7 +83,7 @@ def library() -> ctypes.CDLL | None:
     BUILD.update(built, error=None)
     ptr, size = ctypes.c_void_p, ctypes.c_size_t
     lib.ezh_apply.argtypes = [ctypes.c_int, ctypes.c_int, ptr, ctypes.c_uint64, size, ptr, size]
-    lib.ezh_apply.argtypes += [ptr, ptr, size, ctypes.c_float]
+    lib.ezh_apply.argtypes += [ptr, ptr, size, ctypes.c_float, ptr]
     lib.ezh_convert.argtypes = [ctypes.c_int, ptr, ptr, ptr, ptr, size]
     lib.ezh_values.argtypes = [ctypes.c_int, ptr, ptr, size]
     for name in ("ezh_apply", "ezh_convert", "ezh_values"):
@@ -142,21 +142,24 @@ def _apply_(
     if len(cut) == 1:
         _call(*args, 0, seg.numel)  # one C call: an interrupt waits for it to return
         return
-    pool, futures, stop = _pool(len(cut)), [], None
+    done = np.zeros(len(cut), dtype=np.uint8)  # set by C when a piece is written
+    futures, stop = [], None
     try:
-        for start, end in cut:
-            futures.append(pool.submit(_call, *args, start, end))
-    except BaseException as err:  # an interrupt while submitting
+        pool = _pool(len(cut) - 1)
+        for i, (start, end) in enumerate(cut[1:], 1):
+            futures.append(pool.submit(_call, *args, start, end, done[i:].ctypes.data))
+        _call(*args, *cut[0], done.ctypes.data)  # the caller's thread takes the first piece
+    except BaseException as err:  # an interrupt around a call, or a refused call
         stop = err
     stop = _wait_all(futures) or stop
-    failed = stop or next((f.exception() for f in futures if f.exception() is not None), None)
-    if failed is None:
+    stop = stop or next((f.exception() for f in futures if f.exception() is not None), None)
+    if stop is None:
         return
     back = _arguments(spec, seg, eps, live, words, not undo)  # all or nothing: take back
-    for (start, end), future in zip(cut, futures, strict=False):
-        if future.exception() is None:
+    for (start, end), finished in zip(cut, done, strict=True):
+        if finished:
             _call(*back, start, end)
-    raise failed
+    raise stop
 
 
 def _arguments(spec, seg, eps, live, words: np.ndarray, undo: bool) -> tuple:
@@ -170,8 +173,9 @@ def _arguments(spec, seg, eps, live, words: np.ndarray, undo: bool) -> tuple:
     return (KINDS[spec.kind], DTYPES[flat.dtype], flat, seg.offset, words, scales, mults, eps)
 
 
-def _call(kind, dtype, flat, offset, words, scales, mults, eps, start: int, stop: int) -> None:
-    """The C loop over elements ``start:stop`` of ``flat`` (the keys of their blocks only)."""
+def _call(kind, dtype, flat, offset, words, scales, mults, eps, start, stop, done=None) -> None:
+    """The C loop over elements ``start:stop`` of ``flat`` (the keys of their blocks only);
+    ``done``: address of a byte the C code sets when it has written every weight."""
     first = ((offset + start) >> 32) - (offset >> 32)
     last = ((offset + stop - 1) >> 32) - (offset >> 32)
     keys = np.ascontiguousarray(words[:, first : last + 1])
@@ -187,6 +191,7 @@ def _call(kind, dtype, flat, offset, words, scales, mults, eps, start: int, stop
         mults.ctypes.data,
         len(scales),
         float(np.float32(eps)),
+        done,
     )
     if status:
         raise RuntimeError(f"The compiled pass refused its arguments (status {status})")
@@ -202,8 +207,7 @@ def pieces(n: int, threads: int) -> list[tuple[int, int]]:
 
 @lru_cache(maxsize=4)
 def _pool(workers: int) -> ThreadPoolExecutor:
-    """Threads for the pieces of a tensor (the caller's thread only waits: interrupts land
-    there, never inside a piece)."""
+    """Threads for the pieces after the first (which the caller's thread runs)."""
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgezo-pass")
 
 

@@ -207,15 +207,18 @@ static void run(int kind, int dtype, void *w, uint64_t offset, size_t n, const u
 
 /* Apply `npass` passes to the n weights at `w` (global indices offset .. offset+n-1).
  * keys: [npass][nblocks][2] words (k1, k2) for blocks offset>>32 .. (offset+n-1)>>32;
- * scales, mults: one float32 per pass (the source's factor and the multiple k_p). */
+ * scales, mults: one float32 per pass (the source's factor and the multiple k_p).
+ * done (may be NULL): set to 1 once every weight is written, so a caller interrupted
+ * around this call knows whether to take it back. */
 int ezh_apply(int kind, int dtype, void *w, uint64_t offset, size_t n, const uint32_t *keys,
-              size_t nkeys, const float *scales, const float *mults, size_t npass, float eps) {
+              size_t nkeys, const float *scales, const float *mults, size_t npass, float eps,
+              uint8_t *done) {
     if (kind < EZH_GAUSSIAN || kind > EZH_UNIFORM) return EZH_BAD_KIND;
     if (dtype < EZH_F32 || dtype > EZH_BF16) return EZH_BAD_DTYPE;
-    if (n == 0 || npass == 0) return EZH_OK;
-    if (nkeys != 2 * npass * (size_t)(((offset + n - 1) >> 32) - (offset >> 32) + 1))
+    if (n != 0 && nkeys != 2 * npass * (size_t)(((offset + n - 1) >> 32) - (offset >> 32) + 1))
         return EZH_BAD_KEYS;
-    run(kind, dtype, w, offset, n, keys, scales, mults, npass, eps);
+    if (n != 0 && npass != 0) run(kind, dtype, w, offset, n, keys, scales, mults, npass, eps);
+    if (done) *done = 1;
     return EZH_OK;
 }
 
