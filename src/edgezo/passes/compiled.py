@@ -11,17 +11,23 @@ and :mod:`edgezo.passes` uses the torch reference.
 
 What is exact, against the torch reference (``tests/test_passes_compiled.py``):
 
-* Rademacher and Uniform: bit for bit, for float32, float16 and bfloat16 weights,
-  any multiples and factors, several passes at once, across the ``2**32`` key blocks;
+* Rademacher and Uniform on float32: bit for bit, any multiples and factors, several
+  passes at once, across the ``2**32`` key blocks;
+* on float16/bfloat16: bit for bit when the products ``k a`` are exact (the optimizer's
+  perturbation multiples 1, -2, ...); otherwise within one rounding of the weight dtype
+  per pass, because torch's own ``add_`` is not one function there: its vector body does
+  ``round(fma(round_dtype(k), a, w))`` in float32 (what this loop does), its scalar tail
+  (the last elements of each piece and thread) rounds differently;
 * Gaussian: ``erfinv`` is Giles' single-precision polynomial, the one the Triton
-  kernels use (:mod:`.triton_hash`), not torch's (MKL's) ``erfinv``; over all
-  ``2**24`` possible ``u``, ``z`` is within :data:`ERFINV_ULPS` float32 ulps of the
-  reference's, so ``a = round(eps z)`` is most often identical and otherwise a few
-  ulps apart (one ulp of a 16-bit weight). It is a pure function of the element's
-  index, so it does not depend on chunking, tensor boundaries or threads.
+  kernels use (:mod:`.triton_hash`), with a branch-free ``log`` (Cephes' ``logf``), not
+  torch's (MKL's) ``erfinv``; over all ``2**24`` possible ``u``, ``z`` is within
+  :data:`ERFINV_ULPS` float32 ulps of the reference's (about half of them differ), so
+  ``a = round(eps z)`` is a few float32 ulps apart at most (one ulp of a 16-bit weight).
 
-Taking an operation back applies its passes in reverse order with negated multiples,
-as the reference takes back its own: the same arithmetic, so the same bits.
+Every element is computed alone from its global index, so the bits do not depend on
+tensor boundaries or on how a tensor is cut into pieces for threads. Taking an operation
+back applies its passes in reverse order with negated multiples, as the reference takes
+back its own: the same arithmetic, so the same bits.
 """
 
 from __future__ import annotations
@@ -59,8 +65,9 @@ DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 #: pieces run in parallel (each element is computed alone: the same bits for any cut).
 SPLIT = 1 << 16
 
-#: Largest difference, in float32 ulps, between this ``erfinv(u)`` and the reference's
-#: (``torch.erfinv``) over every ``u`` the hash can produce (checked by the tests).
+#: Largest difference, in float32 ulps, between this Gaussian ``z = sqrt(2) erfinv(u)`` and
+#: the reference's (``torch.erfinv``) over every ``u`` the hash can produce (checked by the
+#: tests; torch's CPU ``erfinv`` is not the rational guess of ``ATen/native/Math.h`` here).
 ERFINV_ULPS = 5
 
 #: Seconds the last compilation took (``None``: from the cache or not built), its path,

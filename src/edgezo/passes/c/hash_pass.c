@@ -9,8 +9,10 @@
  *   a = round_dtype((z * factor_p) * eps)                    two float32 roundings, then dtype
  *   w = round_dtype(fma(k_p, a, w))                          float32 FMA, as torch's add_
  *
- * Weights are float32, float16 or bfloat16; the 16-bit formats are converted by integer
- * code with round-to-nearest-even (torch's .to), so no compiler half type is needed.
+ * Weights are float32, float16 or bfloat16; the 16-bit formats are converted by bit
+ * operations with round-to-nearest-even (torch's .to; float16 subnormals by a float32
+ * addition that does the rounding), so no compiler half type is needed. k_p arrives rounded
+ * as torch's add_ rounds it (to the weight dtype for 16-bit weights).
  * Elements are processed in tiles on the stack: each weight is read and written once for
  * all passes, nothing is allocated, and the inner loops over a tile vectorise.
  * C99, no allocation, no global state: callers may run disjoint ranges in parallel.
