@@ -3,8 +3,9 @@
 The shared library lives in the user's cache (:func:`edgezo.cache.cache_dir`,
 ``runtime/``), named by a hash of the sources, the compiler and its flags, and is
 built into a temporary file then renamed, so concurrent first calls never load
-a half-written library. The structures below mirror ``c/edgezo_step.h``
-field by field.
+a half-written library. :func:`load` does the same for any C source (the compiled
+CPU passes of :mod:`edgezo.passes.compiled` use it). The structures below mirror
+``c/edgezo_step.h`` field by field.
 """
 
 from __future__ import annotations
