@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgezo import ZO
-from edgezo.directions import LFSR, Gaussian, Pool, Rademacher, RNGArray, Xorshift
+from edgezo.directions import LFSR, Gaussian, Pool, Rademacher, RNGArray, Uniform, Xorshift
 from edgezo.directions.guided import MomentumGuided
 from edgezo.estimators import SharpnessAware
 from edgezo.fixedpoint import Requant, ZFormat, quantize_model, trainable_parameters
@@ -33,7 +33,7 @@ from edgezo.runtime import clib
 from edgezo.runtime.bundle import write_device_sources
 from edgezo.runtime.clib import library
 from edgezo.runtime.device import DeviceFormat, UnsupportedSource
-from edgezo.runtime.zsource import DeviceSource
+from edgezo.runtime.zsource import DeviceSource, step_edges
 from edgezo.updates.norms import KernelNormalized
 from edgezo.updates.sparse import sparse_groups
 
@@ -48,6 +48,8 @@ SOURCES = {
     "array lfsr": lambda: RNGArray(n=16, rng="lfsr", bits=8, seed=5),
     "array xorshift": lambda: RNGArray(n=8, rng="xorshift", bits=6, seed=9),
     "rademacher": lambda: Rademacher(seed=2**40 + 11),
+    "gaussian": lambda: Gaussian(seed=2**40 + 7),  # qzo_ff's z: a step function of the hash
+    "uniform": lambda: Uniform(seed=9),
 }
 ESTIMATORS = {"central": ("central", 1), "forward": ("forward", 1), "sign1": ("sign", 1),
               "sign3": ("sign", 3)}  # fmt: skip
@@ -104,6 +106,8 @@ LONG_RUNS = [  # each source and each estimator trains 1,000 steps at least once
     ("array lfsr", "sign1", False, False),
     ("array xorshift", "sign3", True, True),
     ("rademacher", "sign3", False, False),
+    ("gaussian", "sign3", True, False),  # QZO-FF as qzo_ff() builds it
+    ("uniform", "central", False, True),
 ]
 
 
@@ -218,15 +222,32 @@ def test_c_compiles_strict_c99(tmp_path):
     "directions,match",
     [
         (lambda: MomentumGuided(Gaussian(seed=0)), "blends Gaussians in float"),
-        (lambda: Gaussian(seed=0), "needs float functions"),
+        (lambda: Uniform(seed=0, scale="perturbation"), "own float factor"),
         (lambda: Pool(size=1021, scale="perturbation"), "float factor"),
         (lambda: LFSR(width=16, bits=14), "bits <= 12"),
     ],
 )
 def test_refusals_say_why(directions, match):
+    """What the integer step cannot reproduce bit for bit is refused, with the reason."""
     with pytest.raises(UnsupportedSource, match=match):
         ZO(trainable_parameters(head(False)), lr=1e-3, eps=1e-3, estimator="sign",
            directions=directions(), formats=DeviceFormat())  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", [Gaussian, Uniform])
+@pytest.mark.parametrize("bits,z_max", [(8, 3.5), (6, 2.0)])
+def test_step_edges_give_every_hash_values_z_q(kind, bits, z_max):
+    """The device's ``z_min + #{edges <= v}`` equals ZFormat's ``z_q`` for all 2**24 ``v``."""
+    source = kind(seed=0)
+    zf = ZFormat.of(source, bits, z_max)
+    edges, z_min = step_edges(kind, zf.dz, zf.bits)
+    v = np.arange(1 << 24, dtype=np.uint32)
+    device = z_min + np.searchsorted(edges, v, side="right")
+    words = v << np.uint32(8)
+    qmax = 2 ** (bits - 1) - 1
+    want = torch.round(source.map_words(words) / zf.dz).clamp_(-qmax, qmax).int().numpy()
+    assert np.array_equal(device, want)
+    assert len(edges) <= 2 * qmax
 
 
 def test_no_compiler_is_a_clear_error(monkeypatch):
@@ -249,7 +270,12 @@ def fnv(h: int, data: bytes) -> int:
 
 @pytest.mark.parametrize(
     "source,per_channel,sparse",
-    [("pool", True, True), ("array lfsr", False, False), ("rademacher", True, False)],
+    [
+        ("pool", True, True),
+        ("array lfsr", False, False),
+        ("rademacher", True, False),
+        ("gaussian", False, False),
+    ],  # fmt: skip
 )
 def test_bundle_step_equals_python(tmp_path, source, per_channel, sparse):
     pairs = pair(source, "sign3", per_channel, sparse)

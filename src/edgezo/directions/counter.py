@@ -67,12 +67,12 @@ class CounterDirections(Directions):
     def config(self) -> dict[str, Any]:
         return {"type": type(self).__name__, "seed": self.seed}
 
-    def _values(self, words: np.ndarray) -> Tensor:
+    def map_words(self, words: np.ndarray) -> Tensor:
         """Map hash words (uint32) to float32 values (a CPU tensor)."""
         raise NotImplementedError
 
     def factor(self, step: int, query: int) -> float:
-        """Per-perturbation factor applied after :meth:`_values` (1 unless a rule says otherwise)."""
+        """Per-perturbation factor applied after :meth:`map_words` (1 unless a rule says otherwise)."""
         return 1.0
 
     def kernel_spec(self) -> KernelSpec | None:
@@ -82,7 +82,7 @@ class CounterDirections(Directions):
     def sample(self, step, query, offset, n, *, dtype=torch.float32, device=None) -> Tensor:
         if offset < 0 or n < 0:
             raise ValueError(f"offset and n must be >= 0, got offset={offset}, n={n}")
-        values = self._values(hash_words(self.seed, step, query, offset, n))
+        values = self.map_words(hash_words(self.seed, step, query, offset, n))
         scale = self.factor(step, query)
         if scale != 1.0:
             values.mul_(scale)
@@ -103,7 +103,7 @@ class Gaussian(CounterDirections):
 
     KIND = "gaussian"
 
-    def _values(self, words: np.ndarray) -> Tensor:
+    def map_words(self, words: np.ndarray) -> Tensor:
         return torch.from_numpy(symmetric_unit(words)).erfinv_().mul_(math.sqrt(2.0))
 
 
@@ -112,7 +112,7 @@ class Rademacher(CounterDirections):
 
     KIND = "rademacher"
 
-    def _values(self, words: np.ndarray) -> Tensor:
+    def map_words(self, words: np.ndarray) -> Tensor:
         top = (words >> np.uint32(31)).astype(np.float32)  # bit 31: 0 or 1
         return torch.from_numpy(1.0 - 2.0 * top)
 
@@ -151,7 +151,7 @@ class Uniform(CounterDirections):
 
     KIND = "uniform"
 
-    def _values(self, words: np.ndarray) -> Tensor:
+    def map_words(self, words: np.ndarray) -> Tensor:
         return torch.from_numpy(symmetric_unit(words)).mul_(math.sqrt(3.0))
 
     def factor(self, step: int, query: int) -> float:
@@ -167,7 +167,7 @@ class Uniform(CounterDirections):
             total = 0.0
             for start in range(0, self.dim, CHUNK):
                 n = min(CHUNK, self.dim - start)
-                v = self._values(hash_words(self.seed, step, query, start, n))
+                v = self.map_words(hash_words(self.seed, step, query, start, n))
                 total += float(v.double().square().sum())
             if len(self._norms) > 8:  # only the current step's queries are ever re-read
                 self._norms.clear()

@@ -117,9 +117,14 @@ def source_lines(source: DeviceSource) -> list[str]:
     if source.table is not None:
         lines.append(c_array("int8_t", "ez_table", source.table.tolist()))
         table = "ez_table"
+    edges = "NULL"
+    if source.edges is not None:
+        lines.append(c_array("uint32_t", "ez_edges", source.edges.tolist()))
+        edges = "ez_edges"
     lines.append(
         f"static const ez_source ez_src = {{{s.kind}, {s.bits}u, {s.width}u, {s.taps}u, "
-        f"{s.steps}u, {s.n_regs}u, ez_seeds, {table}, UINT64_C({s.size})}};\n"
+        f"{s.steps}u, {s.n_regs}u, ez_seeds, {table}, UINT64_C({s.size}), {edges}, "
+        f"{s.n_edges}u, {s.z_min}}};\n"
     )
     return lines
 

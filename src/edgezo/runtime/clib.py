@@ -140,6 +140,7 @@ class Source(ctypes.Structure):
         ("kind", ctypes.c_int32), ("bits", ctypes.c_uint32), ("width", ctypes.c_uint32),
         ("taps", ctypes.c_uint32), ("steps", ctypes.c_uint32), ("n_regs", ctypes.c_uint32),
         ("seeds", ctypes.c_void_p), ("table", ctypes.c_void_p), ("size", ctypes.c_uint64),
+        ("edges", ctypes.c_void_p), ("n_edges", ctypes.c_uint32), ("z_min", ctypes.c_int32),
     ]  # fmt: skip
 
 

@@ -133,7 +133,7 @@ class DeviceFormat(FixedPointFormat):
     Same arguments and numbers as FixedPointFormat (its ``config()`` too). Raises
     :class:`CompilerMissing` when bound without a C compiler, and
     :class:`UnsupportedSource` for a direction source the integer step cannot
-    reproduce (MomentumGuided, counter sources, ``Pool(scale='perturbation')``).
+    reproduce (MomentumGuided; a float factor per perturbation: ``scale='perturbation'``).
 
     Example (needs a C compiler, so not run as a doctest)::
 

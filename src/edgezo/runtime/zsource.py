@@ -7,24 +7,40 @@ or, for a hardware source whose outputs are wider than ``z``'s bits, the lookup
 ``u -> z_q`` (``2**bits`` int8 values, ``bits <= 12``). Native odd integers
 ``v = 2u + 1 - 2**bits`` need no table; Rademacher's ``z = +/-1`` is hashed in C
 from ``(seed, step, query, i)`` with edgezo's integer hash, and only its two
-``z_q`` come from Python. What cannot be bit-exact in integers (Gaussian and
-Uniform need float functions of the hash; MomentumGuided a float history) is
-refused with the reason.
+``z_q`` come from Python. Gaussian and Uniform ``z`` are float functions of the
+hash's 24 bits ``v``, but their ``z_q = sat(round(z / dz))`` is a non-decreasing
+step function of ``v`` with at most ``2 * qmax`` steps: Python evaluates the float
+map once on all ``2**24`` values of ``v`` (as :meth:`ZFormat.integers` does) and
+hands C the ``v`` where ``z_q`` goes up (254 words for 8-bit ``z``), so the device
+hashes and counts, in integers, and gets the same ``z_q``. What cannot be
+bit-exact in integers (a float factor per perturbation; MomentumGuided's float
+history) is refused with the reason.
 """
 
 from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import torch
 
-from ..directions import LFSR, Directions, Pool, Rademacher, RNGArray, Xorshift
+from ..directions import (
+    LFSR,
+    Directions,
+    Gaussian,
+    Pool,
+    Rademacher,
+    RNGArray,
+    Uniform,
+    Xorshift,
+)
 from ..formats.fixedpoint import ZFormat, saturate
 from .clib import Cursor, Source, Work
 
-KINDS = {"pool": 0, "lfsr": 1, "xorshift": 2, "array lfsr": 3, "array xorshift": 4, "rademacher": 5}
+KINDS = {"pool": 0, "lfsr": 1, "xorshift": 2, "array lfsr": 3, "array xorshift": 4,
+         "rademacher": 5, "steps": 6}  # fmt: skip
 
 #: Widest hardware output that gets a lookup table (``2**12`` bytes) when not native.
 TABLE_BITS = 12
@@ -41,6 +57,7 @@ class DeviceSource:
     source: Source
     seeds: np.ndarray
     table: np.ndarray | None
+    edges: np.ndarray | None = None  #: a step function's edges (``EZ_STEPS``)
     work_terms: int = 0
     keep: list = field(default_factory=list)
 
@@ -53,6 +70,10 @@ class DeviceSource:
             return cls.hardware(directions, zf)
         if type(directions) is Rademacher:
             return cls.rademacher(directions, zf)
+        if type(directions) is Gaussian or (
+            type(directions) is Uniform and directions.scale == "unit"
+        ):
+            return cls.steps(directions, zf)
         raise UnsupportedSource(refusal(directions))
 
     @classmethod
@@ -97,10 +118,19 @@ class DeviceSource:
         src.seeds, src.table = seeds.ctypes.data, table.ctypes.data
         return cls(src, seeds, table)
 
+    @classmethod
+    def steps(cls, source: Gaussian | Uniform, zf: ZFormat) -> DeviceSource:
+        """A counter source whose ``z_q`` is a step function of the hash's 24 bits."""
+        edges, z_min = step_edges(type(source), zf.dz, zf.bits)
+        seeds = np.array([source.seed & 0xFFFFFFFF, source.seed >> 32], dtype=np.uint32)
+        src = Source(kind=KINDS["steps"], n_regs=1, n_edges=edges.size, z_min=z_min)
+        src.seeds, src.edges = seeds.ctypes.data, edges.ctypes.data
+        return cls(src, seeds, None, edges)
+
     @property
     def counter(self) -> bool:
         """Whether ``z`` is hashed from the global index (not read from a stream)."""
-        return self.source.kind == KINDS["rademacher"]
+        return self.source.kind in (KINDS["rademacher"], KINDS["steps"])
 
     def term(self, directions: Directions, step: int, query: int, offset: int, net: int) -> tuple:
         """``(base, step, query, net)`` of a tensor starting at global index ``offset``."""
@@ -121,6 +151,28 @@ class DeviceSource:
             )
             self.work_terms = terms
         return self.work_area
+
+
+@lru_cache(maxsize=4)
+def step_edges(kind: type, dz: float, bits: int) -> tuple[np.ndarray, int]:
+    """The ``v`` (24-bit, ascending, repeated for a jump of several) where ``z_q`` of a
+    counter source goes up, and ``z_q(v = 0)``: ``z_q(v) = z_min + #{edges <= v}``.
+
+    ``z_q`` is computed for every ``v`` exactly as :meth:`ZFormat.integers` computes it
+    (the source's float map of the hash word ``v << 8``, then ``sat(round(z / dz))``).
+    """
+    words = np.arange(1 << 24, dtype=np.uint32) << np.uint32(8)
+    z = kind(seed=0).map_words(words).to(torch.float32)  # the map does not read the seed
+    z_q = saturate(torch.round(z / dz), bits).to(torch.int32).numpy()
+    jumps = np.diff(z_q)
+    if (jumps < 0).any():
+        raise UnsupportedSource(
+            f"{kind.__name__}'s quantized z is not monotone in its hash bits here, so the "
+            "device step cannot count it; use Pool, Rademacher or a hardware source"
+        )
+    up = np.flatnonzero(jumps)
+    edges = np.repeat(up + 1, jumps[up]).astype(np.uint32)
+    return edges, int(z_q[0])
 
 
 def check_int8(zf: ZFormat, what: str) -> None:
@@ -157,8 +209,14 @@ def refusal(directions: Directions) -> str:
             "history), which no integer device step reproduces bit for bit; train it with the "
             "Python path (FixedPointFormat), or use Pool, LFSR, Xorshift or RNGArray."
         )
+    if kind == "Uniform":
+        return (
+            "Uniform(scale='perturbation') multiplies every perturbation by its own float "
+            "factor sqrt(d / ||z||^2), which the integer device step cannot reproduce bit for "
+            "bit; use scale='unit' (the default) with DeviceFormat."
+        )
     return (
-        f"The device step makes z from Pool, LFSR, Xorshift, RNGArray or Rademacher; {kind} "
-        "needs float functions of its hash (erfinv, a uniform's scale) that it does not reproduce. Use one of those (PeZO's pool: Pool(size=1021)) with DeviceFormat, "
-        "or FixedPointFormat for this source."
+        f"The device step makes z from Pool, LFSR, Xorshift, RNGArray, Rademacher, Gaussian "
+        f"and Uniform; {kind} is not one of them. Use one of those (PeZO's pool: "
+        "Pool(size=1021)) with DeviceFormat, or FixedPointFormat for this source."
     )

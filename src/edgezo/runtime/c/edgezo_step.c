@@ -195,11 +195,31 @@ static void ez_keys(const ez_source *s, ez_cursor *c, uint64_t block)
 }
 
 /* -- cursors: seek once, then read sequentially --------------------------------------- */
+static int ez_is_counter(const ez_source *s)
+{
+    return s->kind == EZ_RADEMACHER || s->kind == EZ_STEPS;
+}
+
+/* z_q of a step function of v: z_min + #{edges <= v} (binary search, edges ascending). */
+static int32_t ez_step_of(const ez_source *s, uint32_t v)
+{
+    uint32_t lo = 0, hi = s->n_edges;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (s->edges[mid] <= v) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return s->z_min + (int32_t)lo;
+}
+
 static void ez_seek(const ez_source *s, ez_cursor *c, const ez_term *term)
 {
     uint64_t pos = term->base;
     uint32_t r;
-    if (s->kind == EZ_RADEMACHER) {
+    if (ez_is_counter(s)) {
         c->pos = pos;
         c->step = term->step;
         c->query = term->query;
@@ -244,6 +264,14 @@ static void ez_fill(const ez_source *s, const uint32_t *t8, ez_cursor *c, int32_
                 ez_keys(s, c, c->pos >> 32);
             }
         }
+    } else if (s->kind == EZ_STEPS) {
+        for (i = 0; i < n; i++) {
+            uint32_t x = ez_lowbias32((uint32_t)(c->pos & UINT32_C(0xFFFFFFFF)) ^ c->k1);
+            z[i] = ez_step_of(s, ez_lowbias32(x ^ c->k2) >> 8);
+            if (((++c->pos) & UINT32_C(0xFFFFFFFF)) == 0) {
+                ez_keys(s, c, c->pos >> 32);
+            }
+        }
     } else if (ez_is_array(s)) {
         for (i = 0; i < n; i++) {
             r = c->j + c->cm;
@@ -271,6 +299,9 @@ static int ez_check_source(const ez_source *s)
     }
     if (s->kind == EZ_RADEMACHER) {
         return (s->table != NULL && s->seeds != NULL) ? EZ_OK : EZ_BAD_SOURCE;
+    }
+    if (s->kind == EZ_STEPS) {
+        return (s->seeds != NULL && (s->edges != NULL || s->n_edges == 0)) ? EZ_OK : EZ_BAD_SOURCE;
     }
     if (s->kind < EZ_LFSR || s->kind > EZ_ARRAY_XORSHIFT || s->seeds == NULL || s->n_regs < 1) {
         return EZ_BAD_SOURCE;
@@ -513,6 +544,8 @@ uint64_t ez_state_bytes(const ez_source *src, size_t terms, size_t rows, uint64_
         bytes += src->size;
     } else if (src->kind == EZ_RADEMACHER) {
         bytes += 8 + 2; /* the seed, and z_q of +1 and -1 */
+    } else if (src->kind == EZ_STEPS) {
+        bytes += 8 + (uint64_t)4 * src->n_edges; /* the seed, and the step edges */
     } else {
         bytes += (uint64_t)4 * src->n_regs;
         if (src->table != NULL) {

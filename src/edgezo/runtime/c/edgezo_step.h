@@ -22,6 +22,9 @@
  *   EZ_XORSHIFT      xorshift32 (13, 17, 5), high `bits` bits out
  *   EZ_ARRAY_*       PeZO's rotating array of n such registers:
  *                    S[c*n + j] = u_{(j + c) mod n}(c)
+ *   EZ_STEPS         a counter source whose z_q is a step function of the hash's
+ *                    24 bits v = x >> 8 (Gaussian, Uniform): z_q = z_min + the number
+ *                    of `edges` <= v, edges made by Python from the real-valued map
  *   EZ_RADEMACHER    the counter source: bit 31 of edgezo's integer hash of
  *                    (seed, step, query, global index i) picks table[0] (z = +1)
  *                    or table[1] (z = -1); base is then the index of element 0
@@ -55,7 +58,8 @@ enum ez_kind {
     EZ_XORSHIFT = 2,
     EZ_ARRAY_LFSR = 3,
     EZ_ARRAY_XORSHIFT = 4,
-    EZ_RADEMACHER = 5
+    EZ_RADEMACHER = 5,
+    EZ_STEPS = 6
 };
 
 enum ez_status {
@@ -76,6 +80,9 @@ typedef struct {
     const uint32_t *seeds; /* n_regs register seeds; Rademacher: the seed's low, high words */
     const int8_t *table;   /* pool z_q (EZ_POOL), or u -> z_q lookup; NULL: native v */
     uint64_t size;         /* pool size P (EZ_POOL) */
+    const uint32_t *edges; /* EZ_STEPS: ascending v where z_q goes up by one */
+    uint32_t n_edges;      /* EZ_STEPS: how many */
+    int32_t z_min;         /* EZ_STEPS: z_q of v = 0 */
 } ez_source;
 
 /* One term: the stream position of the tensor's element 0 (counter sources: its global
