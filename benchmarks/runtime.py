@@ -106,16 +106,14 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 # before torch loads OpenMP (see step_overhead.py)
@@ -124,17 +122,16 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from _common import emit_json  # noqa: E402
+from step_overhead import environment as torch_environment  # noqa: E402
 from step_overhead import (  # noqa: E402
-    cpu_model,
-    git_head,
     interleaved,
     proc_status_kib,
     ratio,
+    section,
     summary,
 )
 from torch import Tensor, nn  # noqa: E402
 
-import edgezo  # noqa: E402
 from edgezo import ZO  # noqa: E402
 from edgezo.data import load_mnist  # noqa: E402
 from edgezo.directions import Pool  # noqa: E402
@@ -157,13 +154,6 @@ BATCH = 64
 
 
 # -- helpers -------------------------------------------------------------------
-@contextlib.contextmanager
-def section(sections: dict[str, float], name: str) -> Iterator[None]:
-    t0 = time.perf_counter()
-    yield
-    sections[name] = time.perf_counter() - t0
-
-
 def log(msg: str) -> None:
     print(f"[runtime {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -694,24 +684,16 @@ def bench_c_step(args: argparse.Namespace) -> dict[str, Any]:
 
 # -- environment and targets ---------------------------------------------------------
 def environment(threads: int) -> dict[str, Any]:
+    """step_overhead's environment, with ONNX Runtime's versions and settings."""
     import onnx
     import onnxruntime
 
     return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
+        **torch_environment(threads),
         "onnxruntime": onnxruntime.__version__,
         "onnx": onnx.__version__,
-        "edgezo": edgezo.__version__,
-        "torch_threads": torch.get_num_threads(),
         "ort_intra_op_threads": threads,
         "ort_allow_spinning": ORT_SPINNING["allow"],
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "git_head": git_head(),
-        "loadavg_at_start": list(os.getloadavg()),
-        "platform": platform.platform(),
     }
 
 
