@@ -30,7 +30,6 @@ from ..formats.fixedpoint import (
     FixedPointFormat,
     FixedPointParameter,
     Requant,
-    integer_coefficients,
 )
 from ..params import Segment
 from .clib import BUILD, CompilerMissing, Factors, ReadParams, Term, check, library
@@ -179,36 +178,23 @@ class DeviceFormat(FixedPointFormat):
                 src, tensor, params, terms_array(terms), len(terms)
             )
 
-    @torch.no_grad()
-    def update(
-        self,
-        terms: Sequence[tuple[int, int, float]],
-        weights: Sequence[Sequence[float]],
-        lrs: Sequence[float],
+    def subtract_terms(
+        self, k: int, lr: float, delta: float, live: list[tuple[int, int, int]]
     ) -> None:
-        """``w_q <- sat(w_q - requant(sum_i n_i z_q,i))`` per tensor, in C."""
-        self.restore()
-        for seg, i, tensor in zip(self.segments, self.indices, self.tensors, strict=True):
-            lr = lrs[seg.group]
-            numerators, delta = integer_coefficients([w[i] for w in weights])
-            if lr == 0.0 or delta == 0.0:
-                continue
-            live = [
-                self.device_source.term(self.directions, step, query, seg.offset, n)
-                for (step, query, _), n in zip(terms, numerators, strict=True)
-                if n
-            ]
-            self.subtract(seg, tensor, self.update_factors(seg, i, lr, delta), live)
+        """Segment ``k``'s update in C, with the Python path's ``(m, k)`` rows."""
+        seg, src = self.segments[k], self.device_source
+        terms = [src.term(self.directions, step, query, seg.offset, n) for step, query, n in live]
+        self.subtract(seg, self.tensors[k], self.update_factors(k, lr, delta), terms)
 
-    def update_factors(self, seg: Segment, i: int, lr: float, delta: float) -> Factors:
-        """The update's ``(m, k)`` rows, as the Python path computes them from
-        ``lr * delta * dz / dw``; kept while ``(lr, delta)`` stays (every sign-m-SPSA step)."""
+    def update_factors(self, k: int, lr: float, delta: float) -> Factors:
+        """Segment ``k``'s ``(m, k)`` rows of :meth:`update_factor`, as the Python path
+        computes them; kept while ``(lr, delta)`` stays (every sign-m-SPSA step)."""
         key = (lr, delta)
-        if self.factor_cache.get(i, (None,))[0] != key:
-            factor = lr * delta * self.zf.dz / seg.param.fixed.scale
+        if self.factor_cache.get(k, (None,))[0] != key:
+            factor = self.update_factor(self.segments[k], lr, delta)
             requant = Requant.of(torch.as_tensor(factor, dtype=torch.float64).reshape(-1, 1))
-            self.factor_cache[i] = (key, *factors(requant))
-        return self.factor_cache[i][1]
+            self.factor_cache[k] = (key, *factors(requant))
+        return self.factor_cache[k][1]
 
     def subtract(self, seg: Segment, tensor: DeviceTensor, f: Factors, live: list) -> None:
         """One tensor's update in C, with the same ``(m, k)`` rows as the Python path."""

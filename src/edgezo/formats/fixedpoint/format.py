@@ -175,7 +175,7 @@ class FixedPointFormat(NumberFormat):
         ``weights[t][i]`` is term ``t``'s weight on tensor ``i`` of the space.
         """
         self.restore()
-        for seg, i in zip(self.segments, self.indices, strict=True):
+        for k, (seg, i) in enumerate(zip(self.segments, self.indices, strict=True)):
             lr = lrs[seg.group]
             numerators, delta = integer_coefficients([w[i] for w in weights])
             if lr == 0.0 or delta == 0.0:
@@ -183,8 +183,19 @@ class FixedPointFormat(NumberFormat):
             live = [
                 (step, query, n) for (step, query, _), n in zip(terms, numerators, strict=True) if n
             ]
-            factor = lr * delta * self.zf.dz / seg.param.fixed.scale
-            subtract_integers(seg, self._gradient(seg, live), factor)
+            self.subtract_terms(k, lr, delta, live)
+
+    def subtract_terms(
+        self, k: int, lr: float, delta: float, live: list[tuple[int, int, int]]
+    ) -> None:
+        """Segment ``k``: ``w_q <- sat(w_q - requant(sum_i n_i z_q,i))`` for ``live`` terms
+        ``(step, query, n_i)``, requant ~ :meth:`update_factor` (the executor of the update)."""
+        seg = self.segments[k]
+        subtract_integers(seg, self._gradient(seg, live), self.update_factor(seg, lr, delta))
+
+    def update_factor(self, seg: Segment, lr: float, delta: float) -> Tensor:
+        """``lr * delta * dz / dw``: one unit of ``g_q`` in weight steps (per tensor or channel)."""
+        return lr * delta * self.zf.dz / seg.param.fixed.scale
 
     def _gradient(
         self, seg: Segment, live: list[tuple[int, int, int]]
