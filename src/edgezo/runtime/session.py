@@ -57,6 +57,8 @@ DTYPES = {
     "tensor(int64)": np.int64,
     "tensor(bool)": np.bool_,
 }
+#: The same element types as torch dtypes (what an input is converted to, if it must be).
+TORCH_DTYPES = {d: torch.from_numpy(np.empty(0, d)).dtype for d in DTYPES.values()}
 
 
 class OnnxRuntimeModel(nn.Module):
@@ -146,7 +148,7 @@ class OnnxRuntimeModel(nn.Module):
             raise TypeError(f"input {name!r} must be a torch tensor, got {type(x).__name__}")
         if dtype is None:
             raise TypeError(f"input {name!r} has a type ONNX Runtime binding does not handle here")
-        wanted = torch.from_numpy(np.empty(0, dtype)).dtype
+        wanted = TORCH_DTYPES[dtype]
         x = x.detach()
         if x.dtype != wanted or x.device.type != "cpu" or not x.is_contiguous():
             x = x.to("cpu", wanted).contiguous()  # a copy for data inputs only: integers fit as is
