@@ -241,12 +241,10 @@ def saturated_fraction(opt: ZO) -> float | None:
         if not seg.fixed:
             continue
         limit = (1 << (seg.param.fixed.bits - 1)) - 1
-        on = seg.param.detach().abs().to(torch.int64) >= limit
+        on = seg.flat().abs().to(torch.int64) >= limit
         if seg.mask is not None:
-            on = on & seg.mask.bool()
-            total += int(seg.mask.count_nonzero())
-        else:
-            total += seg.numel
+            on = on & seg.mask.dense()
+        total += seg.trained
         at_limit += int(on.sum())
     return at_limit / max(1, total)
 

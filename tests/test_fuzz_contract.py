@@ -389,7 +389,7 @@ def reference(model: nn.Module, opt: ZO) -> tuple[list, list, list]:
     """Initial values, each tensor's mask (1 = trained) and whether it is frozen."""
     tensors = list(model.parameters())
     initial = [p.detach().clone() for p in tensors]
-    by_id = {id(s.param): s.mask for s in opt.space}
+    by_id = {id(s.param): s.mask.dense().view(s.shape) for s in opt.space if s.mask is not None}
     given = {id(p) for g in opt.param_groups for p in g["params"]}
     frozen = [
         id(p) not in given or (p.is_floating_point() and not p.requires_grad) for p in tensors
@@ -404,7 +404,7 @@ def check_frozen_and_masked(run: Run, where: str) -> None:
         if frozen:
             assert torch.equal(p.detach(), init), f"{where}: a frozen tensor changed"
         elif mask is not None:
-            keep = mask == 0
+            keep = ~mask
             assert torch.equal(p.detach()[keep], init[keep]), f"{where}: a masked weight changed"
 
 
@@ -480,8 +480,7 @@ def counters(opt: ZO) -> tuple[int, int, int]:
 def trained_element(opt: ZO) -> torch.Tensor:
     """A one-element view of a weight that trains (mask 1), for a closure to write."""
     seg = opt.space.segments[0]
-    mask = seg.flat_mask()
-    index = 0 if mask is None else int(mask.nonzero()[0, 0])
+    index = 0 if seg.mask is None else int(seg.mask.dense().nonzero()[0, 0])
     return seg.param.detach().view(-1)[index : index + 1]
 
 

@@ -50,7 +50,10 @@ class ZO(torch.optim.Optimizer):
     Args:
         params: tensors or parameter groups, as for any ``torch.optim`` optimizer.
             Groups may set their own ``lr`` and ``weight_decay``, and a ``masks``
-            list (one 0/1 tensor or ``None`` per parameter) for sparse updates.
+            list (one 0/1 tensor or ``None`` per parameter) for sparse updates. ZO
+            copies each mask into bits (:class:`~edgezo.params.BitMask`, 1 bit per
+            weight) and keeps no reference to the tensors given: its
+            ``param_groups`` (copies of the dicts given) list the bit masks.
         lr: learning rate (with ``weight_decay``, the one setting a checkpoint
             restores: see :meth:`load_state_dict`).
         eps: perturbation scale (the same for every group: it defines the
@@ -127,6 +130,7 @@ class ZO(torch.optim.Optimizer):
         self.estimator.check(self.eps)
         self.update_rule = update or (Momentum(momentum, history) if momentum else SGD())
         self.space = ParamSpace(_trained(self.param_groups), masks=_masks(self.param_groups))
+        _keep_bits(self.param_groups, self.space)
         # estimators may use query slots past `queries` (SharpnessAware: the ascent direction)
         slots = self.queries + self.estimator.extra_queries
         self.directions = (directions or Gaussian()).bind(self.space.dim, slots)
@@ -230,6 +234,7 @@ class ZO(torch.optim.Optimizer):
             )
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
+        param_group = dict(param_group)  # its masks become bits: the caller's dict is not changed
         params = param_group["params"]
         if isinstance(params, set):
             raise TypeError("Parameters must be given in an ordered collection (a list), not a set")
@@ -344,6 +349,15 @@ def _masks(groups: list[dict[str, Any]]) -> dict[Tensor, Tensor]:
             )
         out.update({p: m for p, m in zip(g["params"], masks, strict=True) if m is not None})
     return out
+
+
+def _keep_bits(groups: list[dict[str, Any]], space: ParamSpace) -> None:
+    """Each group's masks replaced by the space's bit masks (``None`` for a frozen tensor):
+    the optimizer holds no reference to the 0/1 tensors the user gave."""
+    bits = {id(s.param): s.mask for s in space}
+    for g in groups:
+        if g.get("masks") is not None:
+            g["masks"] = [bits.get(id(p)) for p in g["params"]]
 
 
 def _check_replay(update_rule: UpdateRule, directions: Directions) -> None:

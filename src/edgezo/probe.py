@@ -18,6 +18,7 @@ import torch.autograd.forward_ad as fwad
 from torch import Tensor
 
 from .directions import Directions
+from .directions.base import CHUNK
 from .estimators import Closure
 from .formats import Key, NumberFormat
 from .params import ParamSpace
@@ -104,7 +105,10 @@ class StepProbe:
                     self.step, query, seg.offset, seg.numel, dtype=p.dtype, device=p.device
                 ).view_as(p)
                 if seg.mask is not None:
-                    z.mul_(seg.mask)
+                    flat = z.view(-1)
+                    for start in range(0, seg.numel, CHUNK):
+                        piece = flat[start : start + CHUNK]
+                        piece.mul_(seg.mask_piece(start, start + piece.numel(), piece.dtype))
                 p.add_(fwad.make_dual(torch.zeros_like(p), z))
             primal, tangent = fwad.unpack_dual(self.call(closure))
         if tangent is None:

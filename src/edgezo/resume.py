@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from .params import BitMask
+
 if TYPE_CHECKING:
     from .directions import Directions
     from .estimators import Estimator
@@ -69,13 +71,26 @@ def legacy_estimator(config: dict[str, Any]) -> str:
     return f"{config['type']}:{config['name']}"
 
 
-def mask_digest(mask: torch.Tensor | None) -> dict[str, Any] | None:
-    """A mask as ``{"ones": count, "sha256": 16 hex digits of its packed 0/1 pattern}``."""
+#: Each byte with its 8 bits in reverse order: ``packbits``' big bit order from the little one.
+_REVERSED = np.array([int(f"{b:08b}"[::-1], 2) for b in range(256)], dtype=np.uint8)
+
+
+def mask_digest(mask: torch.Tensor | BitMask | None) -> dict[str, Any] | None:
+    """A mask as ``{"ones": count, "sha256": 16 hex digits of its packed 0/1 pattern}``.
+
+    The pattern is ``numpy.packbits`` in its default (big) bit order, as version 2
+    checkpoints recorded it; a :class:`~edgezo.params.BitMask` (little order) is
+    converted byte by byte, never unpacked.
+    """
     if mask is None:
         return None
-    bits = mask.detach().reshape(-1).ne(0).cpu().numpy()
-    digest = hashlib.sha256(np.packbits(bits).tobytes() + str(bits.size).encode()).hexdigest()
-    return {"ones": int(bits.sum()), "sha256": digest[:16]}
+    if isinstance(mask, BitMask):
+        packed, size, ones = _REVERSED[mask.bits.cpu().numpy()], mask.numel, mask.ones
+    else:
+        bits = mask.detach().reshape(-1).ne(0).cpu().numpy()
+        packed, size, ones = np.packbits(bits), bits.size, int(bits.sum())
+    digest = hashlib.sha256(packed.tobytes() + str(size).encode()).hexdigest()
+    return {"ones": ones, "sha256": digest[:16]}
 
 
 def describe_settings(
@@ -95,7 +110,7 @@ def describe_settings(
         "eps": float(eps),
         "directions": directions.config(),
         "update": update_rule.config(),
-        "masks": [mask_digest(seg.flat_mask()) for seg in space],
+        "masks": [mask_digest(seg.mask) for seg in space],
         "formats": [{**fmt.config(), "tensors": list(fmt.indices)} for fmt in formats],
     }
 

@@ -423,8 +423,9 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
       or one momentum buffer per weight; Adam: two moments per weight and a step
       counter per tensor). Read after a step: they allocate lazily.
     * :class:`edgezo.ZO`: the tensors its direction source holds (momentum-guided
-      sampling: the int8 ``z_t``, 1 byte per weight; a PeZO pool: its numbers
-      and eps-scaled copy; counter sources: nothing), its masks (sparse updates),
+      sampling: the int8 ``z_t``, 1 byte per weight; a PeZO pool: its numbers,
+      plus an eps-scaled copy once a GPU kernel used it; counter sources:
+      nothing), its masks (sparse updates: 1 bit per weight),
       and the numbers of its update rule's history at 8 bytes each (momentum by
       replay: ``(1 + queries)`` numbers per remembered step; SGD: none).
     """
@@ -432,7 +433,7 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
 
     if isinstance(optimizer, ZO):
         tensors = list(_tensors_in(optimizer.directions))
-        tensors += [s.mask for s in optimizer.space if s.mask is not None]
+        tensors += [s.mask.bits for s in optimizer.space if s.mask is not None]
         numbers = _count_numbers(optimizer.update_rule.state_dict())
         return _storage_bytes(tensors) + NUMBER_BYTES * numbers
     return _storage_bytes(
@@ -528,7 +529,7 @@ def memory_table(
     * ``qzo-ff-16w8a-sparse90``: the same, training 10% of the weights. Sparsity
       does not change a ZO step's scratch (the forward is the same), nor its
       weights (all are stored); it adds a 1-bit mask per candidate weight
-      (edgezo itself keeps masks as float32 tensors, 4 bytes per weight). For
+      (as edgezo keeps them: :class:`~edgezo.params.BitMask`). For
       backprop a sparse update changes little either: a layer with any trained
       weight needs its whole input saved. The paper's 0.40 MB for "sparse +
       fixed point" must therefore count something else (its scratch accounting

@@ -53,9 +53,11 @@ class KernelSpec:
 
     * ``kind`` ``"gaussian"``, ``"rademacher"`` or ``"uniform"``: ``z`` is hashed from
       ``(seed, step, query, i)`` exactly as :mod:`edgezo.directions.counter` defines it;
-    * ``kind`` ``"pool"``: ``z(step, query)[j] = pool[(start(step, query) + j) mod size]``,
-      and ``table(eps, dtype, device)`` returns ``round(eps * pool)`` (``size`` values,
-      cached by the source).
+    * ``kind`` ``"pool"``: ``z(step, query)[j] = pool[(start(step, query) + j) mod size]``;
+      ``values(device)`` returns the pool (float32, the source's own tensor on the CPU):
+      the torch path scales the pieces it needs, batch by batch; ``table(eps, dtype,
+      device)`` returns ``round(eps * pool)`` (``size`` values, cached by the source),
+      for the GPU kernels that gather from it.
 
     In both, ``z`` is then multiplied by ``factor(step, query)`` (1 for most sources;
     the per-perturbation norm rules of :class:`~edgezo.directions.Uniform` and
@@ -70,12 +72,14 @@ class KernelSpec:
     size: int = 0
     table: Callable[[float, torch.dtype, torch.device], Tensor] | None = None
     start: Callable[[int, int], int] | None = None
+    values: Callable[[torch.device], Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in self.KINDS:
             raise ValueError(f"Invalid kernel kind {self.kind!r}; choose one of {self.KINDS}")
-        if self.kind == "pool" and (self.size < 1 or self.table is None or self.start is None):
-            raise ValueError("A 'pool' kernel spec needs size >= 1, table and start")
+        pool = (self.table, self.start, self.values)
+        if self.kind == "pool" and (self.size < 1 or any(f is None for f in pool)):
+            raise ValueError("A 'pool' kernel spec needs size >= 1, table, start and values")
 
 
 class Directions(ABC):

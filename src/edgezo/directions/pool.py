@@ -8,10 +8,10 @@ pool cyclically from offset ``o_t``::
 
 so the numbers left over at the end of one perturbation start the next one.
 Applying a perturbation needs no random number generator at all: ``w += eps * z``
-is a sum with one or two contiguous slices of the pool (pre-multiplied by eps
-once, then read through views), so a perturbation pass costs about what a
-memory copy costs. The pool's memory (``P`` values, plus the scaled copy) is
-the price, as on the FPGA.
+is a sum with one or two contiguous slices of the pool (scaled by eps a
+cache-sized batch at a time), so a perturbation pass costs about what a memory
+copy costs. The pool's memory (``P`` float32 values) is the price, as on the
+FPGA; on the CPU nothing else is kept (the GPU kernels keep one eps-scaled copy).
 """
 
 from __future__ import annotations
@@ -225,18 +225,21 @@ class Pool(StreamDirections):
         return out.mul_(scale) if scale != 1.0 else out
 
     def kernel_spec(self) -> KernelSpec:
-        """A ``"pool"`` spec: :meth:`scaled` as the table, :meth:`offset` as the start.
+        """A ``"pool"`` spec: the pool as values, :meth:`offset` as the start.
 
-        :mod:`edgezo.passes` then adds views of the pre-scaled pool (torch path) or
-        gathers from it in a fused kernel (CUDA): a pass allocates nothing.
+        :mod:`edgezo.passes` then scales the pool's pieces batch by batch and adds them
+        (torch path: temporaries of one batch), or gathers from :meth:`scaled` in a
+        fused kernel (CUDA).
         """
         return KernelSpec(
             "pool", self.window_factor, seed=self.seed, size=self.size,
             table=self.scaled, start=self.offset,
+            values=lambda device: self.values(torch.float32, device),
         )  # fmt: skip
 
     def scaled(self, eps: float, dtype: torch.dtype, device: torch.device) -> Tensor:
-        """``round(eps * pool)`` in ``dtype`` on ``device``: the perturbation steps, computed once."""
+        """``round(eps * pool)`` in ``dtype`` on ``device``: the perturbation steps, computed once
+        (the table of the GPU kernels; the torch path scales pieces as it goes instead)."""
         key = (eps, torch.device(device), dtype)
         if self._scaled_key != key:
             self._scaled = (self.pool.to(work_dtype(dtype)) * eps).to(device=device, dtype=dtype)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..directions.base import CHUNK
 from ..params import Segment
 from ..passes import apply_
 from .base import Key, NumberFormat
@@ -95,11 +96,14 @@ class FloatFormat(NumberFormat):
             decay = factors[seg.group]
             if decay == 0.0:
                 continue
-            flat, mask = seg.flat(), seg.flat_mask()
-            if mask is None:
+            flat = seg.flat()
+            if seg.mask is None:
                 flat.mul_(1.0 - decay)
-            else:
-                flat.addcmul_(flat, mask, value=-decay)
+                continue
+            for start in range(0, seg.numel, CHUNK):  # the mask is unpacked a piece at a time
+                piece = flat[start : start + CHUNK]
+                mask = seg.mask_piece(start, start + piece.numel(), flat.dtype)
+                piece.addcmul_(piece, mask, value=-decay)
 
     def end(self) -> None:
         self.applied.clear()

@@ -41,15 +41,16 @@ PIECE = 1 << 20
 
 def largest_magnitude(seg: Segment) -> float:
     """``max |w|`` over the trained elements of ``seg`` (0 for an empty or all-masked tensor)."""
-    flat, mask = seg.flat(), seg.flat_mask()
+    flat = seg.flat()
     if flat.numel() == 0:
         return 0.0
-    if mask is None:
+    if seg.mask is None:
         low, high = torch.aminmax(flat)
         return max(abs(float(low)), abs(float(high)))
     out = 0.0
     for start in range(0, flat.numel(), PIECE):
-        piece = flat[start : start + PIECE].abs() * mask[start : start + PIECE].ne(0)
+        piece = flat[start : start + PIECE]
+        piece = piece.abs() * seg.mask_piece(start, start + piece.numel(), torch.bool)
         out = max(out, float(piece.max()))
     return out
 
@@ -62,15 +63,15 @@ def ulp(value: float, dtype: torch.dtype) -> float:
 
 def vanishing(seg: Segment, eps: float) -> tuple[int, int]:
     """``(count, trained)``: how many trained weights have ``fl(w + eps) == w``, out of how many."""
-    flat, mask = seg.flat(), seg.flat_mask()
+    flat = seg.flat()
     count, trained = 0, 0
     for start in range(0, flat.numel(), PIECE):
         piece = flat[start : start + PIECE]
         lost = (piece + eps) == piece
-        if mask is None:
+        if seg.mask is None:
             trained += piece.numel()
         else:
-            keep = mask[start : start + PIECE].ne(0)
+            keep = seg.mask_piece(start, start + piece.numel(), torch.bool)
             lost &= keep
             trained += int(keep.sum())
         count += int(lost.sum())
@@ -90,7 +91,7 @@ def check_eps_resolution(
         dtype = seg.param.dtype
         largest = largest_magnitude(seg)
         if eps >= ulp(largest, dtype):  # reaches the largest weight, hence all of them
-            trained_total += _trained(seg)
+            trained_total += seg.trained
             continue
         lost, trained = vanishing(seg, eps)
         lost_total, trained_total = lost_total + lost, trained_total + trained
@@ -108,11 +109,6 @@ def check_eps_resolution(
         )
     for message in messages:
         warnings.warn(message, stacklevel=_caller_outside_edgezo())
-
-
-def _trained(seg: Segment) -> int:
-    mask = seg.flat_mask()
-    return seg.numel if mask is None else int(mask.ne(0).sum())
 
 
 def _ceil3(x: float) -> float:

@@ -25,7 +25,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -147,7 +146,7 @@ def tensor_lines(fmt: FixedPointFormat, factors: list[Requant]) -> tuple[list[st
         arrays.append(c_array("int32_t", f"ez_k{t}", f.k.reshape(-1).tolist()))
         mask = "NULL"
         if seg.mask is not None:
-            packed = np.packbits(seg.mask.reshape(-1).bool().numpy(), bitorder="little")
+            packed = seg.mask.bits.cpu().numpy()  # 1 bit per weight, LSB first
             arrays.append(c_array("uint8_t", f"ez_mask{t}", packed.tolist()))
             mask = f"ez_mask{t}"
         rows.append(

@@ -64,9 +64,8 @@ class DeviceTensor:
             )
         rows = p.shape[0] if p.fixed.per_channel and p.dim() >= 2 else 1
         mask = None
-        if seg.mask is not None:
-            bits = seg.mask.reshape(-1).bool().numpy()
-            mask = np.packbits(bits, bitorder="little")  # 1 bit per weight, LSB first
+        if seg.mask is not None:  # the space's own bits: 1 per weight, LSB first
+            mask = np.ascontiguousarray(seg.mask.bits.cpu().numpy())
         struct = CTensor(
             elem=p.element_size(), rows=rows, cols=p.numel() // rows,
             qmax=(1 << (p.fixed.bits - 1)) - 1, mask=None if mask is None else mask.ctypes.data,

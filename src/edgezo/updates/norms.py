@@ -123,7 +123,7 @@ def weight_norms(space: ParamSpace) -> list[float]:
     """``||w_i||`` per tensor (trained elements only; fixed point dequantized), float64 sums."""
     out = []
     for seg in space:
-        flat, mask = seg.flat(), seg.flat_mask()
+        flat = seg.flat()
         scale = None
         if seg.fixed:
             scale = seg.param.fixed.scale.reshape(-1).double().to(flat.device)
@@ -135,8 +135,8 @@ def weight_norms(space: ParamSpace) -> list[float]:
             if scale is not None:  # one scale per tensor, or per output channel (rows of dim 0)
                 rows = torch.arange(start, stop, device=w.device) // per_row
                 w = w * (scale if scale.numel() == 1 else scale[rows])
-            if mask is not None:
-                w = w * mask[start:stop].double()
+            if seg.mask is not None:
+                w = w * seg.mask_piece(start, stop, torch.float64)
             total += float(w.square().sum())
         out.append(total**0.5)
     return out
@@ -144,12 +144,11 @@ def weight_norms(space: ParamSpace) -> list[float]:
 
 def direction_norm(directions: Directions, step: int, query: int, seg: Any) -> float:
     """``||z(step, query)||`` over one segment (trained elements only), float64 sums."""
-    mask = seg.flat_mask()
     total = 0.0
     for start in range(0, seg.numel, CHUNK):
         stop = min(start + CHUNK, seg.numel)
         z = directions.sample(step, query, seg.offset + start, stop - start).double()
-        if mask is not None:
-            z = z * mask[start:stop].double().cpu()
+        if seg.mask is not None:
+            z = z * seg.mask_piece(start, stop, torch.float64).cpu()
         total += float(z.square().sum())
     return total**0.5

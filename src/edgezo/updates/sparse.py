@@ -22,10 +22,11 @@ Fixed-point weights (:class:`~edgezo.fixedpoint.FixedPointParameter`) are ranked
 by their dequantized values ``dw * w_q`` (per-channel scales included), so the
 rules pick the same weights as they would on the float model.
 
-Cost: the masks are built once, before training. ZO stores each mask at the
-weight's float dtype (float32 for fixed-point weights), i.e. 2 to 4 bytes per
-weight of the masked tensors; hardware would keep 1 bit per weight (or only
-the indices of the trained ones).
+Cost: the masks are built once, before training, as float tensors (4 bytes
+per weight, the caller's to drop). ZO copies each into bits
+(:class:`~edgezo.params.BitMask`: 1 bit per weight of the masked tensors, the
+layout of the C device step) and keeps no reference to the tensors given;
+passes unpack them a piece at a time.
 """
 
 from __future__ import annotations

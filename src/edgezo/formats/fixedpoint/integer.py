@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from ...directions import Directions
-from ...params import Segment
+from ...params import BitMask, Segment
 from .model import FixedPointParameter
 from .quant import Requant, channel_view, qmax, saturate
 
@@ -104,14 +104,14 @@ class PerturbedRead:
     requant_dz: Requant
     eps_q: Tensor  #: ``round(eps / dw)``, per tensor or per output channel
     offset: int  #: the tensor's global index in the flat vector
-    mask: Tensor | None
+    mask: BitMask | None
     nets: tuple[tuple[tuple[int, int], int], ...] = ()  #: ``((step, query), net)``
 
     def read(self, p: FixedPointParameter) -> Tensor:
         """The perturbed integers of ``p``, in ``CHUNK`` pieces (whole channels)."""
         eps_q = self.eps_q.reshape(-1, 1)
         flat, out = p.data.view(-1), torch.empty_like(p.data)
-        mask = None if self.mask is None else self.mask.view(-1)
+        mask = self.mask
         for start, stop, rows in _chunks(p):
             w, eps_rows = flat[start:stop], _rows_of(eps_q, rows)
             acc = w.to(torch.int64).view(eps_rows.shape[0], -1) * self.zf.one
@@ -120,7 +120,7 @@ class PerturbedRead:
                 acc += (net * eps_rows) * z.view(acc.shape)
             q = saturate(self.requant_dz.apply(acc), p.fixed.bits).view(-1).to(p.dtype)
             out.view(-1)[start:stop] = (
-                q if mask is None else torch.where(mask[start:stop].bool(), q, w)
+                q if mask is None else torch.where(mask.unpack(start, stop), q, w)
             )
         return out
 
@@ -136,13 +136,12 @@ def subtract(seg: Segment, amount: Callable[[int, int], Tensor], factor: Tensor 
     p = seg.param
     flat = p.data.view(-1)
     requant = Requant.of(torch.as_tensor(factor, dtype=torch.float64).reshape(-1, 1))
-    mask = None if seg.mask is None else seg.mask.view(-1)
     for start, stop, rows in _chunks(p):
         chunk = Requant(_rows_of(requant.m, rows), _rows_of(requant.k, rows))
         change = chunk.apply(amount(start, stop).view(chunk.m.shape[0], -1))
         change = change.view(-1)
-        if mask is not None:
-            change *= mask[start:stop].to(torch.int64)
+        if seg.mask is not None:
+            change *= seg.mask_piece(start, stop, torch.int64)
         flat[start:stop] = saturate(flat[start:stop].to(torch.int64) - change, p.fixed.bits)
 
 
