@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from edgezo import ZO
+from edgezo.analysis.memory import forward_peak_activation_bytes, zo_step_scratch_bytes
 from edgezo.directions import Gaussian, Pool, Rademacher, Uniform
 from edgezo.estimators import ESTIMATORS, get_estimator
 from edgezo.models import ViTConfig, ViTTiny
@@ -142,6 +143,49 @@ def test_jvp_works_through_attention():
     estimate, opt = estimated_gradient(model, closure, estimator="jvp", directions=src)
     z = src.sample(0, 0, 0, opt.space.dim).double()
     assert float(estimate @ z / (z @ z)) == pytest.approx(float(true @ z), rel=1e-4)
+
+
+def test_jvp_costs_one_copy_of_the_weights_and_keeps_them_bit_exact():
+    """Tangents written a chunk at a time into the one tangent per tensor: the step's
+    live peak is the weights once, plus the largest tensor once (PyTorch's forward-AD
+    formula), plus the forward's activations with their tangents; before, it was twice
+    the weights plus the largest tensor. The directional derivative along ``z * mask``
+    is autograd's, and the weights' bits (``-0.0`` included) are left as they were."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(300, 400), torch.nn.ReLU(), torch.nn.Linear(400, 300)
+    ).double()  # 120,400 + 120,300 weights: tensors of several CHUNK pieces
+    with torch.no_grad():
+        model[0].weight[0, :7] = -0.0
+    x, y = torch.randn(4, 300, dtype=torch.float64), torch.randint(0, 300, (4,))
+
+    def closure():
+        return F.cross_entropy(model(x), y)
+
+    params = list(model.parameters())
+    mask = (torch.rand(params[0].shape, generator=torch.Generator().manual_seed(1)) < 0.5).double()
+    masks = [mask] + [None] * (len(params) - 1)
+    true = autograd_gradient(model, closure)
+    before = [p.detach().clone() for p in params]
+    weights = sum(p.numel() * 8 for p in params)
+    frozen = ZO([{"params": params, "masks": masks}], lr=0.0, estimator="jvp")
+    scratch = zo_step_scratch_bytes(frozen, closure, model, x)
+    forward = forward_peak_activation_bytes(model, x)
+    largest = max(p.numel() * 8 for p in params)
+    assert weights <= scratch <= weights + largest + 4 * forward
+    for p, b in zip(params, before, strict=True):
+        assert torch.equal(p, b) and torch.equal(p.signbit(), b.signbit())
+    src = Gaussian(seed=2)
+    opt = ZO([{"params": params, "masks": masks}], lr=1.0, estimator="jvp", directions=src)
+    opt.step(closure)
+    z = src.sample(0, 0, 0, opt.space.dim, dtype=torch.float64)
+    z[: mask.numel()] *= mask.view(-1)
+    moved = torch.cat([(b - p.detach()).reshape(-1) for p, b in zip(params, before, strict=True)])
+    assert torch.equal(
+        moved[: mask.numel()][mask.view(-1) == 0], torch.zeros(int((mask == 0).sum()))
+    )
+    coefficient = float(moved @ z / (z @ z))
+    assert coefficient == pytest.approx(float(true @ z), rel=1e-9)
 
 
 @pytest.mark.parametrize("name", sorted(ESTIMATORS))

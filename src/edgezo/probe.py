@@ -96,20 +96,28 @@ class StepProbe:
         return loss
 
     def directional(self, closure: Closure, query: int) -> tuple[float, float]:
-        """``(L(w), d/dt L(w + t z)|_0)``: every tensor gets ``z(step, query)`` as its tangent."""
+        """``(L(w), d/dt L(w + t z)|_0)``: every tensor gets ``z(step, query)`` as its tangent.
+
+        Memory: the tangents (``d`` values, one per trainable weight, kept until the
+        loss is computed), written a :data:`~edgezo.directions.base.CHUNK` piece at a
+        time; making a tensor's tangent briefly holds one more tensor of its size
+        (PyTorch's forward-AD formula for the in-place op), and the forward keeps one
+        tangent per activation.
+        """
         self.counters.forwards += 1
         with fwad.dual_level(), math_attention():
             for seg in self.space:
                 p = seg.param
-                z = self.directions.sample(
-                    self.step, query, seg.offset, seg.numel, dtype=p.dtype, device=p.device
-                ).view_as(p)
-                if seg.mask is not None:
-                    flat = z.view(-1)
-                    for start in range(0, seg.numel, CHUNK):
-                        piece = flat[start : start + CHUNK]
-                        piece.mul_(seg.mask_piece(start, start + piece.numel(), piece.dtype))
-                p.add_(fwad.make_dual(torch.zeros_like(p), z))
+                tangent = _zero_tangent(p).view(-1)
+                for start in range(0, seg.numel, CHUNK):
+                    stop = min(start + CHUNK, seg.numel)
+                    z = self.directions.sample(
+                        self.step, query, seg.offset + start, stop - start, dtype=p.dtype,
+                        device=p.device,
+                    )  # fmt: skip
+                    if seg.mask is not None:
+                        z.mul_(seg.mask_piece(start, stop, z.dtype))
+                    tangent[start:stop].copy_(z)
             primal, tangent = fwad.unpack_dual(self.call(closure))
         if tangent is None:
             raise RuntimeError(
@@ -166,3 +174,13 @@ def math_attention() -> contextlib.AbstractContextManager:
     except ImportError:  # torch < 2.3
         return contextlib.nullcontext()
     return sdpa_kernel([SDPBackend.MATH])
+
+
+def _zero_tangent(p: Tensor) -> Tensor:
+    """Give ``p`` a forward-mode tangent of zeros, in place and without changing a bit of
+    ``p`` (``w - 0 == w``, ``-0.0`` included), and return that tangent (its storage: writes
+    to it are the tangent). ``p`` is used as is by the closure's model, so its tangent must
+    be set in place; subtracting an expanded zero allocates only the tangent itself."""
+    zero = torch.zeros((), dtype=p.dtype, device=p.device).expand_as(p)
+    p.sub_(fwad.make_dual(zero, zero))
+    return fwad.unpack_dual(p).tangent
