@@ -170,3 +170,29 @@ def test_invalid_kernel_mode_is_refused(monkeypatch):
     monkeypatch.setattr(passes, "mode", "sometimes")
     with pytest.raises(ValueError, match=r"kernel mode 'sometimes'.*EDGEZO_KERNELS"):
         passes.apply_(Gaussian(0).bind(3), [Segment(torch.zeros(3), 0, 0)], 1.0, [(0, 0, [1.0])])
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.sampled_from([1, 9, 1000, reference.CHUNK + 37]),
+    density=st.floats(0.0, 1.0),
+    dtype=st.sampled_from(DTYPES[:3]),
+    k=st.sampled_from([1.0, -2.0, 0.3]),
+    seed=st.integers(0, 1000),
+)
+def test_masked_sampled_pass_equals_the_dense_mask_formula(n, density, dtype, k, seed):
+    """With the mask kept as bits and unpacked per chunk, a pass gives the bits of the
+    formula with a dense mask of the weight dtype: ``w.addcmul_(round(eps z), m, k)``;
+    masked-out weights keep their bits."""
+    if dtype != torch.float32 and k == 0.3:
+        k = 1.0  # float16/bfloat16 adds are exact in this test only for exact products
+    w = _exact_weights((n,), seed, dtype)
+    mask = (torch.rand(n, generator=torch.Generator().manual_seed(seed + 1)) < density).to(dtype)
+    seg = Segment(w, 11, 0, mask=mask)
+    src = Gaussian(seed=seed).bind(n + 11)
+    eps = 0.01
+    a = (src.sample(3, 0, 11, n) * eps).to(dtype)
+    want = w.clone().addcmul_(a, mask, value=k)
+    passes.apply_(src, [seg], eps, [(3, 0, [k])])
+    assert torch.equal(w, want)
+    assert torch.equal(w[mask == 0], _exact_weights((n,), seed, dtype)[mask == 0])

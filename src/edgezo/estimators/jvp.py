@@ -10,8 +10,26 @@ class JVP(Estimator):
 
     Uses forward-mode AD on the same ``z`` as the other estimators, so it is the
     ``eps -> 0`` limit of :class:`Central` and a noise-free reference for it.
-    Memory: the tangent ``z`` of every trainable tensor is alive during the
-    forward (``d`` values), plus one tangent per activation.
+
+    Memory, beyond the forward's own activations (``benchmarks/jvp_memory.py``):
+
+    * one tangent per trainable weight, alive during the forward: ``d`` values in the
+      weights' dtype, i.e. one extra copy of the trainable weights. Each tensor's tangent
+      is made in place and ``z`` is written into it a ``CHUNK`` at a time, so no other
+      tensor of ``z``'s size exists;
+    * while a tensor's tangent is made, PyTorch's forward-AD formula for the in-place
+      op briefly holds one more tensor of that size (the largest trained tensor, once);
+    * one tangent per activation the forward keeps alive, about the forward's own
+      activation peak again (more with math attention, which the dual forward selects
+      because the fused CPU kernels have no forward-mode AD).
+
+    Measured: an MLP with 1.6M weights and tiny activations 1.66x the weights (1 + its
+    largest tensor, 0.66); the ViT-tiny-like model of ``step_overhead.py`` 1.71x the
+    weights above its forward (was 2.4-3.7x). Time: a linear layer's tangent costs two
+    more products than its forward (``x_t W^T + x W_t^T``), so a dual forward is up to
+    3x a plain one and a step about 1.5x two forwards at best for dense layers; PyTorch
+    offers no cheaper forward-mode AD for a closure over in-place parameters
+    (``torch.func.jvp`` needs the module, and gives the same products).
     """
 
     name = "jvp"
