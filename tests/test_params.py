@@ -15,6 +15,7 @@ from edgezo import ZO
 from edgezo.analysis.memory import optimizer_state_bytes
 from edgezo.fixedpoint import FixedPoint, FixedPointParameter
 from edgezo.params import MASK_CHUNK, BitMask, ParamSpace, is_frozen
+from edgezo.resume import mask_digest
 
 
 @settings(max_examples=50, deadline=None)
@@ -73,6 +74,7 @@ def test_bit_masks_are_numpy_packbits_little_and_unpack_any_piece(n, density, dt
     assert torch.equal(packed.unpack(start, stop), on[start:stop])
     assert torch.equal(packed.unpack(start, stop, torch.float16), on[start:stop].half())
     assert torch.equal(packed.dense(), on)
+    assert mask_digest(packed) == mask_digest(on)  # checkpoints' digest unchanged by the bits
 
 
 def test_masks_cost_one_bit_per_weight_and_the_given_mask_is_not_kept():
