@@ -237,3 +237,14 @@ def test_kws_lr_sweep_reports_every_method_and_lr():
     assert pairs == [("zero-shot", None), ("zo", 3e-5), ("zo", 1e-4), ("qzo-ff 16w8a", 3e-4)]
     assert all(0 <= r["val_accuracy"] <= 100 for r in res["rows"])
     assert res["budget"]["zo_steps"] == 3
+
+
+def test_jvp_memory_on_the_mlp():
+    """jvp's step holds one copy of the weights (its tangents) plus its largest tensor once;
+    a central step holds no more than the forward."""
+    res = run_json("jvp_memory.py", "--workloads", "mlp", "--repeats", "1")
+    mem = res["mlp"]["memory"]
+    assert_finite(res["mlp"])
+    assert mem["central_over_weights"] == pytest.approx(mem["forward_over_weights"], abs=0.01)
+    assert 1.0 <= mem["jvp_extra_over_weights"] <= 1.0 + mem["largest_tensor_over_weights"] + 0.05
+    assert res["mlp"]["times"]["jvp_over_two_forwards"] > 0
