@@ -401,7 +401,7 @@ def zo_step_scratch_bytes(
     step: its perturbation passes, forwards and update. For ZO it equals the
     forward's peak plus the loss's few tensors: no ``z`` or gradient of the
     model's size is allocated. Tensors a step allocates and keeps (a pool's
-    eps-scaled copy on the first step) count too, and so do the pieces of ``z``
+    scratch buffer, one eps-scaled chunk, on the first step) count too, and so do the pieces of ``z``
     of sources that build it with torch ops (momentum-guided sampling: a few
     tensors of up to ``CHUNK`` values during a perturbation pass).
     """
