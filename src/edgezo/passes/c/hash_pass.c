@@ -112,27 +112,41 @@ static inline float log_unit(float t) {
 }
 
 /* M. Giles' single-precision erfinv ("Approximating the erfinv function", 2011), the
- * polynomial of edgezo.passes.triton_hash.erfinv (both branches as one polynomial with
- * selected coefficients, as there): one log, one sqrt, nine FMAs. */
+ * polynomials of edgezo.passes.triton_hash.erfinv: w = -log(1 - u^2); the central branch
+ * (w < 5, |u| < 0.9966) is a polynomial in w - 2.5, the tail one in sqrt(w) - 3. */
+static inline float erfinv_w(float u) { return -log_unit(fmaf(-u, u, 1.0f)); }
+
+static inline float erfinv_central(float w) {
+    float v = w - 2.5f, p = 2.81022636e-08f;
+    p = fmaf(p, v, 3.43273939e-07f); p = fmaf(p, v, -3.5233877e-06f);
+    p = fmaf(p, v, -4.39150654e-06f); p = fmaf(p, v, 0.00021858087f);
+    p = fmaf(p, v, -0.00125372503f); p = fmaf(p, v, -0.00417768164f);
+    p = fmaf(p, v, 0.246640727f); p = fmaf(p, v, 1.50140941f);
+    return p;
+}
+
+static inline float erfinv_tail(float w) {
+    float v = sqrtf(w) - 3.0f, p = -0.000200214257f;
+    p = fmaf(p, v, 0.000100950558f); p = fmaf(p, v, 0.00134934322f);
+    p = fmaf(p, v, -0.00367342844f); p = fmaf(p, v, 0.00573950773f);
+    p = fmaf(p, v, -0.0076224613f); p = fmaf(p, v, 0.00943887047f);
+    p = fmaf(p, v, 1.00167406f); p = fmaf(p, v, 2.83297682f);
+    return p;
+}
+
 static inline float erfinv_giles(float u) {
-    float w = -log_unit(fmaf(-u, u, 1.0f));
-    int c = w < 5.0f;
-    float v = c ? w - 2.5f : sqrtf(w) - 3.0f;
-    float p = c ? 2.81022636e-08f : -0.000200214257f;
-    p = fmaf(p, v, c ? 3.43273939e-07f : 0.000100950558f);
-    p = fmaf(p, v, c ? -3.5233877e-06f : 0.00134934322f);
-    p = fmaf(p, v, c ? -4.39150654e-06f : -0.00367342844f);
-    p = fmaf(p, v, c ? 0.00021858087f : 0.00573950773f);
-    p = fmaf(p, v, c ? -0.00125372503f : -0.0076224613f);
-    p = fmaf(p, v, c ? -0.00417768164f : 0.00943887047f);
-    p = fmaf(p, v, c ? 0.246640727f : 1.00167406f);
-    p = fmaf(p, v, c ? 1.50140941f : 2.83297682f);
-    return p * u;
+    float w = erfinv_w(u);
+    return (w < 5.0f ? erfinv_central(w) : erfinv_tail(w)) * u;
+}
+
+/* u in (-1, 1) of one hash word: its top 24 bits, exact in float32. */
+static inline float unit_of(uint32_t x) {
+    return (float)(int32_t)(x >> 8) * 1.1920928955078125e-07f - 0.999999940395355224609375f;
 }
 
 /* z of one hash word for source `kind` (float32). */
 static inline float value_of(uint32_t x, int kind) {
-    float u = (float)(x >> 8) * 1.1920928955078125e-07f - 0.999999940395355224609375f;
+    float u = unit_of(x);
     if (kind == EZH_RADEMACHER) return 1.0f - 2.0f * (float)(x >> 31);
     if (kind == EZH_UNIFORM) return u * 1.7320508075688772f;
     return erfinv_giles(u) * 1.4142135623730951f;
@@ -168,9 +182,34 @@ typedef void pass_fn(float *t, size_t len, uint32_t low, uint32_t k1, uint32_t k
             t[j] = round_to(fmaf(k, a, t[j]), DTYPE);                                        \
         }                                                                                    \
     }
-EZH_PASS(gaussian_f32, EZH_GAUSSIAN, EZH_F32)
-EZH_PASS(gaussian_f16, EZH_GAUSSIAN, EZH_F16)
-EZH_PASS(gaussian_bf16, EZH_GAUSSIAN, EZH_BF16)
+
+/* Gaussian: the central branch for the whole tile (it vectorises), then the rare tail elements
+ * (w >= 5: 0.34% of them) again with their own branch: the values of erfinv_giles, without
+ * a square root per element. */
+#define EZH_GAUSS(NAME, DTYPE)                                                               \
+    static void NAME(float *t, size_t len, uint32_t low, uint32_t k1, uint32_t k2,          \
+                     float scale, float eps, float k) {                                      \
+        float u[TILE], w[TILE], z[TILE];                                                     \
+        size_t j;                                                                            \
+        int tails = 0;                                                                       \
+        for (j = 0; j < len; j++) {                                                          \
+            u[j] = unit_of(lowbias32(lowbias32((low + (uint32_t)j) ^ k1) ^ k2));             \
+            w[j] = erfinv_w(u[j]);                                                           \
+            z[j] = erfinv_central(w[j]) * u[j];                                              \
+            tails |= w[j] >= 5.0f;                                                           \
+        }                                                                                    \
+        if (tails)                                                                           \
+            for (j = 0; j < len; j++)                                                        \
+                if (w[j] >= 5.0f) z[j] = erfinv_tail(w[j]) * u[j];                          \
+        for (j = 0; j < len; j++) {                                                          \
+            float a = round_to(z[j] * 1.4142135623730951f * scale * eps, DTYPE);             \
+            t[j] = round_to(fmaf(k, a, t[j]), DTYPE);                                        \
+        }                                                                                    \
+    }
+EZH_GAUSS(gaussian_f32, EZH_F32)
+EZH_GAUSS(gaussian_f16, EZH_F16)
+EZH_GAUSS(gaussian_bf16, EZH_BF16)
+#undef EZH_GAUSS
 EZH_PASS(rademacher_f32, EZH_RADEMACHER, EZH_F32)
 EZH_PASS(rademacher_f16, EZH_RADEMACHER, EZH_F16)
 EZH_PASS(rademacher_bf16, EZH_RADEMACHER, EZH_BF16)
@@ -185,41 +224,70 @@ static pass_fn *const PASSES[3][3] = {
     {uniform_f32, uniform_f16, uniform_bf16},
 };
 
-/* All passes over the n weights, tile by tile (a tile never crosses a 2^32 block). */
-static void run(int kind, int dtype, void *w, uint64_t offset, size_t n, const uint32_t *keys,
-                const float *scales, const float *mults, size_t npass, float eps) {
+/* Elements start .. end-1 of one tensor (global index of its element 0: offset), every pass
+ * whose multiple is not zero, tile by tile (a tile never crosses a 2^32 block). The key pair
+ * of pass p and global block b is keys[2 (p nblocks + b - first_block)]. */
+static void run(int kind, int dtype, void *w, uint64_t offset, uint64_t start, uint64_t end,
+                const uint32_t *keys, uint64_t first_block, size_t nblocks, const float *scales,
+                const float *mults, size_t npass, float eps) {
     float t[TILE];
     pass_fn *pass = PASSES[kind - 1][dtype];
-    size_t start = 0, p, nblocks = (size_t)(((offset + n - 1) >> 32) - (offset >> 32) + 1);
-    while (start < n) {
+    size_t p;
+    while (start < end) {
         uint64_t index = offset + start;
         uint32_t low = (uint32_t)index;
-        size_t len = n - start, block = (size_t)((index >> 32) - (offset >> 32));
-        if (len > TILE) len = TILE;
+        size_t len = (size_t)(end - start < TILE ? end - start : TILE);
+        size_t block = (size_t)((index >> 32) - first_block);
         if ((uint64_t)low + len > ((uint64_t)1 << 32)) len = (size_t)(((uint64_t)1 << 32) - low);
-        load_tile(w, dtype, start, len, t);
+        load_tile(w, dtype, (size_t)start, len, t);
         for (p = 0; p < npass; p++) {
             const uint32_t *k = keys + 2 * (p * nblocks + block);
-            pass(t, len, low, k[0], k[1], scales[p], eps, mults[p]);
+            if (mults[p] != 0.0f) pass(t, len, low, k[0], k[1], scales[p], eps, mults[p]);
         }
-        store_tile(w, dtype, start, len, t);
+        store_tile(w, dtype, (size_t)start, len, t);
         start += len;
     }
 }
 
-/* Apply `npass` passes to the n weights at `w` (global indices offset .. offset+n-1).
- * keys: [npass][nblocks][2] words (k1, k2) for blocks offset>>32 .. (offset+n-1)>>32;
- * scales, mults: one float32 per pass (the source's factor and the multiple k_p).
- * done (may be NULL): set to 1 once every weight is written, so a caller interrupted
- * around this call knows whether to take it back. */
-int ezh_apply(int kind, int dtype, void *w, uint64_t offset, size_t n, const uint32_t *keys,
-              size_t nkeys, const float *scales, const float *mults, size_t npass, float eps,
-              uint8_t *done) {
+/* Whether every tensor's dtype is known and its blocks have keys. */
+static int check_tensors(size_t ntensors, const int32_t *dtypes, const uint64_t *offsets,
+                         const uint64_t *counts, uint64_t first_block, size_t nblocks) {
+    size_t i;
+    for (i = 0; i < ntensors; i++) {
+        if (dtypes[i] < EZH_F32 || dtypes[i] > EZH_BF16) return EZH_BAD_DTYPE;
+        if (counts[i] == 0) continue;
+        if ((offsets[i] >> 32) < first_block ||
+            ((offsets[i] + counts[i] - 1) >> 32) - first_block >= nblocks)
+            return EZH_BAD_KEYS;
+    }
+    return EZH_OK;
+}
+
+/* Apply `npass` passes to elements lo .. hi-1 of the concatenation of `ntensors` tensors: tensor
+ * i has counts[i] weights of dtype dtypes[i] at address ptrs[i], global indices offsets[i] ..
+ * offsets[i]+counts[i]-1, and multiple mults[i npass + p] for pass p (0: the pass leaves it
+ * alone). keys: [npass][nblocks][2] words (k1, k2) of the global blocks first_block ..
+ * first_block+nblocks-1; scales: one float32 per pass (the source's factor). Threads may run
+ * disjoint [lo, hi) ranges at once: every element is computed alone from its global index.
+ * done (may be NULL): set to 1 once every weight of the range is written, so a caller
+ * interrupted around this call knows whether to take it back. */
+int ezh_apply(int kind, size_t ntensors, const uint64_t *ptrs, const int32_t *dtypes,
+              const uint64_t *offsets, const uint64_t *counts, const float *mults, size_t npass,
+              const uint32_t *keys, uint64_t first_block, size_t nblocks, const float *scales,
+              float eps, uint64_t lo, uint64_t hi, uint8_t *done) {
+    size_t i;
+    uint64_t base = 0;
+    int status;
     if (kind < EZH_GAUSSIAN || kind > EZH_UNIFORM) return EZH_BAD_KIND;
-    if (dtype < EZH_F32 || dtype > EZH_BF16) return EZH_BAD_DTYPE;
-    if (n != 0 && nkeys != 2 * npass * (size_t)(((offset + n - 1) >> 32) - (offset >> 32) + 1))
-        return EZH_BAD_KEYS;
-    if (n != 0 && npass != 0) run(kind, dtype, w, offset, n, keys, scales, mults, npass, eps);
+    status = check_tensors(ntensors, dtypes, offsets, counts, first_block, nblocks);
+    if (status != EZH_OK) return status;
+    for (i = 0; i < ntensors && base < hi; base += counts[i], i++) {
+        uint64_t start = lo > base ? lo - base : 0, end = hi - base;
+        if (end > counts[i]) end = counts[i];
+        if (start < end)
+            run(kind, dtypes[i], (void *)(uintptr_t)ptrs[i], offsets[i], start, end, keys,
+                first_block, nblocks, scales, mults + i * npass, npass, eps);
+    }
     if (done) *done = 1;
     return EZH_OK;
 }
