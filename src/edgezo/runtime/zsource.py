@@ -36,8 +36,9 @@ from ..directions import (
     Uniform,
     Xorshift,
 )
-from ..formats.fixedpoint import ZFormat, saturate
-from .clib import Cursor, Source, Work
+from ..formats.fixedpoint.integer import ZFormat
+from ..formats.fixedpoint.quant import saturate
+from .clib import INDEX_SHIFT, Cursor, Source, Work
 
 KINDS = {"pool": 0, "lfsr": 1, "xorshift": 2, "array lfsr": 3, "array xorshift": 4,
          "rademacher": 5, "steps": 6}  # fmt: skip
@@ -58,6 +59,7 @@ class DeviceSource:
     seeds: np.ndarray
     table: np.ndarray | None
     edges: np.ndarray | None = None  #: a step function's edges (``EZ_STEPS``)
+    index: np.ndarray | None = None  #: their bucket index (``EZ_STEPS``, optional)
     work_terms: int = 0
     keep: list = field(default_factory=list)
 
@@ -126,6 +128,18 @@ class DeviceSource:
         src = Source(kind=KINDS["steps"], n_regs=1, n_edges=edges.size, z_min=z_min)
         src.seeds, src.edges = seeds.ctypes.data, edges.ctypes.data
         return cls(src, seeds, None, edges)
+
+    def indexed(self) -> DeviceSource:
+        """This source with the bucket index of its edges (``EZ_STEPS``; others unchanged):
+        ``index[b] = #{edges < b 2**12}``, 16 KB that make a Gaussian ``z_q`` a look-up and a
+        short scan instead of a binary search (the CPU executor's choice; a device may keep
+        the 1 KB of edges alone)."""
+        if self.edges is None or self.index is not None:
+            return self
+        buckets = np.arange(1 << (24 - INDEX_SHIFT), dtype=np.uint64) << np.uint64(INDEX_SHIFT)
+        self.index = np.searchsorted(self.edges, buckets, side="left").astype(np.uint32)
+        self.source.index = self.index.ctypes.data
+        return self
 
     @property
     def counter(self) -> bool:

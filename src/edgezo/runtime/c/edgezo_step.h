@@ -37,8 +37,9 @@
  *
  * Memory: the device keeps the source (pool table or seeds), one cursor per term
  * and the per-row constants (ez_state_bytes counts them). A call uses about 2.5 KB
- * of stack (EZ_BLOCK = 64 elements of int64 sums, and a 1 KB table of 8 LFSR steps,
- * which -DEZ_LFSR_TABLE=0 turns off at half the LFSR speed).
+ * of stack (EZ_BLOCK = 64 elements of int64 sums, -DEZ_BLOCK=n for another size; the
+ * CPU build uses 256, about 7 KB; and a 1 KB table of 8 LFSR steps, which
+ * -DEZ_LFSR_TABLE=0 turns off at half the LFSR speed).
  */
 #ifndef EDGEZO_STEP_H
 #define EDGEZO_STEP_H
@@ -83,7 +84,13 @@ typedef struct {
     const uint32_t *edges; /* EZ_STEPS: ascending v where z_q goes up by one */
     uint32_t n_edges;      /* EZ_STEPS: how many */
     int32_t z_min;         /* EZ_STEPS: z_q of v = 0 */
+    const uint32_t *index; /* EZ_STEPS, optional (NULL: binary search over the edges):
+                              index[b] = #{edges < b * 2**EZ_INDEX_SHIFT}, for the
+                              2**(24 - EZ_INDEX_SHIFT) buckets b of v (16 KB) */
 } ez_source;
+
+/* Buckets of the optional EZ_STEPS index: v >> EZ_INDEX_SHIFT (v has 24 bits). */
+#define EZ_INDEX_SHIFT 12
 
 /* One term: the stream position of the tensor's element 0 (counter sources: its global
    index, with step and query), and its integer weight. */

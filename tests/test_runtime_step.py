@@ -1,0 +1,76 @@
+"""How the fixed-point path chooses its executor (edgezo.runtime.step.compiled_step).
+
+FixedPointFormat takes the compiled C step on the CPU when it can, and otherwise the
+Python path with the reason; either way the integers are the same (the two executors
+are compared bit for bit in ``test_runtime_device.py``; here, whole runs of the automatic
+choice against ``EDGEZO_KERNELS=off``).
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from edgezo import ZO, passes
+from edgezo.directions import Gaussian, Pool
+from edgezo.directions.guided import MomentumGuided
+from edgezo.fixedpoint import quantize_model, trainable_parameters
+from edgezo.formats import FixedPointFormat
+from edgezo.runtime import clib, step
+from edgezo.runtime.device import DeviceFormat
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("cc") is None, reason="no C compiler (cc) on PATH: the device step cannot build"
+)
+
+
+def trained(mode: str, directions, steps: int = 15, monkeypatch=None):
+    """A 16-bit linear layer after ``steps`` sign-3 steps in ``mode``: (integers, executor)."""
+    passes.mode = mode
+    try:
+        torch.manual_seed(0)
+        model = quantize_model(torch.nn.Linear(40, 6), 16, None)
+        x, y = torch.randn(32, 40), torch.randint(0, 6, (32,))
+        opt = ZO(trainable_parameters(model), lr=1e-3, eps=1e-3, estimator="sign", queries=3,
+                 directions=directions, formats=FixedPointFormat())  # fmt: skip
+        for _ in range(steps):
+            opt.step(lambda: F.cross_entropy(model(x), y))
+        return [p.data.clone() for p in trainable_parameters(model)], opt.formats[0].executor
+    finally:
+        passes.mode = "auto"
+
+
+@pytest.mark.parametrize("source", [lambda: Pool(1021, seed=1), lambda: Gaussian(seed=3)])
+def test_the_compiled_step_is_chosen_and_changes_no_integer(source):
+    got, executor = trained("auto", source())
+    want, reference = trained("off", source())
+    assert (executor, reference) == ("compiled", "python (EDGEZO_KERNELS=off)")
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(got, trained("off", source(), 0)[0], strict=True)
+    )
+
+
+def test_a_source_the_c_step_cannot_reproduce_falls_back_with_the_reason():
+    _, executor = trained("auto", MomentumGuided(Gaussian(seed=0)), steps=2)
+    assert executor.startswith("python (") and "blends Gaussians in float" in executor
+
+
+def test_without_a_compiler_the_python_path_runs_and_device_format_says_so(monkeypatch):
+    def missing():
+        raise clib.CompilerMissing("no C compiler in this test")
+
+    monkeypatch.setattr(step, "library", missing)
+    got, executor = trained("auto", Pool(1021, seed=1), steps=3)
+    assert executor == "python (no C compiler in this test)"
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(got, trained("off", Pool(1021, seed=1), 3)[0], strict=True)
+    )
+    model = quantize_model(torch.nn.Linear(4, 2), 16, None)
+    with pytest.raises(clib.CompilerMissing, match="no C compiler"):
+        ZO(trainable_parameters(model), lr=1e-3, eps=1e-3, directions=Pool(1021, seed=1),
+           formats=DeviceFormat())  # fmt: skip
