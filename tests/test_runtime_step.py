@@ -15,10 +15,11 @@ import torch
 import torch.nn.functional as F
 
 from edgezo import ZO, passes
-from edgezo.directions import Gaussian, Pool
+from edgezo.directions import LFSR, Gaussian, Pool, Rademacher, RNGArray
 from edgezo.directions.guided import MomentumGuided
 from edgezo.fixedpoint import quantize_model, trainable_parameters
 from edgezo.formats import FixedPointFormat
+from edgezo.passes import compiled
 from edgezo.runtime import clib, step
 from edgezo.runtime.device import DeviceFormat
 
@@ -27,13 +28,14 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def trained(mode: str, directions, steps: int = 15, monkeypatch=None):
+def trained(mode: str, directions, steps: int = 15, shape=(6, 40), per_channel=False):
     """A 16-bit linear layer after ``steps`` sign-3 steps in ``mode``: (integers, executor)."""
     passes.mode = mode
     try:
         torch.manual_seed(0)
-        model = quantize_model(torch.nn.Linear(40, 6), 16, None)
-        x, y = torch.randn(32, 40), torch.randint(0, 6, (32,))
+        rows, cols = shape
+        model = quantize_model(torch.nn.Linear(cols, rows), 16, None, per_channel=per_channel)
+        x, y = torch.randn(32, cols), torch.randint(0, rows, (32,))
         opt = ZO(trainable_parameters(model), lr=1e-3, eps=1e-3, estimator="sign", queries=3,
                  directions=directions, formats=FixedPointFormat())  # fmt: skip
         for _ in range(steps):
@@ -74,3 +76,26 @@ def test_without_a_compiler_the_python_path_runs_and_device_format_says_so(monke
     with pytest.raises(clib.CompilerMissing, match="no C compiler"):
         ZO(trainable_parameters(model), lr=1e-3, eps=1e-3, directions=Pool(1021, seed=1),
            formats=DeviceFormat())  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "source",
+    [lambda: Pool(1021, seed=1), lambda: LFSR(width=16, seed=77, bits=7),
+     lambda: RNGArray(n=16, rng="lfsr", bits=8, seed=5), lambda: Rademacher(seed=2**40 + 1),
+     lambda: Gaussian(seed=3)],
+    ids=["pool", "lfsr", "array", "rademacher", "gaussian"],
+)  # fmt: skip
+def test_reads_and_updates_cut_for_threads_give_the_same_integers(source, monkeypatch):
+    """Ranges that start inside rows (per-channel eps and factors) and far into the streams
+    (each range seeks its own cursors): the same integers as the Python path."""
+    monkeypatch.setattr(compiled, "SPLIT", 97)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        assert len(compiled.pieces(7 * 130, 3)) == 2  # whole tiles of 512: 2 ranges here
+        got, executor = trained("auto", source(), 6, shape=(7, 130), per_channel=True)
+    finally:
+        torch.set_num_threads(threads)
+    want, _ = trained("off", source(), 6, shape=(7, 130), per_channel=True)
+    assert executor == "compiled"
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))

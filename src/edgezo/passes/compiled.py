@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import ctypes
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import lru_cache, partial
@@ -195,16 +195,12 @@ def _apply_(batch: Batch, undo: bool) -> None:
         _call(args, *cut[0])  # one C call: an interrupt waits for it to return
         return
     done = np.zeros(len(cut), dtype=np.uint8)  # set by C when a piece is written
-    futures, stop = [], None
-    try:
-        pool = _pool(len(cut) - 1)
-        for i, (start, end) in enumerate(cut[1:], 1):
-            futures.append(pool.submit(_call, args, start, end, done[i:].ctypes.data))
-        _call(args, *cut[0], done.ctypes.data)  # the caller's thread takes the first piece
-    except BaseException as err:  # an interrupt around a call, or a refused call
-        stop = err
-    stop = _wait_all(futures) or stop
-    stop = stop or next((f.exception() for f in futures if f.exception() is not None), None)
+    stop = in_parallel(
+        [
+            partial(_call, args, start, end, done[i:].ctypes.data)
+            for i, (start, end) in enumerate(cut)
+        ]
+    )
     if stop is None:
         return
     back = batch.arguments(not undo)  # all or nothing: take back the finished pieces
@@ -234,6 +230,20 @@ def pieces(n: int, threads: int) -> list[tuple[int, int]]:
     per = -(-n // count)  # ceil(n / count)
     size = (per + 511) // 512 * 512
     return [(start, min(n, start + size)) for start in range(0, n, size)]
+
+
+def in_parallel(calls: Sequence[Callable[[], object]]) -> BaseException | None:
+    """Run ``calls[0]`` on the caller's thread and the others on the pool, and wait for every
+    one (through Ctrl-C); returns the first exception (an interrupt first), or ``None``."""
+    futures, stop = [], None
+    try:
+        pool = _pool(max(1, len(calls) - 1))
+        futures = [pool.submit(call) for call in calls[1:]]
+        calls[0]()
+    except BaseException as err:  # an interrupt around a call, or a refused call
+        stop = err
+    stop = _wait_all(futures) or stop
+    return stop or next((f.exception() for f in futures if f.exception() is not None), None)
 
 
 @lru_cache(maxsize=4)

@@ -200,13 +200,23 @@ def declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     ptr, p = ctypes.c_void_p, ctypes.POINTER
     lib.ez_read.argtypes = [p(Source), p(Tensor), ptr, p(ReadParams), ptr, ctypes.c_size_t, p(Work)]
     lib.ez_update.argtypes = [p(Source), p(Tensor), p(Factors), ptr, ctypes.c_size_t, p(Work)]
+    size = ctypes.c_size_t
+    lib.ez_read_range.argtypes = [*lib.ez_read.argtypes, size, size]
+    lib.ez_update_range.argtypes = [*lib.ez_update.argtypes, size, size]
     lib.ez_decay.argtypes = [p(Tensor), p(Factors)]
     lib.ez_stream.argtypes = [p(Source), ctypes.c_uint64, ptr, ctypes.c_size_t, p(Work)]
     lib.ez_requant.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_int32]
     lib.ez_requant.restype = ctypes.c_int64
     lib.ez_state_bytes.argtypes = [p(Source), ctypes.c_size_t, ctypes.c_size_t, ctypes.c_uint64]
     lib.ez_state_bytes.restype = ctypes.c_uint64
-    for name in ("ez_read", "ez_update", "ez_decay", "ez_stream"):
+    for name in (
+        "ez_read",
+        "ez_update",
+        "ez_read_range",
+        "ez_update_range",
+        "ez_decay",
+        "ez_stream",
+    ):
         getattr(lib, name).restype = ctypes.c_int
     return lib
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,6 +29,7 @@ from torch import Tensor
 from ..formats.fixedpoint.model import FixedPointParameter
 from ..formats.fixedpoint.quant import Requant
 from ..params import Segment
+from ..passes.compiled import in_parallel, pieces
 from .clib import CompilerMissing, Factors, ReadParams, Term, check, library
 from .clib import Tensor as CTensor
 from .zsource import DeviceSource, UnsupportedSource
@@ -96,6 +98,22 @@ def factors(requant: Requant) -> tuple[Factors, list[np.ndarray]]:
     return Factors(m.ctypes.data, k.ctypes.data, m.size), [m, k]
 
 
+def in_ranges(function, head: tuple, source: DeviceSource, terms: int, n: int) -> None:
+    """``function(*head, work, lo, hi)`` over elements ``[0, n)`` cut into one range per torch
+    thread (:func:`edgezo.passes.compiled.pieces`), each with its own work area; every
+    element is computed alone, so the integers do not depend on the cut. All ranges
+    finish before an error or interrupt propagates (an update is never left half done)."""
+    cut = pieces(n, torch.get_num_threads())
+    works = [source.work(terms, slot) for slot in range(len(cut))]  # made here, not in threads
+
+    def one(work, lo: int, hi: int) -> None:
+        check(function(*head, ctypes.byref(work), lo, hi))
+
+    stop = in_parallel([partial(one, w, lo, hi) for w, (lo, hi) in zip(works, cut, strict=True)])
+    if stop is not None:
+        raise stop
+
+
 @dataclass(frozen=True)
 class DeviceRead:
     """What a fixed-point layer reads during a step, computed by the C step (plain data).
@@ -111,14 +129,11 @@ class DeviceRead:
     count: int  #: how many of them
 
     def read(self, p: FixedPointParameter) -> Tensor:
-        """``sat(requant_dz(w_q * 1_q + sum net * eps_q * z_q))`` into the read buffer."""
+        """``sat(requant_dz(w_q * 1_q + sum net * eps_q * z_q))``, into a fresh tensor."""
         out = torch.empty_like(p.data)
-        work = self.source.work(self.count)
-        status = library().ez_read(
-            ctypes.byref(self.source.source), self.tensor.bind(p.data), out.data_ptr(),
-            ctypes.byref(self.params), self.terms, self.count, ctypes.byref(work),
-        )  # fmt: skip
-        check(status)
+        head = (ctypes.byref(self.source.source), self.tensor.bind(p.data), out.data_ptr(),
+                ctypes.byref(self.params), self.terms, self.count)  # fmt: skip
+        in_ranges(library().ez_read_range, head, self.source, self.count, p.numel())
         return out
 
 
@@ -153,13 +168,9 @@ class CompiledStep:
         """Segment ``k``'s update in C, with the Python path's ``(m, k)`` rows."""
         seg, src = self.fmt.segments[k], self.source
         terms = [src.term(self.fmt.directions, s, q, seg.offset, n) for s, q, n in live]
-        work = src.work(len(terms))
-        status = self.lib.ez_update(
-            ctypes.byref(src.source), self.tensors[k].bind(seg.param.data),
-            ctypes.byref(self.update_factors(k, lr, delta)), terms_array(terms), len(terms),
-            ctypes.byref(work),
-        )  # fmt: skip
-        check(status)
+        head = (ctypes.byref(src.source), self.tensors[k].bind(seg.param.data),
+                ctypes.byref(self.update_factors(k, lr, delta)), terms_array(terms), len(terms))  # fmt: skip
+        in_ranges(self.lib.ez_update_range, head, src, len(terms), seg.numel)
 
     def update_factors(self, k: int, lr: float, delta: float) -> Factors:
         """Segment ``k``'s ``(m, k)`` rows of the format's ``update_factor``, as the Python

@@ -60,8 +60,8 @@ class DeviceSource:
     table: np.ndarray | None
     edges: np.ndarray | None = None  #: a step function's edges (``EZ_STEPS``)
     index: np.ndarray | None = None  #: their bucket index (``EZ_STEPS``, optional)
-    work_terms: int = 0
-    keep: list = field(default_factory=list)
+    work_terms: dict = field(default_factory=dict)  #: slot -> terms its work area holds
+    keep: dict = field(default_factory=dict)  #: slot -> (work area, the arrays it points into)
 
     @classmethod
     def of(cls, directions: Directions, zf: ZFormat) -> DeviceSource:
@@ -153,18 +153,17 @@ class DeviceSource:
             raise ValueError(f"stream position {base} of step {step} exceeds 64 bits")
         return (base, step, query, net)
 
-    def work(self, terms: int) -> Work:
-        """A work area for ``terms`` terms (grown as needed, kept between calls)."""
+    def work(self, terms: int, slot: int = 0) -> Work:
+        """A work area for ``terms`` terms (grown as needed, kept between calls); one per
+        ``slot``, so that threads running disjoint ranges at once never share cursors."""
         terms = max(1, terms)
-        if terms > self.work_terms:
+        if terms > self.work_terms.get(slot, 0):
             cursors = (Cursor * terms)()
             words = np.zeros(max(1, terms * self.source.n_regs), dtype=np.uint32)
-            self.keep = [cursors, words]
-            self.work_area = Work(
-                ctypes.cast(cursors, ctypes.c_void_p), words.ctypes.data, terms, words.size
-            )
-            self.work_terms = terms
-        return self.work_area
+            area = Work(ctypes.cast(cursors, ctypes.c_void_p), words.ctypes.data, terms, words.size)
+            self.keep[slot] = (area, cursors, words)
+            self.work_terms[slot] = terms
+        return self.keep[slot][0]
 
 
 @lru_cache(maxsize=4)

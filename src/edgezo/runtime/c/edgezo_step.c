@@ -252,9 +252,9 @@ static void ez_fill_counter(const ez_source *s, uint32_t k1, uint32_t k2, uint32
     }
 }
 
-static void ez_seek(const ez_source *s, ez_cursor *c, const ez_term *term)
+static void ez_seek(const ez_source *s, ez_cursor *c, const ez_term *term, uint64_t offset)
 {
-    uint64_t pos = term->base;
+    uint64_t pos = term->base + offset;
     uint32_t r;
     if (ez_is_counter(s)) {
         c->pos = pos;
@@ -350,7 +350,8 @@ static int ez_check_source(const ez_source *s)
 }
 
 /* Checks the source and the work area, and seeks one cursor per term. */
-static int ez_start(const ez_source *s, const ez_term *terms, size_t n_terms, ez_work *work)
+static int ez_start(const ez_source *s, const ez_term *terms, size_t n_terms, ez_work *work,
+                    uint64_t offset)
 {
     size_t t;
     int status = ez_check_source(s);
@@ -362,7 +363,7 @@ static int ez_start(const ez_source *s, const ez_term *terms, size_t n_terms, ez
     }
     for (t = 0; t < n_terms; t++) {
         work->cursors[t].regs = ez_is_array(s) ? work->words + t * s->n_regs : NULL;
-        ez_seek(s, &work->cursors[t], &terms[t]);
+        ez_seek(s, &work->cursors[t], &terms[t], offset);
     }
     return EZ_OK;
 }
@@ -373,7 +374,7 @@ int ez_stream(const ez_source *src, uint64_t pos, int32_t *out, size_t n, ez_wor
     uint32_t t8[256];
     int status;
     one.base = pos;
-    status = ez_start(src, &one, 1, work);
+    status = ez_start(src, &one, 1, work, 0);
     if (status == EZ_OK) {
         ez_lfsr_table(src, t8);
         ez_fill(src, t8, &work->cursors[0], out, n);
@@ -473,36 +474,55 @@ static void ez_sum_terms(const ez_source *src, const uint32_t *t8, const ez_term
     }
 }
 
-int ez_read(const ez_source *src, const ez_tensor *t, void *out, const ez_read_params *rp,
-            const ez_term *terms, size_t n_terms, ez_work *work)
+/* the block of elements from idx on: up to EZ_BLOCK, within idx's row and below hi */
+static size_t ez_block_len(const ez_tensor *t, size_t idx, size_t hi)
+{
+    size_t row_end = (idx / t->cols + 1) * t->cols, end = idx + EZ_BLOCK;
+    end = end < row_end ? end : row_end;
+    return (end < hi ? end : hi) - idx;
+}
+
+static int ez_check_range(const ez_tensor *t, size_t lo, size_t hi)
+{
+    return (lo <= hi && hi <= t->rows * t->cols) ? EZ_OK : EZ_BAD_TENSOR;
+}
+
+int ez_read_range(const ez_source *src, const ez_tensor *t, void *out, const ez_read_params *rp,
+                  const ez_term *terms, size_t n_terms, ez_work *work, size_t lo, size_t hi)
 {
     int64_t acc[EZ_BLOCK], w[EZ_BLOCK];
     uint32_t t8[256];
-    size_t row, c0, i, len, idx;
+    size_t i, len, idx;
     int status = ez_check_tensor(t, rp->eps_count);
+    if (status == EZ_OK) {
+        status = ez_check_range(t, lo, hi);
+    }
     if (status == EZ_OK && n_terms > 0) {
-        status = ez_start(src, terms, n_terms, work);
+        status = ez_start(src, terms, n_terms, work, lo);
     }
     if (status != EZ_OK) {
         return status;
     }
     ez_lfsr_table(src, t8);
-    for (row = 0; row < t->rows; row++) {
-        int64_t eps = rp->eps_q[rp->eps_count > 1 ? row : 0];
-        for (c0 = 0; c0 < t->cols; c0 += len) {
-            len = t->cols - c0 < EZ_BLOCK ? t->cols - c0 : EZ_BLOCK;
-            idx = row * t->cols + c0;
-            ez_load(t, idx, len, w);
-            for (i = 0; i < len; i++) {
-                acc[i] = w[i] * (int64_t)rp->one;
-            }
-            ez_sum_terms(src, t8, terms, n_terms, eps, work, acc, len);
-            ez_requant_sat(acc, len, rp->m_dz, rp->k_dz, t->qmax);
-            ez_masked(t, idx, len, acc, w);
-            ez_store(out, t->elem, idx, len, acc);
+    for (idx = lo; idx < hi; idx += len) {
+        int64_t eps = rp->eps_q[rp->eps_count > 1 ? idx / t->cols : 0];
+        len = ez_block_len(t, idx, hi);
+        ez_load(t, idx, len, w);
+        for (i = 0; i < len; i++) {
+            acc[i] = w[i] * (int64_t)rp->one;
         }
+        ez_sum_terms(src, t8, terms, n_terms, eps, work, acc, len);
+        ez_requant_sat(acc, len, rp->m_dz, rp->k_dz, t->qmax);
+        ez_masked(t, idx, len, acc, w);
+        ez_store(out, t->elem, idx, len, acc);
     }
     return EZ_OK;
+}
+
+int ez_read(const ez_source *src, const ez_tensor *t, void *out, const ez_read_params *rp,
+            const ez_term *terms, size_t n_terms, ez_work *work)
+{
+    return ez_read_range(src, t, out, rp, terms, n_terms, work, 0, t->rows * t->cols);
 }
 
 /* w[i] <- sat(w[i] - change[i]) */
@@ -514,37 +534,43 @@ static void ez_subtract(int64_t *w, const int64_t *change, size_t len, int32_t q
     }
 }
 
-int ez_update(const ez_source *src, ez_tensor *t, const ez_factors *f, const ez_term *terms,
-              size_t n_terms, ez_work *work)
+int ez_update_range(const ez_source *src, ez_tensor *t, const ez_factors *f,
+                    const ez_term *terms, size_t n_terms, ez_work *work, size_t lo, size_t hi)
 {
     int64_t g[EZ_BLOCK], w[EZ_BLOCK], zero[EZ_BLOCK] = {0};
     uint32_t t8[256];
-    size_t row, c0, i, len, idx, fr;
+    size_t i, len, idx, fr;
     int status = ez_check_tensor(t, f->count);
     if (status == EZ_OK) {
-        status = ez_start(src, terms, n_terms, work);
+        status = ez_check_range(t, lo, hi);
+    }
+    if (status == EZ_OK) {
+        status = ez_start(src, terms, n_terms, work, lo);
     }
     if (status != EZ_OK) {
         return status;
     }
     ez_lfsr_table(src, t8);
-    for (row = 0; row < t->rows; row++) {
-        fr = f->count > 1 ? row : 0;
-        for (c0 = 0; c0 < t->cols; c0 += len) {
-            len = t->cols - c0 < EZ_BLOCK ? t->cols - c0 : EZ_BLOCK;
-            idx = row * t->cols + c0;
-            for (i = 0; i < len; i++) {
-                g[i] = 0;
-            }
-            ez_sum_terms(src, t8, terms, n_terms, 1, work, g, len);
-            ez_requant_sat(g, len, f->m[fr], f->k[fr], INT32_MAX); /* |change| < 2**31 */
-            ez_masked(t, idx, len, g, zero);
-            ez_load(t, idx, len, w);
-            ez_subtract(w, g, len, t->qmax);
-            ez_store(t->data, t->elem, idx, len, w);
+    for (idx = lo; idx < hi; idx += len) {
+        fr = f->count > 1 ? idx / t->cols : 0;
+        len = ez_block_len(t, idx, hi);
+        for (i = 0; i < len; i++) {
+            g[i] = 0;
         }
+        ez_sum_terms(src, t8, terms, n_terms, 1, work, g, len);
+        ez_requant_sat(g, len, f->m[fr], f->k[fr], INT32_MAX); /* |change| < 2**31 */
+        ez_masked(t, idx, len, g, zero);
+        ez_load(t, idx, len, w);
+        ez_subtract(w, g, len, t->qmax);
+        ez_store(t->data, t->elem, idx, len, w);
     }
     return EZ_OK;
+}
+
+int ez_update(const ez_source *src, ez_tensor *t, const ez_factors *f, const ez_term *terms,
+              size_t n_terms, ez_work *work)
+{
+    return ez_update_range(src, t, f, terms, n_terms, work, 0, t->rows * t->cols);
 }
 
 int ez_decay(ez_tensor *t, const ez_factors *f)

@@ -151,6 +151,13 @@ int ez_read(const ez_source *src, const ez_tensor *t, void *out, const ez_read_p
 int ez_update(const ez_source *src, ez_tensor *t, const ez_factors *f, const ez_term *terms,
               size_t n_terms, ez_work *work);
 
+/* ez_read and ez_update on flat elements lo .. hi-1 only (row-major: element i is in row
+   i / cols); disjoint ranges may run at once, each with its own work area. */
+int ez_read_range(const ez_source *src, const ez_tensor *t, void *out, const ez_read_params *rp,
+                  const ez_term *terms, size_t n_terms, ez_work *work, size_t lo, size_t hi);
+int ez_update_range(const ez_source *src, ez_tensor *t, const ez_factors *f,
+                    const ez_term *terms, size_t n_terms, ez_work *work, size_t lo, size_t hi);
+
 /* t <- sat(t - requant(t)) on the trained elements (weight decay). */
 int ez_decay(ez_tensor *t, const ez_factors *f);
 
