@@ -127,6 +127,19 @@ def operations(
     )
 
 
+def numerics(source: Directions) -> str | None:
+    """How this process computes ``z`` on the CPU where executors differ in the last bits
+    (``None`` where they agree bit for bit): only a Gaussian counter source, whose compiled
+    loop uses Giles' ``erfinv`` and whose torch path uses torch's. A checkpoint records it,
+    so that a resume on the other path warns instead of silently changing the numbers."""
+    spec = source.kernel_spec()
+    if spec is None or spec.kind != "gaussian":
+        return None
+    if mode != "off" and compiled.available(spec):
+        return "the compiled CPU loop (Giles' erfinv)"
+    return "torch (torch.erfinv)"
+
+
 def run_all_or_nothing(ops: Iterable[Operation]) -> None:
     """Apply every operation in order; if one fails, take back those done (newest first)."""
     done: list[Operation] = []
