@@ -28,6 +28,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers is imported: no hub ac
 
 import json
 import multiprocessing
+import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -326,3 +329,37 @@ def test_several_gpus_in_one_process_are_refused_with_advice():
 
     with pytest.raises(ValueError, match=r"over 2 GPUs of one process .*torchrun --nproc-per-node"):
         _check_training_arguments(Args())
+
+
+# -- the README's torchrun example -------------------------------------------------------------
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_torchrun_example() -> tuple[str, list[str], str]:
+    """The script of the README's LoRA/torchrun section, its command and the line it promises."""
+    section = README.read_text().split("### LoRA, prefix tuning and `torchrun`", 1)[1]
+    section = section.split("\n### ", 1)[0]
+    code = re.search(r"```text\n(.*?)```", section, re.S).group(1)
+    command = re.search(r"`(torchrun [^`]+)` prints", section).group(1).split()
+    promised = re.search(r"after the Trainer's log lines,\s+`([^`]+)`", section).group(1)
+    return code, command, promised
+
+
+@pytest.mark.slow
+def test_readme_torchrun_example_prints_what_the_readme_says(tmp_path):
+    """The documented command under real torchrun (two fresh interpreters: about a minute)."""
+    code, command, promised = readme_torchrun_example()
+    assert command[:3] == ["torchrun", "--nproc-per-node", "2"]
+    (tmp_path / command[-1]).write_text(code)
+    src = str(Path(__file__).resolve().parent.parent / "src")
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", *command[1:]],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": src, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == promised
+    assert (tmp_path / "out" / "checkpoint-30" / "adapter_model.safetensors").is_file()
