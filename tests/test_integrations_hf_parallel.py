@@ -44,17 +44,18 @@ from transformers import (
     OPTConfig,
     OPTForCausalLM,
     PreTrainedModel,
+    TrainerCallback,
     TrainingArguments,
 )
 from transformers.utils import logging as hf_logging
 
-from edgezo.distributed import free_port
+from edgezo.distributed import DistributedZOError, free_port
 from edgezo.integrations.adapters import peft_model
 from edgezo.integrations.hf import ZOTrainer, _check_training_arguments
 
 hf_logging.set_verbosity_error()
 
-WORLD, PER_RANK, STEPS, SAVE_AT = 2, 4, 4, 2
+WORLD, PER_RANK, STEPS, SAVE_AT = 2, 4, 3, 2  # one checkpoint (step 2), resumed for step 3
 VOCAB, LENGTH = 64, 12
 #: Weights: a few ulps of the loss, divided by eps, times lr, per step. BERT's loss is float64;
 #: the causal LM loss of transformers casts the logits to float32 (ulp ~ 5e-7 at 4.2).
@@ -126,7 +127,7 @@ class RecordingTrainer(ZOTrainer):
         return super().training_step(model, inputs, num_items_in_batch)
 
 
-def train(model, data, output_dir, batch, resume=None, **overrides) -> RecordingTrainer:
+def train(model, data, output_dir, batch, resume=None, callbacks=None, **overrides):
     settings = dict(
         output_dir=str(output_dir),
         per_device_train_batch_size=batch,
@@ -141,7 +142,9 @@ def train(model, data, output_dir, batch, resume=None, **overrides) -> Recording
         seed=0,
     )
     args = TrainingArguments(**{**settings, **overrides})
-    trainer = RecordingTrainer(model, args, train_dataset=data, zo="mezo", zo_kwargs={"eps": 1e-3})
+    trainer = RecordingTrainer(
+        model, args, train_dataset=data, zo="mezo", zo_kwargs={"eps": 1e-3}, callbacks=callbacks
+    )
     trainer.train(resume_from_checkpoint=resume)
     return trainer
 
@@ -174,7 +177,7 @@ def recording_writes(rank: int, out: Path) -> list[str]:
 
 
 def scenario(out: Path, rank: int) -> None:
-    """Train BERT (checkpoints at step 2 and 4), then the LoRA LM, then resume BERT from step 2."""
+    """Train BERT (a checkpoint at step 2), then the LoRA LM, then resume BERT from step 2."""
     written = recording_writes(rank, out)
     straight = train(
         tiny_bert(0), classification_data(), out / "run", PER_RANK,
@@ -187,7 +190,35 @@ def scenario(out: Path, rank: int) -> None:
         resume=str(out / "run" / f"checkpoint-{SAVE_AT}"),
     )  # fmt: skip
     results = {"bert": summary(straight), "lm": summary(lm), "resumed": summary(resumed)}
-    torch.save({**results, "written": files}, out / f"rank-{rank}.pt")
+    torch.save(
+        {**results, "written": files, "refused": refusals(out, rank)}, out / f"rank-{rank}.pt"
+    )
+
+
+class ChangeRank1(TrainerCallback):
+    """After step 1, rank 1 changes one weight outside the ZO step (replicas no longer agree)."""
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if args.process_index == 1 and state.global_step == 1:
+            with torch.no_grad():
+                next(model.parameters()).view(-1)[0] += 1.0
+
+
+def refusals(out: Path, rank: int) -> dict[str, str]:
+    """The errors of two runs that every rank must refuse: other models, diverged replicas."""
+    errors = {}
+    try:
+        train(tiny_bert(rank), classification_data(), out / "other", PER_RANK)  # seeds differ
+    except DistributedZOError as e:
+        errors["other models"] = str(e)
+    model, data = tiny_bert(0), classification_data()
+    args = dict(max_steps=1, save_strategy="steps", save_steps=1, callbacks=[ChangeRank1()])
+    try:
+        train(model, data, out / "diverged", PER_RANK, **args)
+    except DistributedZOError as e:
+        errors["diverged"] = str(e)
+    errors["saved"] = sorted(p.name for p in (out / "diverged").glob("checkpoint-*"))
+    return errors
 
 
 def rank_main(out: Path, rank: int, port: int) -> None:
@@ -273,11 +304,22 @@ def test_ranks_hold_different_token_counts_so_the_weighting_matters(ranks):
 def test_rank_0_writes_the_checkpoint_and_each_rank_its_rng_state(ranks):
     written = [r["written"] for r in ranks[0]]
     for_checkpoint = ["save_pretrained", "training_args.bin", "optimizer.pt", "scheduler.pt"]
-    saves = STEPS // SAVE_AT
+    saved = sorted(c.name for c in (ranks[1] / "run").glob("checkpoint-*"))
+    assert saved == [f"checkpoint-{SAVE_AT}", f"checkpoint-{STEPS}"]  # and at the end of training
+    saves = len(saved)
     assert sorted(written[0]) == sorted((for_checkpoint + ["rng_state_0.pth"]) * saves)
     assert written[1] == ["rng_state_1.pth"] * saves
     checkpoint = ranks[1] / "run" / f"checkpoint-{SAVE_AT}"
     assert (checkpoint / "model.safetensors").is_file() and (checkpoint / "optimizer.pt").is_file()
+
+
+def test_every_rank_refuses_other_models_and_a_checkpoint_of_diverged_replicas(ranks):
+    for rank in ranks[0]:
+        refused = rank["refused"]
+        assert refused["other models"].startswith("The 2 ranks start from different models")
+        assert "torch.manual_seed(s) before creating it" in refused["other models"]
+        assert refused["diverged"].startswith("The replicas differ at step 1: rank 0 would")
+        assert refused["saved"] == []  # no checkpoint of weights only one rank holds
 
 
 def test_two_ranks_resume_bit_exactly(ranks):
