@@ -30,8 +30,9 @@ the step has to be replaced, not observed.
 Data parallel: under ``torchrun --nproc-per-node N`` the Trainer gives each
 process its own batches, and :class:`ZOTrainer` runs the ZO optimizer through
 :class:`edgezo.distributed.DataParallelZO`: every rank evaluates the shared
-perturbation on its batch and the ranks exchange a few scalars per forward,
-never weights or gradients, so the replicas stay bit-identical (checked
+perturbation on its batch and the ranks exchange a few scalars per forward
+(the Trainer adds its own: a label count per step, the logged loss), never
+weights or gradients, so the replicas stay bit-identical (checked
 before training starts and before each checkpoint). The model is not wrapped in
 ``DistributedDataParallel`` (it would only add gradient buckets and weight
 broadcasts). Each rank's loss is its model's mean over its own batch; the ranks'
