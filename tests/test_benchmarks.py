@@ -237,3 +237,21 @@ def test_kws_lr_sweep_reports_every_method_and_lr():
     assert pairs == [("zero-shot", None), ("zo", 3e-5), ("zo", 1e-4), ("qzo-ff 16w8a", 3e-4)]
     assert all(0 <= r["val_accuracy"] <= 100 for r in res["rows"])
     assert res["budget"]["zo_steps"] == 3
+
+
+def test_peft_memory_counts_bytes_of_lora_and_full_training():
+    """Tiny BERT, no peak-RSS processes: the byte counts against their formulas."""
+    got = run_json("peft_memory.py", "--model", "tiny", "--batch", "2", "--length", "8", "--no-rss")
+    full, lora = got["bytes"]["full"], got["bytes"]["lora"]
+    assert_positive({k: v for k, v in full.items() if k != "zo_state_mb"})
+    # LoRA r=8 on query and value of 2 layers of width 64, and peft's copy of the 2-way head
+    assert lora["trained_params"] == lora["zo_perturbed_dim"] == 2 * 2 * (2 * 8 * 64) + 64 * 2 + 2
+    assert full["trained_params"] == full["zo_perturbed_dim"] == full["params"]
+    for entry in (full, lora):
+        assert entry["bp_gradient_mb"] == round(4 * entry["trained_params"] / 1e6, 3)
+        assert entry["zo_state_mb"] == 0.0  # MeZO: Gaussian counter directions, plain SGD
+    assert lora["bp_saved_activations_mb"] < full["bp_saved_activations_mb"]
+    # a ZO step's scratch is the forward's: the adapter adds a few small tensors at most
+    assert lora["forward_peak_activations_mb"] == pytest.approx(
+        full["forward_peak_activations_mb"], rel=0.05
+    )
