@@ -7,7 +7,9 @@ rotating order: two forwards (``no_grad``), the MeZO-style step, and ``ZO(...).s
 (central, one query) with ``Gaussian`` (MeZO's distribution), ``Rademacher`` and
 ``Pool(2**20)``. Reported: medians and the paired median of the per-round ratio to the
 two forwards (the headline: robust to load bursts on a shared machine), per workload
-of ``benchmarks/step_overhead.py`` (SmallCNN batch 64, ViT-tiny-like batch 16).
+of ``benchmarks/step_overhead.py`` (SmallCNN batch 64, ViT-tiny-like batch 16); and the
+first-call cost of the compiled passes (a fresh build of ``hash_pass.c`` into a
+temporary directory: what the first step on a new machine pays once).
 
     PYTHONPATH=src python benchmarks/mezo_side_by_side.py --out results.json
 """
@@ -18,8 +20,10 @@ import argparse
 import copy
 import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see step_overhead.py
@@ -30,6 +34,8 @@ from step_overhead import WORKLOADS, build, closure_of, environment, interleaved
 
 from edgezo import ZO, passes  # noqa: E402
 from edgezo.directions import Gaussian, Pool, Rademacher  # noqa: E402
+from edgezo.passes import compiled  # noqa: E402
+from edgezo.runtime import clib  # noqa: E402
 
 LR, EPS = 1e-6, 1e-3
 
@@ -75,6 +81,14 @@ def measure(workload: str, repeats: int, warmup: int) -> dict[str, Any]:
     return out
 
 
+def compile_seconds() -> float:
+    """Seconds a fresh build of the compiled CPU passes takes (the cached one is not used)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return clib.build(
+            clib.compiler(), Path(tmp) / "hash_pass.so", compiled.SOURCE, compiled.FLAGS
+        )
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
@@ -97,6 +111,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "pool_size": 2**20,
         },  # fmt: skip
         "workloads": {w: measure(w, args.repeats, args.warmup) for w in args.workloads},
+        "first_call_compile_s": compile_seconds(),
     }
     results["env"]["loadavg_at_end"] = list(os.getloadavg())
     results["wall_s"] = time.perf_counter() - start

@@ -255,3 +255,31 @@ def test_peft_memory_counts_bytes_of_lora_and_full_training():
     assert lora["forward_peak_activations_mb"] == pytest.approx(
         full["forward_peak_activations_mb"], rel=0.05
     )
+
+
+def test_mezo_side_by_side_times_every_step_in_the_same_rounds():
+    res = run_json("mezo_side_by_side.py", "--workloads", "smallcnn", "--repeats", "2",
+                   "--warmup", "0")  # fmt: skip
+    assert_finite(res)
+    w = res["workloads"]["smallcnn"]
+    names = ["two_forwards", "mezo_style", "edgezo_gaussian", "edgezo_rademacher", "edgezo_pool"]
+    assert list(w["steps"]) == names and w["executor"] == "compiled"
+    for name in names[1:]:
+        step = w["steps"][name]
+        assert (
+            step["n"] == 2
+            and step["median_ms"] > 0
+            and step["paired_median_ratio_to_two_forwards"] > 0
+        )
+    assert res["first_call_compile_s"] > 0
+
+
+def test_fixedpoint_step_compares_both_integer_executors_with_the_float_step():
+    res = run_json("fixedpoint_step.py", "--repeats", "2", "--warmup", "0")
+    assert_finite(res)
+    for case in ("whole", "head"):
+        c = res["cases"][case]
+        assert c["executors"]["int_compiled"] == "compiled"
+        assert c["executors"]["int_python"] == "python (EDGEZO_KERNELS=off)"
+        assert set(c["steps"]) == {"six_forwards", "float", "int_compiled", "int_python"}
+        assert c["steps"]["float"]["paired_median_to_float_step"] == 1.0
