@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -129,6 +130,25 @@ def load(main: Path, text: bytes, stem: str, flags: tuple = FLAGS) -> tuple[ctyp
     path = library_path(cc, text, stem, flags)
     seconds = None if path.exists() else build(cc, path, main, flags)
     return ctypes.CDLL(str(path)), {"seconds": seconds, "path": str(path)}
+
+
+def load_optional(
+    main: Path, text: bytes, stem: str, flags: tuple, what: str
+) -> tuple[ctypes.CDLL | None, dict]:
+    """:func:`load` for code with a fallback: ``(None, {"error": why})`` instead of raising.
+
+    Without a compiler silently; with a compiler that fails (a broken toolchain) with a
+    warning that ``what`` (e.g. "compiled hardware-RNG passes") falls back. Otherwise the
+    library and :func:`load`'s record, with ``"error": None``.
+    """
+    try:
+        lib, built = load(main, text, stem, flags)
+    except CompilerMissing as err:
+        return None, {"seconds": None, "path": None, "error": str(err)}
+    except (RuntimeError, OSError) as err:
+        warnings.warn(f"edgezo: {what} unavailable, using torch: {err}", stacklevel=3)
+        return None, {"seconds": None, "path": None, "error": str(err)}
+    return lib, {**built, "error": None}
 
 
 @lru_cache(maxsize=1)
