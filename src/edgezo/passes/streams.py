@@ -254,11 +254,12 @@ def _apply_(batch: Batch, undo: bool) -> None:
     """``w += k round(eps z)`` for each pass in order (reversed, ``-k``, to undo), the
     concatenated elements cut into one piece per thread; all or nothing."""
     cut = pieces(int(batch.counts.sum()), torch.get_num_threads())
-    threads.run(
-        partial(_call, batch, batch.arguments(undo)),
-        partial(_call, batch, batch.arguments(not undo)),
-        cut,
-    )
+    threads.run(partial(_call, batch, batch.arguments(undo)), partial(_back, batch, undo), cut)
+
+
+def _back(batch: Batch, undo: bool, start: int, stop: int, done: int | None = None) -> None:
+    """Take back a piece written by ``_apply_(batch, undo)`` (arguments made only if needed)."""
+    _call(batch, batch.arguments(not undo), start, stop, done)
 
 
 def _call(batch: Batch, args: tuple, start: int, stop: int, done: int | None = None) -> None:
