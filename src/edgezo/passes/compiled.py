@@ -83,7 +83,8 @@ BUILD: dict = {"seconds": None, "path": None, "error": None}
 def library() -> ctypes.CDLL | None:
     """The loaded C passes, compiled on the first call; ``None`` without a working compiler."""
     try:
-        lib, built = clib.load(SOURCE, SOURCE.read_bytes(), "hash_pass", FLAGS)
+        text = SOURCE.read_bytes() + (SOURCE.parent / "floats.h").read_bytes()  # what it includes
+        lib, built = clib.load(SOURCE, text, "hash_pass", FLAGS)
     except clib.CompilerMissing as err:
         BUILD["error"] = str(err)
         return None
