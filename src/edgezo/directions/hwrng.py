@@ -419,6 +419,8 @@ class Register(HardwareRNG):
     width: int
     seed: int
     _map: GF2Map
+    #: Whether the cycle is xorshift32 (13, 17, 5) (else a GF(2) map known by its tables only).
+    xorshift: bool = False
 
     @abstractmethod
     def _extract(self, states: np.ndarray) -> np.ndarray:
@@ -436,8 +438,7 @@ class Register(HardwareRNG):
 
     def registers(self) -> Registers:
         seeds = np.array([self.seed], np.uint32)
-        xorshift = isinstance(self, Xorshift)
-        return Registers(seeds, self._map, self.bits, self._shift(), self.scale, xorshift)
+        return Registers(seeds, self._map, self.bits, self._shift(), self.scale, self.xorshift)
 
     @abstractmethod
     def _shift(self) -> int:
@@ -540,6 +541,7 @@ class Xorshift(Register):
     """
 
     width = 32
+    xorshift = True
 
     def __init__(self, seed: int = 2463534242, bits: int = 8) -> None:
         super().__init__(bits, 32)
