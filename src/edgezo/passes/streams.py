@@ -191,7 +191,7 @@ def check(status: int) -> None:
 class Batch:
     """The tensors of one call and up to :data:`MAX_PASSES` passes, as the C function takes them."""
 
-    bank: Registers
+    prep: Prepared  # made by the caller's thread: workers never build tables
     tensors: list[Tensor]  # flat views; they keep the weights alive while C writes them
     dtypes: np.ndarray  # int32 [T]
     offsets: np.ndarray  # uint64 [T], global index of each tensor's element 0
@@ -200,6 +200,7 @@ class Batch:
     seeds: np.ndarray  # uint32 [P, n]: the registers at each pass's origin
     starts: np.ndarray  # uint64 [P]: relative stream position of global index 0
     phases: np.ndarray  # uint32 [P]
+    scale: float  # float32(sqrt(3 / (4**bits - 1)))
     eps: float
 
     def arguments(self, undo: bool) -> tuple:
@@ -236,7 +237,7 @@ def operations(
         yield partial(
             _apply_,
             Batch(
-                bank=bank,
+                prep=prepare(bank),
                 tensors=[seg.flat() for _, seg in chosen],
                 dtypes=np.array([DTYPES[seg.param.dtype] for _, seg in chosen], dtype=np.int32),
                 offsets=np.array([seg.offset for _, seg in chosen], dtype=np.uint64),
@@ -245,6 +246,7 @@ def operations(
                 seeds=np.stack([np.asarray(s, dtype=np.uint32) for s, _, _ in origins]),
                 starts=np.array([pos for _, pos, _ in origins], dtype=np.uint64),
                 phases=np.array([phase for _, _, phase in origins], dtype=np.uint32),
+                scale=float(np.float32(bank.scale)),
                 eps=float(np.float32(eps)),
             ),
         )
@@ -265,12 +267,12 @@ def _back(batch: Batch, undo: bool, start: int, stop: int, done: int | None = No
 def _call(batch: Batch, args: tuple, start: int, stop: int, done: int | None = None) -> None:
     """The C pass over elements ``start:stop`` of the batch's concatenated tensors, with its
     own work area; ``done``: address of a byte the C code sets when the range is written."""
-    prep = prepare(batch.bank)
+    prep = batch.prep
     ntensors, *arrays, npass, seeds, starts, phases = args
     work = np.empty(npass * prep.words, dtype=np.uint32)
     status = library().ezs_apply(
         ctypes.byref(prep.machine), ntensors, *(a.ctypes.data for a in arrays), npass,
         seeds.ctypes.data, starts.ctypes.data, phases.ctypes.data,
-        float(np.float32(batch.bank.scale)), batch.eps, start, stop, work.ctypes.data, done,
+        batch.scale, batch.eps, start, stop, work.ctypes.data, done,
     )  # fmt: skip
     check(status)
