@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import assume, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from edgezo import ZO, passes
@@ -102,14 +102,43 @@ def test_bits_do_not_depend_on_the_lanes(source, start, lanes):
 def test_the_fast_rules_are_the_tables_rule():
     """The default sources take the look-up-free xorshift and one-look-up LFSR rules; their
     machines say so, and their outputs are the numpy model's across many rounds."""
+    wide = streams.LANES  # registers enough for one cycle per round
     cases = {
-        2: RNGArray(16, "xorshift", seed=1),  # EZS_XORSHIFT: one cycle per round
-        1: RNGArray(16, "lfsr", seed=2),  # EZS_CHUNK: 8 steps, one look-up
-        0: LFSR(seed=3),  # EZS_TABLES: 16 lanes of M**16
+        2: RNGArray(wide, "xorshift", seed=1),  # EZS_XORSHIFT
+        1: RNGArray(wide, "lfsr", seed=2),  # EZS_CHUNK: 8 steps, one look-up
+        0: LFSR(seed=3),  # EZS_TABLES: LANES lanes of M**LANES
     }
     for rule, source in cases.items():
         assert streams.prepare(source.kernel_spec().registers).machine.rule == rule
         assert np.array_equal(source.raw(12_345, 20_000), source.numpy_raw(12_345, 20_000))
+
+
+@pytest.fixture(params=["simd", "scalar"])
+def build(request, monkeypatch):
+    """Both builds of the C code: with the AVX-512 path where the CPU has it, and without."""
+    if request.param == "scalar":
+        scalar = streams.library(simd=False)
+        assert scalar is not None
+        monkeypatch.setattr(streams, "library", lambda simd=True: scalar)
+    return request.param
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_both_builds_give_the_numpy_models_bits(build, data):
+    """The scalar rules (table, one-look-up LFSR, xorshift shifts) and the AVX-512 nibble
+    tables: the numpy model's bits, raw and through a pass."""
+    source = data.draw(sources())
+    start, n = data.draw(STARTS), data.draw(st.integers(0, 3_000))
+    assert np.array_equal(streams.raw(source.registers(), start, n), source.numpy_raw(start, n))
+    base, step, eps = data.draw(st.integers(0, 999)), data.draw(st.integers(0, 2**40)), 0.01
+    w = torch.zeros(n + 1)
+    passes.apply_(source.bind(base + n + 1), [Segment(w, base, 0)], eps, [(step, 0, [1.0])])
+    v = source.numpy_raw(source.position(step, 0, base), n + 1).astype(np.int64)
+    z = (2 * v + 1 - 2**source.bits).astype(np.float32) * np.float32(source.scale)
+    assert same_bits(w, torch.from_numpy(z * np.float32(eps)))  # 0 + 1 * round(eps z)
 
 
 def torch_path(monkeypatch):

@@ -24,8 +24,10 @@ The library is built with the system C compiler on first use and cached
 (:func:`edgezo.runtime.clib.load`); without a compiler :func:`library` is ``None``, the
 passes take the torch reference and :func:`raw` returns ``None`` (the numpy model runs).
 A cursor holds ``ceil(LANES / n)`` consecutive cycles of the ``n`` registers and advances
-them by one table look-up per word (:data:`LANES`), so even a single register is not one
-serial chain of dependent look-ups.
+them together (:data:`LANES`), so even a single register is not one serial chain of
+dependent look-ups: with AVX-512, 16 words per step of eight in-register nibble-table
+permutations; elsewhere (``library(simd=False)``, also tested) one word at a time by byte
+tables, one look-up (a Galois LFSR's steps) or xorshift's shifts.
 """
 
 from __future__ import annotations
@@ -56,8 +58,9 @@ SOURCE = Path(__file__).resolve().parent / "c" / "stream_pass.c"
 HEADER = SOURCE.parent / "floats.h"
 
 #: Register words a cursor advances at once (at least): ``ceil(LANES / n)`` cycles of ``n``
-#: registers, independent look-ups the CPU overlaps. Any value gives the same bits.
-LANES = 16
+#: registers, independent look-ups the CPU overlaps (and, with AVX-512, whole vectors of
+#: words per instruction). Any value gives the same bits.
+LANES = 128
 
 #: Cycle counts the C code jumps take 64-bit words; from this stream position on, Python
 #: first jumps the registers itself (:func:`origin`).
@@ -85,16 +88,20 @@ class Machine(ctypes.Structure):
         ("n", ctypes.c_uint32), ("lanes", ctypes.c_uint32), ("bits", ctypes.c_uint32),
         ("shift", ctypes.c_uint32), ("rule", ctypes.c_uint32), ("chunk", ctypes.c_uint32),
         ("cycle", ctypes.c_void_p), ("round", ctypes.c_void_p), ("powers", ctypes.c_void_p),
+        ("nibbles", ctypes.c_void_p),
     ]  # fmt: skip
 
 
-@lru_cache(maxsize=1)
-def library() -> ctypes.CDLL | None:
-    """The loaded C generator and pass, compiled on the first call; ``None`` without a compiler."""
+@lru_cache(maxsize=2)
+def library(simd: bool = True) -> ctypes.CDLL | None:
+    """The loaded C generator and pass, compiled on the first call; ``None`` without a compiler.
+
+    ``simd=False``: the build without the AVX-512 path (``-DEZS_SCALAR``), what a CPU without
+    AVX-512 runs; the tests check it gives the same bits.
+    """
     text = SOURCE.read_bytes() + HEADER.read_bytes()
-    lib, built = clib.load_optional(
-        SOURCE, text, "stream_pass", FLAGS, "compiled hardware-RNG passes"
-    )
+    flags, stem = (FLAGS, "stream_pass") if simd else ((*FLAGS, "-DEZS_SCALAR"), "stream_scalar")
+    lib, built = clib.load_optional(SOURCE, text, stem, flags, "compiled hardware-RNG passes")
     BUILD.update(built)
     if lib is None:
         return None
@@ -134,9 +141,13 @@ def prepare(bank: Registers) -> Prepared:
         rule, chunk = 1, c  # EZS_CHUNK: M**lanes x = (x >> c) ^ table[x mod 2**c]
         round_ = steps.jump(np.arange(1 << c, dtype=np.uint32), 1)
     cycle, powers = bank.cycle.tables(), bank.cycle.power_tables(64)
-    pointers = [t.ctypes.data for t in (cycle, round_, powers)]
-    machine = Machine(n, lanes, bank.bits, bank.shift, rule, chunk, *pointers)
-    return Prepared(machine, (cycle, round_, powers), 2 * lanes * n)
+    nibble = np.arange(16, dtype=np.uint32)[None, :] << (4 * np.arange(8, dtype=np.uint32)[:, None])
+    nibbles = np.ascontiguousarray(steps.jump(nibble, 1))  # M**lanes of each nibble's values
+    arrays = (cycle, round_, powers, nibbles)
+    machine = Machine(
+        n, lanes, bank.bits, bank.shift, rule, chunk, *(a.ctypes.data for a in arrays)
+    )
+    return Prepared(machine, arrays, 2 * lanes * n)
 
 
 def shift_chunk(columns: list[int]) -> int | None:
