@@ -22,7 +22,7 @@ from edgezo import ZO, passes
 from edgezo.directions import LFSR, Gaussian, RNGArray, Xorshift
 from edgezo.directions.hwrng import MAXIMAL_TAPS
 from edgezo.params import Segment
-from edgezo.passes import compiled, streams, threads
+from edgezo.passes import compiled, streams
 
 FLOATS = [torch.float32, torch.float16, torch.bfloat16]
 #: Multiples whose products with a 16-bit ``a`` are exact (the optimizer's +1, -2, +1).
@@ -253,13 +253,13 @@ def test_taking_back_is_the_references_take_back(dtype, monkeypatch):
 def test_an_interrupt_while_pieces_run_takes_the_tensors_back(monkeypatch):
     """Ctrl-C while the pieces run: every piece finishes, is taken back, the interrupt
     propagates (zeros come back to exactly zero)."""
-    real = threads.wait_all
+    real = compiled._wait_all
 
     def interrupted(futures):
         real(futures)
         return KeyboardInterrupt()
 
-    monkeypatch.setattr(threads, "wait_all", interrupted)
+    monkeypatch.setattr(compiled, "_wait_all", interrupted)
     monkeypatch.setattr(compiled, "SPLIT", 600)
     w, count = torch.zeros(5_000), torch.get_num_threads()
     torch.set_num_threads(2)

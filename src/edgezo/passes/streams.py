@@ -44,8 +44,7 @@ import torch
 from torch import Tensor
 
 from ..runtime import clib
-from . import threads
-from .compiled import DTYPES, FLAGS, multiple, pieces
+from .compiled import DTYPES, FLAGS, in_parallel, multiple, pieces
 
 if TYPE_CHECKING:
     from ..directions.base import KernelSpec
@@ -265,14 +264,25 @@ def operations(
 
 def _apply_(batch: Batch, undo: bool) -> None:
     """``w += k round(eps z)`` for each pass in order (reversed, ``-k``, to undo), the
-    concatenated elements cut into one piece per thread; all or nothing."""
+    concatenated elements cut into one piece per thread (:func:`.compiled.in_parallel`);
+    all or nothing: the pieces written are taken back if one fails or Ctrl-C arrives."""
+    args = batch.arguments(undo)
     cut = pieces(int(batch.counts.sum()), torch.get_num_threads())
-    threads.run(partial(_call, batch, batch.arguments(undo)), partial(_back, batch, undo), cut)
-
-
-def _back(batch: Batch, undo: bool, start: int, stop: int, done: int | None = None) -> None:
-    """Take back a piece written by ``_apply_(batch, undo)`` (arguments made only if needed)."""
-    _call(batch, batch.arguments(not undo), start, stop, done)
+    if len(cut) == 1:
+        _call(batch, args, *cut[0])  # one C call: an interrupt waits for it to return
+        return
+    done = np.zeros(len(cut), dtype=np.uint8)  # set by C when a piece is written
+    calls = [
+        partial(_call, batch, args, a, b, done[i:].ctypes.data) for i, (a, b) in enumerate(cut)
+    ]
+    stop = in_parallel(calls)
+    if stop is None:
+        return
+    back = batch.arguments(not undo)
+    for (start, end), finished in zip(cut, done, strict=True):
+        if finished:
+            _call(batch, back, start, end)
+    raise stop
 
 
 def _call(batch: Batch, args: tuple, start: int, stop: int, done: int | None = None) -> None:
