@@ -99,3 +99,12 @@ def test_reads_and_updates_cut_for_threads_give_the_same_integers(source, monkey
     want, _ = trained("off", source(), 6, shape=(7, 130), per_channel=True)
     assert executor == "compiled"
     assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+
+
+def test_a_build_without_the_native_flags_says_so(tmp_path, monkeypatch):
+    """A compiler that refuses the tuning flags still builds the library, and warns (a silent
+    fallback once turned the fast path off unnoticed)."""
+    monkeypatch.setattr(clib, "NATIVE", ("-fthis-flag-does-not-exist",))
+    with pytest.warns(UserWarning, match="built without -fthis-flag-does-not-exist"):
+        clib.build(clib.compiler(), tmp_path / "step.so")
+    assert (tmp_path / "step.so").stat().st_size > 0

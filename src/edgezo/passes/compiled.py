@@ -35,7 +35,6 @@ back its own: the same arithmetic, so the same bits.
 from __future__ import annotations
 
 import ctypes
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -82,17 +81,11 @@ BUILD: dict = {"seconds": None, "path": None, "error": None}
 @lru_cache(maxsize=1)
 def library() -> ctypes.CDLL | None:
     """The loaded C passes, compiled on the first call; ``None`` without a working compiler."""
-    try:
-        text = SOURCE.read_bytes() + (SOURCE.parent / "floats.h").read_bytes()  # what it includes
-        lib, built = clib.load(SOURCE, text, "hash_pass", FLAGS)
-    except clib.CompilerMissing as err:
-        BUILD["error"] = str(err)
+    text = SOURCE.read_bytes() + (SOURCE.parent / "floats.h").read_bytes()  # what it includes
+    lib, built = clib.load_optional(SOURCE, text, "hash_pass", FLAGS, "compiled CPU passes")
+    BUILD.update(built)
+    if lib is None:
         return None
-    except (RuntimeError, OSError) as err:  # a broken toolchain: warn, keep training on torch
-        BUILD["error"] = str(err)
-        warnings.warn(f"edgezo: compiled CPU passes unavailable, using torch: {err}", stacklevel=2)
-        return None
-    BUILD.update(built, error=None)
     ptr, size, u64 = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint64
     lib.ezh_apply.argtypes = [ctypes.c_int, size, ptr, ptr, ptr, ptr, ptr, size, ptr, u64, size]
     lib.ezh_apply.argtypes += [ptr, ctypes.c_float, u64, u64, ptr]

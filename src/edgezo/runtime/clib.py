@@ -106,11 +106,19 @@ def build(
     os.close(fd)
     start = time.perf_counter()
     try:
+        refused = None
         for tried in (flags + NATIVE, flags):
             cmd = [cc, *tried, str(main), "-o", tmp, "-lm"]
             done = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if done.returncode == 0:
                 break
+            refused = refused or done.stderr.strip().splitlines()[:1]
+        if done.returncode == 0 and refused is not None:  # built, but not tuned: say so
+            warnings.warn(
+                f"edgezo: {main.name} was built without {' '.join(NATIVE)}, which the compiler "
+                f"refused ({' '.join(refused) or 'no message'}): it runs, more slowly",
+                stacklevel=2,
+            )
         if done.returncode != 0:
             raise RuntimeError(f"Compiling {main.name} failed ({' '.join(cmd)}):\n{done.stderr}")
         os.replace(tmp, target)
