@@ -47,7 +47,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from _common import emit_json
+from _common import MezoStyle, emit_json
 
 SHAPES: dict[str, dict[str, int]] = {
     "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, ffn_dim=256),
@@ -97,40 +97,6 @@ def build_model(name: str, dtype: torch.dtype, device: torch.device) -> torch.nn
     finally:
         torch.set_default_dtype(default)
     return model.eval().requires_grad_(False)
-
-
-class MezoStyle:
-    """MeZO's step (its ``zo_perturb_parameters`` / ``zo_step`` / ``zo_update``), weight decay 0."""
-
-    def __init__(self, params: list[torch.Tensor], lr: float, eps: float) -> None:
-        self.params, self.lr, self.eps = params, lr, eps
-        self.generator = torch.Generator(params[0].device)
-        self.seed = 0
-
-    def perturb(self, scaling: float) -> None:
-        self.generator.manual_seed(self.seed)
-        for p in self.params:
-            z = torch.normal(
-                0.0, 1.0, p.shape, generator=self.generator, device=p.device, dtype=p.dtype
-            )
-            p.data = p.data + scaling * z * self.eps
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], torch.Tensor]) -> float:
-        self.seed += 1
-        self.perturb(1.0)
-        loss1 = float(closure())
-        self.perturb(-2.0)
-        loss2 = float(closure())
-        projected = (loss1 - loss2) / (2 * self.eps)
-        self.perturb(1.0)
-        self.generator.manual_seed(self.seed)
-        for p in self.params:
-            z = torch.normal(
-                0.0, 1.0, p.shape, generator=self.generator, device=p.device, dtype=p.dtype
-            )
-            p.data = p.data - self.lr * (projected * z)
-        return loss1
 
 
 def synchronize(device: torch.device) -> None:

@@ -13,8 +13,8 @@ images (batch 16, 65 tokens), both with cross-entropy. For each:
   it and ``Pool`` is per-call overhead in the source, the rest is the kernel;
   ``pool_foreach_floor`` does the same pieces in one ``torch._foreach_add_``.
   Hardware-RNG models (LFSR, Xorshift, RNGArray), when ``edgezo.directions``
-  exports them, are timed the same way in ``hw_passes`` (fewer rounds: they are
-  numpy models, seconds per ViTTiny pass);
+  exports them, are timed the same way in ``hw_passes`` (fewer rounds: without a C
+  compiler they are numpy models, seconds per ViTTiny pass);
 * ``steps``: ``opt.step`` (central, q=1) with Gaussian and with Pool, forward
   estimator and jvp (for information), a backprop SGD step, each against two
   forwards timed in the same rounds (ratio), with the estimate
@@ -85,6 +85,7 @@ import edgezo.directions as directions  # noqa: E402
 import edgezo.formats.floats as float_format  # noqa: E402
 from edgezo import ZO, passes  # noqa: E402
 from edgezo.models import SmallCNN, ViTTiny, count_parameters  # noqa: E402
+from edgezo.passes import streams  # noqa: E402
 
 WORKLOADS = ("smallcnn", "vittiny")
 MEMORY_MODES = (
@@ -736,9 +737,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     missing: list[str] = []
     hw_timed: list[str] = []
     for w in args.workloads:
-        # the hardware models are numpy code (seconds per ViTTiny pass): quick mode times them
-        # on the CNN only
-        include_hw = not args.quick or w == "smallcnn"
+        # without a C compiler the hardware models are numpy code (seconds per ViTTiny pass):
+        # quick mode then times them on the CNN only
+        include_hw = not args.quick or w == "smallcnn" or streams.library() is not None
         results["workloads"][w], missing = bench_workload(w, args, include_hw, sections)
         if "hw_passes" in results["workloads"][w]:
             hw_timed.append(w)

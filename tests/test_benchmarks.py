@@ -239,6 +239,52 @@ def test_kws_lr_sweep_reports_every_method_and_lr():
     assert res["budget"]["zo_steps"] == 3
 
 
+def test_peft_memory_counts_bytes_of_lora_and_full_training():
+    """Tiny BERT, no peak-RSS processes: the byte counts against their formulas."""
+    got = run_json("peft_memory.py", "--model", "tiny", "--batch", "2", "--length", "8", "--no-rss")
+    full, lora = got["bytes"]["full"], got["bytes"]["lora"]
+    assert_positive({k: v for k, v in full.items() if k != "zo_state_mb"})
+    # LoRA r=8 on query and value of 2 layers of width 64, and peft's copy of the 2-way head
+    assert lora["trained_params"] == lora["zo_perturbed_dim"] == 2 * 2 * (2 * 8 * 64) + 64 * 2 + 2
+    assert full["trained_params"] == full["zo_perturbed_dim"] == full["params"]
+    for entry in (full, lora):
+        assert entry["bp_gradient_mb"] == round(4 * entry["trained_params"] / 1e6, 3)
+        assert entry["zo_state_mb"] == 0.0  # MeZO: Gaussian counter directions, plain SGD
+    assert lora["bp_saved_activations_mb"] < full["bp_saved_activations_mb"]
+    # a ZO step's scratch is the forward's: the adapter adds a few small tensors at most
+    assert lora["forward_peak_activations_mb"] == pytest.approx(
+        full["forward_peak_activations_mb"], rel=0.05
+    )
+
+
+def test_mezo_side_by_side_times_every_step_in_the_same_rounds():
+    res = run_json("mezo_side_by_side.py", "--workloads", "smallcnn", "--repeats", "2",
+                   "--warmup", "0")  # fmt: skip
+    assert_finite(res)
+    w = res["workloads"]["smallcnn"]
+    names = ["two_forwards", "mezo_style", "edgezo_gaussian", "edgezo_rademacher", "edgezo_pool"]
+    assert list(w["steps"]) == names and w["executor"] == "compiled"
+    for name in names[1:]:
+        step = w["steps"][name]
+        assert (
+            step["n"] == 2
+            and step["median_ms"] > 0
+            and step["paired_median_ratio_to_two_forwards"] > 0
+        )
+    assert res["first_call_compile_s"] > 0
+
+
+def test_fixedpoint_step_compares_both_integer_executors_with_the_float_step():
+    res = run_json("fixedpoint_step.py", "--repeats", "2", "--warmup", "0")
+    assert_finite(res)
+    for case in ("whole", "head"):
+        c = res["cases"][case]
+        assert c["executors"]["int_compiled"] == "compiled"
+        assert c["executors"]["int_python"] == "python (EDGEZO_KERNELS=off)"
+        assert set(c["steps"]) == {"six_forwards", "float", "int_compiled", "int_python"}
+        assert c["steps"]["float"]["paired_median_to_float_step"] == 1.0
+
+
 def test_jvp_memory_on_the_mlp():
     """jvp's step holds one copy of the weights (its tangents) plus its largest tensor once;
     a central step holds no more than the forward."""

@@ -234,3 +234,34 @@ def test_a_legacy_checkpoint_still_refuses_what_it_records():
         )
     with pytest.raises(ValueError, match="Momentum"):  # the update state tells them apart
         ZO(model.parameters(), eps=1e-3, directions=Gaussian(0)).load_state_dict(state)
+
+
+def test_a_gaussian_resume_on_the_other_executor_warns(monkeypatch):
+    """The compiled loop and torch's erfinv agree within ulps, not bit for bit: the
+    checkpoint says which made its z, and a resume on the other one warns (Pool: nothing)."""
+    import warnings
+
+    from edgezo import passes
+
+    if passes.compiled.library() is None:
+        pytest.fail("the compiled passes did not build (a C compiler is part of the test setup)")
+    for source, recorded in ((Gaussian(seed=1), "compiled CPU loop"), (Pool(1021, seed=1), None)):
+        model, batches = problem()
+        opt = ZO(model.parameters(), lr=1e-2, eps=1e-3, directions=source)
+        train(model, opt, batches[:2])
+        state = saved(opt)
+        assert (recorded is None) == (state["zo"]["numerics"] is None)
+        assert recorded is None or recorded in state["zo"]["numerics"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # same executor: silent
+            ZO(model.parameters(), lr=1e-2, eps=1e-3, directions=source).load_state_dict(state)
+        monkeypatch.setattr(passes, "mode", "off")
+        resumed = ZO(model.parameters(), lr=1e-2, eps=1e-3, directions=source)
+        if recorded is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                resumed.load_state_dict(state)
+        else:
+            with pytest.warns(UserWarning, match="not bit-identically"):
+                resumed.load_state_dict(state)
+        monkeypatch.setattr(passes, "mode", "auto")

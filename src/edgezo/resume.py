@@ -238,6 +238,19 @@ def warn_unchecked(unchecked: Sequence[str]) -> None:
         )
 
 
+def warn_numerics(recorded: str | None, now: str | None) -> None:
+    """Warn when the checkpoint's ``z`` came from another arithmetic than this process's
+    (:func:`edgezo.passes.numerics`): the run goes on, but not bit for bit."""
+    if recorded is not None and now is not None and recorded != now:
+        warnings.warn(
+            f"This checkpoint's Gaussian perturbations were computed by {recorded}; this "
+            f"process computes them by {now}. They agree within a few float32 ulps, so training "
+            "goes on, but not bit-identically to an uninterrupted run (for that, resume where "
+            "a C compiler is available, or set EDGEZO_KERNELS=off in both runs).",
+            stacklevel=3,
+        )
+
+
 def render(value: Any) -> str:
     """A setting for a message: ``Momentum(beta=0.9, history=4)`` for a typed dict, else repr."""
     if isinstance(value, dict) and "type" in value:

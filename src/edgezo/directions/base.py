@@ -29,10 +29,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from .hwrng import Registers
 
 #: Elements generated per piece when a source materialises ``z`` for a tensor:
 #: large enough to amortise Python overhead, small enough to stay in cache.
@@ -62,9 +65,15 @@ class KernelSpec:
     In both, ``z`` is then multiplied by ``factor(step, query)`` (1 for most sources;
     the per-perturbation norm rules of :class:`~edgezo.directions.Uniform` and
     :class:`~edgezo.directions.Pool`).
+
+    A third, ``kind`` ``"registers"`` (the hardware-RNG models): ``z(step, query)[j]`` is
+    position ``start(step, query) + j`` of the stream of ``registers``
+    (:class:`~edgezo.directions.hwrng.Registers`), mapped to ``v * scale`` as
+    :class:`~edgezo.directions.hwrng.HardwareRNG` defines it; its factor is 1. Only the
+    compiled CPU executor (:mod:`edgezo.passes.streams`) reads it.
     """
 
-    KINDS = ("gaussian", "rademacher", "uniform", "pool")
+    KINDS = ("gaussian", "rademacher", "uniform", "pool", "registers")
 
     kind: str
     factor: Callable[[int, int], float] = unit_factor
@@ -73,6 +82,7 @@ class KernelSpec:
     table: Callable[[float, torch.dtype, torch.device], Tensor] | None = None
     start: Callable[[int, int], int] | None = None
     values: Callable[[torch.device], Tensor] | None = None
+    registers: Registers | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in self.KINDS:
@@ -80,6 +90,8 @@ class KernelSpec:
         pool = (self.table, self.start, self.values)
         if self.kind == "pool" and (self.size < 1 or any(f is None for f in pool)):
             raise ValueError("A 'pool' kernel spec needs size >= 1, table, start and values")
+        if self.kind == "registers" and (self.registers is None or self.start is None):
+            raise ValueError("A 'registers' kernel spec needs registers and start")
 
 
 class Directions(ABC):

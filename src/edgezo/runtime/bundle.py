@@ -123,7 +123,7 @@ def source_lines(source: DeviceSource) -> list[str]:
     lines.append(
         f"static const ez_source ez_src = {{{s.kind}, {s.bits}u, {s.width}u, {s.taps}u, "
         f"{s.steps}u, {s.n_regs}u, ez_seeds, {table}, UINT64_C({s.size}), {edges}, "
-        f"{s.n_edges}u, {s.z_min}}};\n"
+        f"{s.n_edges}u, {s.z_min}, NULL}};\n"
     )
     return lines
 

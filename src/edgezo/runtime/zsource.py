@@ -36,8 +36,9 @@ from ..directions import (
     Uniform,
     Xorshift,
 )
-from ..formats.fixedpoint import ZFormat, saturate
-from .clib import Cursor, Source, Work
+from ..formats.fixedpoint.integer import ZFormat
+from ..formats.fixedpoint.quant import saturate
+from .clib import INDEX_SHIFT, Cursor, Source, Work
 
 KINDS = {"pool": 0, "lfsr": 1, "xorshift": 2, "array lfsr": 3, "array xorshift": 4,
          "rademacher": 5, "steps": 6}  # fmt: skip
@@ -58,8 +59,9 @@ class DeviceSource:
     seeds: np.ndarray
     table: np.ndarray | None
     edges: np.ndarray | None = None  #: a step function's edges (``EZ_STEPS``)
-    work_terms: int = 0
-    keep: list = field(default_factory=list)
+    index: np.ndarray | None = None  #: their bucket index (``EZ_STEPS``, optional)
+    work_terms: dict = field(default_factory=dict)  #: slot -> terms its work area holds
+    keep: dict = field(default_factory=dict)  #: slot -> (work area, the arrays it points into)
 
     @classmethod
     def of(cls, directions: Directions, zf: ZFormat) -> DeviceSource:
@@ -127,6 +129,18 @@ class DeviceSource:
         src.seeds, src.edges = seeds.ctypes.data, edges.ctypes.data
         return cls(src, seeds, None, edges)
 
+    def indexed(self) -> DeviceSource:
+        """This source with the bucket index of its edges (``EZ_STEPS``; others unchanged):
+        ``index[b] = #{edges < b 2**12}``, 16 KB that make a Gaussian ``z_q`` a look-up and a
+        short scan instead of a binary search (the CPU executor's choice; a device may keep
+        the 1 KB of edges alone)."""
+        if self.edges is None or self.index is not None:
+            return self
+        buckets = np.arange(1 << (24 - INDEX_SHIFT), dtype=np.uint64) << np.uint64(INDEX_SHIFT)
+        self.index = np.searchsorted(self.edges, buckets, side="left").astype(np.uint32)
+        self.source.index = self.index.ctypes.data
+        return self
+
     @property
     def counter(self) -> bool:
         """Whether ``z`` is hashed from the global index (not read from a stream)."""
@@ -139,18 +153,17 @@ class DeviceSource:
             raise ValueError(f"stream position {base} of step {step} exceeds 64 bits")
         return (base, step, query, net)
 
-    def work(self, terms: int) -> Work:
-        """A work area for ``terms`` terms (grown as needed, kept between calls)."""
+    def work(self, terms: int, slot: int = 0) -> Work:
+        """A work area for ``terms`` terms (grown as needed, kept between calls); one per
+        ``slot``, so that threads running disjoint ranges at once never share cursors."""
         terms = max(1, terms)
-        if terms > self.work_terms:
+        if terms > self.work_terms.get(slot, 0):
             cursors = (Cursor * terms)()
             words = np.zeros(max(1, terms * self.source.n_regs), dtype=np.uint32)
-            self.keep = [cursors, words]
-            self.work_area = Work(
-                ctypes.cast(cursors, ctypes.c_void_p), words.ctypes.data, terms, words.size
-            )
-            self.work_terms = terms
-        return self.work_area
+            area = Work(ctypes.cast(cursors, ctypes.c_void_p), words.ctypes.data, terms, words.size)
+            self.keep[slot] = (area, cursors, words)
+            self.work_terms[slot] = terms
+        return self.keep[slot][0]
 
 
 @lru_cache(maxsize=4)

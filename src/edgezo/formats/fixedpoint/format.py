@@ -6,6 +6,12 @@ Owns the tensors made by :func:`~edgezo.formats.fixedpoint.model.quantize_model`
 layer computes ``w_q(+/-) = sat(requant(w_q * 1_q +/- eps_q * z_q))`` on the fly;
 an update is the integer formula of :mod:`.integer`, chunk by chunk.
 
+Two executors give the same integers: the compiled C step
+(:mod:`edgezo.runtime.step`, the device's own code), taken on the CPU whenever a C
+compiler builds it and the source is one it reproduces, and this module's torch code,
+the reference and the fallback (always under ``EDGEZO_KERNELS=off``). :attr:`executor`
+says which runs and, for Python, why.
+
 The settings of this path (how ``z`` becomes integers, and whether to train a
 configuration that cannot) live here, not on ``ZO``: they only mean something
 for integer weights. They are the optimizer's datapath, not the weights'
@@ -22,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from ... import checks
+from ... import checks, passes
 from ...params import Segment
+from ...runtime.step import CompiledStep, compiled_step
 from ..base import Key, NumberFormat
 from .integer import PerturbedRead, UntrainableError, ZFormat, integer_coefficients
 from .integer import subtract as subtract_integers
@@ -85,6 +92,13 @@ class FixedPointFormat(NumberFormat):
             torch.round(self.eps / seg.param.fixed.scale).to(torch.int64) for seg in self.segments
         ]
         self.active: dict[Key, int] = {}
+        self.step, self.executor = self.executor_of()
+
+    def executor_of(self) -> tuple[CompiledStep | None, str]:
+        """The compiled step and ``"compiled"``, or ``None`` and ``"python (why)"``."""
+        if passes.mode == "off":
+            return None, "python (EDGEZO_KERNELS=off)"
+        return compiled_step(self)
 
     # -- checks before training ----------------------------------------------------------
     def problems(self, lrs: Sequence[float], estimator: Estimator) -> list[str]:
@@ -134,6 +148,9 @@ class FixedPointFormat(NumberFormat):
         the same ``1_q * dz`` factor as the perturbed ones.
         """
         nets = tuple(self.active.items())
+        if self.step is not None:
+            self.step.start(nets)
+            return
         for seg, eps_q in zip(self.segments, self.eps_q, strict=True):
             seg.param.fixed.perturbation = PerturbedRead(
                 self.directions, self.zf, self.requant_dz, eps_q, seg.offset, seg.mask, nets
@@ -190,6 +207,9 @@ class FixedPointFormat(NumberFormat):
     ) -> None:
         """Segment ``k``: ``w_q <- sat(w_q - requant(sum_i n_i z_q,i))`` for ``live`` terms
         ``(step, query, n_i)``, requant ~ :meth:`update_factor` (the executor of the update)."""
+        if self.step is not None:
+            self.step.subtract_terms(k, lr, delta, live)
+            return
         seg = self.segments[k]
         subtract_integers(seg, self._gradient(seg, live), self.update_factor(seg, lr, delta))
 
@@ -215,6 +235,9 @@ class FixedPointFormat(NumberFormat):
     @torch.no_grad()
     def decay(self, factors: Sequence[float]) -> None:
         """Weight decay ``w_q <- sat(w_q - requant(w_q))``, requant ~ ``lr * weight_decay``."""
+        if self.step is not None:
+            self.step.decay(factors)
+            return
         for seg in self.segments:
             if factors[seg.group]:
                 flat = seg.param.data.view(-1)

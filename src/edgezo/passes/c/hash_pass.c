@@ -9,9 +9,8 @@
  *   a = round_dtype((z * factor_p) * eps)                    two float32 roundings, then dtype
  *   w = round_dtype(fma(k_p, a, w))                          float32 FMA, as torch's add_
  *
- * Weights are float32, float16 or bfloat16; the 16-bit formats are converted by bit
- * operations with round-to-nearest-even (torch's .to; float16 subnormals by a float32
- * addition that does the rounding), so no compiler half type is needed. k_p arrives rounded
+ * Weights are float32, float16 or bfloat16, converted as floats.h does (bit operations,
+ * round-to-nearest-even, no compiler half type). k_p arrives rounded
  * as torch's add_ rounds it (to the weight dtype for 16-bit weights).
  * Elements are processed in tiles on the stack: each weight is read and written once for
  * all passes, nothing is allocated, and the inner loops over a tile vectorise.
@@ -22,71 +21,17 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "floats.h"
+
 enum { EZH_GAUSSIAN = 1, EZH_RADEMACHER = 2, EZH_UNIFORM = 3 };
-enum { EZH_F32 = 0, EZH_F16 = 1, EZH_BF16 = 2 };
+enum { EZH_F32 = EZF_F32, EZH_F16 = EZF_F16, EZH_BF16 = EZF_BF16 };
 enum { EZH_OK = 0, EZH_BAD_KIND = 1, EZH_BAD_DTYPE = 2, EZH_BAD_KEYS = 3 };
 
 #define TILE 512
 
-/* Type punning through a union (C99 TC3): unlike memcpy, it keeps the loops vectorisable. */
-typedef union { float f; uint32_t u; } pun;
-static inline uint32_t bits_of(float f) { pun v; v.f = f; return v.u; }
-static inline float float_of(uint32_t u) { pun v; v.u = u; return v.f; }
-
 static uint32_t lowbias32(uint32_t x) {
     x ^= x >> 16; x *= 0x7feb352dU; x ^= x >> 15; x *= 0x846ca68bU; x ^= x >> 16;
     return x;
-}
-
-/* float16 bits to float32, exact: subnormals as m * 2^-24 (a normal float32, so no
- * denormal arithmetic), inf and NaN kept. Selects, not branches: the loops vectorise. */
-static inline float f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-    uint32_t sub = bits_of((float)(int32_t)m * 0x1p-24f);
-    uint32_t normal = ((e + 112u) << 23) | (m << 13), special = 0x7f800000u | (m << 13);
-    uint32_t r = e == 0x1f ? special : normal;
-    r = e == 0 ? sub : r;
-    return float_of(sign | r);
-}
-
-/* float32 to float16 bits, round to nearest even (overflow to inf, NaN quiet): F. Giesen's
- * float_to_half_fast3_rtne. Half subnormals by one float32 addition of a magic number (its
- * rounding is the one wanted; inputs and result are normal or flushed to the same zero). */
-static inline uint16_t f32_to_f16(float f) {
-    const uint32_t magic = ((127u - 15u) + (23u - 10u) + 1u) << 23;
-    uint32_t x = bits_of(f), sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
-    uint32_t big = ax > 0x7f800000u ? 0x7e00u : 0x7c00u;              /* NaN : inf */
-    uint32_t sub = bits_of(float_of(ax) + float_of(magic)) - magic;
-    uint32_t normal = (ax + ((uint32_t)(15 - 127) << 23) + 0xfffu + ((ax >> 13) & 1u)) >> 13;
-    uint32_t o = ax >= (143u << 23) ? big : ax < (113u << 23) ? sub : normal;
-    return (uint16_t)(sign | o);
-}
-
-/* float32 to bfloat16 bits, round to nearest even (torch's formula; NaN -> 0x7fc0). */
-static uint16_t f32_to_bf16(float f) {
-    uint32_t x = bits_of(f);
-    if ((x & 0x7fffffffu) > 0x7f800000u) return 0x7fc0u;
-    x += 0x7fffu + ((x >> 16) & 1u);
-    return (uint16_t)(x >> 16);
-}
-
-/* float32 rounded to the nearest float16 value (ties to even), kept in float32: the value
- * of f16_to_f32(f32_to_f16(f)) without leaving float32 (so the pass loops vectorise). */
-static inline float round_f16(float f) {
-    uint32_t x = bits_of(f), sign = x & 0x80000000u, ax = x & 0x7fffffffu;
-    float tiny = (float_of(ax) + 0.5f) - 0.5f;          /* below 2^-14: a multiple of 2^-24 */
-    uint32_t r = (ax + 0xfffu + ((ax >> 13) & 1u)) & ~0x1fffu;  /* 11 significant bits */
-    r = ax < (113u << 23) ? bits_of(tiny) : r;
-    r = ax >= 0x477ff000u ? 0x7f800000u : r;           /* from 65520 up: inf */
-    r = ax > 0x7f800000u ? 0x7fc00000u : r;            /* NaN: float16's quiet NaN */
-    return float_of(sign | r);
-}
-
-/* float32 value rounded to the weight dtype and back (the value torch would store). */
-static inline float round_to(float f, int dtype) {
-    if (dtype == EZH_F16) return round_f16(f);
-    if (dtype == EZH_BF16) return float_of((uint32_t)f32_to_bf16(f) << 16);
-    return f;
 }
 
 /* log(t) for t in [2^-24, 1] (normal, positive): Cephes' logf (S. Moshier), branch-free so
@@ -112,46 +57,44 @@ static inline float log_unit(float t) {
 }
 
 /* M. Giles' single-precision erfinv ("Approximating the erfinv function", 2011), the
- * polynomial of edgezo.passes.triton_hash.erfinv (both branches as one polynomial with
- * selected coefficients, as there): one log, one sqrt, nine FMAs. */
+ * polynomials of edgezo.passes.triton_hash.erfinv: w = -log(1 - u^2); the central branch
+ * (w < 5, |u| < 0.9966) is a polynomial in w - 2.5, the tail one in sqrt(w) - 3. */
+static inline float erfinv_w(float u) { return -log_unit(fmaf(-u, u, 1.0f)); }
+
+static inline float erfinv_central(float w) {
+    float v = w - 2.5f, p = 2.81022636e-08f;
+    p = fmaf(p, v, 3.43273939e-07f); p = fmaf(p, v, -3.5233877e-06f);
+    p = fmaf(p, v, -4.39150654e-06f); p = fmaf(p, v, 0.00021858087f);
+    p = fmaf(p, v, -0.00125372503f); p = fmaf(p, v, -0.00417768164f);
+    p = fmaf(p, v, 0.246640727f); p = fmaf(p, v, 1.50140941f);
+    return p;
+}
+
+static inline float erfinv_tail(float w) {
+    float v = sqrtf(w) - 3.0f, p = -0.000200214257f;
+    p = fmaf(p, v, 0.000100950558f); p = fmaf(p, v, 0.00134934322f);
+    p = fmaf(p, v, -0.00367342844f); p = fmaf(p, v, 0.00573950773f);
+    p = fmaf(p, v, -0.0076224613f); p = fmaf(p, v, 0.00943887047f);
+    p = fmaf(p, v, 1.00167406f); p = fmaf(p, v, 2.83297682f);
+    return p;
+}
+
 static inline float erfinv_giles(float u) {
-    float w = -log_unit(fmaf(-u, u, 1.0f));
-    int c = w < 5.0f;
-    float v = c ? w - 2.5f : sqrtf(w) - 3.0f;
-    float p = c ? 2.81022636e-08f : -0.000200214257f;
-    p = fmaf(p, v, c ? 3.43273939e-07f : 0.000100950558f);
-    p = fmaf(p, v, c ? -3.5233877e-06f : 0.00134934322f);
-    p = fmaf(p, v, c ? -4.39150654e-06f : -0.00367342844f);
-    p = fmaf(p, v, c ? 0.00021858087f : 0.00573950773f);
-    p = fmaf(p, v, c ? -0.00125372503f : -0.0076224613f);
-    p = fmaf(p, v, c ? -0.00417768164f : 0.00943887047f);
-    p = fmaf(p, v, c ? 0.246640727f : 1.00167406f);
-    p = fmaf(p, v, c ? 1.50140941f : 2.83297682f);
-    return p * u;
+    float w = erfinv_w(u);
+    return (w < 5.0f ? erfinv_central(w) : erfinv_tail(w)) * u;
+}
+
+/* u in (-1, 1) of one hash word: its top 24 bits, exact in float32. */
+static inline float unit_of(uint32_t x) {
+    return (float)(int32_t)(x >> 8) * 1.1920928955078125e-07f - 0.999999940395355224609375f;
 }
 
 /* z of one hash word for source `kind` (float32). */
 static inline float value_of(uint32_t x, int kind) {
-    float u = (float)(x >> 8) * 1.1920928955078125e-07f - 0.999999940395355224609375f;
+    float u = unit_of(x);
     if (kind == EZH_RADEMACHER) return 1.0f - 2.0f * (float)(x >> 31);
     if (kind == EZH_UNIFORM) return u * 1.7320508075688772f;
     return erfinv_giles(u) * 1.4142135623730951f;
-}
-
-static inline void load_tile(const void *w, int dtype, size_t start, size_t len, float *t) {
-    size_t j;
-    if (dtype == EZH_F32) { memcpy(t, (const float *)w + start, len * sizeof(float)); return; }
-    for (j = 0; j < len; j++) {
-        uint16_t h = ((const uint16_t *)w)[start + j];
-        t[j] = dtype == EZH_F16 ? f16_to_f32(h) : float_of((uint32_t)h << 16);
-    }
-}
-
-static inline void store_tile(void *w, int dtype, size_t start, size_t len, const float *t) {
-    size_t j;
-    if (dtype == EZH_F32) { memcpy((float *)w + start, t, len * sizeof(float)); return; }
-    for (j = 0; j < len; j++)
-        ((uint16_t *)w)[start + j] = dtype == EZH_F16 ? f32_to_f16(t[j]) : f32_to_bf16(t[j]);
 }
 
 /* One pass over a tile whose indices share a 2^32 block: t[j] += k round(eps z(low + j)),
@@ -168,9 +111,34 @@ typedef void pass_fn(float *t, size_t len, uint32_t low, uint32_t k1, uint32_t k
             t[j] = round_to(fmaf(k, a, t[j]), DTYPE);                                        \
         }                                                                                    \
     }
-EZH_PASS(gaussian_f32, EZH_GAUSSIAN, EZH_F32)
-EZH_PASS(gaussian_f16, EZH_GAUSSIAN, EZH_F16)
-EZH_PASS(gaussian_bf16, EZH_GAUSSIAN, EZH_BF16)
+
+/* Gaussian: the central branch for the whole tile (it vectorises), then the rare tail elements
+ * (w >= 5: 0.34% of them) again with their own branch: the values of erfinv_giles, without
+ * a square root per element. */
+#define EZH_GAUSS(NAME, DTYPE)                                                               \
+    static void NAME(float *t, size_t len, uint32_t low, uint32_t k1, uint32_t k2,          \
+                     float scale, float eps, float k) {                                      \
+        float u[TILE], w[TILE], z[TILE];                                                     \
+        size_t j;                                                                            \
+        int tails = 0;                                                                       \
+        for (j = 0; j < len; j++) {                                                          \
+            u[j] = unit_of(lowbias32(lowbias32((low + (uint32_t)j) ^ k1) ^ k2));             \
+            w[j] = erfinv_w(u[j]);                                                           \
+            z[j] = erfinv_central(w[j]) * u[j];                                              \
+            tails |= w[j] >= 5.0f;                                                           \
+        }                                                                                    \
+        if (tails)                                                                           \
+            for (j = 0; j < len; j++)                                                        \
+                if (w[j] >= 5.0f) z[j] = erfinv_tail(w[j]) * u[j];                          \
+        for (j = 0; j < len; j++) {                                                          \
+            float a = round_to(z[j] * 1.4142135623730951f * scale * eps, DTYPE);             \
+            t[j] = round_to(fmaf(k, a, t[j]), DTYPE);                                        \
+        }                                                                                    \
+    }
+EZH_GAUSS(gaussian_f32, EZH_F32)
+EZH_GAUSS(gaussian_f16, EZH_F16)
+EZH_GAUSS(gaussian_bf16, EZH_BF16)
+#undef EZH_GAUSS
 EZH_PASS(rademacher_f32, EZH_RADEMACHER, EZH_F32)
 EZH_PASS(rademacher_f16, EZH_RADEMACHER, EZH_F16)
 EZH_PASS(rademacher_bf16, EZH_RADEMACHER, EZH_BF16)
@@ -185,41 +153,70 @@ static pass_fn *const PASSES[3][3] = {
     {uniform_f32, uniform_f16, uniform_bf16},
 };
 
-/* All passes over the n weights, tile by tile (a tile never crosses a 2^32 block). */
-static void run(int kind, int dtype, void *w, uint64_t offset, size_t n, const uint32_t *keys,
-                const float *scales, const float *mults, size_t npass, float eps) {
+/* Elements start .. end-1 of one tensor (global index of its element 0: offset), every pass
+ * whose multiple is not zero, tile by tile (a tile never crosses a 2^32 block). The key pair
+ * of pass p and global block b is keys[2 (p nblocks + b - first_block)]. */
+static void run(int kind, int dtype, void *w, uint64_t offset, uint64_t start, uint64_t end,
+                const uint32_t *keys, uint64_t first_block, size_t nblocks, const float *scales,
+                const float *mults, size_t npass, float eps) {
     float t[TILE];
     pass_fn *pass = PASSES[kind - 1][dtype];
-    size_t start = 0, p, nblocks = (size_t)(((offset + n - 1) >> 32) - (offset >> 32) + 1);
-    while (start < n) {
+    size_t p;
+    while (start < end) {
         uint64_t index = offset + start;
         uint32_t low = (uint32_t)index;
-        size_t len = n - start, block = (size_t)((index >> 32) - (offset >> 32));
-        if (len > TILE) len = TILE;
+        size_t len = (size_t)(end - start < TILE ? end - start : TILE);
+        size_t block = (size_t)((index >> 32) - first_block);
         if ((uint64_t)low + len > ((uint64_t)1 << 32)) len = (size_t)(((uint64_t)1 << 32) - low);
-        load_tile(w, dtype, start, len, t);
+        load_tile(w, dtype, (size_t)start, len, t);
         for (p = 0; p < npass; p++) {
             const uint32_t *k = keys + 2 * (p * nblocks + block);
-            pass(t, len, low, k[0], k[1], scales[p], eps, mults[p]);
+            if (mults[p] != 0.0f) pass(t, len, low, k[0], k[1], scales[p], eps, mults[p]);
         }
-        store_tile(w, dtype, start, len, t);
+        store_tile(w, dtype, (size_t)start, len, t);
         start += len;
     }
 }
 
-/* Apply `npass` passes to the n weights at `w` (global indices offset .. offset+n-1).
- * keys: [npass][nblocks][2] words (k1, k2) for blocks offset>>32 .. (offset+n-1)>>32;
- * scales, mults: one float32 per pass (the source's factor and the multiple k_p).
- * done (may be NULL): set to 1 once every weight is written, so a caller interrupted
- * around this call knows whether to take it back. */
-int ezh_apply(int kind, int dtype, void *w, uint64_t offset, size_t n, const uint32_t *keys,
-              size_t nkeys, const float *scales, const float *mults, size_t npass, float eps,
-              uint8_t *done) {
+/* Whether every tensor's dtype is known and its blocks have keys. */
+static int check_tensors(size_t ntensors, const int32_t *dtypes, const uint64_t *offsets,
+                         const uint64_t *counts, uint64_t first_block, size_t nblocks) {
+    size_t i;
+    for (i = 0; i < ntensors; i++) {
+        if (dtypes[i] < EZH_F32 || dtypes[i] > EZH_BF16) return EZH_BAD_DTYPE;
+        if (counts[i] == 0) continue;
+        if ((offsets[i] >> 32) < first_block ||
+            ((offsets[i] + counts[i] - 1) >> 32) - first_block >= nblocks)
+            return EZH_BAD_KEYS;
+    }
+    return EZH_OK;
+}
+
+/* Apply `npass` passes to elements lo .. hi-1 of the concatenation of `ntensors` tensors: tensor
+ * i has counts[i] weights of dtype dtypes[i] at address ptrs[i], global indices offsets[i] ..
+ * offsets[i]+counts[i]-1, and multiple mults[i npass + p] for pass p (0: the pass leaves it
+ * alone). keys: [npass][nblocks][2] words (k1, k2) of the global blocks first_block ..
+ * first_block+nblocks-1; scales: one float32 per pass (the source's factor). Threads may run
+ * disjoint [lo, hi) ranges at once: every element is computed alone from its global index.
+ * done (may be NULL): set to 1 once every weight of the range is written, so a caller
+ * interrupted around this call knows whether to take it back. */
+int ezh_apply(int kind, size_t ntensors, const uint64_t *ptrs, const int32_t *dtypes,
+              const uint64_t *offsets, const uint64_t *counts, const float *mults, size_t npass,
+              const uint32_t *keys, uint64_t first_block, size_t nblocks, const float *scales,
+              float eps, uint64_t lo, uint64_t hi, uint8_t *done) {
+    size_t i;
+    uint64_t base = 0;
+    int status;
     if (kind < EZH_GAUSSIAN || kind > EZH_UNIFORM) return EZH_BAD_KIND;
-    if (dtype < EZH_F32 || dtype > EZH_BF16) return EZH_BAD_DTYPE;
-    if (n != 0 && nkeys != 2 * npass * (size_t)(((offset + n - 1) >> 32) - (offset >> 32) + 1))
-        return EZH_BAD_KEYS;
-    if (n != 0 && npass != 0) run(kind, dtype, w, offset, n, keys, scales, mults, npass, eps);
+    status = check_tensors(ntensors, dtypes, offsets, counts, first_block, nblocks);
+    if (status != EZH_OK) return status;
+    for (i = 0; i < ntensors && base < hi; base += counts[i], i++) {
+        uint64_t start = lo > base ? lo - base : 0, end = hi - base;
+        if (end > counts[i]) end = counts[i];
+        if (start < end)
+            run(kind, dtypes[i], (void *)(uintptr_t)ptrs[i], offsets[i], start, end, keys,
+                first_block, nblocks, scales, mults + i * npass, npass, eps);
+    }
     if (done) *done = 1;
     return EZH_OK;
 }

@@ -37,8 +37,9 @@
  *
  * Memory: the device keeps the source (pool table or seeds), one cursor per term
  * and the per-row constants (ez_state_bytes counts them). A call uses about 2.5 KB
- * of stack (EZ_BLOCK = 64 elements of int64 sums, and a 1 KB table of 8 LFSR steps,
- * which -DEZ_LFSR_TABLE=0 turns off at half the LFSR speed).
+ * of stack (EZ_BLOCK = 64 elements of int64 sums, -DEZ_BLOCK=n for another size; the
+ * CPU build uses 256, about 7 KB; and a 1 KB table of 8 LFSR steps, which
+ * -DEZ_LFSR_TABLE=0 turns off at half the LFSR speed).
  */
 #ifndef EDGEZO_STEP_H
 #define EDGEZO_STEP_H
@@ -83,7 +84,13 @@ typedef struct {
     const uint32_t *edges; /* EZ_STEPS: ascending v where z_q goes up by one */
     uint32_t n_edges;      /* EZ_STEPS: how many */
     int32_t z_min;         /* EZ_STEPS: z_q of v = 0 */
+    const uint32_t *index; /* EZ_STEPS, optional (NULL: binary search over the edges):
+                              index[b] = #{edges < b * 2**EZ_INDEX_SHIFT}, for the
+                              2**(24 - EZ_INDEX_SHIFT) buckets b of v (16 KB) */
 } ez_source;
+
+/* Buckets of the optional EZ_STEPS index: v >> EZ_INDEX_SHIFT (v has 24 bits). */
+#define EZ_INDEX_SHIFT 12
 
 /* One term: the stream position of the tensor's element 0 (counter sources: its global
    index, with step and query), and its integer weight. */
@@ -143,6 +150,13 @@ int ez_read(const ez_source *src, const ez_tensor *t, void *out, const ez_read_p
 /* t <- sat(t - requant(sum_t n_t z_q,t)), masked elements unchanged. */
 int ez_update(const ez_source *src, ez_tensor *t, const ez_factors *f, const ez_term *terms,
               size_t n_terms, ez_work *work);
+
+/* ez_read and ez_update on flat elements lo .. hi-1 only (row-major: element i is in row
+   i / cols); disjoint ranges may run at once, each with its own work area. */
+int ez_read_range(const ez_source *src, const ez_tensor *t, void *out, const ez_read_params *rp,
+                  const ez_term *terms, size_t n_terms, ez_work *work, size_t lo, size_t hi);
+int ez_update_range(const ez_source *src, ez_tensor *t, const ez_factors *f,
+                    const ez_term *terms, size_t n_terms, ez_work *work, size_t lo, size_t hi);
 
 /* t <- sat(t - requant(t)) on the trained elements (weight decay). */
 int ez_decay(ez_tensor *t, const ez_factors *f);
