@@ -74,8 +74,9 @@ class Pool(StreamDirections):
               ``[-sqrt 3, sqrt 3]``); no correction.
             * ``"perturbation"``: rescale every window so ``||z_t||^2 = d``
               exactly; the factor is O(1) per perturbation from a prefix sum
-              of squares (``P + 1`` extra float64 values), but the pre-scaled
-              pool is recomputed for every new window (one pass over ``P``).
+              of squares (``P + 1`` extra float64 values); the GPU kernels'
+              pre-scaled table is recomputed for every new window (one pass
+              over ``P``), the CPU path scales its chunks per pass anyway.
 
     Example:
         >>> pool = Pool(size=1009, seed=0).bind(dim=2500)

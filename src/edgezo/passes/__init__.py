@@ -19,7 +19,8 @@ optimizer's ``+a, -2a, +a`` round trip brings a zero back to exactly zero.
   in C (bit-identical to the numpy model and the torch path);
 * otherwise the torch reference (:mod:`.reference`): ``z`` made piece by piece with
   ``sample`` (at most :data:`~edgezo.directions.base.CHUNK` values alive), or, for a
-  ``"pool"`` spec, views of the pre-scaled pool added by a few ``foreach`` calls.
+  ``"pool"`` spec, the pool scaled a chunk at a time and added to every weight range
+  that reads the chunk by one ``foreach`` call (no eps-scaled copy of the pool is kept).
 
 Both executors cut the work into operations that can be taken back; :func:`apply_`
 runs them in order and, if one fails (an exception, Ctrl-C), takes back the ones
