@@ -65,6 +65,7 @@ def test_a_failing_operation_is_not_undone():
 def test_the_pool_scales_each_chunk_once_for_every_weight_that_reads_it(monkeypatch):
     """The pool's torch path: a window longer than the pool reads each pool chunk several
     times; each chunk is scaled once and added to all its readers by one operation."""
+    monkeypatch.setattr(passes, "mode", "off")  # the torch path (the compiled one is one loop)
     monkeypatch.setattr(reference, "POOL_CHUNK", 8)
     monkeypatch.delattr(reference._scratch, "buffers", raising=False)  # made afresh here
     ts = [torch.zeros(130), torch.zeros(20, 2)]

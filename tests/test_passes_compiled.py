@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgezo import ZO, passes
-from edgezo.directions import Gaussian, Rademacher, Uniform
+from edgezo.directions import Gaussian, Pool, Rademacher, Uniform
 from edgezo.directions.counter import hash_words, symmetric_unit
 from edgezo.params import Segment
 from edgezo.passes import compiled
@@ -319,3 +319,51 @@ def test_an_interrupt_while_pieces_run_takes_the_tensor_back(monkeypatch):
         torch.set_num_threads(threads)
     assert passes.last_executor == "compiled"
     assert same_bits(w, torch.zeros(5_000))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    size=st.sampled_from([67, 1009, 4099]),
+    sizes=st.lists(st.integers(1, 3_000), min_size=1, max_size=3),
+    dtype=st.sampled_from(FLOATS),
+    moves=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 2), st.sampled_from(EXACT)),
+                   min_size=1, max_size=3),
+    base=st.sampled_from(BASES),
+    eps=st.floats(1e-4, 1.0),
+    scale=st.sampled_from(["unit", "perturbation"]),
+    seed=st.integers(0, 50),
+)  # fmt: skip
+def test_the_pool_gives_the_torch_paths_bits(size, sizes, dtype, moves, base, eps, scale, seed):
+    """PeZO's pool in the C loop: windows that wrap the pool, several passes, offsets past
+    2**32, the per-perturbation factor, 16-bit weights: the torch path's bits."""
+    g = torch.Generator().manual_seed(seed)
+    weights = [(torch.randn(n, generator=g) * 0.1).to(dtype) for n in sizes]
+    dim = sum(sizes) + 1
+    pool = Pool(size=size, seed=seed, scale=scale).bind(dim + (dim % size == 0), 3)
+    passes_ = [(s, q, [k] * len(sizes)) for s, q, k in moves]
+    want = applied(pool, weights, base, eps, passes_, "off")
+    got = applied(pool, weights, base, eps, passes_, "auto")
+    assert all(same_bits(a, b) for a, b in zip(got, want, strict=True))
+
+
+def test_the_pool_in_pieces_for_threads_and_taken_back(monkeypatch):
+    """Cut for three threads, then taken back: the same bits, and zeros back to zero."""
+    pool = Pool(size=1009, seed=2).bind(5_001, 1)
+    w = [torch.randn(5_000), torch.zeros(1)]
+    one = applied(pool, w, 7, 0.05, [(3, 0, [1.0, 1.0]), (3, 0, [-0.3, 0.0])], "auto")
+    monkeypatch.setattr(compiled, "SPLIT", 600)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        cut = applied(pool, w, 7, 0.05, [(3, 0, [1.0, 1.0]), (3, 0, [-0.3, 0.0])], "auto")
+        zero = [torch.zeros(5_000)]
+        ops = list(passes.operations(pool, [Segment(zero[0], 7, 0)], 0.05, [(3, 0, [1.0])]))
+        for op in ops:
+            op(False)
+        assert not torch.equal(zero[0], torch.zeros(5_000))
+        for op in reversed(ops):
+            op(True)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(same_bits(a, b) for a, b in zip(cut, one, strict=True))
+    assert same_bits(zero[0], torch.zeros(5_000))

@@ -13,8 +13,9 @@ optimizer's ``+a, -2a, +a`` round trip brings a zero back to exactly zero.
   tensors: every weight read and written once for several passes, ``z`` computed in
   registers or gathered from the pool;
 * else, for CPU tensors and a counter spec (``"gaussian"``, ``"rademacher"``,
-  ``"uniform"``), the compiled C loop (:mod:`.compiled`): hash, map and add in one pass
-  over each tensor, built with the system C compiler on first use; for a ``"registers"``
+  ``"uniform"``) or a ``"pool"`` spec, the compiled C loop (:mod:`.compiled`): hash (or
+  read the pool), map and add in one pass over each tensor, no eps-scaled copy of the
+  pool, built with the system C compiler on first use; for a ``"registers"``
   spec (the hardware-RNG models) its twin :mod:`.streams`, which runs the registers forward
   in C (bit-identical to the numpy model and the torch path);
 * otherwise the torch reference (:mod:`.reference`): ``z`` made piece by piece with
@@ -40,12 +41,12 @@ When the Triton path is not taken, the compiled path is, tensor by tensor (so a 
 numbers never depend on the other tensors of a call), if all of these hold, else the torch
 path (:data:`last_executor` says which ran):
 
-* the kernel spec's kind is ``"gaussian"``, ``"rademacher"`` or ``"uniform"``
+* the kernel spec's kind is ``"gaussian"``, ``"rademacher"``, ``"uniform"`` or ``"pool"``
   (:mod:`.compiled`), or ``"registers"`` (:mod:`.streams`);
 * the tensor is on the CPU, float32, float16 or bfloat16, contiguous, and has no mask;
 * :data:`mode` is not ``"off"``;
 * a C compiler builds the library (``$CC``, ``cc``, ``gcc`` or ``clang``; without one the
-  torch path runs: Rademacher and Uniform give the same bits, Gaussian within
+  torch path runs: the pool, Rademacher and Uniform give the same bits, Gaussian within
   :data:`edgezo.passes.compiled.ERFINV_ULPS` float32 ulps of ``z``).
 
 :data:`mode` (initially from the environment variable ``EDGEZO_KERNELS``):

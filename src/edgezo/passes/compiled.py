@@ -1,20 +1,22 @@
-"""The compiled CPU executor of :mod:`edgezo.passes`: counter sources' passes in one C loop.
+"""The compiled CPU executor of :mod:`edgezo.passes`: counter and pool passes in one C loop.
 
-For CPU tensors and a ``"gaussian"``, ``"rademacher"`` or ``"uniform"`` kernel spec,
+For CPU tensors and a ``"gaussian"``, ``"rademacher"``, ``"uniform"`` or ``"pool"`` kernel
+spec (PeZO's pool: ``z = pool[(start + i) mod P]``, read in place, never scaled into a copy),
 ``c/hash_pass.c`` does, in one loop over the elements, what :mod:`.reference` does with
 a dozen numpy/torch operations per piece: hash, map, ``a = round(eps z)`` and
 ``w = round(w + k a)`` for every pass given, each weight read and written once, nothing of
 the model's size allocated. All tensors of a call go to C at once, their elements cut into
 one range per thread (:func:`pieces`): one C call per thread, whatever the model's tensor
-count (per-tensor calls from Python cost as much as the arithmetic on a ViT's 152 tensors). The library is built
-with the system C compiler on first use and cached like the device step
+count (per-tensor calls from Python cost as much as the arithmetic on a ViT's 152 tensors).
+The library is built with the system C compiler on first use and cached like the device step
 (:func:`edgezo.runtime.clib.load`); without a compiler :func:`library` is ``None``
 and :mod:`edgezo.passes` uses the torch reference.
 
 What is exact, against the torch reference (``tests/test_passes_compiled.py``):
 
-* Rademacher and Uniform on float32: bit for bit, any multiples and factors, several
-  passes at once, across the ``2**32`` key blocks;
+* the pool, Rademacher and Uniform on float32: bit for bit, any multiples and factors,
+  several passes at once, across the ``2**32`` key blocks (the pool's ``a`` is
+  ``float32(pool) * float32(eps * factor)``, as ``torch.mul(pool, eps * factor)``);
 * on float16/bfloat16: bit for bit when the products ``k a`` are exact (the optimizer's
   perturbation multiples 1, -2, ...); otherwise within one rounding of the weight dtype
   per pass, because torch's own ``add_`` is not one function there: its vector body does
@@ -61,7 +63,7 @@ SOURCE = Path(__file__).resolve().parent / "c" / "hash_pass.c"
 FLAGS = (*clib.FLAGS, "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math")
 
 #: The C codes of the kernel-spec kinds and of the weight dtypes.
-KINDS = {"gaussian": 1, "rademacher": 2, "uniform": 3}
+KINDS = {"gaussian": 1, "rademacher": 2, "uniform": 3, "pool": 4}
 DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
 #: Tensors of at least this many elements per thread are cut into ``torch.get_num_threads()``
@@ -87,8 +89,8 @@ def library() -> ctypes.CDLL | None:
     if lib is None:
         return None
     ptr, size, u64 = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint64
-    lib.ezh_apply.argtypes = [ctypes.c_int, size, ptr, ptr, ptr, ptr, ptr, size, ptr, u64, size]
-    lib.ezh_apply.argtypes += [ptr, ctypes.c_float, u64, u64, ptr]
+    lib.ezh_apply.argtypes = [ctypes.POINTER(Source), size, ptr, ptr, ptr, ptr, ptr, size, u64, u64]
+    lib.ezh_apply.argtypes += [ptr]
     lib.ezh_convert.argtypes = [ctypes.c_int, ptr, ptr, ptr, ptr, size]
     lib.ezh_values.argtypes = [ctypes.c_int, ptr, ptr, size]
     for name in ("ezh_apply", "ezh_convert", "ezh_values"):
@@ -116,6 +118,17 @@ def multiple(k: float, dtype: torch.dtype) -> float:
     return float(torch.tensor(k, dtype=torch.float32).to(dtype).float())
 
 
+class Source(ctypes.Structure):
+    """``ezh_source``: what the passes of a call read (see ``c/hash_pass.c``)."""
+
+    _fields_ = [
+        ("kind", ctypes.c_int32), ("eps", ctypes.c_float), ("keys", ctypes.c_void_p),
+        ("first_block", ctypes.c_uint64), ("nblocks", ctypes.c_uint64),
+        ("scales", ctypes.c_void_p), ("pool", ctypes.c_void_p), ("size", ctypes.c_uint64),
+        ("starts", ctypes.c_void_p),
+    ]  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Batch:
     """The tensors of one call and their passes, as the C function takes them (one C call per
@@ -127,24 +140,31 @@ class Batch:
     offsets: np.ndarray  # uint64 [T], global index of each tensor's element 0
     counts: np.ndarray  # uint64 [T]
     ks: np.ndarray  # float64 [T, P]: the optimizer's multiples (0: pass leaves the tensor)
-    keys: np.ndarray  # uint32 [P, blocks, 2]
+    keys: np.ndarray  # uint32 [P, blocks, 2] (counter kinds)
     first_block: int
-    scales: np.ndarray  # float32 [P]
+    scales: np.ndarray  # float32 [P]: factors (counter kinds) or eps times factor (pool)
     eps: float
+    starts: np.ndarray  # uint64 [P]: the pool positions of the passes (pool)
+    pool: Tensor | None = None  # the pool's float32 numbers (pool)
 
     def arguments(self, undo: bool) -> tuple:
         """The C call's arguments but the range: passes in order, or reversed with ``-k``."""
-        ks, keys, scales = self.ks, self.keys, self.scales
+        ks, keys, scales, starts = self.ks, self.keys, self.scales, self.starts
         if undo:  # the passes in reverse order, with their keys
-            ks, keys, scales = -ks[:, ::-1], keys[::-1], scales[::-1]
+            ks, keys, scales, starts = -ks[:, ::-1], keys[::-1], scales[::-1], starts[::-1]
         mults = np.array(
             [[multiple(k, t.dtype) for k in row] for row, t in zip(ks, self.tensors, strict=True)],
             dtype=np.float32,
         ).reshape(ks.shape)
         ptrs = np.array([t.data_ptr() for t in self.tensors], dtype=np.uint64)
-        keys, scales = np.ascontiguousarray(keys), np.ascontiguousarray(scales)
-        return (self.kind, len(self.tensors), ptrs, self.dtypes, self.offsets, self.counts,
-                mults, ks.shape[1], keys, self.first_block, keys.shape[1], scales, self.eps)  # fmt: skip
+        keep = [np.ascontiguousarray(a) for a in (keys, scales, starts)]
+        source = Source(
+            self.kind, self.eps, keep[0].ctypes.data, self.first_block, keep[0].shape[1],
+            keep[1].ctypes.data, 0 if self.pool is None else self.pool.data_ptr(),
+            0 if self.pool is None else self.pool.numel(), keep[2].ctypes.data,
+        )  # fmt: skip
+        return (source, keep, len(self.tensors), ptrs, self.dtypes, self.offsets, self.counts,
+                mults, ks.shape[1])  # fmt: skip
 
 
 def operations(
@@ -159,25 +179,53 @@ def operations(
     ]
     if not chosen:
         return
-    first = min(seg.offset >> 32 for _, seg in chosen)
-    last = max((seg.offset + seg.numel - 1) >> 32 for _, seg in chosen)
+    tensors = {
+        "tensors": [seg.flat() for _, seg in chosen],
+        "dtypes": np.array([DTYPES[seg.param.dtype] for _, seg in chosen], dtype=np.int32),
+        "offsets": np.array([seg.offset for _, seg in chosen], dtype=np.uint64),
+        "counts": np.array([seg.numel for _, seg in chosen], dtype=np.uint64),
+        "ks": np.array([[float(ks[i]) for *_, ks in passes] for i, _ in chosen], np.float64),
+    }
+    reads = (
+        pool_reads(spec, eps, passes)
+        if spec.kind == "pool"
+        else counter_reads(spec, eps, passes, [seg for _, seg in chosen])
+    )
+    yield partial(_apply_, Batch(kind=KINDS[spec.kind], **tensors, **reads))
+
+
+def counter_reads(spec: KernelSpec, eps: float, passes: Sequence, chosen: list) -> dict:
+    """A counter source's part of a batch: the keys of every pass and 2**32 block, factors."""
+    first = min(seg.offset >> 32 for seg in chosen)
+    last = max((seg.offset + seg.numel - 1) >> 32 for seg in chosen)
     table = [
         [keys(spec.seed, step, query, block) for block in range(first, last + 1)]
         for step, query, _ in passes
     ]
-    batch = Batch(
-        kind=KINDS[spec.kind],
-        tensors=[seg.flat() for _, seg in chosen],
-        dtypes=np.array([DTYPES[seg.param.dtype] for _, seg in chosen], dtype=np.int32),
-        offsets=np.array([seg.offset for _, seg in chosen], dtype=np.uint64),
-        counts=np.array([seg.numel for _, seg in chosen], dtype=np.uint64),
-        ks=np.array([[float(ks[i]) for *_, ks in passes] for i, _ in chosen], dtype=np.float64),
-        keys=np.array(table, dtype=np.uint32).reshape(len(passes), -1, 2),
-        first_block=first,
-        scales=np.array([spec.factor(step, query) for step, query, _ in passes], np.float32),
-        eps=float(np.float32(eps)),
-    )
-    yield partial(_apply_, batch)
+    return {
+        "keys": np.array(table, dtype=np.uint32).reshape(len(passes), -1, 2),
+        "first_block": first,
+        "scales": np.array([spec.factor(step, query) for step, query, _ in passes], np.float32),
+        "eps": float(np.float32(eps)),
+        "starts": np.zeros(len(passes), dtype=np.uint64),
+    }
+
+
+def pool_reads(spec: KernelSpec, eps: float, passes: Sequence) -> dict:
+    """A pool's part of a batch: its numbers, where each pass reads, and each pass's float32
+    ``eps * factor`` (what ``torch.mul(pool, eps * factor)`` multiplies by)."""
+    return {
+        "keys": np.zeros((len(passes), 0, 2), dtype=np.uint32),
+        "first_block": 0,
+        "scales": np.array(
+            [eps * spec.factor(step, query) for step, query, _ in passes], np.float32
+        ),
+        "eps": 0.0,
+        "starts": np.array(
+            [spec.start(step, query) % spec.size for step, query, _ in passes], np.uint64
+        ),
+        "pool": spec.values(torch.device("cpu")).contiguous(),
+    }
 
 
 def _apply_(batch: Batch, undo: bool) -> None:
@@ -207,13 +255,11 @@ def _apply_(batch: Batch, undo: bool) -> None:
 def _call(args: tuple, start: int, stop: int, done: int | None = None) -> None:
     """The C loop over elements ``start:stop`` of the batch's concatenated tensors; ``done``:
     address of a byte the C code sets when it has written every weight of the range."""
-    kind, ntensors, ptrs, dtypes, offsets, counts, mults, npass, keys, first, nblocks = args[:11]
-    scales, eps = args[11:]
+    source, _, ntensors, ptrs, dtypes, offsets, counts, mults, npass = args
     arrays = (ptrs, dtypes, offsets, counts, mults)
     status = library().ezh_apply(
-        kind, ntensors, *(a.ctypes.data for a in arrays), npass, keys.ctypes.data, first,
-        nblocks, scales.ctypes.data, eps, start, stop, done,
-    )  # fmt: skip
+        ctypes.byref(source), ntensors, *(a.ctypes.data for a in arrays), npass, start, stop, done
+    )
     if status:
         raise RuntimeError(f"The compiled pass refused its arguments (status {status})")
 

@@ -23,7 +23,7 @@
 
 #include "floats.h"
 
-enum { EZH_GAUSSIAN = 1, EZH_RADEMACHER = 2, EZH_UNIFORM = 3 };
+enum { EZH_GAUSSIAN = 1, EZH_RADEMACHER = 2, EZH_UNIFORM = 3, EZH_POOL = 4 };
 enum { EZH_F32 = EZF_F32, EZH_F16 = EZF_F16, EZH_BF16 = EZF_BF16 };
 enum { EZH_OK = 0, EZH_BAD_KIND = 1, EZH_BAD_DTYPE = 2, EZH_BAD_KEYS = 3 };
 
@@ -153,14 +153,59 @@ static pass_fn *const PASSES[3][3] = {
     {uniform_f32, uniform_f16, uniform_bf16},
 };
 
+/* PeZO's pool: t[j] += k round(eps pool[(p0 + j) mod size]) over a tile, in runs that do not
+ * wrap (eps: float32, the pass's factor already in it, as torch.mul(pool, eps) rounds it). */
+typedef void pool_fn(float *t, size_t len, const float *pool, uint64_t size, uint64_t p0,
+                     float eps, float k);
+#define EZH_POOL_PASS(NAME, DTYPE)                                                           \
+    static void NAME(float *t, size_t len, const float *pool, uint64_t size, uint64_t p0,   \
+                     float eps, float k) {                                                   \
+        while (len > 0) {                                                                    \
+            size_t j, run = size - p0 < len ? (size_t)(size - p0) : len;                      \
+            const float *z = pool + p0;                                                      \
+            for (j = 0; j < run; j++) {                                                      \
+                float a = round_to(z[j] * eps, DTYPE);                                       \
+                t[j] = round_to(fmaf(k, a, t[j]), DTYPE);                                    \
+            }                                                                                \
+            t += run;                                                                        \
+            len -= run;                                                                      \
+            p0 = 0;                                                                          \
+        }                                                                                    \
+    }
+EZH_POOL_PASS(pool_f32, EZH_F32)
+EZH_POOL_PASS(pool_f16, EZH_F16)
+EZH_POOL_PASS(pool_bf16, EZH_BF16)
+#undef EZH_POOL_PASS
+
+static pool_fn *const POOL_PASSES[3] = {pool_f32, pool_f16, pool_bf16};
+
+/* What the passes of a call read. Counter kinds: keys (k1, k2) of pass p and global block b
+ * at keys[2 (p nblocks + b - first_block)], factors scales[p], and eps. Pool: the pool's size
+ * float32 numbers, pass p reading from starts[p] (z(p)[i] = pool[(starts[p] + i) mod size])
+ * with eps scales[p] (eps times the pass's factor, in float32). */
+typedef struct {
+    int32_t kind;
+    float eps;
+    const uint32_t *keys;
+    uint64_t first_block;
+    uint64_t nblocks;
+    const float *scales;
+    const float *pool;
+    uint64_t size;
+    const uint64_t *starts;
+} ezh_source;
+
 /* Elements start .. end-1 of one tensor (global index of its element 0: offset), every pass
- * whose multiple is not zero, tile by tile (a tile never crosses a 2^32 block). The key pair
- * of pass p and global block b is keys[2 (p nblocks + b - first_block)]. */
-static void run(int kind, int dtype, void *w, uint64_t offset, uint64_t start, uint64_t end,
-                const uint32_t *keys, uint64_t first_block, size_t nblocks, const float *scales,
-                const float *mults, size_t npass, float eps) {
+ * whose multiple is not zero, tile by tile (a tile never crosses a 2^32 block). */
+static void run(const ezh_source *src, int dtype, void *w, uint64_t offset, uint64_t start,
+                uint64_t end, const float *mults, size_t npass) {
     float t[TILE];
-    pass_fn *pass = PASSES[kind - 1][dtype];
+    const int kind = src->kind;
+    pass_fn *pass = kind == EZH_POOL ? NULL : PASSES[kind - 1][dtype];
+    const uint32_t *keys = src->keys;
+    const uint64_t first_block = src->first_block;
+    const size_t nblocks = (size_t)src->nblocks;
+    const float *scales = src->scales, eps = src->eps;
     size_t p;
     while (start < end) {
         uint64_t index = offset + start;
@@ -170,21 +215,30 @@ static void run(int kind, int dtype, void *w, uint64_t offset, uint64_t start, u
         if ((uint64_t)low + len > ((uint64_t)1 << 32)) len = (size_t)(((uint64_t)1 << 32) - low);
         load_tile(w, dtype, (size_t)start, len, t);
         for (p = 0; p < npass; p++) {
-            const uint32_t *k = keys + 2 * (p * nblocks + block);
-            if (mults[p] != 0.0f) pass(t, len, low, k[0], k[1], scales[p], eps, mults[p]);
+            if (mults[p] == 0.0f) continue;
+            if (kind == EZH_POOL) {
+                uint64_t p0 = (src->starts[p] % src->size + index % src->size) % src->size;
+                POOL_PASSES[dtype](t, len, src->pool, src->size, p0, scales[p], mults[p]);
+            } else {
+                const uint32_t *k = keys + 2 * (p * nblocks + block);
+                pass(t, len, low, k[0], k[1], scales[p], eps, mults[p]);
+            }
         }
         store_tile(w, dtype, (size_t)start, len, t);
         start += len;
     }
 }
 
-/* Whether every tensor's dtype is known and its blocks have keys. */
-static int check_tensors(size_t ntensors, const int32_t *dtypes, const uint64_t *offsets,
-                         const uint64_t *counts, uint64_t first_block, size_t nblocks) {
+/* Whether every tensor's dtype is known and its blocks have keys (a pool: is there). */
+static int check_tensors(const ezh_source *src, size_t ntensors, const int32_t *dtypes,
+                         const uint64_t *offsets, const uint64_t *counts) {
     size_t i;
+    const uint64_t first_block = src->first_block, nblocks = src->nblocks;
+    if (src->kind < EZH_GAUSSIAN || src->kind > EZH_POOL) return EZH_BAD_KIND;
+    if (src->kind == EZH_POOL && (src->pool == NULL || src->size == 0)) return EZH_BAD_KEYS;
     for (i = 0; i < ntensors; i++) {
         if (dtypes[i] < EZH_F32 || dtypes[i] > EZH_BF16) return EZH_BAD_DTYPE;
-        if (counts[i] == 0) continue;
+        if (counts[i] == 0 || src->kind == EZH_POOL) continue;
         if ((offsets[i] >> 32) < first_block ||
             ((offsets[i] + counts[i] - 1) >> 32) - first_block >= nblocks)
             return EZH_BAD_KEYS;
@@ -195,27 +249,23 @@ static int check_tensors(size_t ntensors, const int32_t *dtypes, const uint64_t 
 /* Apply `npass` passes to elements lo .. hi-1 of the concatenation of `ntensors` tensors: tensor
  * i has counts[i] weights of dtype dtypes[i] at address ptrs[i], global indices offsets[i] ..
  * offsets[i]+counts[i]-1, and multiple mults[i npass + p] for pass p (0: the pass leaves it
- * alone). keys: [npass][nblocks][2] words (k1, k2) of the global blocks first_block ..
- * first_block+nblocks-1; scales: one float32 per pass (the source's factor). Threads may run
- * disjoint [lo, hi) ranges at once: every element is computed alone from its global index.
- * done (may be NULL): set to 1 once every weight of the range is written, so a caller
- * interrupted around this call knows whether to take it back. */
-int ezh_apply(int kind, size_t ntensors, const uint64_t *ptrs, const int32_t *dtypes,
-              const uint64_t *offsets, const uint64_t *counts, const float *mults, size_t npass,
-              const uint32_t *keys, uint64_t first_block, size_t nblocks, const float *scales,
-              float eps, uint64_t lo, uint64_t hi, uint8_t *done) {
+ * alone); src: what the passes read (ezh_source). Threads may run disjoint [lo, hi) ranges at
+ * once: every element is computed alone from its global index. done (may be NULL): set to 1
+ * once every weight of the range is written, so a caller interrupted around this call knows
+ * whether to take it back. */
+int ezh_apply(const ezh_source *src, size_t ntensors, const uint64_t *ptrs,
+              const int32_t *dtypes, const uint64_t *offsets, const uint64_t *counts,
+              const float *mults, size_t npass, uint64_t lo, uint64_t hi, uint8_t *done) {
     size_t i;
     uint64_t base = 0;
-    int status;
-    if (kind < EZH_GAUSSIAN || kind > EZH_UNIFORM) return EZH_BAD_KIND;
-    status = check_tensors(ntensors, dtypes, offsets, counts, first_block, nblocks);
+    int status = check_tensors(src, ntensors, dtypes, offsets, counts);
     if (status != EZH_OK) return status;
     for (i = 0; i < ntensors && base < hi; base += counts[i], i++) {
         uint64_t start = lo > base ? lo - base : 0, end = hi - base;
         if (end > counts[i]) end = counts[i];
         if (start < end)
-            run(kind, dtypes[i], (void *)(uintptr_t)ptrs[i], offsets[i], start, end, keys,
-                first_block, nblocks, scales, mults + i * npass, npass, eps);
+            run(src, dtypes[i], (void *)(uintptr_t)ptrs[i], offsets[i], start, end,
+                mults + i * npass, npass);
     }
     if (done) *done = 1;
     return EZH_OK;
