@@ -3,11 +3,24 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Callable
 from typing import Any
 
 import torch
+
+
+def timing_parser(doc: str, repeats: int) -> argparse.ArgumentParser:
+    """The arguments of a script that times functions in interleaved rounds."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument(
+        "--repeats", type=int, default=repeats, help=f"timed rounds (default {repeats})"
+    )
+    ap.add_argument("--warmup", type=int, default=2, help="untimed first rounds (default 2)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    ap.add_argument("--out", help="also write the JSON to this file")
+    return ap
 
 
 def emit_json(results: dict[str, Any], out: str | None) -> None:

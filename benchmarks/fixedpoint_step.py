@@ -18,7 +18,6 @@ Reported: medians (ms) and paired-median ratios to six forwards and to the float
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import statistics
@@ -30,7 +29,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see step_overhead.py
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from _common import emit_json  # noqa: E402
+from _common import emit_json, timing_parser  # noqa: E402
 from step_overhead import environment, interleaved, ratio  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -100,11 +99,7 @@ def measure(head_only: bool, repeats: int, warmup: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=15, help="timed rounds (default 15)")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed first rounds (default 2)")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    ap.add_argument("--out", help="also write the JSON to this file")
+    ap = timing_parser(__doc__, 15)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()

@@ -16,7 +16,6 @@ temporary directory: what the first step on a new machine pays once).
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import statistics
@@ -29,7 +28,7 @@ from typing import Any
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see step_overhead.py
 
 import torch  # noqa: E402
-from _common import MezoStyle, emit_json  # noqa: E402
+from _common import MezoStyle, emit_json, timing_parser  # noqa: E402
 from step_overhead import WORKLOADS, build, closure_of, environment, interleaved, ratio  # noqa: E402
 
 from edgezo import ZO, passes  # noqa: E402
@@ -90,12 +89,8 @@ def compile_seconds() -> float:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = timing_parser(__doc__, 10)
     ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
-    ap.add_argument("--repeats", type=int, default=10, help="timed rounds (default 10)")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed first rounds (default 2)")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    ap.add_argument("--out", help="also write the JSON to this file")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()

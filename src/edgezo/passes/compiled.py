@@ -152,10 +152,7 @@ class Batch:
         ks, keys, scales, starts = self.ks, self.keys, self.scales, self.starts
         if undo:  # the passes in reverse order, with their keys
             ks, keys, scales, starts = -ks[:, ::-1], keys[::-1], scales[::-1], starts[::-1]
-        mults = np.array(
-            [[multiple(k, t.dtype) for k in row] for row, t in zip(ks, self.tensors, strict=True)],
-            dtype=np.float32,
-        ).reshape(ks.shape)
+        mults = multiples(ks, self.tensors)
         ptrs = np.array([t.data_ptr() for t in self.tensors], dtype=np.uint64)
         keep = [np.ascontiguousarray(a) for a in (keys, scales, starts)]
         source = Source(
@@ -174,24 +171,40 @@ def operations(
     passes: Sequence[tuple[int, int, Sequence[float]]],
 ) -> Iterator:
     """One operation for every tensor with a nonzero multiple, all passes fused."""
+    tensors = tensor_arrays(segments, passes)
+    if tensors is None:
+        return
+    if spec.kind == "pool":
+        reads = pool_reads(spec, eps, passes)
+    else:
+        reads = counter_reads(spec, eps, passes, tensors["segments"])
+    yield partial(_apply_, Batch(kind=KINDS[spec.kind], **tensors["arrays"], **reads))
+
+
+def tensor_arrays(segments: Sequence[Segment], passes: Sequence) -> dict | None:
+    """The tensors that ``passes`` move (a nonzero multiple) as a batch's arrays: flat views,
+    dtypes, global offsets, counts and multiples ``ks[tensor, pass]`` (``None``: no tensor)."""
     chosen = [
         (i, seg) for i, seg in enumerate(segments) if seg.numel and any(ks[i] for *_, ks in passes)
     ]
     if not chosen:
-        return
-    tensors = {
-        "tensors": [seg.flat() for _, seg in chosen],
-        "dtypes": np.array([DTYPES[seg.param.dtype] for _, seg in chosen], dtype=np.int32),
-        "offsets": np.array([seg.offset for _, seg in chosen], dtype=np.uint64),
-        "counts": np.array([seg.numel for _, seg in chosen], dtype=np.uint64),
-        "ks": np.array([[float(ks[i]) for *_, ks in passes] for i, _ in chosen], np.float64),
+        return None
+    return {
+        "segments": [seg for _, seg in chosen],
+        "arrays": {
+            "tensors": [seg.flat() for _, seg in chosen],
+            "dtypes": np.array([DTYPES[seg.param.dtype] for _, seg in chosen], dtype=np.int32),
+            "offsets": np.array([seg.offset for _, seg in chosen], dtype=np.uint64),
+            "counts": np.array([seg.numel for _, seg in chosen], dtype=np.uint64),
+            "ks": np.array([[float(ks[i]) for *_, ks in passes] for i, _ in chosen], np.float64),
+        },
     }
-    reads = (
-        pool_reads(spec, eps, passes)
-        if spec.kind == "pool"
-        else counter_reads(spec, eps, passes, [seg for _, seg in chosen])
-    )
-    yield partial(_apply_, Batch(kind=KINDS[spec.kind], **tensors, **reads))
+
+
+def multiples(ks: np.ndarray, tensors: Sequence[Tensor]) -> np.ndarray:
+    """``ks[tensor, pass]`` as the C loops take them (float32, rounded as torch's ``add_``)."""
+    rows = [[multiple(k, t.dtype) for k in row] for row, t in zip(ks, tensors, strict=True)]
+    return np.array(rows, dtype=np.float32).reshape(ks.shape)
 
 
 def counter_reads(spec: KernelSpec, eps: float, passes: Sequence, chosen: list) -> dict:

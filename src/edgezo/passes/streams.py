@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from ..runtime import clib
-from .compiled import DTYPES, FLAGS, in_parallel, multiple, pieces
+from .compiled import FLAGS, in_parallel, multiples, pieces, tensor_arrays
 
 if TYPE_CHECKING:
     from ..directions.base import KernelSpec
@@ -218,10 +218,7 @@ class Batch:
         ks, seeds, starts, phases = self.ks, self.seeds, self.starts, self.phases
         if undo:
             ks, seeds, starts, phases = -ks[:, ::-1], seeds[::-1], starts[::-1], phases[::-1]
-        mults = np.array(
-            [[multiple(k, t.dtype) for k in row] for row, t in zip(ks, self.tensors, strict=True)],
-            dtype=np.float32,
-        ).reshape(ks.shape)
+        mults = multiples(ks, self.tensors)
         ptrs = np.array([t.data_ptr() for t in self.tensors], dtype=np.uint64)
         arrays = (ptrs, self.dtypes, self.offsets, self.counts, mults)
         passes = tuple(np.ascontiguousarray(a) for a in (seeds, starts, phases))
@@ -235,24 +232,18 @@ def operations(
     passes: Sequence[tuple[int, int, Sequence[float]]],
 ) -> Iterator:
     """One operation per :data:`MAX_PASSES` passes for all tensors with a nonzero multiple."""
-    chosen = [
-        (i, seg) for i, seg in enumerate(segments) if seg.numel and any(ks[i] for *_, ks in passes)
-    ]
-    if not chosen:
-        return
     bank = spec.registers
     for first in range(0, len(passes), MAX_PASSES):
         group = passes[first : first + MAX_PASSES]
+        tensors = tensor_arrays(segments, group)
+        if tensors is None:
+            continue
         origins = [origin(bank, spec.start(step, query)) for step, query, _ in group]
         yield partial(
             _apply_,
             Batch(
                 prep=prepare(bank),
-                tensors=[seg.flat() for _, seg in chosen],
-                dtypes=np.array([DTYPES[seg.param.dtype] for _, seg in chosen], dtype=np.int32),
-                offsets=np.array([seg.offset for _, seg in chosen], dtype=np.uint64),
-                counts=np.array([seg.numel for _, seg in chosen], dtype=np.uint64),
-                ks=np.array([[float(ks[i]) for *_, ks in group] for i, _ in chosen], np.float64),
+                **tensors["arrays"],
                 seeds=np.stack([np.asarray(s, dtype=np.uint32) for s, _, _ in origins]),
                 starts=np.array([pos for _, pos, _ in origins], dtype=np.uint64),
                 phases=np.array([phase for _, _, phase in origins], dtype=np.uint32),
