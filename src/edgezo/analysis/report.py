@@ -35,10 +35,14 @@ from ..extras import require
 from .claims import (
     CLAIMS,
     HW,
+    INCONCLUSIVE,
     LANDSCAPE,
     NOT_COMPARABLE,
+    NOT_REPRODUCED,
     NOT_RUN,
+    REPRODUCED,
     STUDIES,
+    VACUOUS,
     Claim,
     Finding,
     Source,
@@ -189,7 +193,17 @@ def claims_markdown(rows: Sequence[ClaimRow]) -> str:
         cells = (r.claim.paper, r.claim.text, r.claim.number, r.finding.ours,
                  f"**{r.finding.verdict}**", r.finding.why)  # fmt: skip
         lines.append("| " + " | ".join(map(_cell, cells)) + f" | {_cell(command)} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + verdict_counts(rows) + "\n"
+
+
+def verdict_counts(rows: Sequence[ClaimRow]) -> str:
+    """One line: how many claims got each verdict (reproduced, not reproduced, inconclusive,
+    vacuous, not comparable, not run), in that order; verdicts no claim got are left out."""
+    order = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, VACUOUS, NOT_COMPARABLE, NOT_RUN)
+    seen = [r.finding.verdict for r in rows]
+    parts = [f"{seen.count(v)} {v}" for v in order if v in seen]
+    parts += [f"{seen.count(v)} {v}" for v in dict.fromkeys(seen) if v not in order]
+    return f"Verdicts of {len(rows)} claims: " + ", ".join(parts) + "."
 
 
 # -- the sections ------------------------------------------------------------------------------

@@ -68,9 +68,11 @@ class Interval:
             return mean
         return f"{mean} [{scale * self.low:.{digits}f}, {scale * self.high:.{digits}f}]"
 
-    def shifted(self, by: float) -> Interval:
-        """The same interval, every value plus ``by``."""
-        return Interval(self.mean + by, self.low + by, self.high + by, self.n, self.method)
+    def scaled(self, by: float) -> Interval:
+        """The same interval, every value times ``by`` (> 0; e.g. 100: fractions to points)."""
+        if by <= 0:
+            raise ValueError(f"scale by a positive factor, got {by}")
+        return Interval(by * self.mean, by * self.low, by * self.high, self.n, self.method)
 
 
 def t_quantile(df: int, level: float = LEVEL) -> float:
