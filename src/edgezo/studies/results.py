@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import platform
 import re
+import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from .. import __version__
 from ..analysis.curves import plot_curves
 from ..cache import atomic_write
 from .common import Outcome
@@ -23,6 +28,31 @@ CLAIMS: tuple[Claim, ...] = (
     ("qzo-ff 16w8a", "backprop", 5.0, 0.8),
     ("pezo", "zo", 1.0, 1.0),
 )
+
+
+def provenance() -> dict[str, Any]:
+    """What made a result: edgezo's version and git commit (``dirty`` when the work tree had
+    changes; ``None`` outside a git checkout), torch's version and thread count, the CPU
+    architecture. No path or host name."""
+    root = Path(__file__).resolve().parents[3]
+    commit, dirty = None, None
+    try:
+        git = ["git", "-C", str(root)]
+        commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True,
+                                check=True, timeout=10).stdout.strip()  # fmt: skip
+        status = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, check=True, timeout=10)  # fmt: skip
+        dirty = bool(status.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {
+        "edgezo": __version__,
+        "commit": commit,
+        "dirty": dirty,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+    }
 
 
 class StudyWriter:
@@ -57,6 +87,8 @@ class StudyWriter:
             "study": self.study,
             "quick": quick,
             "seed": seed,
+            "keys": list(self.keys),
+            "provenance": provenance(),
             "config": _plain(config),
             "rows": self.rows,
             "claims": claims,
@@ -135,6 +167,7 @@ def check_claims(
         verdict = "not comparable" if not cells else "met" if share >= wanted else "not met"
         out.append({
             "claim": f"{method} within {points:g} points of {reference}",
+            "method": method, "reference": reference, "points": points,
             "hits": hits, "cells": cells, "share": share, "wanted": wanted, "verdict": verdict,
         })  # fmt: skip
     return out
