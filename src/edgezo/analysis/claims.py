@@ -102,7 +102,11 @@ class Source:
         out = f"{results}/{self.directory}"
         if self.kind == "study":
             argv = ["run", self.name, *(["--quick"] if data.get("quick") else [])]
-            argv += [*(["--seed", str(data["seed"])] if data.get("seed") else []), "--out", results]
+            if len(data.get("seeds", ())) > 1:  # merged: edgezo run --seeds
+                argv += ["--seeds", ",".join(map(str, data["seeds"]))]
+            elif data.get("seed"):
+                argv += ["--seed", str(data["seed"])]
+            argv += ["--out", results]
         elif self.kind == "memory":
             meta = data["meta"]
             argv = ["memory", self.name, "--regime", str(meta["regime"]),

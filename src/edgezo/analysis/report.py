@@ -47,6 +47,7 @@ from .claims import (
     Finding,
     Source,
 )
+from .tables import seed_markdown
 
 #: Each kind's Markdown file, beside its JSON.
 MARKDOWN = {
@@ -131,7 +132,10 @@ def collect(results: Path) -> list[Artifact]:
             continue
         source, data = hit
         md = folder / MARKDOWN[source.kind]
-        found.append(Artifact(source, folder, data, md.read_text() if md.is_file() else ""))
+        text = md.read_text() if md.is_file() else ""
+        if not text and "seeds" in data:  # a committed merged study: its JSON alone
+            text = seed_markdown(data)
+        found.append(Artifact(source, folder, data, text))
     return sorted(found, key=_order)
 
 

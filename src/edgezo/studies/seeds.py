@@ -23,8 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..analysis.claims import DECISIONS, cell_decisions, share_verdict
-from ..analysis.stats import t_interval
+from ..analysis.tables import cell_keys, decided, methods_of, seed_markdown, seed_table
 from .results import provenance, write_text
 
 
@@ -85,74 +84,5 @@ def merge(folder: Path, seeds: Sequence[int], seconds: Mapping[int, float] | Non
         "provenance": provenance(),
     }
     write_text(folder / "results.json", json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    table = seed_table(rows, keys, methods_of(rows))
-    write_text(folder / "results.md", seed_markdown(payload, table))
-    return {"out": str(folder), "claims": claims, "table": table}
-
-
-def cell_keys(rows: Sequence[Mapping]) -> list[str]:
-    """The string fields that name a cell (every string field but ``method``), in row order."""
-    return [k for k, v in rows[0].items() if isinstance(v, str) and k not in ("method", "correct")]
-
-
-def methods_of(rows: Sequence[Mapping]) -> list[str]:
-    return list(dict.fromkeys(r["method"] for r in rows))
-
-
-def decided(rows: Sequence[Mapping], claim: Mapping[str, Any]) -> dict[str, Any]:
-    """A study's claim (``method`` within ``points`` of ``reference`` in a ``wanted`` share of
-    cells) decided on the intervals over seeds, vacuous cells left out."""
-    cells = cell_decisions(rows, claim["method"], claim["reference"], claim["points"])
-    counted = [d for d in cells if d.vacuous is None]
-    count = {v: sum(d.decision == v for d in counted) for v in DECISIONS}
-    return {
-        **{k: claim[k] for k in ("claim", "method", "reference", "points", "wanted")},
-        "hits": count["reproduced"],
-        "cells": len(counted),
-        "share": count["reproduced"] / len(counted) if counted else 0.0,
-        "inconclusive": count["inconclusive"],
-        "vacuous": len(cells) - len(counted),
-        "verdict": share_verdict(cells, claim["wanted"]) if cells else "not comparable",
-    }
-
-
-def seed_table(rows: Sequence[Mapping], keys: Sequence[str], methods: Sequence[str]) -> str:
-    """A Markdown table: one line per cell, per method the mean test accuracy (%) over the
-    seeds and its 95% t-interval ``mean [low, high]``."""
-    cells: dict[tuple, dict[str, list[float]]] = {}
-    for r in rows:
-        cells.setdefault(tuple(r[k] for k in keys), {}).setdefault(r["method"], [])
-        cells[tuple(r[k] for k in keys)][r["method"]].append(float(r["accuracy"]))
-    lines = ["| " + " | ".join([*keys, *methods]) + " |", "|" + "---|" * (len(keys) + len(methods))]
-    for cell, accs in cells.items():
-        texts = [t_interval(accs[m]).text() if m in accs else "" for m in methods]
-        lines.append("| " + " | ".join([*map(str, cell), *texts]) + " |")
-    return "\n".join(lines)
-
-
-def seed_markdown(payload: Mapping[str, Any], table: str) -> str:
-    """``results.md`` of a merged study: the table, the claims, the per-seed folders."""
-    seeds = ", ".join(map(str, payload["seeds"]))
-    lines = [
-        f"# {payload['study']}{' (quick)' if payload['quick'] else ''}, seeds {seeds}",
-        "",
-        "Test accuracy (%) per cell and method: mean over the seeds [95% t-interval].",
-        "",
-        table,
-        "",
-        "## The papers' claims",
-        "",
-        "Each cell decided on its 95% interval of the difference (reproduced / inconclusive /"
-        " not); vacuous cells (the reference or backprop not above zero-shot beyond its "
-        "interval, or zero-shot within the margin too) do not count.",
-        "",
-        "| claim | reproduced cells | inconclusive | vacuous | share | wanted | verdict |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for c in payload["claims"]:
-        lines.append(
-            f"| {c['claim']} | {c['hits']}/{c['cells']} | {c['inconclusive']} | {c['vacuous']} "
-            f"| {c['share']:.0%} | {c['wanted']:.0%} | {c['verdict']} |"
-        )
-    lines += ["", "Per seed: " + ", ".join(f"`seed-{s}/`" for s in payload["seeds"]) + "."]
-    return "\n".join(lines) + "\n"
+    write_text(folder / "results.md", seed_markdown(payload))
+    return {"out": str(folder), "claims": claims, "table": seed_table(rows, keys, methods_of(rows))}
