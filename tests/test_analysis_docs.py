@@ -26,7 +26,7 @@ NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?")
 T_TABLE = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}
 
 
-def fake_run(quick, out, seed=0, progress=True, jobs=1, config=None):
+def fake_run(quick, out, seed=0, progress=True, jobs=1, config=None, pretrain_seed=None):
     writer = StudyWriter("ood", out, ("target",), ("zero-shot", "backprop", "zo"))
     for cell, accs in {"a": (0.5, 0.8, 0.78), "b": (0.6, 0.9, 0.7)}.items():
         for method, acc in zip(("zero-shot", "backprop", "zo"), accs, strict=True):

@@ -23,7 +23,7 @@ BASE = {("a", "zero-shot"): 0.50, ("a", "backprop"): 0.80, ("a", "zo"): 0.78, ("
 OFFSETS = {0: 0.0, 1: 0.01, 2: -0.005}
 
 
-def fake_run(quick, out, seed=0, progress=True, jobs=1, config=None):
+def fake_run(quick, out, seed=0, progress=True, jobs=1, config=None, pretrain_seed=None):
     writer = StudyWriter("ood", out, ("target",), ("zero-shot", "backprop", "zo", "pezo"))
     for (cell, method), acc in BASE.items():
         shift = OFFSETS[seed] if method in ("zo", "pezo") else 0.0
@@ -112,3 +112,21 @@ def test_the_cli_runs_the_seeds_and_prints_the_interval_counts(tmp_path, monkeyp
     assert "claim: pezo within 5 points of backprop: 1/1 cells (100%, wanted 80%, " in out
     assert "0 inconclusive, 1 vacuous): reproduced" in out
     assert (tmp_path / "ood" / "seed-2" / "results.json").is_file()
+
+
+def test_a_pretrain_seed_gives_every_seed_one_backbone(tmp_path, monkeypatch):
+    from edgezo.studies.common import Options
+
+    seen = []
+
+    def recording_run(quick, out, seed=0, progress=True, jobs=1, config=None, pretrain_seed=None):
+        seen.append(Options(quick, out, seed, pretrain_seed=pretrain_seed).backbone_seed)
+        return fake_run(quick, out, seed)
+
+    monkeypatch.setattr(studies, "study_runner", lambda name: recording_run)
+    seeds_mod.run_seeds("ood", True, tmp_path, (1, 2), progress=False, pretrain_seed=0)
+    assert seen == [0, 0]
+    assert json.loads((tmp_path / "ood" / "results.json").read_text())["pretrain_seed"] == 0
+    seen.clear()
+    seeds_mod.run_seeds("ood", True, tmp_path, (1, 2), progress=False)
+    assert seen == [1, 2]

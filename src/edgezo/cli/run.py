@@ -1,4 +1,4 @@
-"""``edgezo run STUDY [--quick] [--out DIR] [--seed S | --seeds S,S,...] [--jobs N] [--no-progress]``.
+"""``edgezo run STUDY [--quick] [--out DIR] [--seed S | --seeds S,S,... [--pretrain-seed S]] [--jobs N] [--no-progress]``.
 
 Prints the study's table (Markdown), its claims checked, and where its files are.
 
@@ -56,6 +56,14 @@ def add_cli(subparsers: Any) -> None:
         "(replaces --seed)",
     )
     p.add_argument(
+        "--pretrain-seed",
+        type=int,
+        metavar="S",
+        default=None,
+        help="with --seeds: one backbone pretrained with seed S for every seed of a vision study "
+        "(a ViT's pretraining takes minutes); default: each seed pretrains its own",
+    )
+    p.add_argument(
         "--jobs",
         type=positive_int,
         metavar="N",
@@ -84,9 +92,8 @@ def run(args: argparse.Namespace) -> int:
     if args.seeds:
         from ..studies.seeds import run_seeds
 
-        summary = run_seeds(
-            args.study, args.quick, args.out, args.seeds, not args.no_progress, args.jobs
-        )
+        summary = run_seeds(args.study, args.quick, args.out, args.seeds, not args.no_progress,
+                            args.jobs, args.pretrain_seed)  # fmt: skip
     else:
         summary = run_study(
             args.study, args.quick, args.out, args.seed, not args.no_progress, args.jobs

@@ -84,11 +84,19 @@ class Options:
     seed: int = 0
     progress: bool = True
     jobs: int = 1
+    pretrain_seed: int | None = None  # the vision backbones' pretraining seed (None: ``seed``)
+
+    @property
+    def backbone_seed(self) -> int:
+        """The seed a vision study pretrains its backbone with: ``pretrain_seed`` when given
+        (several seeds sharing one backbone: a ViT's pretraining takes minutes), else ``seed``."""
+        return self.seed if self.pretrain_seed is None else self.pretrain_seed
 
 
 @dataclass(frozen=True)
 class Study:
-    """A study's ``run``: ``run(quick, out, seed=0, progress=True, config=None, jobs=1)`` runs
+    """A study's ``run``: ``run(quick, out, seed=0, progress=True, config=None, jobs=1,
+    pretrain_seed=None)`` runs
     ``body(config, options)`` with ``config`` or else the quick or the full config, writes the
     study's files under ``out`` and returns its summary (what ``edgezo run`` calls)."""
 
@@ -104,9 +112,10 @@ class Study:
         progress: bool = True,
         config: Any = None,
         jobs: int = 1,
+        pretrain_seed: int | None = None,
     ) -> dict[str, Any]:
         cfg = config or (self.quick_config if quick else self.full_config)
-        return self.body(cfg, Options(quick, Path(out), seed, progress, jobs))
+        return self.body(cfg, Options(quick, Path(out), seed, progress, jobs, pretrain_seed))
 
 
 @dataclass

@@ -41,10 +41,17 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 
 
 def run_seeds(
-    name: str, quick: bool, out: Path, seeds: Sequence[int], progress: bool = True, jobs: int = 1
+    name: str,
+    quick: bool,
+    out: Path,
+    seeds: Sequence[int],
+    progress: bool = True,
+    jobs: int = 1,
+    pretrain_seed: int | None = None,
 ) -> dict[str, Any]:
     """Run study ``name`` once per seed (into ``out/name/seed-S``), then :func:`merge` them into
-    ``out/name``; returns the merged summary (what ``edgezo run`` prints)."""
+    ``out/name``; returns the merged summary (what ``edgezo run`` prints). ``pretrain_seed``:
+    one backbone for every seed in the vision studies (``None``: each seed pretrains its own)."""
     from . import study_runner
 
     if not seeds:
@@ -54,12 +61,18 @@ def run_seeds(
     seconds = {}
     for seed in seeds:
         started = time.perf_counter()
-        run(quick=quick, out=folder / f"seed-{seed}", seed=seed, progress=progress, jobs=jobs)
+        run(quick=quick, out=folder / f"seed-{seed}", seed=seed, progress=progress, jobs=jobs,
+            pretrain_seed=pretrain_seed)  # fmt: skip
         seconds[seed] = time.perf_counter() - started
-    return merge(folder, seeds, seconds)
+    return merge(folder, seeds, seconds, pretrain_seed)
 
 
-def merge(folder: Path, seeds: Sequence[int], seconds: Mapping[int, float] | None = None) -> dict:
+def merge(
+    folder: Path,
+    seeds: Sequence[int],
+    seconds: Mapping[int, float] | None = None,
+    pretrain_seed: int | None = None,
+) -> dict:
     """Merge ``folder/seed-S/results.json`` of each seed into ``folder/results.json`` and
     ``results.md``; returns the summary (``out``, ``claims``, ``table``)."""
     payloads = [json.loads((folder / f"seed-{s}" / "results.json").read_text()) for s in seeds]
@@ -76,6 +89,7 @@ def merge(folder: Path, seeds: Sequence[int], seconds: Mapping[int, float] | Non
         "quick": first["quick"],
         "seed": seeds[0],
         "seeds": list(seeds),
+        "pretrain_seed": pretrain_seed,
         "keys": list(keys),
         "config": first["config"],
         "rows": rows,
