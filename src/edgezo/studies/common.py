@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..train import FitResult, evaluate, fit, grid_search
+from ..analysis.stats import pack_correct
+from ..train import FitResult, fit, grid_search
 from .methods import (
     FORWARD_ONLY,
     Settings,
@@ -130,10 +131,16 @@ class Outcome:
     forwards: int = 0
     seconds: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    #: which test examples it got right (:func:`~edgezo.analysis.stats.pack_correct`) and how
+    #: many there were: the claims' paired bootstrap over seeds x examples reads them
+    correct: str | None = field(default=None, repr=False)
+    examples: int | None = None
 
     def row(self, **cell: Any) -> dict[str, Any]:
         out = {**cell, **asdict(self)}
         out.pop("history")
+        if self.correct is None:
+            out.pop("correct"), out.pop("examples")
         return out
 
 
@@ -215,7 +222,7 @@ def run_method(
     """
     if defaults is None:  # zero-shot
         net, _ = prepare(method, model, calibration_batches(train[0]))
-        return Outcome(method, None, _accuracy(net, test)), net
+        return Outcome(method, None, **tested(net, test)), net
     runs: dict[float, tuple[nn.Module, FitResult, float]] = {}
 
     def train_with(lr: float) -> None:
@@ -235,7 +242,7 @@ def run_method(
     outcome = Outcome(
         method,
         lr,
-        _accuracy(net, test),
+        **tested(net, test),
         val_accuracy=result.final["val"]["accuracy"],
         steps=result.steps,
         forwards=result.forwards,
@@ -269,8 +276,23 @@ def outcome_of(*args: Any) -> Outcome:
     return run_method(*args)[0]
 
 
-def _accuracy(model: nn.Module, test: Data | None) -> float:
-    return math.nan if test is None else evaluate(model, *test)["accuracy"]
+def tested(model: nn.Module, test: Data | None, batch: int = 1000) -> dict[str, Any]:
+    """``model``'s test accuracy and which examples it got right (packed), as :class:`Outcome`
+    fields; accuracy ``nan`` without ``test``. The accuracy is :func:`edgezo.train.evaluate`'s:
+    top-1 in eval mode."""
+    if test is None:
+        return {"accuracy": math.nan}
+    x, y = test
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            flags = torch.cat([model(x[i : i + batch]).argmax(1) == y[i : i + batch]
+                               for i in range(0, len(x), batch)])  # fmt: skip
+    finally:
+        model.train(was_training)
+    return {"accuracy": flags.double().mean().item(), "correct": pack_correct(flags.numpy()),
+            "examples": len(flags)}  # fmt: skip
 
 
 # -- data and backbones -----------------------------------------------------------------------
