@@ -237,3 +237,16 @@ def test_kws_lr_sweep_reports_every_method_and_lr():
     assert pairs == [("zero-shot", None), ("zo", 3e-5), ("zo", 1e-4), ("qzo-ff 16w8a", 3e-4)]
     assert all(0 <= r["val_accuracy"] <= 100 for r in res["rows"])
     assert res["budget"]["zo_steps"] == 3
+
+
+@pytest.mark.slow
+def test_backbone_determinism_shows_what_changes_the_pretrained_bytes():
+    res = run_json("backbone_determinism.py", "--steps", "10")
+    rows = res["settings"]
+    first = next(iter(rows.values()))
+    assert first["max_abs_diff_vs_first"] == 0.0
+    assert all(len(r["sha256"]) == 16 and math.isfinite(r["max_abs_diff_vs_first"])
+               for r in rows.values())  # fmt: skip
+    if res["cpu_capability"] == "AVX512":  # the AVX2 caps then run other kernels than the first
+        avx2 = rows["AVX2 kernels (aten, oneDNN, MKL), 1 thread"]
+        assert avx2["sha256"] != first["sha256"] and avx2["max_abs_diff_vs_first"] > 0
