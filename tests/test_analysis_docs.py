@@ -21,9 +21,9 @@ from edgezo.studies.results import StudyWriter
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
 DOCS = (ROOT / "README.md", ROOT / "docs" / "studies.md")
-NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?")
-#: Two-sided 95% quantiles of Student's t from a printed table, by degrees of freedom.
-T_TABLE = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}
+NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?!\w)")  # not the digits of a name (16w8a)
+#: Two-sided 95% quantiles of Student's t from a printed table (4 decimals), by degrees of freedom.
+T_TABLE = {1: 12.7062, 2: 4.3027, 3: 3.1824, 4: 2.7764, 5: 2.5706}
 
 
 def fake_run(quick, out, seed=0, progress=True, jobs=1, config=None, pretrain_seed=None):
@@ -87,7 +87,7 @@ def reference_numbers(data: dict) -> list[float]:
         out += [c["hits"], c["cells"], c["inconclusive"], c["vacuous"], c["points"]]
         out += [round(100 * c["share"]), round(100 * c["wanted"])]
     prov = data["provenance"]
-    out += [*data["seeds"], prov["threads"], sum(map(float, data["seconds"].values())) / 60]
+    out += [*data["seeds"], prov["threads"], round(sum(map(float, data["seconds"].values())) / 60)]
     out += [float(x) for x in NUMBER.findall(f"{prov['edgezo']} {prov['torch']}")]
     return out
 
