@@ -55,6 +55,14 @@ def provenance() -> dict[str, Any]:
     }
 
 
+#: What a single run's claim check is (its ``met`` / ``not met`` are not the report's verdicts).
+ONE_SEED_NOTE = (
+    "One seed, one number per cell: met when the point difference is within the margin; no "
+    "interval, and cells where zero-shot passes too are not left out. `edgezo run STUDY --seeds "
+    "0,1,2` decides each cell on its interval and leaves vacuous cells out (edgezo.analysis.claims)."
+)
+
+
 class StudyWriter:
     """Collects one study's outcomes, cell by cell, and writes its files at :meth:`finish`."""
 
@@ -109,8 +117,8 @@ class StudyWriter:
         lines += [pivot(self.rows, self.keys, self.methods), ""]
         if notes:
             lines += [notes, ""]
-        lines += ["## The papers' claims", "", "| claim | cells | share | wanted | verdict |",
-                  "|---|---|---|---|---|"]  # fmt: skip
+        lines += ["## The papers' claims", "", ONE_SEED_NOTE, "",
+                  "| claim | cells | share | wanted | verdict |", "|---|---|---|---|---|"]  # fmt: skip
         for c in claims:
             lines.append(
                 f"| {c['claim']} | {c['hits']}/{c['cells']} | {c['share']:.0%} | "
