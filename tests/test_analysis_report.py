@@ -162,14 +162,30 @@ def claims_table(md: str) -> dict[str, list[str]]:
 
 # -- the reference: what each claim's row must show, computed from the fake numbers --------------
 def ref_within(studies, method, reference, points):
-    """(hits, cells, largest shortfall) by explicit cell loops over the fake accuracies."""
-    gaps = [100 * (a[reference] - a[method]) for s in studies for a in accuracies(s).values()]
-    return sum(g <= points + 1e-9 for g in gaps), len(gaps), max(gaps)
+    """(hits, counted cells, largest shortfall, vacuous cells) by explicit cell loops over the
+    fake accuracies (one seed: every interval is a point). A cell is vacuous when the
+    reference or backprop is not above zero-shot, or zero-shot is within ``points`` too."""
+    hits = counted = vacuous = 0
+    worst = -float("inf")
+    for s in studies:
+        for a in accuracies(s).values():
+            gap = 100 * (a[reference] - a[method])
+            worst = max(worst, gap)
+            zero = a["zero-shot"]
+            if (a[reference] <= zero or a["backprop"] <= zero
+                    or 100 * (a[reference] - zero) <= points + 1e-9):  # fmt: skip
+                vacuous += 1
+                continue
+            counted += 1
+            hits += gap <= points + 1e-9
+    return hits, counted, worst, vacuous
 
 
 def within_strings(studies, method, reference, points):
-    hits, n, worst = ref_within(studies, method, reference, points)
-    return [f"{method}: {hits}/{n} cells", f"({hits / n:.0%})", f"{worst:.2f} points"]
+    hits, n, worst, vacuous = ref_within(studies, method, reference, points)
+    share = hits / n if n else 0.0
+    return [f"{method}: {hits}/{n} cells", f"({share:.0%})", f"(0 inconclusive, {n - hits} not)",
+            f"{vacuous} vacuous cells left out", f"{worst:.2f} points"]  # fmt: skip
 
 
 def ref_cost():
@@ -255,9 +271,9 @@ def test_verdicts_follow_the_fake_numbers(built):
     table = claims_table(built["md"].read_text())
     verdict = {text: row[4].strip("*") for text, row in table.items()}
     by = {c.text.split(" (")[0].split(":")[0]: c.text for c in C.CLAIMS if c.sources != (C.HW,)}
-    hits, n, _ = ref_within(["fewshot"], "zo", "backprop", 5.0)
+    hits, n, _, _ = ref_within(["fewshot"], "zo", "backprop", 5.0)
     assert verdict[by["FF within 5% of BP in few-shot vision"]] == (
-        C.REPRODUCED if hits / n >= 26 / 30 else C.NOT_REPRODUCED
+        C.VACUOUS if not n else C.REPRODUCED if hits / n >= 26 / 30 else C.NOT_REPRODUCED
     )
     bp, zo = MEMORY["vit-tiny"][1]["BP fp32"][1], MEMORY["vit-tiny"][1]["ZO fp32"][1]
     assert verdict[by["ViT-tiny full fine-tuning scratch"]] == (
@@ -495,3 +511,14 @@ def test_a_study_command_carries_its_seed_and_quick_flag():
     assert source.command({"quick": False, "seed": 4}, "r") == "edgezo run ood --seed 4 --out r"
     assert source.command({"quick": True, "seed": 0}, "r") == "edgezo run ood --quick --out r"
     assert source.command(None, "r") == "edgezo run ood --quick --out r"
+
+
+def test_the_verdicts_are_counted_under_the_claims_table(built):
+    md = built["md"].read_text()
+    table = claims_table(md)
+    verdicts = [row[4].strip("*") for row in table.values()]
+    line = next(x for x in md.splitlines() if x.startswith("Verdicts of "))
+    assert line.startswith(f"Verdicts of {len(verdicts)} claims: ")
+    for v in set(verdicts):
+        assert f"{verdicts.count(v)} {v}" in line
+    assert sum(int(n) for n in re.findall(r"(\d+) [a-z]", line.split(": ", 1)[1])) == len(verdicts)

@@ -294,3 +294,16 @@ def test_jvp_memory_on_the_mlp():
     assert mem["central_over_weights"] == pytest.approx(mem["forward_over_weights"], abs=0.01)
     assert 1.0 <= mem["jvp_extra_over_weights"] <= 1.0 + mem["largest_tensor_over_weights"] + 0.05
     assert res["mlp"]["times"]["jvp_over_two_forwards"] > 0
+
+
+@pytest.mark.slow
+def test_backbone_determinism_shows_what_changes_the_pretrained_bytes():
+    res = run_json("backbone_determinism.py", "--steps", "10")
+    rows = res["settings"]
+    first = next(iter(rows.values()))
+    assert first["max_abs_diff_vs_first"] == 0.0
+    assert all(len(r["sha256"]) == 16 and math.isfinite(r["max_abs_diff_vs_first"])
+               for r in rows.values())  # fmt: skip
+    if res["cpu_capability"] == "AVX512":  # the AVX2 caps then run other kernels than the first
+        avx2 = rows["AVX2 kernels (aten, oneDNN, MKL), 1 thread"]
+        assert avx2["sha256"] != first["sha256"] and avx2["max_abs_diff_vs_first"] > 0

@@ -215,3 +215,17 @@ def test_a_study_spread_over_two_processes_equals_one_process(
     assert payloads[0]["rows"] == payloads[1]["rows"]
     assert payloads[0].get("per_corruption") == payloads[1].get("per_corruption")
     assert len(payloads[0]["rows"]) == rows
+
+
+def test_tested_flags_are_evaluates_accuracy_example_by_example():
+    from edgezo.analysis.stats import unpack_correct
+    from edgezo.studies.common import tested
+    from edgezo.train import evaluate
+
+    torch.manual_seed(0)
+    model, x, y = nn.Linear(5, 3), torch.randn(2500, 5), torch.randint(0, 3, (2500,))
+    out = tested(model, (x, y), batch=1000)
+    flags = unpack_correct(out["correct"], out["examples"])
+    assert flags.tolist() == (model(x).argmax(1) == y).tolist()
+    assert out["accuracy"] == pytest.approx(evaluate(model, x, y)["accuracy"], abs=1e-12)
+    assert math.isnan(tested(model, None)["accuracy"])

@@ -11,9 +11,15 @@ How the papers' words are read where they give no finer rule:
 * "FF" is the studies' ``zo`` (float ZO-SGD, MeZO's central estimate) and
   "quantized FF" is ``qzo-ff 16w8a`` (sign-3-SPSA on 16-bit integer weights).
 * "within 5% of BP": at most 5 accuracy points below backprop in a cell (a cell
-  is one combination of a study's string fields: target, regime, backbone...),
-  as :func:`edgezo.studies.results.within` counts it. A share claim
-  ("26 of 30") is reproduced when our share of cells is at least the paper's.
+  is one combination of a study's string fields: target, regime, backbone...;
+  its rows are its seeds), decided on the cell's 95% interval of the difference
+  (:mod:`edgezo.analysis.stats`): reproduced, not reproduced or inconclusive.
+* A cell is *vacuous* and never counts when the claim's reference (or backprop)
+  does not beat zero-shot beyond its interval, or when zero-shot is not shown to
+  miss the criterion itself (:func:`vacuity`). A share claim ("26 of 30") is
+  reproduced when the share of reproduced non-vacuous cells is at least the
+  paper's, not reproduced when even the inconclusive ones cannot make it, and
+  vacuous when no cell counts (:func:`share_verdict`).
 * "close" and "costs little" use the same 5-point bar; "no loss of training
   accuracy" is at most 1 point below Gaussian ZO in every cell.
 * Hardware reductions must hold against every Gaussian baseline measured (the
@@ -27,8 +33,28 @@ import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-REPRODUCED = "reproduced"
-NOT_REPRODUCED = "not reproduced"
+import numpy as np
+
+from .stats import (
+    INCONCLUSIVE,
+    NOT_REPRODUCED,
+    REPRODUCED,
+    Interval,
+    beats,
+    bootstrap_interval,
+    decide,
+    t_interval,
+    unpack_correct,
+)
+
+#: A claim whose every cell is vacuous (zero-shot passes too, or nothing moved).
+VACUOUS = "vacuous"
+DECISIONS = (REPRODUCED, INCONCLUSIVE, NOT_REPRODUCED)
+ZERO_SHOT = "zero-shot"
+#: The "interval" of a difference with a missing (NaN) accuracy: decided inconclusive.
+MISSING = "a run has no accuracy"
+#: Row fields that describe one run, not its cell.
+RUN_FIELDS = frozenset({"method", "correct"})
 NOT_COMPARABLE = "not comparable"
 NOT_RUN = "not run"
 
@@ -76,7 +102,11 @@ class Source:
         out = f"{results}/{self.directory}"
         if self.kind == "study":
             argv = ["run", self.name, *(["--quick"] if data.get("quick") else [])]
-            argv += [*(["--seed", str(data["seed"])] if data.get("seed") else []), "--out", results]
+            if len(data.get("seeds", ())) > 1:  # merged: edgezo run --seeds
+                argv += ["--seeds", ",".join(map(str, data["seeds"]))]
+            elif data.get("seed"):
+                argv += ["--seed", str(data["seed"])]
+            argv += ["--out", results]
         elif self.kind == "memory":
             meta = data["meta"]
             argv = ["memory", self.name, "--regime", str(meta["regime"]),
@@ -129,47 +159,141 @@ HW = Source("hw", "hw")
 
 # -- accuracy cells ------------------------------------------------------------------------------
 def gaps(rows: Sequence[Mapping], method: str, reference: str) -> list[tuple[str, float]]:
-    """Per cell holding both methods: ``(cell, reference - method accuracy in points)``.
-
-    A cell is one combination of a row's string-valued fields other than ``method``.
-    """
-    cells: dict[tuple, dict[str, float]] = {}
-    for r in rows:
-        key = tuple(v for k, v in sorted(r.items()) if k != "method" and isinstance(v, str))
-        cells.setdefault(key, {})[r["method"]] = float(r["accuracy"])
+    """Per cell holding both methods: ``(cell, reference - method accuracy in points)``, the
+    mean over the seeds both ran (:func:`runs_by_cell` says what a cell is)."""
     return [
-        (" ".join(key), 100 * (acc[reference] - acc[method]))
-        for key, acc in cells.items()
-        if method in acc and reference in acc
+        (cell, -difference(runs[method], runs[reference]).mean)
+        for cell, runs in runs_by_cell(rows).items()
+        if method in runs and reference in runs
     ]
+
+
+def runs_by_cell(rows: Sequence[Mapping]) -> dict[str, dict[str, list[Mapping]]]:
+    """``cell -> method -> rows`` (one row per seed). A cell is one combination of a row's
+    string-valued fields other than ``method`` (the seed is a number: rows of several seeds
+    fall in one cell; ``correct``, a run's packed flags, is no field of the cell)."""
+    cells: dict[str, dict[str, list[Mapping]]] = {}
+    for r in rows:
+        key = " ".join(
+            v for k, v in sorted(r.items()) if k not in RUN_FIELDS and isinstance(v, str)
+        )
+        cells.setdefault(key, {}).setdefault(r["method"], []).append(r)
+    return cells
+
+
+def difference(runs: Sequence[Mapping], reference: Sequence[Mapping]) -> Interval:
+    """The interval of ``runs`` minus ``reference`` accuracy, in points, paired by seed: a
+    paired bootstrap over seeds x test examples when every run stored its per-example
+    correctness (``correct``, :func:`~edgezo.analysis.stats.pack_correct`, with
+    ``examples``), else a t-interval over the per-seed differences, else (one seed) the point."""
+    by_seed = {r.get("seed", 0): r for r in reference}
+    pairs = [(r, by_seed[r.get("seed", 0)]) for r in runs if r.get("seed", 0) in by_seed]
+    if not pairs:
+        raise ValueError("no seed was run by both methods of a cell")
+    if all("correct" in a and "correct" in b for a, b in pairs):
+        flags = [[unpack_correct(x["correct"], int(x["examples"])) for x in pair] for pair in pairs]
+        mine, theirs = (np.stack([f[i] for f in flags]) for i in (0, 1))
+        return bootstrap_interval(mine, theirs).scaled(100.0)
+    diffs = [100 * (float(a["accuracy"]) - float(b["accuracy"])) for a, b in pairs]
+    if not all(map(math.isfinite, diffs)):  # a run without a test accuracy: never a pass
+        return Interval(math.nan, math.nan, math.nan, len(diffs), MISSING)
+    return t_interval(diffs)
+
+
+@dataclass(frozen=True)
+class CellDecision:
+    """One cell of a "within X points" claim: the interval of ``method - reference`` (points),
+    its equivalence decision, and why the cell is vacuous (``None``: it counts)."""
+
+    cell: str
+    gap: Interval
+    decision: str
+    vacuous: str | None
+
+
+def vacuity(methods: Mapping[str, Sequence[Mapping]], reference: str, points: float) -> str | None:
+    """Why a cell cannot test "within ``points`` of ``reference``" (``None``: it can): the
+    reference (or backprop) does not beat zero-shot beyond its interval (nothing moved), or
+    zero-shot itself is not shown to miss the criterion. A cell without zero-shot counts."""
+    if ZERO_SHOT not in methods or reference == ZERO_SHOT:
+        return None
+    zero = methods[ZERO_SHOT]
+    for trainer in dict.fromkeys((reference, "backprop")):
+        if trainer in methods and not beats(difference(methods[trainer], zero)):
+            return f"{trainer} does not beat zero-shot beyond its interval"
+    if decide(difference(zero, methods[reference]), points) != NOT_REPRODUCED:
+        return f"zero-shot is not shown to miss {points:g} points of {reference}"
+    return None
+
+
+def cell_decisions(
+    rows: Sequence[Mapping], method: str, reference: str, points: float
+) -> list[CellDecision]:
+    """Every cell of ``rows`` holding both methods, decided on its interval (:func:`decide`)."""
+    out = []
+    for cell, methods in runs_by_cell(rows).items():
+        if method in methods and reference in methods:
+            gap = difference(methods[method], methods[reference])
+            vacuous = vacuity(methods, reference, points)
+            out.append(CellDecision(cell, gap, decide(gap, points), vacuous))
+    return out
+
+
+def share_verdict(decisions: Sequence[CellDecision], wanted: float) -> str:
+    """A share claim on the non-vacuous cells: reproduced when the reproduced ones reach
+    ``wanted``, not reproduced when even counting the inconclusive ones they cannot,
+    inconclusive between; vacuous when every cell is."""
+    counted = [d for d in decisions if d.vacuous is None]
+    if not counted:
+        return VACUOUS
+    sure = sum(d.decision == REPRODUCED for d in counted) / len(counted)
+    possible = sum(d.decision != NOT_REPRODUCED for d in counted) / len(counted)
+    if sure >= wanted - 1e-9:
+        return REPRODUCED
+    return NOT_REPRODUCED if possible < wanted - 1e-9 else INCONCLUSIVE
 
 
 def within_check(
     names: Sequence[str], method: str, reference: str, points: float, wanted: float
 ) -> Check:
-    """Reproduced when ``method`` is at most ``points`` below ``reference`` in a share of the
-    cells of studies ``names`` of at least ``wanted`` (a missing accuracy never counts)."""
+    """Reproduced when ``method`` is shown (on each cell's interval) to be at most ``points``
+    below ``reference`` in a share of the non-vacuous cells of studies ``names`` of at least
+    ``wanted`` (:func:`share_verdict`; a missing accuracy never counts)."""
 
     def check(found: Found) -> Finding:
         cells = [
-            g for name in names if study(name) in found
-            for g in gaps(found[study(name)]["rows"], method, reference)
+            d for name in names if study(name) in found
+            for d in cell_decisions(found[study(name)]["rows"], method, reference, points)
         ]  # fmt: skip
         if not cells:
             return Finding("no cell", NOT_COMPARABLE, f"no cell has both {method} and {reference}")
-        hits = sum(g <= points + 1e-9 for _, g in cells)
-        worst = max((g for _, g in cells), key=lambda g: -math.inf if math.isnan(g) else g)
-        share = hits / len(cells)
-        ours = (
-            f"{method}: {hits}/{len(cells)} cells ({share:.0%}) within {points:g} "
-            f"point{'' if points == 1 else 's'} of "
-            f"{reference}; largest shortfall {worst:.2f} points"
-        )
-        if share >= wanted - 1e-9:
-            return Finding(ours, REPRODUCED, "our share of cells is at least the paper's")
-        return Finding(ours, NOT_REPRODUCED, "our share of cells is below the paper's")
+        return Finding(within_text(cells, method, reference, points),
+                       share_verdict(cells, wanted), within_why(cells))  # fmt: skip
 
     return check
+
+
+def within_text(cells: Sequence[CellDecision], method: str, reference: str, points: float) -> str:
+    """Our side of a within claim: counts of each decision, the vacuous cells, the worst gap."""
+    counted = [d for d in cells if d.vacuous is None]
+    count = {v: sum(d.decision == v for d in counted) for v in DECISIONS}
+    share = count[REPRODUCED] / len(counted) if counted else 0.0
+    worst = min((d.gap for d in cells), key=lambda g: math.inf if math.isnan(g.mean) else g.mean)
+    return (
+        f"{method}: {count[REPRODUCED]}/{len(counted)} cells ({share:.0%}) within {points:g} "
+        f"point{'' if points == 1 else 's'} of {reference} "
+        f"({count[INCONCLUSIVE]} inconclusive, {count[NOT_REPRODUCED]} not); "
+        f"{len(cells) - len(counted)} vacuous cells left out; "
+        f"largest shortfall {-worst.mean:.2f} points"
+    )
+
+
+def within_why(cells: Sequence[CellDecision]) -> str:
+    """How the cells were decided: the interval kinds, and why cells were left out."""
+    kinds = sorted({d.gap.method for d in cells})
+    reasons = sorted({d.vacuous for d in cells if d.vacuous})
+    why = f"each cell decided on its interval of the difference ({'; '.join(kinds)})"
+    return why + (f"; vacuous: {'; '.join(reasons)}" if reasons else "")
 
 
 def vww_check(found: Found) -> Finding:

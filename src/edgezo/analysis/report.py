@@ -35,14 +35,19 @@ from ..extras import require
 from .claims import (
     CLAIMS,
     HW,
+    INCONCLUSIVE,
     LANDSCAPE,
     NOT_COMPARABLE,
+    NOT_REPRODUCED,
     NOT_RUN,
+    REPRODUCED,
     STUDIES,
+    VACUOUS,
     Claim,
     Finding,
     Source,
 )
+from .tables import seed_markdown
 
 #: Each kind's Markdown file, beside its JSON.
 MARKDOWN = {
@@ -127,7 +132,10 @@ def collect(results: Path) -> list[Artifact]:
             continue
         source, data = hit
         md = folder / MARKDOWN[source.kind]
-        found.append(Artifact(source, folder, data, md.read_text() if md.is_file() else ""))
+        text = md.read_text() if md.is_file() else ""
+        if not text and "seeds" in data:  # a committed merged study: its JSON alone
+            text = seed_markdown(data)
+        found.append(Artifact(source, folder, data, text))
     return sorted(found, key=_order)
 
 
@@ -189,7 +197,17 @@ def claims_markdown(rows: Sequence[ClaimRow]) -> str:
         cells = (r.claim.paper, r.claim.text, r.claim.number, r.finding.ours,
                  f"**{r.finding.verdict}**", r.finding.why)  # fmt: skip
         lines.append("| " + " | ".join(map(_cell, cells)) + f" | {_cell(command)} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + verdict_counts(rows) + "\n"
+
+
+def verdict_counts(rows: Sequence[ClaimRow]) -> str:
+    """One line: how many claims got each verdict (reproduced, not reproduced, inconclusive,
+    vacuous, not comparable, not run), in that order; verdicts no claim got are left out."""
+    order = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, VACUOUS, NOT_COMPARABLE, NOT_RUN)
+    seen = [r.finding.verdict for r in rows]
+    parts = [f"{seen.count(v)} {v}" for v in order if v in seen]
+    parts += [f"{seen.count(v)} {v}" for v in dict.fromkeys(seen) if v not in order]
+    return f"Verdicts of {len(rows)} claims: " + ", ".join(parts) + "."
 
 
 # -- the sections ------------------------------------------------------------------------------

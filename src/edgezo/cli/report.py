@@ -1,4 +1,5 @@
-"""``edgezo report [--results DIR] [--out DIR] [--run-quick]``: every result in one report.
+"""``edgezo report [--results DIR] [--out DIR] [--run-quick] [--docs FILE ...]``: every result in
+one report, and the docs' generated result tables (:mod:`edgezo.analysis.docs`).
 
 Writes ``report.md`` and a self-contained ``report.html``
 (:func:`edgezo.analysis.report.build_report`). With ``--run-quick``, first runs
@@ -62,6 +63,15 @@ def add_cli(subparsers: Any) -> None:
     )
     p.add_argument(
         "--run-quick", action="store_true", help="first run the quick versions of missing results"
+    )
+    p.add_argument(
+        "--docs",
+        nargs="+",
+        type=Path,
+        metavar="FILE",
+        default=(),
+        help="also regenerate the <!-- edgezo:generated ... --> blocks of these Markdown files "
+        "(README.md docs/studies.md) from --results",
     )
     p.set_defaults(handler=_run)
 
@@ -169,4 +179,10 @@ def _run(args: argparse.Namespace) -> int:
         notes = {c: o for c, o in run_quick(args.results).items() if not o.startswith("ok")}
     md, page = build_report(args.results, args.out, notes)
     print(f"wrote {md} and {page}")
+    if args.docs:
+        from ..analysis.docs import update_docs
+
+        changed = update_docs(args.docs, args.results, str(args.results))
+        print(f"regenerated {len(args.docs)} docs from {args.results}; changed: "
+              f"{', '.join(map(str, changed)) or 'none'}")  # fmt: skip
     return 0

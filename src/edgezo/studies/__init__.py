@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Any
 
 #: Study name -> module under ``edgezo.studies`` (imported only when run).
 STUDIES = {
@@ -28,11 +29,18 @@ STUDIES = {
 }
 
 
+def study_runner(name: str) -> Any:
+    """Study ``name``'s ``run`` (see the module's docstring); a ``ValueError`` naming the
+    studies for an unknown one."""
+    if name not in STUDIES:
+        raise ValueError(f"Unknown study {name!r}; choose from {', '.join(sorted(STUDIES))}")
+    return importlib.import_module(f"{__name__}.{STUDIES[name]}").run
+
+
 def run_study(
     name: str, quick: bool, out: Path, seed: int = 0, progress: bool = True, jobs: int = 1
 ) -> dict:
-    """Run study ``name`` over ``jobs`` processes; its files go to ``out/name``."""
-    if name not in STUDIES:
-        raise ValueError(f"Unknown study {name!r}; choose from {', '.join(sorted(STUDIES))}")
-    module = importlib.import_module(f"{__name__}.{STUDIES[name]}")
-    return module.run(quick=quick, out=Path(out) / name, seed=seed, progress=progress, jobs=jobs)
+    """Run study ``name`` over ``jobs`` processes; its files go to ``out/name``. Several seeds:
+    :func:`edgezo.studies.seeds.run_seeds`."""
+    run = study_runner(name)
+    return run(quick=quick, out=Path(out) / name, seed=seed, progress=progress, jobs=jobs)

@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..train import FitResult, evaluate, fit, grid_search
+from ..analysis.stats import pack_correct
+from ..train import FitResult, fit, grid_search
 from .methods import (
     FORWARD_ONLY,
     Settings,
@@ -84,11 +85,19 @@ class Options:
     seed: int = 0
     progress: bool = True
     jobs: int = 1
+    pretrain_seed: int | None = None  # the vision backbones' pretraining seed (None: ``seed``)
+
+    @property
+    def backbone_seed(self) -> int:
+        """The seed a vision study pretrains its backbone with: ``pretrain_seed`` when given
+        (several seeds sharing one backbone: a ViT's pretraining takes minutes), else ``seed``."""
+        return self.seed if self.pretrain_seed is None else self.pretrain_seed
 
 
 @dataclass(frozen=True)
 class Study:
-    """A study's ``run``: ``run(quick, out, seed=0, progress=True, config=None, jobs=1)`` runs
+    """A study's ``run``: ``run(quick, out, seed=0, progress=True, config=None, jobs=1,
+    pretrain_seed=None)`` runs
     ``body(config, options)`` with ``config`` or else the quick or the full config, writes the
     study's files under ``out`` and returns its summary (what ``edgezo run`` calls)."""
 
@@ -104,9 +113,10 @@ class Study:
         progress: bool = True,
         config: Any = None,
         jobs: int = 1,
+        pretrain_seed: int | None = None,
     ) -> dict[str, Any]:
         cfg = config or (self.quick_config if quick else self.full_config)
-        return self.body(cfg, Options(quick, Path(out), seed, progress, jobs))
+        return self.body(cfg, Options(quick, Path(out), seed, progress, jobs, pretrain_seed))
 
 
 @dataclass
@@ -121,10 +131,16 @@ class Outcome:
     forwards: int = 0
     seconds: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    #: which test examples it got right (:func:`~edgezo.analysis.stats.pack_correct`) and how
+    #: many there were: the claims' paired bootstrap over seeds x examples reads them
+    correct: str | None = field(default=None, repr=False)
+    examples: int | None = None
 
     def row(self, **cell: Any) -> dict[str, Any]:
         out = {**cell, **asdict(self)}
         out.pop("history")
+        if self.correct is None:
+            out.pop("correct"), out.pop("examples")
         return out
 
 
@@ -206,7 +222,7 @@ def run_method(
     """
     if defaults is None:  # zero-shot
         net, _ = prepare(method, model, calibration_batches(train[0]))
-        return Outcome(method, None, _accuracy(net, test)), net
+        return Outcome(method, None, **tested(net, test)), net
     runs: dict[float, tuple[nn.Module, FitResult, float]] = {}
 
     def train_with(lr: float) -> None:
@@ -226,7 +242,7 @@ def run_method(
     outcome = Outcome(
         method,
         lr,
-        _accuracy(net, test),
+        **tested(net, test),
         val_accuracy=result.final["val"]["accuracy"],
         steps=result.steps,
         forwards=result.forwards,
@@ -260,8 +276,23 @@ def outcome_of(*args: Any) -> Outcome:
     return run_method(*args)[0]
 
 
-def _accuracy(model: nn.Module, test: Data | None) -> float:
-    return math.nan if test is None else evaluate(model, *test)["accuracy"]
+def tested(model: nn.Module, test: Data | None, batch: int = 1000) -> dict[str, Any]:
+    """``model``'s test accuracy and which examples it got right (packed), as :class:`Outcome`
+    fields; accuracy ``nan`` without ``test``. The accuracy is :func:`edgezo.train.evaluate`'s:
+    top-1 in eval mode."""
+    if test is None:
+        return {"accuracy": math.nan}
+    x, y = test
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            flags = torch.cat([model(x[i : i + batch]).argmax(1) == y[i : i + batch]
+                               for i in range(0, len(x), batch)])  # fmt: skip
+    finally:
+        model.train(was_training)
+    return {"accuracy": flags.double().mean().item(), "correct": pack_correct(flags.numpy()),
+            "examples": len(flags)}  # fmt: skip
 
 
 # -- data and backbones -----------------------------------------------------------------------

@@ -72,7 +72,9 @@ def run_config(cfg: Config, opts: Options) -> dict[str, Any]:
     ``jobs`` processes; write ``results.json``, ``results.md`` and curves under ``out``."""
     quick, out, seed, progress, jobs = opts.quick, opts.out, opts.seed, opts.progress, opts.jobs
     writer = StudyWriter("cross-domain", out, keys=("target", "regime"), methods=cfg.methods)
-    source = backbone(cfg.arch, cfg.source, steps=cfg.pretrain_steps, seed=seed, progress=progress)
+    source = backbone(
+        cfg.arch, cfg.source, steps=cfg.pretrain_steps, seed=opts.backbone_seed, progress=progress
+    )
     workers = Workers(jobs, desc="cross-domain cells", progress=progress)
     cells, tasks = [], []
     for target in cfg.targets:

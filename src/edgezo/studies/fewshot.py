@@ -273,7 +273,11 @@ def run_config(cfg: Config, opts: Options) -> dict[str, Any]:
     with Workers(jobs, progress=progress) as workers:
         for arch in cfg.backbones:
             source = backbone(
-                arch, cfg.source, steps=cfg.pretrain_steps, seed=seed, progress=progress
+                arch,
+                cfg.source,
+                steps=cfg.pretrain_steps,
+                seed=opts.backbone_seed,
+                progress=progress,
             )
             for regime in cfg.regimes:
                 for method in cfg.methods:

@@ -112,7 +112,9 @@ def run_config(cfg: Config, opts: Options) -> dict[str, Any]:
     ``jobs`` processes; write ``results.json``, ``results.md`` and curves under ``out``."""
     quick, out, seed, progress, jobs = opts.quick, opts.out, opts.seed, opts.progress, opts.jobs
     writer = StudyWriter("ood", out, keys=("severity", "regime"), methods=cfg.methods)
-    source = backbone(cfg.arch, cfg.source, steps=cfg.pretrain_steps, seed=seed, progress=progress)
+    source = backbone(
+        cfg.arch, cfg.source, steps=cfg.pretrain_steps, seed=opts.backbone_seed, progress=progress
+    )
     x, y = load_images(cfg.source, "train")
     xt, yt = load_images(cfg.source, "test")
     train, val = subsets(x, y, (cfg.train, cfg.val), seed)

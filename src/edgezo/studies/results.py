@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import platform
 import re
+import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from .. import __version__
 from ..analysis.curves import plot_curves
 from ..cache import atomic_write
 from .common import Outcome
@@ -22,6 +27,39 @@ CLAIMS: tuple[Claim, ...] = (
     ("pezo", "backprop", 5.0, 0.8),
     ("qzo-ff 16w8a", "backprop", 5.0, 0.8),
     ("pezo", "zo", 1.0, 1.0),
+)
+
+
+def provenance() -> dict[str, Any]:
+    """What made a result: edgezo's version and git commit (``dirty`` when the work tree had
+    changes; ``None`` outside a git checkout), torch's version and thread count, the CPU
+    architecture. No path or host name."""
+    root = Path(__file__).resolve().parents[3]
+    commit, dirty = None, None
+    try:
+        git = ["git", "-C", str(root)]
+        commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True,
+                                check=True, timeout=10).stdout.strip()  # fmt: skip
+        status = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, check=True, timeout=10)  # fmt: skip
+        dirty = bool(status.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {
+        "edgezo": __version__,
+        "commit": commit,
+        "dirty": dirty,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+    }
+
+
+#: What a single run's claim check is (its ``met`` / ``not met`` are not the report's verdicts).
+ONE_SEED_NOTE = (
+    "One seed, one number per cell: met when the point difference is within the margin; no "
+    "interval, and cells where zero-shot passes too are not left out. `edgezo run STUDY --seeds "
+    "0,1,2` decides each cell on its interval and leaves vacuous cells out (edgezo.analysis.claims)."
 )
 
 
@@ -57,6 +95,8 @@ class StudyWriter:
             "study": self.study,
             "quick": quick,
             "seed": seed,
+            "keys": list(self.keys),
+            "provenance": provenance(),
             "config": _plain(config),
             "rows": self.rows,
             "claims": claims,
@@ -77,8 +117,8 @@ class StudyWriter:
         lines += [pivot(self.rows, self.keys, self.methods), ""]
         if notes:
             lines += [notes, ""]
-        lines += ["## The papers' claims", "", "| claim | cells | share | wanted | verdict |",
-                  "|---|---|---|---|---|"]  # fmt: skip
+        lines += ["## The papers' claims", "", ONE_SEED_NOTE, "",
+                  "| claim | cells | share | wanted | verdict |", "|---|---|---|---|---|"]  # fmt: skip
         for c in claims:
             lines.append(
                 f"| {c['claim']} | {c['hits']}/{c['cells']} | {c['share']:.0%} | "
@@ -135,6 +175,7 @@ def check_claims(
         verdict = "not comparable" if not cells else "met" if share >= wanted else "not met"
         out.append({
             "claim": f"{method} within {points:g} points of {reference}",
+            "method": method, "reference": reference, "points": points,
             "hits": hits, "cells": cells, "share": share, "wanted": wanted, "verdict": verdict,
         })  # fmt: skip
     return out

@@ -1,0 +1,98 @@
+"""Tables of results over seeds, made from a results file's JSON alone.
+
+The merged ``results.json`` of ``edgezo run STUDY --seeds ...`` (one row per
+cell, method and seed) is the one source: its ``results.md``, the report's study
+sections and the docs' generated blocks (:mod:`edgezo.analysis.docs`) are all
+made here from it, so they cannot disagree. Cells are shown as the mean over the
+seeds and the 95% t-interval (:func:`edgezo.analysis.stats.t_interval`); claims
+are decided per cell on intervals, vacuous cells left out
+(:mod:`edgezo.analysis.claims`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .claims import DECISIONS, NOT_COMPARABLE, cell_decisions, share_verdict
+from .stats import t_interval
+
+
+def cell_keys(rows: Sequence[Mapping]) -> list[str]:
+    """The string fields that name a cell (every string field but ``method``), in row order."""
+    return [k for k, v in rows[0].items() if isinstance(v, str) and k not in ("method", "correct")]
+
+
+def methods_of(rows: Sequence[Mapping]) -> list[str]:
+    return list(dict.fromkeys(r["method"] for r in rows))
+
+
+def decided(rows: Sequence[Mapping], claim: Mapping[str, Any]) -> dict[str, Any]:
+    """A study's claim (``method`` within ``points`` of ``reference`` in a ``wanted`` share of
+    cells) decided on the intervals over seeds, vacuous cells left out."""
+    cells = cell_decisions(rows, claim["method"], claim["reference"], claim["points"])
+    counted = [d for d in cells if d.vacuous is None]
+    count = {v: sum(d.decision == v for d in counted) for v in DECISIONS}
+    return {
+        **{k: claim[k] for k in ("claim", "method", "reference", "points", "wanted")},
+        "hits": count["reproduced"],
+        "cells": len(counted),
+        "share": count["reproduced"] / len(counted) if counted else 0.0,
+        "inconclusive": count["inconclusive"],
+        "vacuous": len(cells) - len(counted),
+        "verdict": share_verdict(cells, claim["wanted"]) if cells else NOT_COMPARABLE,
+    }
+
+
+def seed_table(rows: Sequence[Mapping], keys: Sequence[str], methods: Sequence[str]) -> str:
+    """A Markdown table: one line per cell, per method the mean test accuracy (%) over the
+    seeds and its 95% t-interval ``mean [low, high]``."""
+    cells: dict[tuple, dict[str, list[float]]] = {}
+    for r in rows:
+        cells.setdefault(tuple(r[k] for k in keys), {}).setdefault(r["method"], [])
+        cells[tuple(r[k] for k in keys)][r["method"]].append(float(r["accuracy"]))
+    lines = ["| " + " | ".join([*keys, *methods]) + " |", "|" + "---|" * (len(keys) + len(methods))]
+    for cell, accs in cells.items():
+        texts = [t_interval(accs[m]).text() if m in accs else "" for m in methods]
+        lines.append("| " + " | ".join([*map(str, cell), *texts]) + " |")
+    return "\n".join(lines)
+
+
+def seed_markdown(payload: Mapping[str, Any]) -> str:
+    """``results.md`` of a merged study (``edgezo run --seeds``), made from its JSON alone: the
+    table, the claims, the per-seed folders."""
+    seeds = ", ".join(map(str, payload["seeds"]))
+    lines = [
+        f"# {payload['study']}{' (quick)' if payload['quick'] else ''}, seeds {seeds}",
+        "",
+        *study_body(payload),
+        "",
+        "Per seed: " + ", ".join(f"`seed-{s}/`" for s in payload["seeds"]) + ".",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def study_body(payload: Mapping[str, Any]) -> list[str]:
+    """A merged study's table and claims table, as Markdown lines (``results.md`` and the
+    docs' generated blocks show the same)."""
+    rows = payload["rows"]
+    lines = [
+        "Test accuracy (%) per cell and method: mean over the seeds [95% t-interval].",
+        "",
+        seed_table(rows, payload["keys"], methods_of(rows)),
+        "",
+        "Claims:",
+        "",
+        "Each cell decided on its 95% interval of the difference (reproduced / inconclusive /"
+        " not); vacuous cells (the reference or backprop not above zero-shot beyond its "
+        "interval, or zero-shot within the margin too) do not count.",
+        "",
+        "| claim | reproduced cells | inconclusive | vacuous | share | wanted | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in payload["claims"]:
+        lines.append(
+            f"| {c['claim']} | {c['hits']}/{c['cells']} | {c['inconclusive']} | {c['vacuous']} "
+            f"| {c['share']:.0%} | {c['wanted']:.0%} | {c['verdict']} |"
+        )
+    return lines

@@ -1,0 +1,102 @@
+"""A study over several seeds: ``edgezo run STUDY --seeds 0,1,2``.
+
+Every seed is a whole run of the study (:func:`edgezo.studies.study_runner`): the
+seed draws the train/validation/test subsets, the data order, the perturbations
+(every optimizer is seeded) and the backbone's pretraining (its cache key holds
+the seed, so each seed pretrains its own backbone once). Seed ``S`` writes its
+usual files under ``OUT/STUDY/seed-S/``; then :func:`merge` writes
+``OUT/STUDY/results.json`` with every row of every seed (each row carries its
+``seed``), the provenance of the runs (:func:`provenance`) and the claims
+decided on intervals over the seeds (:mod:`edgezo.analysis.claims`), and
+``results.md`` with each cell's mean and 95% t-interval over the seeds.
+
+The merged ``results.json`` is what ``edgezo report`` reads and what is
+committed under ``results/``; the per-seed folders (figures, per-seed tables)
+are outputs, not committed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..analysis.tables import cell_keys, decided, methods_of, seed_markdown, seed_table
+from .results import provenance, write_text
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``"0,1,2"`` -> ``(0, 1, 2)``: distinct non-negative integers, in the order given."""
+    try:
+        seeds = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(
+            f"--seeds takes integers separated by commas, like 0,1,2 (got {text!r})"
+        ) from None
+    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds must be distinct non-negative integers (got {text!r})")
+    return seeds
+
+
+def run_seeds(
+    name: str,
+    quick: bool,
+    out: Path,
+    seeds: Sequence[int],
+    progress: bool = True,
+    jobs: int = 1,
+    pretrain_seed: int | None = None,
+) -> dict[str, Any]:
+    """Run study ``name`` once per seed (into ``out/name/seed-S``), then :func:`merge` them into
+    ``out/name``; returns the merged summary (what ``edgezo run`` prints). ``pretrain_seed``:
+    one backbone for every seed in the vision studies (``None``: each seed pretrains its own)."""
+    from . import study_runner
+
+    if not seeds:
+        raise ValueError("run_seeds needs at least one seed")
+    run = study_runner(name)
+    folder = Path(out) / name
+    seconds = {}
+    for seed in seeds:
+        started = time.perf_counter()
+        run(quick=quick, out=folder / f"seed-{seed}", seed=seed, progress=progress, jobs=jobs,
+            pretrain_seed=pretrain_seed)  # fmt: skip
+        seconds[seed] = time.perf_counter() - started
+    return merge(folder, seeds, seconds, pretrain_seed)
+
+
+def merge(
+    folder: Path,
+    seeds: Sequence[int],
+    seconds: Mapping[int, float] | None = None,
+    pretrain_seed: int | None = None,
+) -> dict:
+    """Merge ``folder/seed-S/results.json`` of each seed into ``folder/results.json`` and
+    ``results.md``; returns the summary (``out``, ``claims``, ``table``)."""
+    payloads = [json.loads((folder / f"seed-{s}" / "results.json").read_text()) for s in seeds]
+    first = payloads[0]
+    for seed, p in zip(seeds, payloads, strict=True):
+        if p["config"] != first["config"] or p["study"] != first["study"]:
+            raise ValueError(f"{folder}/seed-{seed} was run with another study or config than "
+                             f"seed-{seeds[0]}; rerun it with the same flags")  # fmt: skip
+    rows = [{**r, "seed": s} for s, p in zip(seeds, payloads, strict=True) for r in p["rows"]]
+    keys = first.get("keys") or cell_keys(rows)
+    claims = [decided(rows, c) for c in first["claims"] if "reference" in c]
+    payload = {
+        "study": first["study"],
+        "quick": first["quick"],
+        "seed": seeds[0],
+        "seeds": list(seeds),
+        "pretrain_seed": pretrain_seed,
+        "keys": list(keys),
+        "config": first["config"],
+        "rows": rows,
+        "claims": claims,
+        "seconds": {str(s): round(t, 1) for s, t in (seconds or {}).items()},
+        "provenance": provenance(),
+    }
+    write_text(folder / "results.json", json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    write_text(folder / "results.md", seed_markdown(payload))
+    return {"out": str(folder), "claims": claims, "table": seed_table(rows, keys, methods_of(rows))}

@@ -1,0 +1,130 @@
+"""edgezo.analysis.claims on hand-made results: per-cell intervals over seeds, the equivalence
+decision of each cell, vacuous cells left out of a claim, and the share verdict."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from edgezo.analysis import claims as C
+from edgezo.analysis import stats as S
+
+
+def rows_of(cell: str, accs: dict[str, list[float]], **extra) -> list[dict]:
+    """One row per (method, seed) of one cell (the cell named by its ``target`` field)."""
+    return [
+        {"target": cell, "method": m, "seed": seed, "accuracy": a, **extra}
+        for m, values in accs.items()
+        for seed, a in enumerate(values)
+    ]
+
+
+def check(rows: list[dict], method="zo", reference="backprop", points=5.0, wanted=11 / 16):
+    return C.within_check(["kws-fewshot"], method, reference, points, wanted)(
+        {C.study("kws-fewshot"): {"rows": rows}}
+    )
+
+
+def test_a_cell_is_decided_on_the_t_interval_of_its_per_seed_differences():
+    # zo - backprop per seed: -0.5, -1.5, -1.0 points: mean -1, s = 0.5, half = 4.303 * 0.5 / sqrt 3
+    rows = rows_of("a", {"backprop": [0.80, 0.81, 0.82], "zo": [0.795, 0.795, 0.81]})
+    (d,) = C.cell_decisions(rows, "zo", "backprop", 1.0)
+    half = 4.303 * 0.5 / math.sqrt(3)
+    assert d.gap.method == S.T_SEEDS and d.gap.n == 3
+    assert (d.gap.low, d.gap.mean, d.gap.high) == pytest.approx(
+        (-1 - half, -1, -1 + half), abs=1e-3
+    )
+    assert d.decision == S.INCONCLUSIVE and d.vacuous is None  # no zero-shot: it counts
+    assert C.cell_decisions(rows, "zo", "backprop", 5.0)[0].decision == S.REPRODUCED
+    far = rows_of("b", {"backprop": [0.90, 0.90, 0.90], "zo": [0.82, 0.83, 0.81]})
+    assert C.cell_decisions(far, "zo", "backprop", 5.0)[0].decision == S.NOT_REPRODUCED
+
+
+def test_backprop_below_zero_shot_makes_every_cell_vacuous():
+    # kws-fewshot's shape: every method within 5 points of BP, BP no better than zero-shot
+    rows = []
+    for cell in "abcd":
+        rows += rows_of(cell, {"zero-shot": [0.65] * 3, "backprop": [0.64, 0.66, 0.655],
+                               "zo": [0.65, 0.651, 0.649]})  # fmt: skip
+    finding = check(rows)
+    assert finding.verdict == C.VACUOUS
+    assert "0/0 cells" in finding.ours and "4 vacuous cells left out" in finding.ours
+    assert "backprop does not beat zero-shot beyond its interval" in finding.why
+
+
+def test_cells_where_zero_shot_also_passes_do_not_count():
+    # kws-personalize's shape: 16 cells, ZO passes 11, but in 3 of them zero-shot is within 5
+    # points of BP too: 8 of 13 counted cells (62%) is below the paper's 11 of 16 (69%)
+    rows = []
+    for i in range(16):
+        zo = 0.88 if i < 11 else 0.70
+        zero = 0.87 if i < 3 else 0.60
+        rows += rows_of(f"c{i}", {"zero-shot": [zero], "backprop": [0.90], "zo": [zo]})
+    finding = check(rows)
+    assert finding.verdict == C.NOT_REPRODUCED
+    assert "zo: 8/13 cells (62%)" in finding.ours and "3 vacuous" in finding.ours
+    assert "zero-shot is not shown to miss 5 points of backprop" in finding.why
+    without_zero = [r for r in rows if r["method"] != "zero-shot"]
+    assert check(without_zero).verdict == C.REPRODUCED  # 11/16 counted without the check
+
+
+def test_backprop_must_beat_zero_shot_beyond_the_interval_over_seeds():
+    # BP - zero-shot per seed: +0.5, -0.2, +0.9 points: the interval holds 0, nothing moved
+    rows = rows_of("a", {"zero-shot": [0.600] * 3, "backprop": [0.605, 0.598, 0.609],
+                         "zo": [0.60] * 3})  # fmt: skip
+    (d,) = C.cell_decisions(rows, "zo", "backprop", 5.0)
+    assert d.vacuous == "backprop does not beat zero-shot beyond its interval"
+    moved = rows_of("a", {"zero-shot": [0.60] * 3, "backprop": [0.70, 0.71, 0.69],
+                          "zo": [0.68, 0.69, 0.67]})  # fmt: skip
+    assert C.cell_decisions(moved, "zo", "backprop", 5.0)[0].vacuous is None
+
+
+@pytest.mark.parametrize(
+    "reproduced, inconclusive, verdict",
+    [(11, 0, S.REPRODUCED), (9, 2, S.INCONCLUSIVE), (9, 1, S.NOT_REPRODUCED)],
+)
+def test_the_share_verdict_counts_inconclusive_cells_as_undecided(
+    reproduced, inconclusive, verdict
+):
+    def cell(decision: str) -> C.CellDecision:
+        return C.CellDecision("c", S.Interval(0, 0, 0, 3, S.T_SEEDS), decision, None)
+
+    cells = [cell(S.REPRODUCED)] * reproduced + [cell(S.INCONCLUSIVE)] * inconclusive
+    cells += [cell(S.NOT_REPRODUCED)] * (16 - len(cells))
+    cells += [C.CellDecision("v", cells[0].gap, S.REPRODUCED, "vacuous")] * 5  # never count
+    assert C.share_verdict(cells, 11 / 16) == verdict
+
+
+def test_per_example_correctness_gives_a_paired_bootstrap():
+    rng = np.random.default_rng(0)
+    base = rng.random((3, 500)) < 0.7
+    better = base.copy()
+    better[:, :40] = True
+    rows = []
+    for m, flags in (("backprop", better), ("zo", base)):
+        for seed in range(3):
+            rows.append({"target": "a", "method": m, "seed": seed, "examples": 500,
+                         "accuracy": float(flags[seed].mean()),
+                         "correct": S.pack_correct(flags[seed])})  # fmt: skip
+    (d,) = C.cell_decisions(rows, "zo", "backprop", 5.0)
+    assert d.gap.method == S.BOOTSTRAP
+    assert d.gap.mean == pytest.approx(100 * (base.mean() - better.mean()))
+    assert d.gap.low < d.gap.mean < d.gap.high < 0
+    assert S.BOOTSTRAP in check(rows).why
+
+
+def test_seeds_are_paired_and_a_missing_pair_is_an_error():
+    rows = rows_of("a", {"backprop": [0.9, 0.8], "zo": [0.85, 0.75]})  # diffs -5, -5
+    (d,) = C.cell_decisions(rows, "zo", "backprop", 5.0)
+    assert (d.gap.low, d.gap.high) == pytest.approx((-5.0, -5.0))  # paired: no spread
+    with pytest.raises(ValueError, match="no seed"):
+        C.difference([{"seed": 1, "accuracy": 0.5}], [{"seed": 0, "accuracy": 0.5}])
+
+
+def test_a_missing_accuracy_is_never_a_pass():
+    rows = rows_of("a", {"backprop": [0.9, 0.9], "zo": [0.89, float("nan")]})
+    (d,) = C.cell_decisions(rows, "zo", "backprop", 5.0)
+    assert d.gap.method == C.MISSING and d.decision == S.INCONCLUSIVE
+    assert check(rows, wanted=1.0).verdict != C.REPRODUCED
