@@ -5,4 +5,8 @@
   (``pip install 'edgezo[hf]'``).
 * :mod:`edgezo.integrations.adapters`: LoRA and prefix tuning through ``peft``
   (``peft_model``), so ZO trains the adapter only; the same extra.
+* :mod:`edgezo.integrations.arguments`: ``ZOTrainingArguments`` (MeZO's settings)
+  and the warnings about the Trainer settings ZO ignores.
+* :mod:`edgezo.integrations.prompts`: MeZO-style prompt fine-tuning (template,
+  label words, ``PromptDataset``, ``LabelWordLoss``) for masked and causal LMs.
 """
