@@ -307,3 +307,18 @@ def test_backbone_determinism_shows_what_changes_the_pretrained_bytes():
     if res["cpu_capability"] == "AVX512":  # the AVX2 caps then run other kernels than the first
         avx2 = rows["AVX2 kernels (aten, oneDNN, MKL), 1 thread"]
         assert avx2["sha256"] != first["sha256"] and avx2["max_abs_diff_vs_first"] > 0
+
+
+@pytest.mark.slow  # loads MiniLM-L6 four times and evaluates it (about a minute on 2 cores)
+def test_lm_reviews_reports_every_method_variant_and_seed():
+    args = ["--methods", "mezo", "backprop", "--variants", "prompt", "head", "--seeds", "0",
+            "--steps", "2", "--per-class", "4", "--test-size", "8", "--max-length", "32"]  # fmt: skip
+    res = run_json("lm_reviews.py", *args)
+    assert_finite({k: v for k, v in res.items() if k != "settings"})
+    runs = [(r["method"], r["variant"], r["seed"]) for r in res["runs"]]
+    assert runs == [("mezo", "prompt", 0), ("mezo", "head", 0),
+                    ("backprop", "prompt", 0), ("backprop", "head", 0)]  # fmt: skip
+    for r in res["runs"]:
+        assert 0 <= r["zero_shot_accuracy"] <= 1 and 0 <= r["accuracy"] <= 1
+        assert r["seconds_per_step"] > 0 and r["peak_rss_mib"] > 100
+    assert [r["eps"] for r in res["runs"]] == [1e-3, 1e-3, None, None]

@@ -13,8 +13,12 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers is imported: no hub access, ever
 
+import contextlib
 import copy
+import io
 import math
+import re
+from pathlib import Path
 
 import pytest
 import safetensors.torch
@@ -310,3 +314,25 @@ def test_load_minilm_masked_lm_ties_the_head_to_the_wheels_embeddings():
     dense = model.cls.predictions.transform.dense
     assert torch.equal(dense.weight, torch.eye(384)) and not dense.bias.any()
     assert tokenizer.mask_token == "[MASK]"
+
+
+# -- the README's example ------------------------------------------------------------------------
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_mezo_example() -> tuple[str, str]:
+    """The code of the README's MeZO section and the line it says the code prints."""
+    text = README.read_text()
+    section = text.split("## Fine-tune a language model the MeZO way", 1)[1].split("\n## ", 1)[0]
+    code = re.search(r"```text\n(.*?)```", section, re.S).group(1)
+    promised = re.search(r"last line it prints is\s+`([^`]+)`", section).group(1)
+    return code, promised
+
+
+def test_readme_mezo_example_prints_what_the_readme_says(monkeypatch, tmp_path):
+    code, promised = readme_mezo_example()
+    monkeypatch.chdir(tmp_path)  # the example writes to ./out
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code, "README.md", "exec"), {})
+    assert printed.getvalue().strip().splitlines()[-1] == promised
