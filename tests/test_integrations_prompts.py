@@ -303,6 +303,57 @@ def test_zo_trainer_with_the_label_word_loss_is_the_bare_zo_loop(gpt_tokenizer, 
     )
 
 
+def test_trainer_evaluation_keeps_class_logits_and_reports_accuracy(gpt_tokenizer, tmp_path):
+    """preprocess_logits_for_metrics + compute_metrics: the Trainer's accuracy is accuracy()'s."""
+    texts = ["a fine film", "the plot is dull", "a dull film", "the film is fine", "the plot"]
+    data = PromptDataset(gpt_tokenizer, TASK, texts, [1, 0, 0, 1, 1], 10)
+    model = tiny_gpt2(len(gpt_tokenizer))
+    loss = LabelWordLoss.for_task(TASK, gpt_tokenizer, causal=True)
+    args = ZOTrainingArguments(str(tmp_path), learning_rate=1e-3, per_device_eval_batch_size=2,
+                               use_cpu=True, report_to=[], disable_tqdm=True)  # fmt: skip
+    kept = []
+
+    def preprocess(logits, labels):
+        class_logits = loss.preprocess_logits_for_metrics(logits, labels)
+        kept.append(tuple(class_logits.shape))
+        return class_logits
+
+    trainer = ZOTrainer(model, args, eval_dataset=data, compute_loss_func=loss,
+                        preprocess_logits_for_metrics=preprocess,
+                        compute_metrics=loss.compute_metrics)  # fmt: skip
+    metrics = trainer.evaluate()
+    assert kept == [(2, 2), (2, 2), (1, 2)]  # (batch, classes), not (batch, length, vocabulary)
+    assert metrics["eval_accuracy"] == pytest.approx(accuracy(model, data, loss))
+    batch = data[:]
+    labels = batch.pop("labels")
+    with torch.no_grad():
+        assert metrics["eval_loss"] == pytest.approx(float(loss(model(**batch), labels)), rel=1e-5)
+
+
+def test_the_head_variant_scores_class_logits(bert_tokenizer):
+    """ClassificationLoss + accuracy() on a sequence classifier: its logits' argmax vs the labels."""
+    from transformers import BertForSequenceClassification
+
+    from edgezo.integrations.hf import EncodedText
+
+    config = BertConfig(vocab_size=len(bert_tokenizer), hidden_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=64, num_labels=3)  # fmt: skip
+    torch.manual_seed(1)
+    model = BertForSequenceClassification(config).eval()
+    texts = ["a fine film", "the plot is dull", "a dull film", "the film is fine"]
+    data = EncodedText(bert_tokenizer, texts, [0, 1, 2, 1], max_length=8)
+    batch = data[:]  # a slice is a batch
+    labels = batch.pop("labels")
+    with torch.no_grad():
+        logits = model(**batch).logits
+    hand = sum(int(row.argmax()) == y for row, y in zip(logits, labels.tolist(), strict=True)) / 4
+    assert accuracy(model, data, ClassificationLoss(), batch_size=3) == hand
+    with torch.no_grad():
+        assert float(ClassificationLoss()(model(**batch), labels)) == pytest.approx(
+            float(model(**batch, labels=labels).loss), rel=1e-6
+        )
+
+
 def test_load_minilm_masked_lm_ties_the_head_to_the_wheels_embeddings():
     state = torch.get_rng_state()
     tokenizer, model = load_minilm_masked_lm()
