@@ -168,6 +168,10 @@ def test_bad_datasets(bert_tokenizer, gpt_tokenizer):
         PromptDataset(bert_tokenizer, TASK, ["a", "b"], [0, 2])
     with pytest.raises(ValueError, match=r"2 texts but 1 labels"):
         PromptDataset(bert_tokenizer, TASK, ["a", "b"], [0])
+    with pytest.raises(ValueError, match=r"0 texts but 0 labels; .* at least one text"):
+        PromptDataset(bert_tokenizer, TASK, [], [])
+    with pytest.raises(ValueError, match=r"max_length=3 leaves no room for the text"):
+        PromptDataset(gpt_tokenizer, TASK, ["a fine film"], [0], max_length=3)
     first = PromptTask("{label}: {text}", ("terrible", "great"))
     with pytest.raises(ValueError, match=r"puts \{label\} before \{text\}: a causal LM"):
         PromptDataset(gpt_tokenizer, first, ["a fine film"], [0])

@@ -156,9 +156,10 @@ class PromptDataset(torch.utils.data.Dataset):
         max_length: int = 64,
         causal: bool | None = None,
     ) -> None:
-        if len(texts) != len(labels):
+        if len(texts) != len(labels) or not texts:
             raise ValueError(
-                f"{len(texts)} texts but {len(labels)} labels; give one label per text"
+                f"{len(texts)} texts but {len(labels)} labels; give one label per text (and at "
+                "least one text)"
             )
         bad = [y for y in labels if not 0 <= int(y) < len(task.label_words)]
         if bad:
@@ -189,7 +190,7 @@ class PromptDataset(torch.utils.data.Dataset):
         else:
             prompt, span = self.task.pieces(text, tokenizer.mask_token)
         enc = tokenizer(prompt, return_offsets_mapping=True, return_special_tokens_mask=True)
-        keep = _truncate_text(enc, span, max_length - self.causal, prompt)
+        keep = _truncate_text(enc, span, max_length, prompt, reserve=int(self.causal))
         out = {
             k: [enc[k][i] for i in keep]
             for k in ("input_ids", "attention_mask", "token_type_ids")
@@ -213,10 +214,12 @@ class PromptDataset(torch.utils.data.Dataset):
         return {name: values[index] for name, values in self.features.items()}
 
 
-def _truncate_text(enc: Any, span: tuple[int, int], max_length: int, prompt: str) -> list[int]:
-    """Indices of the tokens to keep: the last tokens of the text go first when it is too long."""
+def _truncate_text(
+    enc: Any, span: tuple[int, int], max_length: int, prompt: str, reserve: int = 0
+) -> list[int]:
+    """Indices of the tokens to keep (``reserve`` places left free): the text's last tokens go first."""
     n = len(enc["input_ids"])
-    if n <= max_length:
+    if n <= max_length - reserve:
         return list(range(n))
     in_text = [
         i
@@ -225,7 +228,7 @@ def _truncate_text(enc: Any, span: tuple[int, int], max_length: int, prompt: str
         )
         if not special and b > a and a < span[1] and b > span[0]
     ]
-    excess = n - max_length
+    excess = n - (max_length - reserve)
     if excess > len(in_text) - 1:
         raise ValueError(
             f"max_length={max_length} leaves no room for the text in {prompt!r}: the template "
