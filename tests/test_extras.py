@@ -305,6 +305,13 @@ SITES = [
     ),
     ("amaranth", "hw", "import edgezo.hw.designs", "edgezo.hw"),
     ("transformers", "hf", "import edgezo.integrations.hf", "edgezo.integrations.hf"),
+    ("transformers", "hf", "import edgezo.integrations.prompts", "edgezo.integrations.prompts"),
+    (
+        "transformers",
+        "hf",
+        "import edgezo.integrations.arguments",
+        "edgezo.integrations.arguments",
+    ),
 ]
 
 
