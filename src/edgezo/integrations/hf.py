@@ -256,7 +256,7 @@ class ZOTrainer(Trainer):
 
         def closure() -> Tensor:  # num_items_in_batch=None: the rank's own mean, not a global count
             with self.compute_loss_context_manager():
-                return self.compute_loss(model, inputs, num_items_in_batch=None)
+                return self.compute_loss(model, dict(inputs), num_items_in_batch=None)
 
         return self.dp.step(closure, weight=weight).to(self.args.device)
 
