@@ -114,8 +114,12 @@ class EngineConfig:
         return len(self.init) // self.lanes
 
     def cycles_per_step(self) -> int:
-        """Clock cycles of one step without handshake waits: ``(2m + 1)(R + 1)`` plus start/end."""
-        return (2 * self.queries + 1) * (self.rows + 1) + 2
+        """Clock cycles of one step when every handshake is answered at once.
+
+        ``2m + 1`` passes of ``R + 1`` cycles (the last row drains), one cycle per loss
+        handshake (``2m``), one for the update cursors' check and one for ``start``.
+        """
+        return (2 * self.queries + 1) * (self.rows + 1) + 2 * self.queries + 2
 
 
 def _packed(values: Sequence[int], width: int) -> int:
