@@ -105,3 +105,90 @@ def test_engine_refuses_bad_configurations():
         EngineConfig((1, 2), 8, 2, 1, 2, 1, 1, ((1, 3),))
     with pytest.raises(ValueError, match="Invalid z source"):
         z_source("gauss", 4)
+
+
+# -- long runs (-m slow) ----------------------------------------------------------------
+def _demo_head_run(key, steps, lanes=2):
+    """The demo's 16w8a model (pretrained SmallCNN, shifted MNIST) with its head trained by
+    QZO-FF's integer sign-3-SPSA on ``key``'s integers: 1290 weights (2 lanes divide 1290)."""
+    from edgezo.studies import demo
+
+    config = demo.DemoConfig()
+    backbone, _, _ = demo.pretrain(config, progress=False)
+    x, y = demo.load_data(config)["train"]
+    model, params = demo.starting_model(backbone, "qzo-ff 16w8a", x, config)
+    src = z_source(key, lanes)
+    opt = ZO(
+        params,
+        lr=config.qzo_lr,
+        eps=config.qzo_eps,
+        estimator="sign",
+        queries=config.qzo_queries,
+        directions=src.directions,
+        formats=RecordingFormat(z_bits=8),
+    )
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randint(0, len(x), (config.batch,), generator=gen) for _ in range(steps)]
+    it = iter(batches)
+    state = {"idx": next(it)}
+
+    def closure():
+        return torch.nn.functional.cross_entropy(model(x[state["idx"]]), y[state["idx"]])
+
+    rec = record(opt, closure, 1, lanes)
+    for idx in it:  # one recorded step per batch
+        state["idx"] = idx
+        rec.steps += record(opt, closure, 1, lanes).steps
+    return rec, replay(Engine(rec.config, src), rec)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", KEYS)
+def test_engine_demo_head_100_steps(key):
+    rec, run = _demo_head_run(key, steps=100)
+    assert len(rec.config.init) == 1290 and len(rec.steps) == 100
+    assert mismatches(rec, run) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", KEYS)
+def test_engine_layer_stack_50k_weights(key):
+    """A two-layer quantized MLP of 51,712 weights (808 rows of 64 lanes), 100 steps."""
+    torch.manual_seed(1)
+    layers = [
+        torch.nn.Linear(192, 256, bias=False),
+        torch.nn.ReLU(),
+        torch.nn.Linear(256, 10, bias=False),
+    ]
+    net = quantize_model(torch.nn.Sequential(*layers), activation_bits=None)
+    x, y = torch.randn(256, 192), torch.randint(0, 10, (256,))
+    lanes = 64
+    src = z_source(key, lanes)
+    opt = ZO(
+        trainable_parameters(net),
+        lr=3e-2,
+        eps=1e-2,
+        estimator="sign",
+        queries=3,
+        directions=src.directions,
+        formats=RecordingFormat(z_bits=8),
+    )
+    loss = lambda: torch.nn.functional.cross_entropy(net(x), y)  # noqa: E731
+    rec = record(opt, loss, 100, lanes, keep_reads=False)
+    assert len(rec.config.init) >= 50_000
+    assert mismatches(rec, replay(Engine(rec.config, src), rec)) == []
+
+
+def test_engine_netlist_matches_rtl():
+    """The yosys netlist of an 8-weight engine (LFSR, 1 lane, 1 query) streams what the RTL does."""
+    from edgezo.hw.cosim import simulate
+    from edgezo.hw.engine_report import Harness, cost_config
+    from edgezo.hw.power import activity, has_sim
+
+    if not has_sim():
+        pytest.skip("needs a yosys with `sim` (the Debian package)")
+    cfg, cycles = cost_config(1, 8, queries=1), 80  # two steps (31 cycles each) and more
+    net = activity(Harness(cfg, z_source("lfsr", 1)), cycles, gate_multipliers=True)
+    rtl = simulate(Harness(cfg, z_source("lfsr", 1)), cycles)
+    assert (rtl != 0).any(axis=1).sum() > 2 * 2 * 8 // 2  # the passes' rows were streamed
+    assert np.array_equal(net.outputs, rtl)

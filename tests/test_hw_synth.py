@@ -112,3 +112,41 @@ def test_full_report(tmp_path):
     path, rows = write_report(tmp_path, throughput=16, bits=8, target="xilinx")
     assert all(r.netlist_matches in (True, None) for r in rows)
     assert (tmp_path / "report.png").exists() and "PeZO" in path.read_text()
+
+
+def test_engine_report_command_tiny(tmp_path, capsys):
+    """``edgezo hw report --engine`` on an 8-weight engine: files, and numbers that add up."""
+    from edgezo.cli.hw import main
+
+    argv = [
+        "report",
+        "--engine",
+        "--lanes",
+        "1",
+        "--dim",
+        "8",
+        "--queries",
+        "1",
+        "--target",
+        "ecp5",
+    ]
+    argv += ["--generators", "clt,pezo-array", "--cycles", "0", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    data = json.loads((tmp_path / "engine.json").read_text())
+    assert [r["key"] for r in data["rows"]] == ["clt", "pezo-array"]
+    md = (tmp_path / "engine.md").read_text()
+    for r in data["rows"]:
+        eng, base = r["engine"], r["baseline"]
+        share = (eng["luts"] - base["luts"]) / eng["luts"]
+        assert r["share"]["luts"] == pytest.approx(share)
+        assert f"| {r['key']} | {r['family']} | 1 | {eng['luts']} | {eng['ffs']} |" in md
+        assert eng["luts"] > base["luts"]  # a generator costs logic on top of the datapath
+    clt, arr = data["rows"]
+    saving = data["pezo_saving"]["1"]["luts"]
+    assert saving["engine"] == pytest.approx(
+        100 * (arr["engine"]["luts"] - clt["engine"]["luts"]) / clt["engine"]["luts"]
+    )
+    gen = [r["engine"]["luts"] - r["baseline"]["luts"] for r in (clt, arr)]
+    assert saving["generator"] == pytest.approx(100 * (gen[1] - gen[0]) / gen[0])
+    assert (tmp_path / "engine.png").stat().st_size > 5_000
+    assert "engine.md" in capsys.readouterr().out

@@ -77,6 +77,40 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     rep.add_argument(
         "--jobs", type=int, default=2, metavar="N", help="yosys runs in parallel (default 2)"
     )
+    rep.add_argument(
+        "--engine",
+        action="store_true",
+        help="cost the whole ZO engine (edgezo.hw.engine) per generator instead of the "
+        "generators alone: writes engine.md, engine.png and engine.json",
+    )
+    rep.add_argument(
+        "--lanes",
+        default="4,16,64",
+        metavar="N,N,...",
+        help="--engine: weights per clock, comma-separated (default 4,16,64)",
+    )
+    rep.add_argument(
+        "--dim",
+        type=int,
+        default=16384,
+        metavar="D",
+        help="--engine: weights in the engine's memory, a multiple of every lane count "
+        "(default 16384)",
+    )
+    rep.add_argument(
+        "--queries",
+        type=int,
+        default=3,
+        metavar="M",
+        help="--engine: queries per step m of sign-m-SPSA (default 3, QZO-FF)",
+    )
+    rep.add_argument(
+        "--generators",
+        default=None,
+        metavar="K,K,...",
+        help="--engine: generators to cost (default all: boxmuller,clt,lfsr,xorshift,"
+        "pezo-array,pezo-pool)",
+    )
     rep.set_defaults(func=run_report)
     return hw
 
@@ -86,6 +120,8 @@ def run_report(args: argparse.Namespace) -> int:
     from ..hw.report import write_report  # a missing 'hw' extra names itself (edgezo.extras)
 
     make_dir(args.out)  # checked when parsed: a bad path fails before synthesis
+    if args.engine:
+        return run_engine_report(args)
     try:
         path, rows = write_report(
             args.out, args.throughput, args.bits, args.target, args.cycles, args.jobs
@@ -99,6 +135,25 @@ def run_report(args: argparse.Namespace) -> int:
     if bad:
         print(f"error: synthesized netlist differs from the Python model: {bad}", file=sys.stderr)
         return 1
+    return 0
+
+
+def run_engine_report(args: argparse.Namespace) -> int:
+    """``hw report --engine``: the engine's cost per generator and lane count."""
+    from ..hw.engine_report import write_engine_report
+    from ..hw.zsources import KEYS
+
+    try:
+        lanes = [int(n) for n in args.lanes.split(",")]
+        keys = list(KEYS) if args.generators is None else args.generators.split(",")
+        path, _ = write_engine_report(
+            args.out, keys, lanes, args.target, args.dim, args.cycles, args.queries
+        )
+    except (YosysNotFound, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(path.read_text())
+    print(f"wrote {path}, {path.with_suffix('.png')}, {path.with_suffix('.json')}")
     return 0
 
 
