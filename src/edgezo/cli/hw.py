@@ -77,6 +77,13 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     rep.add_argument(
         "--jobs", type=int, default=2, metavar="N", help="yosys runs in parallel (default 2)"
     )
+    add_engine_options(rep)
+    rep.set_defaults(func=run_report)
+    return hw
+
+
+def add_engine_options(rep: argparse.ArgumentParser) -> None:
+    """``--engine`` and its options: the whole ZO engine's cost instead of the generators'."""
     rep.add_argument(
         "--engine",
         action="store_true",
@@ -111,8 +118,6 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="--engine: generators to cost (default all: boxmuller,clt,lfsr,xorshift,"
         "pezo-array,pezo-pool)",
     )
-    rep.set_defaults(func=run_report)
-    return hw
 
 
 def run_report(args: argparse.Namespace) -> int:
