@@ -150,3 +150,28 @@ def test_engine_report_command_tiny(tmp_path, capsys):
     assert saving["generator"] == pytest.approx(100 * (gen[1] - gen[0]) / gen[0])
     assert (tmp_path / "engine.png").stat().st_size > 5_000
     assert "engine.md" in capsys.readouterr().out
+
+
+def test_pnr_report_parsing():
+    """fmax is the slowest clock nextpnr achieved; utilization is (used, available) per cell."""
+    from edgezo.hw.pnr import parse_report
+
+    report = {
+        "fmax": {"clk": {"achieved": 41.5, "constraint": 50.0}, "b": {"achieved": 90.0}},
+        "utilization": {"TRELLIS_SLICE": {"used": 120, "available": 41820}},
+    }
+    placed = parse_report(report, "ecp5")
+    assert placed.fmax_mhz == 41.5
+    assert placed.utilization == {"TRELLIS_SLICE": (120, 41820)}
+
+
+@pytest.mark.slow
+def test_engine_place_and_route_ecp5():
+    """A 4-lane engine (LFSR, 16k weights) placed and routed on an ECP5-85F."""
+    from edgezo.hw.engine_report import Harness, cost_config
+    from edgezo.hw.pnr import place_and_route
+    from edgezo.hw.zsources import z_source
+
+    placed = place_and_route(Harness(cost_config(4), z_source("lfsr", 4), fold=True), "ecp5")
+    assert placed.fmax_mhz > 1.0
+    assert placed.utilization["DP16KD"][0] >= 15  # 256 kbit of weights in 18 kbit blocks
