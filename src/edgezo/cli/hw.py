@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..hw.pnr import NextpnrNotFound
 from ..hw.synth import TARGETS, YosysNotFound
 from .args import make_dir, writable_dir
 
@@ -112,6 +113,12 @@ def add_engine_options(rep: argparse.ArgumentParser) -> None:
         help="--engine: queries per step m of sign-m-SPSA (default 3, QZO-FF)",
     )
     rep.add_argument(
+        "--pnr",
+        action="store_true",
+        help="--engine: also place and route each engine with nextpnr (ecp5/ice40 targets) "
+        "for fmax (minutes per design)",
+    )
+    rep.add_argument(
         "--generators",
         default=None,
         metavar="K,K,...",
@@ -152,9 +159,9 @@ def run_engine_report(args: argparse.Namespace) -> int:
         lanes = [int(n) for n in args.lanes.split(",")]
         keys = list(KEYS) if args.generators is None else args.generators.split(",")
         path, _ = write_engine_report(
-            args.out, keys, lanes, args.target, args.dim, args.cycles, args.queries
+            args.out, keys, lanes, args.target, args.dim, args.cycles, args.queries, args.pnr
         )
-    except (YosysNotFound, ValueError) as err:
+    except (YosysNotFound, NextpnrNotFound, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(path.read_text())

@@ -108,6 +108,7 @@ class EngineRow:
     baseline: Resources
     cycles_per_step: int
     energy_per_step: float | None
+    fmax_mhz: float | None = None  #: after place and route (``pnr=True``, ECP5 / iCE40)
 
     def share(self, what: str) -> float | None:
         """The generator's share of the engine's ``what`` (``"luts"``, ``"ffs"``, ...)."""
@@ -121,9 +122,16 @@ class EngineRow:
 
 
 def measure(
-    key: str, lanes: int, target: str, dim: int = 16384, cycles: int = 0, queries: int = 3
+    key: str,
+    lanes: int,
+    target: str,
+    dim: int = 16384,
+    cycles: int = 0,
+    queries: int = 3,
+    pnr: bool = False,
 ) -> EngineRow:
-    """Synthesize the engine with generator ``key`` and without; ``cycles > 0`` adds energy."""
+    """Synthesize the engine with generator ``key`` and without; ``cycles > 0`` adds energy,
+    ``pnr`` the fmax of the placed and routed engine (ECP5 / iCE40 only)."""
     config = cost_config(lanes, dim, queries)
     source = z_source(key, lanes)
     engine = synthesize(Engine(config, source), target)
@@ -164,15 +172,17 @@ def _table(rows: list[EngineRow], target: str, dim: int, queries: int) -> str:
         f"## ZO engine per generator ({target}, sign-{queries}-SPSA, {dim} 16-bit weights)",
         "",
         "| generator | family | lanes | LUT | FF | BRAM | DSP | gen. LUT share | gen. FF share "
-        "| cycles/step | energy/step |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| cycles/step | energy/step | fmax (MHz) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         e, sl, sf = r.engine, r.share("luts"), r.share("ffs")
         energy = "-" if r.energy_per_step is None else f"{r.energy_per_step:.3g}"
+        fmax = "-" if r.fmax_mhz is None else f"{r.fmax_mhz:.1f}"
         lines.append(
             f"| {r.key} | {r.family} | {r.lanes} | {e.luts} | {e.ffs} | {e.bram:g} | {e.dsp} "
-            f"| {100 * (sl or 0):.1f}% | {100 * (sf or 0):.1f}% | {r.cycles_per_step} | {energy} |"
+            f"| {100 * (sl or 0):.1f}% | {100 * (sf or 0):.1f}% | {r.cycles_per_step} | {energy} "
+            f"| {fmax} |"
         )
     for lanes in sorted({r.lanes for r in rows}):
         group = [r for r in rows if r.lanes == lanes]
@@ -213,12 +223,13 @@ def write_engine_report(
     dim: int = 16384,
     cycles: int = 0,
     queries: int = 3,
+    pnr: bool = False,
 ):
     """Measure every ``(key, lanes)`` and write ``engine.md``, ``engine.png``, ``engine.json``."""
     import json
     from pathlib import Path
 
-    rows = [measure(k, n, target, dim, cycles, queries) for n in lanes for k in keys]
+    rows = [measure(k, n, target, dim, cycles, queries, pnr) for n in lanes for k in keys]
     path = Path(out) / "engine.md"
     path.write_text(_table(rows, target, dim, queries))
     _chart(rows, path.with_suffix(".png"))
