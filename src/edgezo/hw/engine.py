@@ -166,8 +166,13 @@ class Engine(wiring.Component):
             ],
             attrs={"ram_style": "block"},
         )
+        # a generator fed from outside (engine_report.PortSource) gets its z from top ports
+        fed = {
+            f"z_in{i}": In(len(gen.z)) for i, gen in enumerate(self.cursors) if hasattr(gen, "z")
+        }
         super().__init__(
             {
+                **fed,
                 "start": In(1),
                 "upd_m": In(g * M_BITS),
                 "upd_k": In(g * K_BITS),
@@ -202,6 +207,8 @@ class Engine(wiring.Component):
         for i, gen in enumerate(self.cursors):
             en = Signal(name=f"en{i}")
             m.submodules[f"cursor{i}"] = EnableInserter(en)(gen)
+            if hasattr(self, f"z_in{i}"):
+                m.d.comb += gen.z.eq(getattr(self, f"z_in{i}"))
             in_use = s.valid & (s.kind == min(i, 2)) if i < 2 else s.valid & (s.kind == 2)
             m.d.comb += en.eq(in_use | (s.skip[i] != 0))
             with m.If(~in_use & (s.skip[i] != 0)):

@@ -28,7 +28,11 @@ from amaranth.lib.wiring import In  # noqa: E402
 
 
 class PortSource(Generator):
-    """``z`` from an input port: the engine without a generator (the cost baseline)."""
+    """``z`` from an input port: the engine without a generator (the cost baseline).
+
+    The :class:`~.engine.Engine` brings each cursor's ``z`` out as a top-level input
+    ``z_in<i>``, so synthesis cannot take ``z`` for a constant.
+    """
 
     def __init__(self, lanes: int) -> None:
         super().__init__(lanes, Z_BITS, {"z": In(lanes * Z_BITS)})
