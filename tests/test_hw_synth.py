@@ -175,3 +175,16 @@ def test_engine_place_and_route_ecp5():
     placed = place_and_route(Harness(cost_config(4), z_source("lfsr", 4), fold=True), "ecp5")
     assert placed.fmax_mhz > 1.0
     assert placed.utilization["DP16KD"][0] >= 15  # 256 kbit of weights in 18 kbit blocks
+
+
+def test_parse_stat_skips_hierarchy_lines_inside_the_json():
+    """yosys 0.23 writes a hierarchical design's submodule lines into ``stat -json``."""
+    from edgezo.hw.synth import parse_stat
+
+    text = (
+        '{\n   "modules": {\n   },\n       top.cursor0.lfsr0             1\n'
+        '      "design": {\n         "num_cells_by_type": {\n            "LUT6": 5,\n'
+        '            "FDRE": 2,\n            "RAMB18E1": 3\n         }\n      }\n}\n'
+    )
+    r = parse_stat(text, "xilinx")
+    assert (r.luts, r.ffs, r.bram) == (5, 2, 1.5)
