@@ -112,3 +112,79 @@ def test_full_report(tmp_path):
     path, rows = write_report(tmp_path, throughput=16, bits=8, target="xilinx")
     assert all(r.netlist_matches in (True, None) for r in rows)
     assert (tmp_path / "report.png").exists() and "PeZO" in path.read_text()
+
+
+def test_engine_report_command_tiny(tmp_path, capsys):
+    """``edgezo hw report --engine`` on an 8-weight engine: files, and numbers that add up."""
+    from edgezo.cli.hw import main
+
+    argv = [
+        "report",
+        "--engine",
+        "--lanes",
+        "1",
+        "--dim",
+        "8",
+        "--queries",
+        "1",
+        "--target",
+        "ecp5",
+    ]
+    argv += ["--generators", "clt,pezo-array", "--cycles", "0", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    data = json.loads((tmp_path / "engine.json").read_text())
+    assert [r["key"] for r in data["rows"]] == ["clt", "pezo-array"]
+    md = (tmp_path / "engine.md").read_text()
+    for r in data["rows"]:
+        eng, base = r["engine"], r["baseline"]
+        share = (eng["luts"] - base["luts"]) / eng["luts"]
+        assert r["share"]["luts"] == pytest.approx(share)
+        assert f"| {r['key']} | {r['family']} | 1 | {eng['luts']} | {eng['ffs']} |" in md
+        assert eng["luts"] > base["luts"]  # a generator costs logic on top of the datapath
+    clt, arr = data["rows"]
+    saving = data["pezo_saving"]["1"]["luts"]
+    assert saving["engine"] == pytest.approx(
+        100 * (arr["engine"]["luts"] - clt["engine"]["luts"]) / clt["engine"]["luts"]
+    )
+    gen = [r["engine"]["luts"] - r["baseline"]["luts"] for r in (clt, arr)]
+    assert saving["generator"] == pytest.approx(100 * (gen[1] - gen[0]) / gen[0])
+    assert (tmp_path / "engine.png").stat().st_size > 5_000
+    assert "engine.md" in capsys.readouterr().out
+
+
+def test_pnr_report_parsing():
+    """fmax is the slowest clock nextpnr achieved; utilization is (used, available) per cell."""
+    from edgezo.hw.pnr import parse_report
+
+    report = {
+        "fmax": {"clk": {"achieved": 41.5, "constraint": 50.0}, "b": {"achieved": 90.0}},
+        "utilization": {"TRELLIS_SLICE": {"used": 120, "available": 41820}},
+    }
+    placed = parse_report(report, "ecp5")
+    assert placed.fmax_mhz == 41.5
+    assert placed.utilization == {"TRELLIS_SLICE": (120, 41820)}
+
+
+@pytest.mark.slow
+def test_engine_place_and_route_ecp5():
+    """A 4-lane engine (LFSR, 16k weights) placed and routed on an ECP5-85F."""
+    from edgezo.hw.engine_report import Harness, cost_config
+    from edgezo.hw.pnr import place_and_route
+    from edgezo.hw.zsources import z_source
+
+    placed = place_and_route(Harness(cost_config(4), z_source("lfsr", 4), fold=True), "ecp5")
+    assert placed.fmax_mhz > 1.0
+    assert placed.utilization["DP16KD"][0] >= 15  # 256 kbit of weights in 18 kbit blocks
+
+
+def test_parse_stat_skips_hierarchy_lines_inside_the_json():
+    """yosys 0.23 writes a hierarchical design's submodule lines into ``stat -json``."""
+    from edgezo.hw.synth import parse_stat
+
+    text = (
+        '{\n   "modules": {\n   },\n       top.cursor0.lfsr0             1\n'
+        '      "design": {\n         "num_cells_by_type": {\n            "LUT6": 5,\n'
+        '            "FDRE": 2,\n            "RAMB18E1": 3\n         }\n      }\n}\n'
+    )
+    r = parse_stat(text, "xilinx")
+    assert (r.luts, r.ffs, r.bram) == (5, 2, 1.5)

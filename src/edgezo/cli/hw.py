@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..hw.pnr import NextpnrNotFound
 from ..hw.synth import TARGETS, YosysNotFound
 from .args import make_dir, writable_dir
 
@@ -77,8 +78,53 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     rep.add_argument(
         "--jobs", type=int, default=2, metavar="N", help="yosys runs in parallel (default 2)"
     )
+    add_engine_options(rep)
     rep.set_defaults(func=run_report)
     return hw
+
+
+def add_engine_options(rep: argparse.ArgumentParser) -> None:
+    """``--engine`` and its options: the whole ZO engine's cost instead of the generators'."""
+    rep.add_argument(
+        "--engine",
+        action="store_true",
+        help="cost the whole ZO engine (edgezo.hw.engine) per generator instead of the "
+        "generators alone: writes engine.md, engine.png and engine.json",
+    )
+    rep.add_argument(
+        "--lanes",
+        default="4,16,64",
+        metavar="N,N,...",
+        help="--engine: weights per clock, comma-separated (default 4,16,64)",
+    )
+    rep.add_argument(
+        "--dim",
+        type=int,
+        default=16384,
+        metavar="D",
+        help="--engine: weights in the engine's memory, a multiple of every lane count "
+        "(default 16384)",
+    )
+    rep.add_argument(
+        "--queries",
+        type=int,
+        default=3,
+        metavar="M",
+        help="--engine: queries per step m of sign-m-SPSA (default 3, QZO-FF)",
+    )
+    rep.add_argument(
+        "--pnr",
+        action="store_true",
+        help="--engine: also place and route each engine with nextpnr (ecp5/ice40 targets) "
+        "for fmax (minutes per design)",
+    )
+    rep.add_argument(
+        "--generators",
+        default=None,
+        metavar="K,K,...",
+        help="--engine: generators to cost (default all: boxmuller,clt,lfsr,xorshift,"
+        "pezo-array,pezo-pool)",
+    )
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -86,6 +132,8 @@ def run_report(args: argparse.Namespace) -> int:
     from ..hw.report import write_report  # a missing 'hw' extra names itself (edgezo.extras)
 
     make_dir(args.out)  # checked when parsed: a bad path fails before synthesis
+    if args.engine:
+        return run_engine_report(args)
     try:
         path, rows = write_report(
             args.out, args.throughput, args.bits, args.target, args.cycles, args.jobs
@@ -99,6 +147,25 @@ def run_report(args: argparse.Namespace) -> int:
     if bad:
         print(f"error: synthesized netlist differs from the Python model: {bad}", file=sys.stderr)
         return 1
+    return 0
+
+
+def run_engine_report(args: argparse.Namespace) -> int:
+    """``hw report --engine``: the engine's cost per generator and lane count."""
+    from ..hw.engine_report import write_engine_report
+    from ..hw.zsources import KEYS
+
+    try:
+        lanes = [int(n) for n in args.lanes.split(",")]
+        keys = list(KEYS) if args.generators is None else args.generators.split(",")
+        path, _ = write_engine_report(
+            args.out, keys, lanes, args.target, args.dim, args.cycles, args.queries, args.pnr
+        )
+    except (YosysNotFound, NextpnrNotFound, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(path.read_text())
+    print(f"wrote {path}, {path.with_suffix('.png')}, {path.with_suffix('.json')}")
     return 0
 
 

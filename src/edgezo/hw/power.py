@@ -186,16 +186,26 @@ def _sample(changes: dict[int, int], cycles: int, period: int = 10) -> list[int]
 
 
 def activity(
-    gen: Generator, cycles: int = 512, weights: dict[str, float] | None = None
+    gen: Generator,
+    cycles: int = 512,
+    weights: dict[str, float] | None = None,
+    gate_multipliers: bool = False,
 ) -> Activity:
-    """Simulate ``gen``'s generic gate-level netlist for ``cycles`` cycles and estimate its energy."""
+    """Simulate ``gen``'s generic gate-level netlist for ``cycles`` cycles and estimate its energy.
+
+    ``gate_multipliers=True`` maps multipliers to LUTs too (counted as LUTs): the
+    ZO engine's signed, mixed-width products stop yosys's ``sim`` as hard cells.
+    """
     if not has_sim():
         raise SimUnavailable(SIM_HINT)
     w = {**WEIGHTS, **(weights or {})}
     inputs = " ".join(["top/rst", *(f"top/{n}" for n in gen.signature.members if n != "out")])
     with tempfile.TemporaryDirectory(prefix="edgezo-power-") as tmp:
         work = Path(tmp)
-        run_yosys(to_rtlil(gen), _SCRIPT.format(inputs=inputs, cycles=cycles), work)
+        script = _SCRIPT.format(inputs=inputs, cycles=cycles)
+        if gate_multipliers:
+            script = script.replace("techmap t:$mul %n;", "techmap;")
+        run_yosys(to_rtlil(gen), script, work)
         module = json.loads((work / "net.json").read_text())["modules"]["top"]
         driver, fanout, cells, read_bits = _driver_types(module)
         netnames = {n.lstrip("\\"): v["bits"] for n, v in module["netnames"].items()}

