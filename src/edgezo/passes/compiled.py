@@ -70,6 +70,11 @@ DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 #: pieces run in parallel (each element is computed alone: the same bits for any cut).
 SPLIT = 1 << 16
 
+#: How many times :data:`SPLIT` a kind needs per thread before a cut pays: handing a piece to
+#: another thread costs about 0.1 ms, what the cheap kinds' loop does on some 10**5 weights
+#: (a SmallCNN's pool pass: 1.75x a memory pass in two pieces, 1.0x in one).
+CHEAP = {"rademacher": 4, "uniform": 4, "pool": 4}
+
 #: Largest difference, in float32 ulps, between this Gaussian ``z = sqrt(2) erfinv(u)`` and
 #: the reference's (``torch.erfinv``) over every ``u`` the hash can produce (checked by the
 #: tests; torch's CPU ``erfinv`` is not the rational guess of ``ATen/native/Math.h`` here).
@@ -146,6 +151,12 @@ class Batch:
     eps: float
     starts: np.ndarray  # uint64 [P]: the pool positions of the passes (pool)
     pool: Tensor | None = None  # the pool's float32 numbers (pool)
+
+    @property
+    def split(self) -> int:
+        """Elements per thread from which the call is cut for threads (see :data:`CHEAP`)."""
+        name = next(k for k, v in KINDS.items() if v == self.kind)
+        return SPLIT * CHEAP.get(name, 1)
 
     def arguments(self, undo: bool) -> tuple:
         """The C call's arguments but the range: passes in order, or reversed with ``-k``."""
@@ -245,7 +256,7 @@ def _apply_(batch: Batch, undo: bool) -> None:
     """``w += k round(eps z)`` for each pass in order (reversed, ``-k``, to undo), the
     concatenated elements cut into one piece per thread; all or nothing."""
     args = batch.arguments(undo)
-    cut = pieces(int(batch.counts.sum()), torch.get_num_threads())
+    cut = pieces(int(batch.counts.sum()), torch.get_num_threads(), batch.split)
     if len(cut) == 1:
         _call(args, *cut[0])  # one C call: an interrupt waits for it to return
         return
@@ -277,9 +288,10 @@ def _call(args: tuple, start: int, stop: int, done: int | None = None) -> None:
         raise RuntimeError(f"The compiled pass refused its arguments (status {status})")
 
 
-def pieces(n: int, threads: int) -> list[tuple[int, int]]:
-    """``[0, n)`` cut for ``threads`` threads (whole tiles of 512; one piece when small)."""
-    count = max(1, min(threads, n // SPLIT))
+def pieces(n: int, threads: int, split: int | None = None) -> list[tuple[int, int]]:
+    """``[0, n)`` cut for ``threads`` threads (whole tiles of 512; one piece when small:
+    fewer than ``split``, default :data:`SPLIT`, elements per thread)."""
+    count = max(1, min(threads, n // (SPLIT if split is None else split)))
     per = -(-n // count)  # ceil(n / count)
     size = (per + 511) // 512 * 512
     return [(start, min(n, start + size)) for start in range(0, n, size)]
