@@ -52,6 +52,7 @@ from ..extras import require
 require("transformers", "hf")
 from transformers import (  # noqa: E402
     AutoModelForMaskedLM,
+    AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
@@ -373,8 +374,6 @@ def load_minilm_masked_lm(seed: int = 0) -> tuple[PreTrainedTokenizerBase, PreTr
     (after GELU and LayerNorm) from the first step; ``seed`` is kept for a
     future random part and leaves torch's global RNG untouched.
     """
-    from transformers import AutoTokenizer
-
     path = minilm_dir()
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     with torch.random.fork_rng(devices=[]):
