@@ -108,3 +108,15 @@ def test_a_build_without_the_native_flags_says_so(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="built without -fthis-flag-does-not-exist"):
         clib.build(clib.compiler(), tmp_path / "step.so")
     assert (tmp_path / "step.so").stat().st_size > 0
+
+
+def test_a_broken_toolchain_falls_back_loudly(monkeypatch):
+    """A compiler that fails (not a missing one) warns, and training goes on in Python."""
+
+    def broken():
+        raise RuntimeError("Compiling edgezo_step.c failed (test)")
+
+    monkeypatch.setattr(step, "library", broken)
+    with pytest.warns(UserWarning, match="compiled fixed-point step is unavailable"):
+        _, executor = trained("auto", Pool(1021, seed=1), steps=1)
+    assert executor.startswith("python (Compiling edgezo_step.c failed")

@@ -17,6 +17,7 @@ reproduces, else ``None`` and the Python path (with the reason).
 from __future__ import annotations
 
 import ctypes
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -206,7 +207,13 @@ def compiled_step(fmt: FixedPointFormat, required: bool = False) -> tuple[Compil
     """
     try:
         return CompiledStep(fmt), "compiled"
-    except (CompilerMissing, UnsupportedSource, ValueError, RuntimeError, OSError) as err:
+    except (CompilerMissing, UnsupportedSource, ValueError) as err:  # expected: say it in .executor
         if required:
             raise
+        return None, f"python ({err})"
+    except (RuntimeError, OSError) as err:  # a broken toolchain: warn, as the float passes do
+        if required:
+            raise
+        warnings.warn(f"edgezo: the compiled fixed-point step is unavailable, using torch: {err}",
+                      stacklevel=3)  # fmt: skip
         return None, f"python ({err})"
