@@ -80,6 +80,7 @@ from edgezo.directions.guided import MomentumGuided, Ramp  # noqa: E402
 from edgezo.estimators import SharpnessAware  # noqa: E402
 from edgezo.fixedpoint import trainable_parameters  # noqa: E402
 from edgezo.studies import demo  # noqa: E402
+from edgezo.studies.results import provenance  # noqa: E402
 from edgezo.updates import KernelNormalized, sparse_groups  # noqa: E402
 
 TARGETS = {"q16_vs_fp32_zo_points": 1.0, "sparse_vs_dense_points": 2.0}
@@ -589,6 +590,7 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict[str, Any]:
     cfg_json = asdict(cfg)
     return {
         "benchmark": "fixedpoint",
+        "provenance": provenance(),
         "quick": cfg.quick,
         "config": cfg_json,
         "torch_threads": torch.get_num_threads(),
