@@ -467,8 +467,10 @@ def run_demo_seeds(
     for i, seed in enumerate(seeds):
         if echo is not None and len(seeds) > 1:
             echo(f"seed {seed}:")
+        load = os.getloadavg()[0]  # the wall times depend on it: the record keeps it
         runs.append(run_demo(steps=steps, seed=seed, quick=quick, progress=progress, echo=echo,
                              out=out if i == 0 else None))  # fmt: skip
+        runs[-1]["loadavg_at_start"] = load
     return runs
 
 
