@@ -24,27 +24,19 @@ def add_cli(subparsers: Any) -> None:
             "after, steps, forward passes and wall time. Cache: $EDGEZO_CACHE or ~/.cache/edgezo."
         ),
     )
-    p.add_argument(
-        "--steps",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help="ZO steps per method (default 800)",
+    steps_help, seed_help = (
+        "ZO steps per method (default 800)",
+        ("seed of the adaptation: batch order and ZO directions (default 0)"),
     )
-    p.add_argument(
-        "--seed",
-        type=nonnegative_int,
-        metavar="S",
-        default=0,
-        help="seed of the adaptation: batch order and ZO directions (default 0)",
-    )
+    p.add_argument("--steps", type=positive_int, default=None, metavar="N", help=steps_help)
+    p.add_argument("--seed", type=nonnegative_int, metavar="S", default=0, help=seed_help)
     p.add_argument(
         "--seeds",
         type=seed_list,
         metavar="S,S,...",
         default=None,
-        help="run the demo once per seed (e.g. 0,1,2; replaces --seed); DIR/demo.json holds "
-        "every seed's results and the docs show their mean and 95%% interval",
+        help="run the demo once per seed (e.g. 0,1,2; replaces --seed): DIR/demo.json holds "
+        "every seed's results, with provenance (the README's demo block is made from it)",
     )
     p.add_argument(
         "--quick",
@@ -70,8 +62,8 @@ def add_cli(subparsers: Any) -> None:
         metavar="DIR",
         type=writable_dir,
         default="results/demo",
-        help="directory of curves.png and demo.json (the results, with provenance: what the "
-        "README's demo table is generated from), created if missing (default results/demo)",
+        help="directory of curves.png and demo.json (the results with provenance), created if "
+        "missing (default results/demo)",
     )
     p.set_defaults(handler=run)
 
