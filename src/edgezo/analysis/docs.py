@@ -21,8 +21,8 @@ Kinds of block (the words after ``generated``):
 * ``benchmark NAME``: a table of ``benchmarks/results/`` (the benchmark scripts' committed
   JSON, beside ``results/``), :data:`edgezo.analysis.benchmarks.BENCHMARKS`.
 
-A new kind is one function ``(results, label, arg) -> Markdown`` and one line in
-:data:`RENDERERS`.
+A new kind is one function that returns the block's Markdown and one line in
+:func:`render`'s table.
 
 :func:`regenerate` rewrites every block of a text; the text outside the blocks
 is never touched. Content that is not generated yet stays as written, marked
@@ -49,7 +49,7 @@ BLOCK = re.compile(
 NOT_REGENERATED = "<!-- edgezo:not-regenerated -->"
 
 
-def study_block(results: Path, label: str, name: str) -> str:
+def study_block(results: Path, name: str, label: str) -> str:
     """The ``study NAME`` block: provenance line, table and claims of the merged results."""
     hits = [a for a in collect(results) if a.source.kind == "study" and a.source.name == name]
     if not hits or "seeds" not in hits[0].data:
@@ -71,19 +71,19 @@ def study_block(results: Path, label: str, name: str) -> str:
     return "\n".join([head, "", *study_body(data)]) + "\n"
 
 
-def claims_block(results: Path, label: str, _: str = "") -> str:
+def claims_block(results: Path, label: str) -> str:
     """The ``claims`` block: the report's claims table on the committed results."""
     rows = evaluate(by_source(collect(results)), label)
     return claims_markdown(rows)
 
 
-def verdicts_block(results: Path, label: str, _: str = "") -> str:
+def verdicts_block(results: Path, label: str) -> str:
     """The ``verdicts`` block: one line counting the claims' verdicts on the committed results."""
     rows = evaluate(by_source(collect(results)), label)
     return f"{verdict_counts(rows)} (From `{label}/`; the table: docs/studies.md.)\n"
 
 
-def demo_block(results: Path, label: str, _: str = "") -> str:
+def demo_block(results: Path, label: str) -> str:
     """The ``demo`` block: provenance, the first seed's table as ``edgezo demo`` prints it and,
     over several seeds, every seed's accuracy with the mean and its 95% t-interval."""
     path = Path(results) / "demo" / "demo.json"
@@ -115,7 +115,7 @@ def demo_block(results: Path, label: str, _: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def benchmark_block(results: Path, label: str, name: str) -> str:
+def benchmark_block(results: Path, name: str) -> str:
     """The ``benchmark NAME`` block: a table of the benchmark JSON under ``benchmarks/results/``
     of the repository that holds ``results``."""
     if name not in BENCHMARKS:
@@ -123,25 +123,23 @@ def benchmark_block(results: Path, label: str, name: str) -> str:
     return BENCHMARKS[name](Path(results).parent / FOLDER)
 
 
-#: Block kinds: ``<!-- edgezo:generated KIND ARG -->`` -> ``renderer(results, label, ARG)``.
-RENDERERS: dict[str, Callable[[Path, str, str], str]] = {
-    "study": study_block,
-    "claims": claims_block,
-    "verdicts": verdicts_block,
-    "demo": demo_block,
-    "benchmark": benchmark_block,
-}
-
-
 def render(what: str, results: Path, label: str) -> str:
-    """The body of the block ``what`` (``"study NAME"``, ``"claims"``, ``"benchmark NAME"``, ...)."""
+    """The body of the block ``what`` (``"study NAME"``, ``"claims"``, ``"benchmark NAME"``, ...).
+    A new kind of block is one line here."""
     kind, _, arg = what.strip().partition(" ")
-    if kind not in RENDERERS:
+    renderers: dict[str, Callable[[], str]] = {
+        "study": lambda: study_block(results, arg.strip(), label),
+        "claims": lambda: claims_block(results, label),
+        "verdicts": lambda: verdicts_block(results, label),
+        "demo": lambda: demo_block(results, label),
+        "benchmark": lambda: benchmark_block(results, arg.strip()),
+    }
+    if kind not in renderers:
         raise ValueError(
-            f"unknown generated block {what!r}; use one of: {', '.join(RENDERERS)} (study and "
+            f"unknown generated block {what!r}; use one of: {', '.join(renderers)} (study and "
             "benchmark take a NAME)"
         )
-    return RENDERERS[kind](results, label, arg.strip())
+    return renderers[kind]()
 
 
 def regenerate(text: str, results: Path, label: str = "results") -> str:
