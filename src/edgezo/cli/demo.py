@@ -76,11 +76,12 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     from ..cache import atomic_write
     from ..studies.demo import demo_record, run_demo_seeds
+    from ..studies.results import provenance
 
     make_dir(args.out)  # checked when parsed: a bad path fails before the run
     if args.json:
         make_dir(args.json.parent)
-    seeds = args.seeds or (args.seed,)
+    seeds, made_by = args.seeds or (args.seed,), provenance()  # the code and tree that run
     runs = run_demo_seeds(
         seeds,
         steps=args.steps,
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         out=args.out,
     )
-    text = json.dumps(demo_record(seeds, runs), indent=2, sort_keys=True) + "\n"
+    text = json.dumps(demo_record(seeds, runs, made_by), indent=2, sort_keys=True) + "\n"
     atomic_write(args.out / "demo.json", lambda f: f.write(text.encode("utf-8")))
     if args.json:  # the first seed's whole result, loss histories included
         payload = {k: v for k, v in runs[0].items() if k != "table"}

@@ -474,10 +474,13 @@ def run_demo_seeds(
     return runs
 
 
-def demo_record(seeds: Sequence[int], runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The committed form of demo runs (``results/demo/demo.json``): provenance, the seeds and
-    per seed the run's result without its loss histories, printed table or figure path (the
-    docs' demo block is made from it: :mod:`edgezo.analysis.docs`)."""
+def demo_record(
+    seeds: Sequence[int], runs: Sequence[dict[str, Any]], made_by: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The committed form of demo runs (``results/demo/demo.json``): provenance (``made_by``:
+    :func:`~edgezo.studies.results.provenance` taken before the runs; default: now), the seeds
+    and per seed the run's result without its loss histories, printed table or figure path
+    (the docs' demo block is made from it: :mod:`edgezo.analysis.docs`)."""
 
     def small(run: dict[str, Any]) -> dict[str, Any]:
         methods = {name: {k: v for k, v in m.items() if k != "history"}
@@ -491,7 +494,7 @@ def demo_record(seeds: Sequence[int], runs: Sequence[dict[str, Any]]) -> dict[st
         raise ValueError(f"{len(seeds)} seeds for {len(runs)} demo runs; give one seed per run")
     return {
         "demo": "edgezo demo" + (f" --seeds {','.join(map(str, seeds))}" if len(runs) > 1 else ""),
-        "provenance": provenance(),
+        "provenance": made_by if made_by is not None else provenance(),
         "seeds": list(seeds),
         "runs": {str(seed): small(r) for seed, r in zip(seeds, runs, strict=True)},
     }
