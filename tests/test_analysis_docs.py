@@ -83,7 +83,7 @@ def demo_run(seed: int, afters: tuple[float, float]) -> dict:
 
 
 def test_the_demo_block_quotes_the_printed_table_and_the_seeds_interval(fake_results):
-    record = {"demo": "edgezo demo --seeds 0,1", "seeds": [0, 1],
+    record = {"demo": "edgezo demo --seeds 0,1", "seeds": [0, 1], "methods": ["mezo", "qzo-ff 16w8a"],
               "provenance": {"edgezo": "9.9", "commit": "c0ffee" * 5, "torch": "7.7",
                              "threads": 2, "machine": "x86_64"},
               "runs": {"0": demo_run(0, (0.80, 0.5)), "1": demo_run(1, (0.90, 0.5))}}  # fmt: skip

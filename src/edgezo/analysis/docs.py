@@ -83,6 +83,11 @@ def verdicts_block(results: Path, label: str) -> str:
     return f"{verdict_counts(rows)} (From `{label}/`; the table: docs/studies.md.)\n"
 
 
+def in_order(methods: dict, order: list[str]) -> dict:
+    """``methods`` in the demo's order (``demo.json`` keeps it in a list: its keys are sorted)."""
+    return {name: methods[name] for name in order}
+
+
 def demo_block(results: Path, label: str) -> str:
     """The ``demo`` block: provenance, the first seed's table as ``edgezo demo`` prints it and,
     over several seeds, every seed's accuracy with the mean and its 95% t-interval."""
@@ -105,11 +110,12 @@ def demo_block(results: Path, label: str) -> str:
         f"Seed {seeds[0]}, as `edgezo demo` prints it:",
         "",
         "```",
-        *demo_table(first["methods"]),
+        *demo_table(in_order(first["methods"], data["methods"])),
         "```",
     ]
     if len(seeds) > 1:
-        runs = {str(s): data["runs"][str(s)] for s in seeds}
+        runs = {str(s): {**data["runs"][str(s)], "methods": in_order(
+            data["runs"][str(s)]["methods"], data["methods"])} for s in seeds}  # fmt: skip
         lines += ["", "Shifted-test accuracy (%) over the seeds (the backbone is the same for "
                   "every seed; the seed changes the batches and the directions):", "",
                   *demo_seed_table(runs)]  # fmt: skip

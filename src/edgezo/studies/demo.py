@@ -496,6 +496,7 @@ def demo_record(
         "demo": "edgezo demo" + (f" --seeds {','.join(map(str, seeds))}" if len(runs) > 1 else ""),
         "provenance": made_by if made_by is not None else provenance(),
         "seeds": list(seeds),
+        "methods": list(runs[0]["methods"]) if runs else [],  # their order (JSON sorts keys)
         "runs": {str(seed): small(r) for seed, r in zip(seeds, runs, strict=True)},
     }
 
