@@ -382,7 +382,7 @@ def fixedpoint_targets(result: Mapping[str, Any]) -> list[str]:
     q8, sp = tg["q8_fails_and_tool_warned"], tg["sparse90_within_2pt_of_dense"]
     q16t = tg["q16_within_1pt_of_fp32_zo"]
     lines = [
-        "Targets (on the means):",
+        "Targets:",
         f"- 16w8a within 1 point of fp32 ZO: {q16t['points']:+.2f} points, "
         f"{'met' if q16t['met'] else 'not met'}.",
         f"- 8w8a fails and the tool warned, at the shared lr: {'met' if q8['met'] else 'not met'} "
