@@ -15,6 +15,8 @@ Kinds of block (the words after ``generated``):
 * ``claims``: every claim of the papers checked on the committed results, the
   report's claims table (:mod:`edgezo.analysis.report`) with its verdict counts.
 * ``verdicts``: that table's verdict counts alone (one line, for the README).
+* ``ablations [NAME]``: the ablation study's rows and decided differences
+  (:mod:`edgezo.analysis.ablations`; ``NAME`` defaults to ``ablations``).
 
 :func:`regenerate` rewrites every block of a text; the text outside the blocks
 is never touched. Content that is not generated yet stays as written, marked
@@ -29,6 +31,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..cache import atomic_write
+from .ablations import ablation_body
 from .report import by_source, claims_markdown, collect, evaluate, verdict_counts
 from .tables import study_body
 
@@ -73,6 +76,14 @@ def verdicts_block(results: Path, label: str) -> str:
     return f"{verdict_counts(rows)} (From `{label}/`; the table: docs/studies.md.)\n"
 
 
+def ablations_block(results: Path, name: str, label: str) -> str:
+    """The ``ablations NAME`` block: the ``study`` block's provenance line, then the rows and
+    the differences decided on their intervals (:func:`~edgezo.analysis.ablations.ablation_body`)."""
+    head = study_block(results, name, label).split("\n", 1)[0]
+    data = next(a.data for a in collect(results) if a.source.name == name)
+    return "\n".join([head, "", *ablation_body(data)]) + "\n"
+
+
 def render(what: str, results: Path, label: str) -> str:
     """The body of the block ``what`` (``"study NAME"``, ``"claims"`` or ``"verdicts"``)."""
     kind, _, arg = what.strip().partition(" ")
@@ -80,10 +91,11 @@ def render(what: str, results: Path, label: str) -> str:
         "study": lambda: study_block(results, arg.strip(), label),
         "claims": lambda: claims_block(results, label),
         "verdicts": lambda: verdicts_block(results, label),
+        "ablations": lambda: ablations_block(results, arg.strip() or "ablations", label),
     }
     if kind not in renderers:
         raise ValueError(
-            f"unknown generated block {what!r}; use one of: study NAME, claims, verdicts"
+            f"unknown generated block {what!r}; use one of: study NAME, claims, verdicts, ablations"
         )
     return renderers[kind]()
 
