@@ -102,8 +102,8 @@ class Config:
     guided_alpha: float = 0.5
     guided_beta: float = 0.5  # final beta of the ramp from 1 (as benchmarks/fixedpoint.py)
     rho_multiple: int = 5  # sharpness-aware radius rho = rho_multiple * eps
-    sign_grid: tuple[float, ...] = (1e-3, 3e-3, 1e-2)
-    central_grid: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2)
+    sign_grid: tuple[float, ...] = (3e-4, 1e-3, 3e-3, 1e-2)
+    central_grid: tuple[float, ...] = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
     sgd_grid: tuple[float, ...] = (1e-2, 3e-2, 1e-1, 3e-1)
     adam_grid: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2)
     whole_grid: tuple[float, ...] = (3e-3, 1e-2)  # whole network: two values (cost)
