@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edgezo.analysis import ablations as A
+from edgezo.analysis import claims as C
 from edgezo.analysis import docs as D
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,3 +122,18 @@ def test_the_repository_block_holds_only_numbers_of_the_committed_results():
     text = bodies[0].replace(data["provenance"]["commit"][:10], "").replace("results.json", "")
     for number in NUMBER.findall(text):
         assert any(abs(float(number) - a) <= 0.006 * max(1.0, abs(a)) for a in allowed), number
+
+
+def test_the_m_claim_is_decided_on_the_paired_interval():
+    def found(sign3, sign1):
+        data = payload({"m/sign-1": sign1, "m/sign-3": sign3}, [])
+        return {C.study("ablations"): data}
+
+    claim = next(c for c in C.CLAIMS if c.text.startswith("sign-m-SPSA"))
+    assert claim.sources == (C.study("ablations"),)
+    better = claim.check(found([0.90, 0.91, 0.92], [0.88, 0.89, 0.90]))  # +2 points every seed
+    assert better.verdict == C.REPRODUCED and better.ours.startswith("sign-3 - sign-1: 2.00 [2.00")
+    assert claim.check(found([0.88, 0.89, 0.90], [0.90, 0.91, 0.92])).verdict == C.NOT_REPRODUCED
+    assert claim.check(found([0.90, 0.88, 0.92], [0.89, 0.89, 0.90])).verdict == C.INCONCLUSIVE
+    missing = claim.check({C.study("ablations"): payload({"z/gaussian": [0.9]}, [])})
+    assert missing.verdict == C.NOT_COMPARABLE and "no row 'm/sign-3'" in missing.why
