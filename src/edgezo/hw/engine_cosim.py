@@ -14,6 +14,7 @@ layers read.
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -185,6 +186,8 @@ class Replay:
     memory: list[np.ndarray] = field(default_factory=list)
     streamed: list[np.ndarray] = field(default_factory=list)
     cycles: list[int] = field(default_factory=list)
+    #: seconds: ``run_s`` (the simulation), ``compile_s`` (the compiled simulator's build)
+    timing: dict[str, float] = field(default_factory=dict)
 
 
 def replay(engine: Engine, rec: Record, steps: int | None = None) -> Replay:
@@ -201,7 +204,9 @@ def replay(engine: Engine, rec: Record, steps: int | None = None) -> Replay:
     sim = Simulator(engine)
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
+    start = time.perf_counter()
     sim.run()
+    out.timing["run_s"] = time.perf_counter() - start
     return out
 
 
