@@ -8,7 +8,9 @@ multiply-and-shift per scale group, the coefficients, and the integer weights
 after the step. :func:`replay` feeds those losses to the simulated
 :class:`~.engine.Engine` and compares, after every step, the engine's block RAM
 with the Python integers, and every perturbed row it streamed with what the
-layers read.
+layers read. Amaranth's simulator is the reference and slow (about 90 cycles a second
+on a 64-lane engine): :func:`edgezo.hw.engine_cxxrtl.replay_compiled` gives the same
+:class:`Replay` from the engine compiled with yosys's CXXRTL, for long runs.
 """
 
 from __future__ import annotations
