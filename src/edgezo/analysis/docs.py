@@ -21,6 +21,9 @@ Kinds of block (the words after ``generated``):
 * ``benchmark NAME``: a table of ``benchmarks/results/`` (the benchmark scripts' committed
   JSON, beside ``results/``), :data:`edgezo.analysis.benchmarks.BENCHMARKS`.
 
+* ``ablations [NAME]``: the ablation study's rows and decided differences
+  (:mod:`edgezo.analysis.ablations`; ``NAME`` defaults to ``ablations``).
+
 A new kind is one function that returns the block's Markdown and one line in
 :func:`render`'s table.
 
@@ -38,6 +41,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..cache import atomic_write
+from .ablations import ablation_body
 from .benchmarks import BENCHMARKS, FOLDER
 from .report import by_source, claims_markdown, collect, evaluate, verdict_counts
 from .tables import demo_seed_table, demo_table, study_body
@@ -130,6 +134,14 @@ def benchmark_block(results: Path, name: str) -> str:
     return BENCHMARKS[name](Path(results).parent / FOLDER)
 
 
+def ablations_block(results: Path, name: str, label: str) -> str:
+    """The ``ablations NAME`` block: the ``study`` block's provenance line, then the rows and
+    the differences decided on their intervals (:func:`~edgezo.analysis.ablations.ablation_body`)."""
+    head = study_block(results, name, label).split("\n", 1)[0]
+    data = next(a.data for a in collect(results) if a.source.name == name)
+    return "\n".join([head, "", *ablation_body(data)]) + "\n"
+
+
 def render(what: str, results: Path, label: str) -> str:
     """The body of the block ``what`` (``"study NAME"``, ``"claims"``, ``"benchmark NAME"``, ...).
     A new kind of block is one line here."""
@@ -140,6 +152,7 @@ def render(what: str, results: Path, label: str) -> str:
         "verdicts": lambda: verdicts_block(results, label),
         "demo": lambda: demo_block(results, label),
         "benchmark": lambda: benchmark_block(results, arg.strip()),
+        "ablations": lambda: ablations_block(results, arg.strip() or "ablations", label),
     }
     if kind not in renderers:
         raise ValueError(
