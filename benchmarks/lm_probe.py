@@ -95,7 +95,8 @@ def featurize(args: argparse.Namespace) -> dict[str, Any]:
     calibration = movie_reviews("train")[0][: args.calibration]  # fixed: the same for every seed
     quantize = lambda p: quantize_probe(p, tokenizer, calibration, args.max_length)  # noqa: E731
     quantized = quantize(probe)
-    out: dict[str, Any] = {"backbones": {}, "model_bytes": {}, "seconds_per_review": {}}
+    out: dict[str, Any] = {"backbones": {}, "model_bytes": {}, "seconds_per_review": {},
+                           "cpu_seconds_per_review": {}}  # fmt: skip
     for name, model in (("float", probe), ("16w8a", quantized)):
         done = {key: features(model, tokenizer, chunk, name, args)
                 for key, chunk in [("train", texts), *((k, v[0]) for k, v in evals.items())]}  # fmt: skip
@@ -109,6 +110,10 @@ def featurize(args: argparse.Namespace) -> dict[str, Any]:
         }  # fmt: skip
         out["model_bytes"][name] = weight_bytes(model)
         out["seconds_per_review"][name] = seconds / (len(texts) + 2 * args.eval_size)
+        sample = evals["test"][0][: args.timing_reviews]  # timed again, in CPU seconds
+        cpu = time.process_time()
+        sentence_features(model, tokenizer, sample, args.max_length)
+        out["cpu_seconds_per_review"][name] = (time.process_time() - cpu) / len(sample)
     seeded = {s: SentenceProbe(probe.encoder, len(LABELS), tokenizer.pad_token_id, s)
               for s in args.seeds}  # fmt: skip
     out["heads"] = {
@@ -159,7 +164,7 @@ def train_head(
     steps = max(1, args.forwards // FORWARDS[method])
     order = torch.Generator().manual_seed(seed)
     x, y = data
-    started, losses = time.perf_counter(), []
+    started, cpu, losses = time.perf_counter(), time.process_time(), []
     for _ in range(steps):
         pick = torch.randint(0, len(y), (args.batch,), generator=order)
         xb, yb = x[pick], y[pick]
@@ -174,6 +179,7 @@ def train_head(
     grads = sum(p.grad.numel() * p.grad.element_size() for p in trained if p.grad is not None)
     return {
         "steps": steps, "seconds_per_step": (time.perf_counter() - started) / steps,
+        "cpu_seconds_per_step": (time.process_time() - cpu) / steps,
         "train_loss_last": statistics.fmean(losses[-max(1, steps // 10):]),
         "training_state_bytes": grads + optimizer_state_bytes(opt),
     }  # fmt: skip
@@ -251,6 +257,7 @@ def study(args: argparse.Namespace) -> dict[str, Any]:
         # wall time of the whole run, split evenly over the seeds (they share the features)
         "seconds": {str(s): total / len(args.seeds) for s in args.seeds},
         "feature_seconds": feature_seconds, "seconds_per_review": feats["seconds_per_review"],
+        "cpu_seconds_per_review": feats["cpu_seconds_per_review"],
         **({"lora": json.loads(Path(args.lora).read_text())} if args.lora else {}),
     }  # fmt: skip
 
@@ -275,6 +282,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--timing-reviews",
+        type=int,
+        default=128,
+        help="test reviews whose sentence vectors are timed in CPU seconds",
+    )
     ap.add_argument(
         "--no-cache",
         action="store_true",
