@@ -30,6 +30,7 @@ seeds; each seed's test accuracy is that of the run trained with it.
 
     python benchmarks/lm_probe.py --out results/lm-reviews          # the study (~10 min)
     python benchmarks/lm_probe.py --per-class 8 --eval-size 16 --forwards 24 --quick  # a smoke run
+    python benchmarks/lm_probe.py --out results/lm-reviews --lora lora.json --keep  # attach LoRA
 
 Writes ``OUT/results.json`` (the merged-study format of ``edgezo run --seeds``:
 one row per method and seed, with ``variant: probe``; provenance, grids,
@@ -296,8 +297,17 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="mark the results as a quick run")
     ap.add_argument("--lora", help="a lm_reviews.py --adapter lora JSON to keep beside the study")
     ap.add_argument("--out", help="write OUT/results.json")
+    ap.add_argument(
+        "--keep",
+        action="store_true",
+        help="with --lora and --out: attach the LoRA run to OUT/results.json, run nothing",
+    )
     args = ap.parse_args()
-    payload = study(args)
+    if args.lora and args.out and (Path(args.out) / "results.json").is_file() and args.keep:
+        payload = json.loads((Path(args.out) / "results.json").read_text())  # attach only
+        payload["lora"] = json.loads(Path(args.lora).read_text())
+    else:
+        payload = study(args)
     text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
     print(text, end="")
     if args.out:
