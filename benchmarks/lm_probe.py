@@ -78,8 +78,8 @@ GRIDS: dict[str, tuple[tuple[float, ...], tuple[float | None, ...]]] = {
     "mezo": ((1e-3, 3e-3, 1e-2, 3e-2), (1e-3, 1e-2)),
     "pezo": ((1e-3, 3e-3, 1e-2, 3e-2), (1e-3, 1e-2)),
     "qzo-ff 16w8a": ((1e-4, 3e-4, 1e-3, 3e-3), (1e-3, 1e-2)),
-    "backprop": ((1e-3, 3e-3, 1e-2, 3e-2), (None,)),
-    "backprop sgd": ((3e-2, 1e-1, 3e-1, 1.0), (None,)),
+    "backprop": ((1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2), (None,)),
+    "backprop sgd": ((3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0), (None,)),
 }
 POOL_SIZE = 509  # PeZO's pool: a prime below the 770 trained numbers
 CLAIMS = (("qzo-ff 16w8a", "backprop", 5.0, 0.8), ("pezo", "mezo", 1.0, 1.0))
