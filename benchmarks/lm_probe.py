@@ -20,7 +20,10 @@ Methods (rows of ``results.json``):
   16-bit weights, 8-bit activations, calibrated on 256 training reviews), its
   features computed by the quantized encoder, its head's int16 weights trained by
   :func:`edgezo.presets.qzo_ff` (sign-3-SPSA, integer perturbation and update);
-* ``backprop`` (Adam) and ``backprop sgd`` (plain SGD), on the float features.
+* ``backprop`` (Adam) and ``backprop sgd`` (plain SGD), on the float features;
+* ``backprop 16w8a``: Adam on the 16w8a encoder's vectors (a float head): QZO-FF's
+  reference on the same vectors, which separates what the quantized encoder loses
+  from what the integer sign-3 training loses.
 
 Budget: every method gets ``--forwards`` forward passes of a batch of ``--batch``:
 two per step for mezo and pezo, six for qzo-ff (three queries), and backprop
@@ -70,9 +73,10 @@ from edgezo.integrations.probe import (
 )
 from edgezo.studies.results import provenance
 
-METHODS = ("mezo", "pezo", "qzo-ff 16w8a", "backprop", "backprop sgd")
+METHODS = ("mezo", "pezo", "qzo-ff 16w8a", "backprop", "backprop sgd", "backprop 16w8a")
 #: Forward passes of a batch per step (qzo-ff: 3 queries of 2 forwards).
-FORWARDS = {"mezo": 2, "pezo": 2, "qzo-ff 16w8a": 6, "backprop": 2, "backprop sgd": 2}
+FORWARDS = {"mezo": 2, "pezo": 2, "qzo-ff 16w8a": 6, "backprop": 2, "backprop sgd": 2,
+            "backprop 16w8a": 2}  # fmt: skip
 #: The grids: lr values, and eps values for the ZO methods (None: backprop).
 GRIDS: dict[str, tuple[tuple[float, ...], tuple[float | None, ...]]] = {
     "mezo": ((1e-3, 3e-3, 1e-2, 3e-2), (1e-3, 1e-2)),
@@ -80,6 +84,7 @@ GRIDS: dict[str, tuple[tuple[float, ...], tuple[float | None, ...]]] = {
     "qzo-ff 16w8a": ((1e-4, 3e-4, 1e-3, 3e-3), (1e-3, 1e-2)),
     "backprop": ((1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2), (None,)),
     "backprop sgd": ((3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0), (None,)),
+    "backprop 16w8a": ((1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2), (None,)),
 }
 POOL_SIZE = 509  # PeZO's pool: a prime below the 770 trained numbers
 CLAIMS = (("qzo-ff 16w8a", "backprop", 5.0, 0.8), ("pezo", "mezo", 1.0, 1.0))
@@ -142,7 +147,7 @@ def features(model, tokenizer, texts: list[str], backbone: str, args) -> tuple[T
 
 def make_optimizer(method: str, params: list[Tensor], lr: float, eps: float | None, seed: int):
     """The optimizer of ``method`` over the head's parameters."""
-    if method == "backprop":
+    if method in ("backprop", "backprop 16w8a"):
         return torch.optim.Adam(params, lr=lr)
     if method == "backprop sgd":
         return torch.optim.SGD(params, lr=lr)
@@ -203,8 +208,9 @@ def grid_run(method, backbone, head0, seed, lr, eps, args) -> dict[str, Any]:
 def method_rows(method: str, feats: dict[str, Any], args: argparse.Namespace) -> tuple[list, list]:
     """The grid of ``method`` over every seed; its rows at the grid point with the best mean
     validation accuracy, and one summary line per grid point."""
-    fmt = "16w8a" if method == "qzo-ff 16w8a" else "float"
-    backbone, heads = feats["backbones"][fmt], feats["heads"][fmt]
+    fmt = "16w8a" if "16w8a" in method else "float"  # the vectors of this encoder
+    backbone = feats["backbones"][fmt]
+    heads = feats["heads"]["16w8a" if method == "qzo-ff 16w8a" else "float"]
     runs = {(lr, eps, s): grid_run(method, backbone, heads[s], s, lr, eps, args)
             for lr, eps in itertools.product(*GRIDS[method]) for s in args.seeds}  # fmt: skip
     points = list(itertools.product(*GRIDS[method]))

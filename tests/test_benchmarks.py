@@ -333,7 +333,15 @@ def test_lm_probe_runs_every_method_on_one_budget_and_picks_its_grid_point_on_va
     monkeypatch.setenv("EDGEZO_CACHE", str(tmp_path))  # its sentence-vector cache
     res = run_json("lm_probe.py", "--per-class", "4", "--eval-size", "8", "--calibration", "8",
                    "--forwards", "12", "--seeds", "0", "1", "--quick")  # fmt: skip
-    methods = ["zero-shot", "mezo", "pezo", "qzo-ff 16w8a", "backprop", "backprop sgd"]
+    methods = [
+        "zero-shot",
+        "mezo",
+        "pezo",
+        "qzo-ff 16w8a",
+        "backprop",
+        "backprop sgd",
+        "backprop 16w8a",
+    ]
     assert [(r["method"], r["seed"]) for r in res["rows"]] == [
         (m, s) for m in methods for s in (0, 1)
     ]
