@@ -282,3 +282,45 @@ def test_hand_written_result_tables_are_marked_as_not_regenerated():
         tables = [line for line in section.splitlines() if line.startswith("| ")]
         if any(re.search(r"\d+\.\d+", line) for line in tables):
             assert D.NOT_REGENERATED in section, section.splitlines()[0]
+
+
+# -- the language-model probe block ---------------------------------------------------------------
+def probe_results(root: Path) -> Path:
+    """A hand-made ``results/lm/results.json`` of benchmarks/lm_probe.py: two methods, 3 seeds."""
+    row = {"variant": "probe", "model_bytes": 90_864_136}
+    rows = [{**row, "method": "zero-shot", "seed": s, "accuracy": a, "steps": 0, "forwards": 0}
+            for s, a in enumerate((0.50, 0.52, 0.48))]  # fmt: skip
+    rows += [{**row, "method": "mezo", "seed": s, "accuracy": a, "steps": 6000, "forwards": 12000,
+              "lr": 0.01, "eps": 0.001, "cpu_seconds_per_step": t, "training_state_bytes": 0}
+             for s, a, t in zip(range(3), (0.70, 0.74, 0.75), (0.001, 0.002, 0.003), strict=True)]  # fmt: skip
+    lora = {"settings": {"curve_window": 50}, "runs": [{
+        "method": "mezo", "variant": "prompt", "trained_parameters": 73728, "seed": 0, "lr": 1e-4,
+        "eps": 1e-2, "steps": 640, "cpu_seconds_per_step": 0.94, "zero_shot_accuracy": 0.528,
+        "accuracy": 0.541, "train_loss_curve": [0.71, 0.69]}]}  # fmt: skip
+    data = {"seeds": [0, 1, 2], "rows": rows, "lora": lora,
+            "provenance": {"edgezo": "0.1.0", "commit": "abcdef1234567", "threads": 1},
+            "cpu_seconds_per_review": {"float": 0.031, "16w8a": 0.052}}  # fmt: skip
+    (root / "lm").mkdir(parents=True)
+    (root / "lm" / "results.json").write_text(json.dumps(data))
+    return root
+
+
+def test_a_probe_block_shows_each_methods_interval_budget_time_and_memory(tmp_path):
+    body = D.render("probe lm", probe_results(tmp_path / "results"), "results")
+    mezo = [70.0, 74.0, 75.0]  # the interval by hand: mean ± t(0.975, 2) s / sqrt(3)
+    mean, half = statistics.fmean(mezo), T_TABLE[2] * statistics.stdev(mezo) / math.sqrt(3)
+    assert f"| mezo | {mean:.2f} [{mean - half:.2f}, {mean + half:.2f}] | 0.01 | 0.001 " in body
+    assert "| 6000 x 2 | 2.00 | 0 | 90.9 |" in body  # mean ms per step over the seeds
+    zero = [50.0, 52.0, 48.0]
+    half = T_TABLE[2] * statistics.stdev(zero) / math.sqrt(3)
+    assert f"| zero-shot | 50.00 [{50 - half:.2f}, {50 + half:.2f}] | - | - | 0 x 0 |" in body
+    assert body.index("| zero-shot |") < body.index("| mezo |")
+    assert "seeds 0, 1, 2, edgezo 0.1.0 at commit abcdef1234, 1 thread(s)" in body
+    assert "31 CPU ms per review (float), 52 ms (16w8a)" in body
+    assert "(73,728 numbers), seed 0, lr 0.0001, eps 0.01, 640 steps (0.94 CPU s/step)" in body
+    assert "52.8% zero-shot -> 54.1%; train loss, mean of each 50 steps: 0.710 -> 0.690." in body
+
+
+def test_a_probe_block_without_its_results_says_what_to_run(tmp_path):
+    with pytest.raises(ValueError, match=r"python benchmarks/lm_probe.py --out results/lm"):
+        D.render("probe lm", tmp_path, "results")
