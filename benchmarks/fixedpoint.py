@@ -75,11 +75,13 @@ from _common import emit_json  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
 from edgezo import ZO, presets  # noqa: E402
+from edgezo.analysis.benchmarks import fixedpoint_markdown  # noqa: E402
 from edgezo.directions import Gaussian  # noqa: E402
 from edgezo.directions.guided import MomentumGuided, Ramp  # noqa: E402
 from edgezo.estimators import SharpnessAware  # noqa: E402
 from edgezo.fixedpoint import trainable_parameters  # noqa: E402
 from edgezo.studies import demo  # noqa: E402
+from edgezo.studies.results import provenance  # noqa: E402
 from edgezo.updates import KernelNormalized, sparse_groups  # noqa: E402
 
 TARGETS = {"q16_vs_fp32_zo_points": 1.0, "sparse_vs_dense_points": 2.0}
@@ -589,6 +591,7 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict[str, Any]:
     cfg_json = asdict(cfg)
     return {
         "benchmark": "fixedpoint",
+        "provenance": provenance(),
         "quick": cfg.quick,
         "config": cfg_json,
         "torch_threads": torch.get_num_threads(),
@@ -624,110 +627,12 @@ def run(cfg: Config, log: Callable[[str], None]) -> dict[str, Any]:
 
 # -- Markdown -----------------------------------------------------------------------------
 def markdown(result: dict[str, Any]) -> str:
-    """The results as a Markdown table with the settings, step times and targets below it."""
-    rows, zs, ch = result["rows"], result["zero_shot"], result["chosen"]
-    seeds = len(result["config"]["seeds"])
-    ref = rows["zo_fp32"]["mean"]
-    precisions = {"fp32": "fp32", "16w8a": "16 / 8 bit", "8w8a": "8 / 8 bit"}
-
-    def pct(m: dict[str, Any]) -> str:
-        if seeds == 1:
-            return f"{100 * m['mean']:.2f}"
-        return f"{100 * m['mean']:.2f} ± {100 * m['std']:.2f}"
-
-    lines = [
-        "| run | weights / activations | steps | forwards / step | shifted-test accuracy % "
-        f"(mean ± std, {seeds} seed{'s' if seeds > 1 else ''}) | vs fp32 ZO (points) "
-        "| trained weights at the integer limit |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for name, acc in zs.items():
-        base, _, extra = name.partition("_")
-        label = f"zero-shot {base}" + (
-            f", headroom {result['config']['headroom']:g}" if extra == "headroom" else ""
-        )
-        lines.append(
-            f"| {label} | {precisions[base]} | 0 | - | {100 * acc:.2f} | "
-            f"{100 * (acc - ref):+.2f} | - |"
-        )
-    for key, m in rows.items():
-        fwd = "1 (+ backward)" if key == "bp_fp32" else f"{m['forwards_per_step']:g}"
-        sat = "-" if m.get("saturated") is None else f"{100 * m['saturated']:.1f}%"
-        lines.append(
-            f"| {m['label']} | {precisions[m['precision']]} | {m['steps']} | {fwd} | {pct(m)} | "
-            f"{100 * (m['mean'] - ref):+.2f} | {sat} |"
-        )
-    tm, tg = result["timing"], result["targets"]
-    how = (
-        "grid-searched once on fp32 ZO (seed 0, scored on a validation split of the shifted "
-        "train images, disjoint from the adaptation images; the test set is never used to choose)"
-        if ch["grid_searched"]
-        else "fixed (no grid in --quick)"
-    )
-    q8, sp = tg["q8_fails_and_tool_warned"], tg["sparse90_within_2pt_of_dense"]
-    q16t = tg["q16_within_1pt_of_fp32_zo"]
-    lines += [
-        "",
-        f"Settings: lr {ch['lr']:g}, eps {ch['eps']:g} for every ZO row ({how}); "
-        f"kernel-wise normalization also with its own lr {ch['kn_lr']:g}"
-        f"{', chosen the same way' if ch['grid_searched'] else ''} "
-        "(its lr is relative: ||dw_i|| = lr ||w_i|| per query); backprop: Adam, lr "
-        f"{ch['bp_lr']:g}{' (same procedure)' if ch['grid_searched'] else ''}. "
-        f"Batch {result['config']['demo']['batch']}; every "
-        "row of a seed sees the same batches. Adapted: "
-        f"{', '.join(result['backbone']['adapted'])} ({result['backbone']['adapted_numel']} "
-        "parameters); the quantized rows quantize the whole model.",
-        "",
-        f"Step time, integer (16w8a) / float path, median of {tm['full_model']['repeats']} "
-        f"interleaved repeats on the same batch: full model {tm['full_model']['ratio_median']:.2f}x "
-        f"({tm['full_model']['int_step_ms']:.1f} vs {tm['full_model']['float_step_ms']:.1f} ms "
-        f"per sign-3-SPSA step), head only {tm['head_only']['ratio_median']:.2f}x "
-        f"({tm['head_only']['int_step_ms']:.2f} vs {tm['head_only']['float_step_ms']:.2f} ms).",
-        "",
-        "Targets:",
-        f"- 16w8a within 1 point of fp32 ZO: {q16t['points']:+.2f} points, "
-        f"{'met' if q16t['met'] else 'not met'}.",
-        f"- 8w8a fails and the tool warned, at the shared lr: {'met' if q8['met'] else 'not met'} "
-        f"(8w8a {q8['q8_gain_points']:+.2f} points over its zero-shot, "
-        f"{q8['q8_vs_q16_points']:+.2f} vs 16w8a; the tool "
-        f"{'warned' if q8['tool_warned'] else 'had nothing to say'}).",
-    ]
-    if "paper_regime" in tg:
-        pr = tg["paper_regime"]
-        lines.append(
-            f"- 8w8a in the paper's regime (lr {pr['lr']:g}, where the 8-bit update rounds to "
-            f"zero): 8w8a {pr['q8_gain_points']:+.2f} points over its zero-shot, 16w8a "
-            f"{pr['q16_gain_points']:+.2f}; the tool "
-            f"{'warned' if pr['tool_warned'] else 'did not warn'}."
-        )
-    lines.append(
-        f"- 90% sparse (top-k) within 2 points of dense 16w8a: {sp['points']:+.2f} points, "
-        f"{'met' if sp['met'] else 'not met'} (random mask: {sp['random_mask_points']:+.2f}; "
-        f"fp32 top-k vs fp32 dense: {sp['fp32_topk_vs_fp32_dense_points']:+.2f}; "
-        f"with headroom {result['config']['headroom']:g}, top-k vs dense: "
-        f"{sp['headroom_topk_vs_headroom_dense_points']:+.2f})."
-    )
-    enh = tg["enhancements_points_vs_16w8a"]
-    labels = {k: rows[k]["label"].removeprefix("16w8a + ").removeprefix("16w8a, ") for k in enh}
-    lines.append(
-        "- Enhancements vs 16w8a (points): "
-        + "; ".join(f"{labels[k]} {v:+.2f}" for k, v in enh.items())
-        + "."
-    )
-    msg = result["tool"]["8w8a"]["message"] or result["tool"]["8w8a_paper_regime"]["message"]
-    if msg:
-        which = "shared" if result["tool"]["8w8a"]["message"] else "paper-regime"
-        lines += [
-            "",
-            f"The tool's message before the forced 8w8a run ({which} lr):",
-            "",
-            "```",
-            msg,
-            "```",
-        ]
-    return "\n".join(lines) + "\n"
+    """The results as a Markdown table with the settings, step times and targets below it
+    (:func:`edgezo.analysis.benchmarks.fixedpoint_markdown`: the README's block shows the same)."""
+    return fixedpoint_markdown(result)
 
 
+# -- command line -------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: small sets, 150 steps, 1 seed")

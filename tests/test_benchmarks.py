@@ -322,3 +322,51 @@ def test_lm_reviews_reports_every_method_variant_and_seed():
         assert 0 <= r["zero_shot_accuracy"] <= 1 and 0 <= r["accuracy"] <= 1
         assert r["seconds_per_step"] > 0 and r["peak_rss_mib"] > 100
     assert [r["eps"] for r in res["runs"]] == [1e-3, 1e-3, None, None]
+
+
+def test_lm_probe_runs_every_method_on_one_budget_and_picks_its_grid_point_on_validation(
+    tmp_path, monkeypatch
+):
+    """The probe variant end to end on 8 reviews per seed (about 8 s of CPU)."""
+    from edgezo.analysis.stats import unpack_correct
+
+    monkeypatch.setenv("EDGEZO_CACHE", str(tmp_path))  # its sentence-vector cache
+    res = run_json("lm_probe.py", "--per-class", "4", "--eval-size", "8", "--calibration", "8",
+                   "--forwards", "12", "--seeds", "0", "1", "--quick")  # fmt: skip
+    methods = [
+        "zero-shot",
+        "mezo",
+        "pezo",
+        "qzo-ff 16w8a",
+        "backprop",
+        "backprop sgd",
+        "backprop 16w8a",
+    ]
+    assert [(r["method"], r["seed"]) for r in res["rows"]] == [
+        (m, s) for m in methods for s in (0, 1)
+    ]
+    for r in res["rows"]:
+        flags = unpack_correct(r["correct"], r["examples"])
+        assert r["examples"] == 8 and r["accuracy"] == flags.mean()
+        assert r["forwards"] == (0 if r["method"] == "zero-shot" else 12)  # one budget for all
+    by = {(r["method"], r["seed"]): r for r in res["rows"]}
+    assert by["qzo-ff 16w8a", 0]["steps"] == 2 and by["mezo", 0]["steps"] == 6  # 6 and 2 forwards
+    for m in methods[1:]:
+        grid = [g for g in res["grid"] if g["method"] == m]
+        (chosen,) = [g for g in grid if g["chosen"]]
+        assert chosen["validation"] == max(g["validation"] for g in grid)
+        assert all(
+            (by[m, s]["lr"], by[m, s]["eps"]) == (chosen["lr"], chosen["eps"]) for s in (0, 1)
+        )
+        mean_val = (by[m, 0]["validation_accuracy"] + by[m, 1]["validation_accuracy"]) / 2
+        assert math.isclose(chosen["validation"], mean_val)
+    # training state by hand: the head has 384 x 2 + 2 = 770 float32 numbers
+    assert by["backprop sgd", 0]["training_state_bytes"] == 770 * 4  # its gradient
+    assert by["backprop", 0]["training_state_bytes"] == 3 * 770 * 4 + 2 * 4  # + 2 moments, steps
+    assert by["mezo", 0]["training_state_bytes"] == 0
+    assert by["pezo", 0]["training_state_bytes"] == 509 * 4  # the pool
+    assert by["qzo-ff 16w8a", 0]["quantized"] and by["qzo-ff 16w8a", 0]["training_state_bytes"] == 0
+    assert by["qzo-ff 16w8a", 0]["model_bytes"] < 0.6 * by["mezo", 0]["model_bytes"]
+    assert [c["claim"] for c in res["claims"]] == [
+        "qzo-ff 16w8a within 5 points of backprop", "pezo within 1 points of mezo"]  # fmt: skip
+    assert res["study"] == "lm-reviews" and res["keys"] == ["variant"] and res["quick"]

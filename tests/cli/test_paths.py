@@ -70,12 +70,15 @@ def test_missing_output_directories_are_created_and_reported(tmp_path, monkeypat
 
     def fake_demo(**kwargs):
         seen.update(kwargs)
-        return {"config": {}, "table": "t"}
+        return {"config": {"seed": kwargs["seed"]}, "methods": {}, "table": "t"}
 
     monkeypatch.setattr(edgezo.studies.demo, "run_demo", fake_demo)
     out, result = tmp_path / "a" / "b" / "demo", tmp_path / "c" / "result.json"
     assert cli.main(["demo", "--quick", "--out", str(out), "--json", str(result)]) == 0
-    assert out.is_dir() and json.loads(result.read_text()) == {"config": {}}
+    one = json.loads(result.read_text())
+    assert out.is_dir() and one["config"] == {"seed": 0} and "table" not in one
+    record = json.loads((out / "demo.json").read_text())
+    assert record["seeds"] == [0] and record["runs"]["0"] == one and "provenance" in record
     err = capsys.readouterr().err
     assert f"created directory {out}" in err and f"created directory {result.parent}" in err
     assert cli.main(["demo", "--quick", "--out", str(out)]) == 0  # exists: nothing to say

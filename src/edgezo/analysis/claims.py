@@ -466,6 +466,21 @@ def hw_check(design: str, metric: str) -> Check:
     return check
 
 
+def m_check(found: Found) -> Finding:
+    """QZO-FF's m = 3 against m = 1 in the ablation study: the t-interval over seeds of the
+    paired difference at equal forward passes; reproduced when sign-3 is better beyond it."""
+    from .ablations import BETTER, WORSE, by_row, decision, difference
+
+    try:
+        diff = difference(by_row(found[study("ablations")]["rows"]), "m/sign-3", "m/sign-1")
+    except ValueError as e:  # a run without the m family
+        return Finding("n/a", NOT_COMPARABLE, str(e))
+    verdict = {BETTER: REPRODUCED, WORSE: NOT_REPRODUCED}.get(decision(diff), INCONCLUSIVE)
+    return Finding(f"sign-3 - sign-1: {diff.text(scale=1.0)} points ({diff.method})", verdict,
+                   "16w8a head at equal forward passes (steps = budget / 2m), lr per row on "
+                   "validation; decided on the interval of the paired difference")  # fmt: skip
+
+
 def unmeasured(why: str) -> Check:
     """A claim no edgezo result measures: always not comparable, with the reason."""
     return lambda found: Finding("n/a", NOT_COMPARABLE, why)
@@ -482,8 +497,8 @@ CLAIMS: tuple[Claim, ...] = (
           within_check(STUDIES, "qzo-ff 16w8a", "zo", 5.0, 26 / 30)),
     Claim("QZO-FF", "VWW linear probing, ViT-tiny: quantized FF (16w8a) just under BP",
           "87.30%, 0.63% under BP", (study("cross-domain"),), vww_check),
-    Claim("QZO-FF", "sign-m-SPSA: m = 3 better than m = 1", "+1.22%", (),
-          unmeasured("no edgezo study varies m (qzo-ff uses m = 3 throughout)")),
+    Claim("QZO-FF", "sign-m-SPSA: m = 3 better than m = 1", "+1.22%", (study("ablations"),),
+          m_check),
     Claim("QZO-FF", "FF needs a smaller learning rate and more iterations than BP",
           "qualitative", (), unmeasured("the studies fix ZO's larger step budget in advance and "
                                         "backprop uses Adam: learning rates are not on one scale")),

@@ -96,3 +96,45 @@ def study_body(payload: Mapping[str, Any]) -> list[str]:
             f"| {c['share']:.0%} | {c['wanted']:.0%} | {c['verdict']} |"
         )
     return lines
+
+
+# -- the demo (edgezo demo) ------------------------------------------------------------------------
+DEMO_HEADER = ("method", "before", "after", "steps", "forwards", "wall s")
+
+
+def demo_table(methods: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The method table ``edgezo demo`` prints (aligned text): per method the shifted-test
+    accuracy before and after, steps, ZO forwards and wall seconds. The README's demo block
+    quotes the same lines from the committed ``demo.json``."""
+    rows = [DEMO_HEADER]
+    for name, m in methods.items():
+        rows.append((name, f"{100 * m['before']:.2f}%", f"{100 * m['after']:.2f}%",
+                     str(m["steps"]), str(m["forwards"]), f"{m['seconds']:.1f}"))  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(DEMO_HEADER))]
+    lines = []
+    for i, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])]
+        cells += [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+        lines.append("  ".join(cells))
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return lines
+
+
+def demo_seed_table(runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """A Markdown table of the demo over seeds (``runs``: seed -> one run's result): per method
+    the accuracy before, after for each seed, and the mean after with its 95% t-interval."""
+    seeds = list(runs)
+    first = runs[seeds[0]]["methods"]
+    lines = [
+        "| method | before | "
+        + " | ".join(f"after, seed {s}" for s in seeds)
+        + " | after: mean [95% t-interval] |",
+        "|---|---:|" + "---:|" * len(seeds) + "---|",
+    ]
+    for name, m in first.items():
+        afters = [float(runs[s]["methods"][name]["after"]) for s in seeds]
+        cells = [f"{100 * a:.2f}" for a in afters]
+        lines.append(f"| {name} | {100 * m['before']:.2f} | " + " | ".join(cells)
+                     + f" | {t_interval(afters).text()} |")  # fmt: skip
+    return lines

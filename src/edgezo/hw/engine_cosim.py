@@ -8,12 +8,15 @@ multiply-and-shift per scale group, the coefficients, and the integer weights
 after the step. :func:`replay` feeds those losses to the simulated
 :class:`~.engine.Engine` and compares, after every step, the engine's block RAM
 with the Python integers, and every perturbed row it streamed with what the
-layers read.
+layers read. Amaranth's simulator is the reference and slow (about 90 cycles a second
+on a 64-lane engine): :func:`edgezo.hw.engine_cxxrtl.replay_compiled` gives the same
+:class:`Replay` from the engine compiled with yosys's CXXRTL, for long runs.
 """
 
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -185,6 +188,8 @@ class Replay:
     memory: list[np.ndarray] = field(default_factory=list)
     streamed: list[np.ndarray] = field(default_factory=list)
     cycles: list[int] = field(default_factory=list)
+    #: seconds: ``run_s`` (the simulation), ``compile_s`` (the compiled simulator's build)
+    timing: dict[str, float] = field(default_factory=dict)
 
 
 def replay(engine: Engine, rec: Record, steps: int | None = None) -> Replay:
@@ -201,7 +206,9 @@ def replay(engine: Engine, rec: Record, steps: int | None = None) -> Replay:
     sim = Simulator(engine)
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
+    start = time.perf_counter()
     sim.run()
+    out.timing["run_s"] = time.perf_counter() - start
     return out
 
 

@@ -9,4 +9,6 @@
   and the warnings about the Trainer settings ZO ignores.
 * :mod:`edgezo.integrations.prompts`: MeZO-style prompt fine-tuning (template,
   label words, ``PromptDataset``, ``LabelWordLoss``) for masked and causal LMs.
+* :mod:`edgezo.integrations.probe`: linear probing of a frozen MiniLM (``SentenceProbe``,
+  sentence vectors computed once, ``quantize_probe`` for 16w8a).
 """

@@ -26,6 +26,7 @@ STUDIES = {
     "fewshot": "fewshot",
     "kws-personalize": "kws_personalize",
     "kws-fewshot": "kws_fewshot",
+    "ablations": "ablations",
 }
 
 

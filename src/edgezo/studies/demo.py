@@ -87,7 +87,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -97,6 +97,7 @@ from torch import Tensor, nn
 
 from .. import cache
 from ..analysis.curves import plot_curves
+from ..analysis.tables import demo_table
 from ..data import load_mnist, load_shifted_mnist
 from ..extras import MissingExtra
 from ..fixedpoint import quantize_model
@@ -105,6 +106,7 @@ from ..runtime.clib import CompilerMissing
 from ..train import EpochSampler, fit
 from . import methods
 from .common import calibration_batches
+from .results import provenance
 
 #: Bump when pretraining changes in a way the config does not capture.
 PRETRAIN_FORMAT = 1
@@ -449,6 +451,56 @@ def run_demo(
     return result
 
 
+def run_demo_seeds(
+    seeds: Sequence[int],
+    steps: int | None = None,
+    quick: bool = False,
+    progress: bool = True,
+    echo: Callable[[str], Any] | None = print,
+    out: str | os.PathLike[str] | None = "results/demo",
+) -> list[dict[str, Any]]:
+    """:func:`run_demo` once per seed (the cached backbone is shared; the curves figure is the
+    first seed's); returns the runs' results (:func:`demo_record` makes ``demo.json`` of them)."""
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"the demo needs distinct seeds, got {list(seeds)}; e.g. --seeds 0,1,2")
+    runs = []
+    for i, seed in enumerate(seeds):
+        if echo is not None and len(seeds) > 1:
+            echo(f"seed {seed}:")
+        load = os.getloadavg()[0]  # the wall times depend on it: the record keeps it
+        runs.append(run_demo(steps=steps, seed=seed, quick=quick, progress=progress, echo=echo,
+                             out=out if i == 0 else None))  # fmt: skip
+        runs[-1]["loadavg_at_start"] = load
+    return runs
+
+
+def demo_record(
+    seeds: Sequence[int], runs: Sequence[dict[str, Any]], made_by: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The committed form of demo runs (``results/demo/demo.json``): provenance (``made_by``:
+    :func:`~edgezo.studies.results.provenance` taken before the runs; default: now), the seeds
+    and per seed the run's result without its loss histories, printed table or figure path
+    (the docs' demo block is made from it: :mod:`edgezo.analysis.docs`)."""
+
+    def small(run: dict[str, Any]) -> dict[str, Any]:
+        methods = {name: {k: v for k, v in m.items() if k != "history"}
+                   for name, m in run["methods"].items()}  # fmt: skip
+        return {
+            **{k: v for k, v in run.items() if k not in ("table", "figure")},
+            "methods": methods,
+        }
+
+    if len(seeds) != len(runs):
+        raise ValueError(f"{len(seeds)} seeds for {len(runs)} demo runs; give one seed per run")
+    return {
+        "demo": "edgezo demo" + (f" --seeds {','.join(map(str, seeds))}" if len(runs) > 1 else ""),
+        "provenance": made_by if made_by is not None else provenance(),
+        "seeds": list(seeds),
+        "methods": list(runs[0]["methods"]) if runs else [],  # their order (JSON sorts keys)
+        "runs": {str(seed): small(r) for seed, r in zip(seeds, runs, strict=True)},
+    }
+
+
 def demo_config(quick: bool, steps: int | None) -> DemoConfig:
     """:data:`QUICK` or :data:`FULL`, with ``steps`` ZO steps if given."""
     config = QUICK if quick else FULL
@@ -524,27 +576,7 @@ def format_table(result: dict[str, Any]) -> str:
         "perturbed reads and integer update in the compiled C step (edgezo.runtime)",
         "",
     ]
-    header = ("method", "before", "after", "steps", "forwards", "wall s")
-    rows = [header]
-    for name, m in result["methods"].items():
-        rows.append(
-            (
-                name,
-                f"{100 * m['before']:.2f}%",
-                f"{100 * m['after']:.2f}%",
-                str(m["steps"]),
-                str(m["forwards"]),
-                f"{m['seconds']:.1f}",
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    for i, row in enumerate(rows):
-        cells = [row[0].ljust(widths[0])] + [
-            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
-        ]
-        lines.append("  ".join(cells))
-        if i == 0:
-            lines.append("  ".join("-" * w for w in widths))
+    lines += demo_table(result["methods"])
     lines.append(
         "(before / after: accuracy on the shifted test set, before: of the model the method "
         "starts from; forwards: ZO forward passes)"

@@ -1,0 +1,448 @@
+"""The docs' benchmark tables, made from the JSON the benchmark scripts commit under
+``benchmarks/results/`` (``python benchmarks/NAME.py --out benchmarks/results/NAME.json``).
+
+Each table is a function of its JSON alone, so the README cannot drift from what was
+measured: ``edgezo report --docs`` rewrites the ``<!-- edgezo:generated benchmark NAME -->``
+blocks with :data:`BENCHMARKS` (:mod:`edgezo.analysis.docs`). Timings are not rerun here:
+they need a quiet machine, and the JSON says which machine and load made them.
+
+* ``step_overhead``: perturbation passes, ZO steps and peak memory against inference
+  (``step_overhead.json``), the torch path beside it (``step_overhead_kernels_off.json``)
+  and MeZO's own step in the same rounds (``mezo_side_by_side.json``);
+* ``fixedpoint_step``: the integer path's step against six forwards (``fixedpoint_step.json``);
+* ``runtime``: ONNX Runtime against torch, the demo trained through ORT and the C step
+  (``runtime.json``);
+* ``fixedpoint``: QZO-FF against float ZO and backprop on the demo's head (``fixedpoint.json``;
+  :func:`fixedpoint_table` is also what ``benchmarks/fixedpoint.py --markdown`` prints).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .stats import t_interval
+
+#: Where the benchmark JSON lives, relative to the repository root (the parent of ``results/``).
+FOLDER = Path("benchmarks") / "results"
+WORKLOADS = {"smallcnn": "SmallCNN", "vittiny": "ViT-tiny-like"}
+
+
+def load(folder: Path, name: str) -> dict[str, Any]:
+    """``folder/NAME.json``, with what to run when it is missing."""
+    path = Path(folder) / f"{name}.json"
+    if not path.is_file():
+        raise ValueError(
+            f"no benchmark results {path}: run `python benchmarks/{name}.py --out {path}` on a "
+            "quiet machine and commit it"
+        )
+    return json.loads(path.read_text())
+
+
+def times(v: float) -> str:
+    """A ratio as ``1.39x`` (``20.4x`` from 10 on)."""
+    return f"{v:.2f}x" if v < 10 else f"{v:.1f}x"
+
+
+def source_line(path: str, data: Mapping[str, Any], command: str) -> str:
+    """Where a table's numbers come from: file, command, version, commit, threads, load."""
+    env = data["env"]
+    load_avg = env.get("loadavg_at_start", [None])[0]
+    threads = env.get("torch_threads")
+    return (
+        f"`{path}` (`{command}`: edgezo {env['edgezo']} at commit {env['git_head']}, "
+        f"torch {env['torch']}, {threads} torch thread{'s' if threads != 1 else ''}, "
+        f"{env.get('cpu_count')} CPUs"
+        + (f", load average {load_avg:.2f} at the start" if load_avg is not None else "")
+        + ")"
+    )
+
+
+# -- step_overhead ------------------------------------------------------------------------------
+def step_rows(data: Mapping, off: Mapping, mezo: Mapping, names: Sequence[str]) -> list[str]:
+    """The step and memory rows of the step-overhead table (one column per workload)."""
+
+    def step(d: Mapping, w: str, key: str) -> float:
+        return d["workloads"][w]["steps"][key]["paired_median_ratio_to_two_forwards"]
+
+    def row(label: str, cell: Callable[[str], str]) -> str:
+        return f"| {label} | " + " | ".join(cell(w) for w in names) + " |"
+
+    steps = {"ZO central, `Pool`": "zo_central_pool",
+             "ZO central, `Gaussian`": "zo_central_gaussian",
+             "ZO forward (one-sided), `Pool`": "zo_forward_pool",
+             "forward gradient (`jvp`), `Pool`": "zo_jvp_pool",
+             "backprop SGD step": "backprop_sgd"}  # fmt: skip
+    lines = [f"| **step / two forwards** (`step_overhead.py`; torch path) |{' |' * len(names)}"]
+    for label, key in steps.items():
+        lines.append(row(label, lambda w, k=key: f"{step(data, w, k):.2f} ({step(off, w, k):.2f})"))
+    lines.append(f"| **step / two forwards, same rounds as MeZO's** (`mezo_side_by_side.py`) |"
+                 f"{' |' * len(names)}")  # fmt: skip
+    lines.append(row("MeZO's step (Gaussian)", lambda w: f"{step(mezo, w, 'mezo_style'):.2f}"))
+    edgezo = ("edgezo_gaussian", "edgezo_rademacher", "edgezo_pool")
+    lines.append(row("edgezo central: `Gaussian` / `Rademacher` / `Pool`",
+                     lambda w: " / ".join(f"{step(mezo, w, k):.2f}" for k in edgezo)))  # fmt: skip
+    lines.append(f"| **peak resident memory / inference** (own process each) |{' |' * len(names)}")
+    for label, key in (("ZO central, `Pool`", "zo_pool"), ("ZO central, `Gaussian`", "zo_gaussian"),
+                       ("backprop SGD", "backprop")):  # fmt: skip
+        ratio = f"{key}_to_inference"
+        lines.append(row(label, lambda w, r=ratio: f"{data['memory'][w]['ratios'][r]:.3f}"))
+    return lines
+
+
+def pass_rows(data: Mapping, off: Mapping, names: Sequence[str]) -> list[str]:
+    """The perturbation-pass rows: each source's pass over a plain memory pass, compiled
+    (torch path)."""
+
+    def ratio(d: Mapping, w: str, group: str, source: str) -> float:
+        return d["workloads"][w][group]["sources"][source]["paired_median_ratio_to_memory_pass"]
+
+    def cell(w: str, group: str, sources: Sequence[str]) -> str:
+        fast = " / ".join(times(ratio(data, w, group, s)) for s in sources)
+        slow = " / ".join(times(ratio(off, w, group, s)) for s in sources)
+        return f"{fast} ({slow})"
+
+    pool = data["config"]["pool_size"]
+    groups = {f"`Pool({pool:,})`": ("passes", ("Pool",)),
+              "`Gaussian` / `Rademacher` / `Uniform`": ("passes", ("Gaussian", "Rademacher", "Uniform")),
+              "`LFSR` / `Xorshift` / `RNGArray`": ("hw_passes", ("LFSR", "Xorshift", "RNGArray"))}  # fmt: skip
+    lines = [f"| **perturbation pass / plain memory pass** (`p.mul_(1)` per tensor) |"
+             f"{' |' * len(names)}"]  # fmt: skip
+    for label, (group, sources) in groups.items():
+        cells = " | ".join(cell(w, group, sources) for w in names)
+        lines.append(f"| {label}, compiled (torch path) | {cells} |")
+    return lines
+
+
+def step_overhead_table(folder: Path) -> str:
+    """The Performance table: passes, steps and memory of ``step_overhead.json`` with the torch
+    path of ``step_overhead_kernels_off.json`` and MeZO's step of ``mezo_side_by_side.json``."""
+    data = load(folder, "step_overhead")
+    off, mezo = load(folder, "step_overhead_kernels_off"), load(folder, "mezo_side_by_side")
+    names = list(data["workloads"])
+    heads = []
+    for w in names:
+        wl = data["workloads"][w]
+        size = "x".join(map(str, wl["input_shape"]))
+        heads.append(f"{WORKLOADS.get(w, w)}, {wl['params']:,} params, batch {wl['batch']} of "
+                     f"{size}")  # fmt: skip
+    fwd = [f"{1000 * data['workloads'][w]['forward']['median_s']:.1f} ms" for w in names]
+    lines = [
+        "From "
+        + source_line(
+            f"{FOLDER}/step_overhead.json", data, "python benchmarks/step_overhead.py"
+        )  # fmt: skip
+        + "; in parentheses the torch path, from "
+        + source_line(
+            f"{FOLDER}/step_overhead_kernels_off.json",
+            off,
+            "EDGEZO_KERNELS=off python benchmarks/step_overhead.py --no-memory",
+        )
+        + "; MeZO's rows from "
+        + source_line(
+            f"{FOLDER}/mezo_side_by_side.json", mezo, "python benchmarks/mezo_side_by_side.py"
+        )
+        + ". Medians of paired rounds, every ratio taken within the same rounds.",
+        "",
+        "| | " + " | ".join(heads) + " |",
+        "|---|" + "---|" * len(names),
+        "| forward (no grad) | " + " | ".join(fwd) + " |",
+        *pass_rows(data, off, names),
+        *step_rows(data, off, mezo, names),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def fixedpoint_step_table(folder: Path) -> str:
+    """The integer path's step over six forwards of the same integer model, per executor, with
+    every layer trained and the head only (``fixedpoint_step.json``)."""
+    data = load(folder, "fixedpoint_step")
+    cases = data["cases"]
+    names = list(cases)
+    lines = [
+        "From "
+        + source_line(
+            f"{FOLDER}/fixedpoint_step.json", data, "python benchmarks/fixedpoint_step.py"
+        )  # fmt: skip
+        + f"; SmallCNN 16w8a, {data['config']['preset']}, batch {data['config']['batch']}, "
+        f"medians of {data['config']['repeats']} paired rounds.",
+        "",
+        "| step / six forwards of the integer model | "
+        + " | ".join({"whole": "every layer trained", "head": "head only"}.get(c, c) for c in names)
+        + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for key, label in cases[names[0]]["executors"].items():
+        cells = [f"{cases[c]['steps'][key]['paired_median_to_six_forwards']:.2f}" for c in names]
+        what = "float model" if key == "float" else "integer model"
+        lines.append(f"| {what}, {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# -- runtime ------------------------------------------------------------------------------------
+AGREEMENT = {
+    "smallcnn": "SmallCNN (the demo's, shifted MNIST)",
+    "smallcnn_per_channel": "SmallCNN, per-channel scales",
+    "resnet": "ResNet",
+    "vit": "ViT (attention, LayerNorm, GELU, class token)",
+    "crnn": "CRNN (digits read as spectrograms)",
+    "dscnn": "DS-CNN (the same)",
+    "minilm": "MiniLM-L6, 16w8a whole model (topic sentences)",
+}
+
+
+def agreement_table(data: Mapping[str, Any]) -> list[str]:
+    """ONNX Runtime's forwards against the torch fixed-point model's, per model."""
+    lines = [
+        "| model | test inputs | same argmax | max logit diff | rows bit-equal |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for key, a in data["agreement"].items():
+        if not isinstance(a, Mapping):
+            continue  # rows_per_family
+        lines.append(
+            f"| {AGREEMENT.get(key, a['what'])} | {a['rows']:,} | {100 * a['argmax_agreement']:.2f}% "
+            f"| {a['max_diff_output_steps']:.2f} steps | {100 * a['bit_equal_rows']:.2f}% |"
+        )
+    return lines
+
+
+def device_table(data: Mapping[str, Any]) -> list[str]:
+    """The demo trained through ORT and the C step beside torch and the Python step; speeds."""
+    t, sp, mem = data["training"], data["speed"], data["memory"]
+    s = t["settings"]
+
+    def ms(x: float) -> str:
+        return f"{1000 * x:.1f} ms"
+
+    def ratio(case: str, fmt: str) -> str:
+        steps = sp["steps"][case] if case in sp["steps"] else sp[case]
+        return f"{steps[fmt]['paired_median_ratio_to_two_forwards']:.2f}"
+
+    fwd = sp["forward"]
+    same = "bit-identical" if t["final_integers_bit_identical"] else "differ"
+    return [
+        "| | torch + Python step | ONNX Runtime + C step |",
+        "|---|---|---|",
+        f"| demo `{t['method']}`, {s['steps']} steps, seed {s['seed']}: shifted test accuracy "
+        f"(from {100 * t['accuracy_before']:.2f}%) | {100 * t['accuracy_torch']:.2f}% "
+        f"| {100 * t['accuracy_ort']:.2f}% |",
+        f"| final integers | | {same} |",
+        f"| queries whose `sign(L+ - L-)` agrees | | {100 * t['queries_with_equal_coefficient']:.0f}%"
+        f" (losses float-equal on {100 * t['steps_with_equal_losses']:.0f}% of steps) |",
+        f"| time per step ({t['closures_per_step']} forwards of batch {s['batch']} + the step) "
+        f"| {ms(t['seconds_per_step']['torch'])} | {ms(t['seconds_per_step']['ort_c'])} |",
+        f"| ViT forward, batch {sp['batch']} | {ms(fwd['torch_fixed_point']['median_s'])} (float: "
+        f"{ms(fwd['torch_float']['median_s'])}) | {ms(fwd['ort']['median_s'])} |",
+        "| ZO step / two ORT forwards, ViT, head trained "
+        f"| {ratio('head', 'FixedPointFormat')} | {ratio('head', 'DeviceFormat')} |",
+        f"| ZO step / two ORT forwards, ViT, all {sp['trainable_parameters']['whole']:,} weights "
+        f"trained | {ratio('whole', 'FixedPointFormat')} | {ratio('whole', 'DeviceFormat')} |",
+        "| ZO step / two ORT forwards, demo SmallCNN head "
+        f"| {ratio('smallcnn_head_reference', 'FixedPointFormat')} "
+        f"| {ratio('smallcnn_head_reference', 'DeviceFormat')} |",
+        "| peak resident set, training / inference (SmallCNN head; ViT, all weights) | "
+        f"| {mem['smallcnn_head']['training_to_inference']:.3f}; "
+        f"{mem['vit_whole']['training_to_inference']:.3f} |",
+    ]
+
+
+def c_step_table(data: Mapping[str, Any]) -> list[str]:
+    """The C step alone on a large tensor, per direction source, against a memory copy."""
+    c = data["c_step"]
+    names = list(c["sources"])
+    per = c["sources"]
+    rows = {
+        "perturbed read / memory copy": [f"{per[n]['c_read_vs_memcpy']:.1f}" for n in names],
+        f"{c['update']} update / memory copy": [
+            f"{per[n]['c_update_vs_memcpy']:.1f}" for n in names
+        ],
+        "perturbed read, C / torch path (ms)": [
+            f"{per[n]['c_read_ms']:.2f} / {per[n]['python_read_ms']:.1f}" for n in names
+        ],
+    }
+    lines = [
+        f"| C step, {c['weights']:,} `{c['dtype']}` weights, {c['threads']} thread | "
+        + " | ".join(names)
+        + " |",
+        "|---|" + "---:|" * len(names),
+        *(f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows.items()),
+    ]
+    share = 100 * c["state_share_of_tiny_training_sram"]
+    return [
+        *lines,
+        "",
+        f"The C step compiles in {c['compile_s']:.1f} s on first use. The training state the "
+        f"device keeps beyond inference for the demo's head: **{c['demo_head_state_bytes']:,} "
+        f"bytes**, {share:.1f}% of the {c['tiny_training_sram_bytes']:,} bytes of SRAM that "
+        "backprop-based on-device training (MIT's tiny-training) fits into.",
+    ]
+
+
+def runtime_tables(folder: Path) -> str:
+    """The inference-runtime section: agreement, the device step, the C step (``runtime.json``)."""
+    data = load(folder, "runtime")
+    env, cfg = data["env"], data["config"]
+    lines = [
+        "From "
+        + source_line(f"{FOLDER}/runtime.json", data, "python benchmarks/runtime.py")
+        + f"; ONNX Runtime {env['onnxruntime']} with {env['ort_intra_op_threads']} threads; "
+        f"timings are medians of {cfg['repeats']} interleaved rounds, ratios taken in the same "
+        "rounds. Forwards, ORT against the torch fixed-point model (16w8a, pretrained, real test "
+        "inputs; a logit step is `max|logits| / 127`):",
+        "",
+        *agreement_table(data),
+        "",
+        *device_table(data),
+        "",
+        *c_step_table(data),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# -- fixedpoint -----------------------------------------------------------------------------------
+PRECISIONS = {"fp32": "fp32", "16w8a": "16 / 8 bit", "8w8a": "8 / 8 bit"}
+
+
+def paired_difference(accs: Sequence[float], ref: Sequence[float]) -> str:
+    """``accs - ref`` in points, per seed (the rows of a seed share its batches): the mean and,
+    over several seeds, its 95% t-interval."""
+    diffs = [100 * (a - r) for a, r in zip(accs, ref, strict=True)]
+    iv = t_interval(diffs)
+    if iv.n == 1:
+        return f"{iv.mean:+.2f}"
+    return f"{iv.mean:+.2f} [{iv.low:+.2f}, {iv.high:+.2f}]"
+
+
+def fixedpoint_table(result: Mapping[str, Any]) -> list[str]:
+    """``benchmarks/fixedpoint.py``'s table: per run the shifted-test accuracy (mean ± sample std
+    over seeds), its paired difference to fp32 ZO and the trained integers at their limit."""
+    rows, zs = result["rows"], result["zero_shot"]
+    seeds = len(result["config"]["seeds"])
+    ref = rows["zo_fp32"]
+    plural = "s" if seeds > 1 else ""
+    vs = "vs fp32 ZO (points" + (", paired 95% t-interval)" if seeds > 1 else ")")
+    lines = [
+        "| run | weights / activations | steps | forwards / step | shifted-test accuracy % "
+        f"(mean ± std, {seeds} seed{plural}) | {vs} | trained weights at the integer limit |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, acc in zs.items():
+        base, _, extra = name.partition("_")
+        label = f"zero-shot {base}" + (
+            f", headroom {result['config']['headroom']:g}" if extra == "headroom" else ""
+        )
+        lines.append(f"| {label} | {PRECISIONS[base]} | 0 | - | {100 * acc:.2f} | "
+                     f"{100 * (acc - ref['mean']):+.2f} | - |")  # fmt: skip
+    for key, m in rows.items():
+        fwd = "1 (+ backward)" if key == "bp_fp32" else f"{m['forwards_per_step']:g}"
+        sat = "-" if m.get("saturated") is None else f"{100 * m['saturated']:.1f}%"
+        acc = f"{100 * m['mean']:.2f}" + (f" ± {100 * m['std']:.2f}" if seeds > 1 else "")
+        lines.append(
+            f"| {m['label']} | {PRECISIONS[m['precision']]} | {m['steps']} | {fwd} | {acc} | "
+            f"{'+0.00' if key == 'zo_fp32' else paired_difference(m['accs'], ref['accs'])} "
+            f"| {sat} |"
+        )
+    return lines
+
+
+def fixedpoint_settings(result: Mapping[str, Any]) -> list[str]:
+    """How lr and eps were chosen, the batch, what was adapted; the step-time ratio."""
+    ch, tm = result["chosen"], result["timing"]
+    how = (
+        "grid-searched once on fp32 ZO (seed 0, scored on a validation split of the shifted "
+        "train images, disjoint from the adaptation images; the test set is never used to choose)"
+        if ch["grid_searched"]
+        else "fixed (no grid in --quick)"
+    )
+    return [
+        f"Settings: lr {ch['lr']:g}, eps {ch['eps']:g} for every ZO row ({how}); "
+        f"kernel-wise normalization also with its own lr {ch['kn_lr']:g}"
+        f"{', chosen the same way' if ch['grid_searched'] else ''} "
+        "(its lr is relative: ||dw_i|| = lr ||w_i|| per query); backprop: Adam, lr "
+        f"{ch['bp_lr']:g}{' (same procedure)' if ch['grid_searched'] else ''}. "
+        f"Batch {result['config']['demo']['batch']}; every "
+        "row of a seed sees the same batches. Adapted: "
+        f"{', '.join(result['backbone']['adapted'])} ({result['backbone']['adapted_numel']} "
+        "parameters); the quantized rows quantize the whole model.",
+        "",
+        f"Step time, integer (16w8a) / float path, median of {tm['full_model']['repeats']} "
+        f"interleaved repeats on the same batch: full model {tm['full_model']['ratio_median']:.2f}x "
+        f"({tm['full_model']['int_step_ms']:.1f} vs {tm['full_model']['float_step_ms']:.1f} ms "
+        f"per sign-3-SPSA step), head only {tm['head_only']['ratio_median']:.2f}x "
+        f"({tm['head_only']['int_step_ms']:.2f} vs {tm['head_only']['float_step_ms']:.2f} ms).",
+    ]
+
+
+def fixedpoint_targets(result: Mapping[str, Any]) -> list[str]:
+    """The benchmark's targets, met or not on the means, and the tool's refusal message."""
+    rows, tg = result["rows"], result["targets"]
+    q8, sp = tg["q8_fails_and_tool_warned"], tg["sparse90_within_2pt_of_dense"]
+    q16t = tg["q16_within_1pt_of_fp32_zo"]
+    lines = [
+        "Targets:",
+        f"- 16w8a within 1 point of fp32 ZO: {q16t['points']:+.2f} points, "
+        f"{'met' if q16t['met'] else 'not met'}.",
+        f"- 8w8a fails and the tool warned, at the shared lr: {'met' if q8['met'] else 'not met'} "
+        f"(8w8a {q8['q8_gain_points']:+.2f} points over its zero-shot, "
+        f"{q8['q8_vs_q16_points']:+.2f} vs 16w8a; the tool "
+        f"{'warned' if q8['tool_warned'] else 'had nothing to say'}).",
+    ]
+    if "paper_regime" in tg:
+        pr = tg["paper_regime"]
+        lines.append(
+            f"- 8w8a in the paper's regime (lr {pr['lr']:g}, where the 8-bit update rounds to "
+            f"zero): 8w8a {pr['q8_gain_points']:+.2f} points over its zero-shot, 16w8a "
+            f"{pr['q16_gain_points']:+.2f}; the tool "
+            f"{'warned' if pr['tool_warned'] else 'did not warn'}."
+        )
+    lines.append(
+        f"- 90% sparse (top-k) within 2 points of dense 16w8a: {sp['points']:+.2f} points, "
+        f"{'met' if sp['met'] else 'not met'} (random mask: {sp['random_mask_points']:+.2f}; "
+        f"fp32 top-k vs fp32 dense: {sp['fp32_topk_vs_fp32_dense_points']:+.2f}; "
+        f"with headroom {result['config']['headroom']:g}, top-k vs dense: "
+        f"{sp['headroom_topk_vs_headroom_dense_points']:+.2f})."
+    )
+    enh = tg["enhancements_points_vs_16w8a"]
+    labels = {k: rows[k]["label"].removeprefix("16w8a + ").removeprefix("16w8a, ") for k in enh}
+    lines.append("- Enhancements vs 16w8a (points): "
+                 + "; ".join(f"{labels[k]} {v:+.2f}" for k, v in enh.items()) + ".")  # fmt: skip
+    msg = result["tool"]["8w8a"]["message"] or result["tool"]["8w8a_paper_regime"]["message"]
+    if msg:
+        which = "shared" if result["tool"]["8w8a"]["message"] else "paper-regime"
+        lines += ["", f"The tool's message before the forced 8w8a run ({which} lr):", "",
+                  "```", msg, "```"]  # fmt: skip
+    return lines
+
+
+def fixedpoint_markdown(result: Mapping[str, Any]) -> str:
+    """``benchmarks/fixedpoint.py --markdown``: the table, the settings, the targets."""
+    lines = [*fixedpoint_table(result), "", *fixedpoint_settings(result), "",
+             *fixedpoint_targets(result)]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def fixedpoint_tables(folder: Path) -> str:
+    """The README's "Does it still train?" block: where it comes from, then
+    :func:`fixedpoint_markdown`."""
+    r = load(folder, "fixedpoint")
+    prov = r["provenance"]
+    head = (
+        f"From `{FOLDER}/fixedpoint.json` (`python benchmarks/fixedpoint.py`: edgezo "
+        f"{prov['edgezo']} at commit {str(prov['commit'])[:10]}, torch {prov['torch']}, "
+        f"{prov['threads']} thread{'s' if prov['threads'] != 1 else ''}, "
+        f"{r['seconds'] / 60:.0f} min). The demo's task: the MNIST-pretrained SmallCNN's head "
+        "adapted to the washed-out camera shift, every run of a seed on the same batches."
+    )
+    return head + "\n\n" + fixedpoint_markdown(r)
+
+
+#: ``<!-- edgezo:generated benchmark NAME -->`` blocks: NAME -> table of ``benchmarks/results/``.
+BENCHMARKS: dict[str, Callable[[Path], str]] = {
+    "step_overhead": step_overhead_table,
+    "fixedpoint_step": fixedpoint_step_table,
+    "runtime": runtime_tables,
+    "fixedpoint": fixedpoint_tables,
+}

@@ -1,0 +1,225 @@
+"""edgezo.analysis.benchmarks: each benchmark table rendered from a hand-made JSON equals a
+hand-written table (the values chosen so the rounding and the intervals are worked by hand)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgezo.analysis import benchmarks as B
+
+ENV = {"edgezo": "9.9.9", "git_head": "abcdef0", "torch": "7.7.7", "torch_threads": 2,
+       "cpu_count": 4, "loadavg_at_start": [0.504, 1.0, 1.0]}  # fmt: skip
+
+
+def write(folder, name, data):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(data))
+
+
+# -- step_overhead ------------------------------------------------------------------------------
+def passes(ratios: dict[str, float]) -> dict:
+    return {"sources": {k: {"paired_median_ratio_to_memory_pass": v} for k, v in ratios.items()}}
+
+
+def steps(ratios: dict[str, float]) -> dict:
+    return {k: {"paired_median_ratio_to_two_forwards": v} for k, v in ratios.items()}
+
+
+def step_overhead(scale: float) -> dict:
+    """One workload; ``scale`` multiplies every ratio (the torch path: 10)."""
+    return {
+        "env": ENV,
+        "config": {"pool_size": 1024},
+        "workloads": {"smallcnn": {
+            "params": 12345, "batch": 8, "input_shape": [1, 4, 4],
+            "forward": {"median_s": 0.0123},
+            "passes": passes({"Pool": 1.004 * scale, "Gaussian": 2.5 * scale,
+                              "Rademacher": 0.996 * scale, "Uniform": 1.5 * scale}),
+            "hw_passes": passes({"LFSR": 1.1 * scale, "Xorshift": 1.2 * scale,
+                                 "RNGArray": 1.3 * scale}),
+            "steps": steps({"zo_central_pool": 1.1 * scale, "zo_central_gaussian": 1.2 * scale,
+                            "zo_forward_pool": 1.05, "zo_jvp_pool": 1.5, "backprop_sgd": 2.0}),
+        }},
+        "memory": {"smallcnn": {"ratios": {"zo_pool_to_inference": 1.0254,
+                                           "zo_gaussian_to_inference": 1.0,
+                                           "backprop_to_inference": 1.6366}}},
+    }  # fmt: skip
+
+
+def test_step_overhead_table(tmp_path):
+    write(tmp_path, "step_overhead", step_overhead(1.0))
+    write(tmp_path, "step_overhead_kernels_off", step_overhead(10.0))
+    mezo = {"env": {**ENV, "loadavg_at_start": [2.0]}, "workloads": {"smallcnn": {"steps": steps(
+        {"mezo_style": 1.3, "edgezo_gaussian": 1.2, "edgezo_rademacher": 1.1, "edgezo_pool": 1.0}
+    )}}}  # fmt: skip
+    write(tmp_path, "mezo_side_by_side", mezo)
+    text = B.step_overhead_table(tmp_path)
+    assert text.startswith(
+        "From `benchmarks/results/step_overhead.json` (`python benchmarks/step_overhead.py`: "
+        "edgezo 9.9.9 at commit abcdef0, torch 7.7.7, 2 torch threads, 4 CPUs, load average 0.50 "
+        "at the start); in parentheses the torch path, from "
+    )
+    assert "mezo_side_by_side.py`: edgezo 9.9.9 at commit abcdef0, torch 7.7.7, 2 torch " \
+        "threads, 4 CPUs, load average 2.00 at the start)." in text  # fmt: skip
+    table = text.split("\n\n", 1)[1]
+    assert (
+        table
+        == """\
+| | SmallCNN, 12,345 params, batch 8 of 1x4x4 |
+|---|---|
+| forward (no grad) | 12.3 ms |
+| **perturbation pass / plain memory pass** (`p.mul_(1)` per tensor) | |
+| `Pool(1,024)`, compiled (torch path) | 1.00x (10.0x) |
+| `Gaussian` / `Rademacher` / `Uniform`, compiled (torch path) | 2.50x / 1.00x / 1.50x (25.0x / 9.96x / 15.0x) |
+| `LFSR` / `Xorshift` / `RNGArray`, compiled (torch path) | 1.10x / 1.20x / 1.30x (11.0x / 12.0x / 13.0x) |
+| **step / two forwards** (`step_overhead.py`; torch path) | |
+| ZO central, `Pool` | 1.10 (11.00) |
+| ZO central, `Gaussian` | 1.20 (12.00) |
+| ZO forward (one-sided), `Pool` | 1.05 (1.05) |
+| forward gradient (`jvp`), `Pool` | 1.50 (1.50) |
+| backprop SGD step | 2.00 (2.00) |
+| **step / two forwards, same rounds as MeZO's** (`mezo_side_by_side.py`) | |
+| MeZO's step (Gaussian) | 1.30 |
+| edgezo central: `Gaussian` / `Rademacher` / `Pool` | 1.20 / 1.10 / 1.00 |
+| **peak resident memory / inference** (own process each) | |
+| ZO central, `Pool` | 1.025 |
+| ZO central, `Gaussian` | 1.000 |
+| backprop SGD | 1.637 |
+"""
+    )
+
+
+def test_fixedpoint_step_table(tmp_path):
+    executors = {"float": "float passes", "int_compiled": "compiled"}
+    case = {"executors": executors, "steps": {
+        "float": {"paired_median_to_six_forwards": 0.875},
+        "int_compiled": {"paired_median_to_six_forwards": 1.164}}}  # fmt: skip
+    head = {"executors": executors, "steps": {
+        "float": {"paired_median_to_six_forwards": 0.5},
+        "int_compiled": {"paired_median_to_six_forwards": 1.0}}}  # fmt: skip
+    data = {"env": ENV, "config": {"preset": "sign-3", "batch": 16, "repeats": 5},
+            "cases": {"whole": case, "head": head}}  # fmt: skip
+    write(tmp_path, "fixedpoint_step", data)
+    text = B.fixedpoint_step_table(tmp_path)
+    assert text.endswith("""; SmallCNN 16w8a, sign-3, batch 16, medians of 5 paired rounds.
+
+| step / six forwards of the integer model | every layer trained | head only |
+|---|---:|---:|
+| float model, float passes | 0.88 | 0.50 |
+| integer model, compiled | 1.16 | 1.00 |
+""")
+
+
+def test_a_missing_benchmark_file_says_what_to_run(tmp_path):
+    with pytest.raises(ValueError, match=r"python benchmarks/runtime.py --out .*runtime.json"):
+        B.runtime_tables(tmp_path)
+
+
+# -- runtime ------------------------------------------------------------------------------------
+def test_agreement_table_in_percent_and_logit_steps():
+    data = {"agreement": {"rows_per_family": 10, "vit": {
+        "what": "w", "rows": 10000, "argmax_agreement": 0.99985, "max_diff_output_steps": 0.685,
+        "bit_equal_rows": 0.961}, "other": {"what": "a new model", "rows": 5,
+        "argmax_agreement": 1.0, "max_diff_output_steps": 30.921, "bit_equal_rows": 0.8}}}  # fmt: skip
+    assert B.agreement_table(data) == [
+        "| model | test inputs | same argmax | max logit diff | rows bit-equal |",
+        "|---|---:|---:|---:|---:|",
+        "| ViT (attention, LayerNorm, GELU, class token) | 10,000 | 99.98% | 0.69 steps | 96.10% |",
+        "| a new model | 5 | 100.00% | 30.92 steps | 80.00% |",
+    ]  # 99.985 rounds half to even in binary: 99.98
+
+
+def device_data() -> dict:
+    step = {"FixedPointFormat": {"paired_median_ratio_to_two_forwards": 2.0},
+            "DeviceFormat": {"paired_median_ratio_to_two_forwards": 1.004}}  # fmt: skip
+    return {
+        "training": {"method": "pezo 16w8a", "settings": {"steps": 80, "seed": 3, "batch": 32},
+                     "accuracy_before": 0.4, "accuracy_torch": 0.9, "accuracy_ort": 0.8999,
+                     "final_integers_bit_identical": False, "queries_with_equal_coefficient": 0.5,
+                     "steps_with_equal_losses": 0.25, "closures_per_step": 6,
+                     "seconds_per_step": {"torch": 0.05, "ort_c": 0.0125}},
+        "speed": {"batch": 16, "forward": {"torch_fixed_point": {"median_s": 0.03},
+                                           "torch_float": {"median_s": 0.01},
+                                           "ort": {"median_s": 0.02}},
+                  "steps": {"head": step, "whole": step}, "smallcnn_head_reference": step,
+                  "trainable_parameters": {"whole": 1234}},
+        "memory": {"smallcnn_head": {"training_to_inference": 1.0071},
+                   "vit_whole": {"training_to_inference": 1.5}},
+    }  # fmt: skip
+
+
+def test_device_table():
+    assert B.device_table(device_data()) == [
+        "| | torch + Python step | ONNX Runtime + C step |",
+        "|---|---|---|",
+        "| demo `pezo 16w8a`, 80 steps, seed 3: shifted test accuracy (from 40.00%) | 90.00% "
+        "| 89.99% |",
+        "| final integers | | differ |",
+        "| queries whose `sign(L+ - L-)` agrees | | 50% (losses float-equal on 25% of steps) |",
+        "| time per step (6 forwards of batch 32 + the step) | 50.0 ms | 12.5 ms |",
+        "| ViT forward, batch 16 | 30.0 ms (float: 10.0 ms) | 20.0 ms |",
+        "| ZO step / two ORT forwards, ViT, head trained | 2.00 | 1.00 |",
+        "| ZO step / two ORT forwards, ViT, all 1,234 weights trained | 2.00 | 1.00 |",
+        "| ZO step / two ORT forwards, demo SmallCNN head | 2.00 | 1.00 |",
+        "| peak resident set, training / inference (SmallCNN head; ViT, all weights) | "
+        "| 1.007; 1.500 |",
+    ]
+
+
+def test_c_step_table():
+    data = {"c_step": {"weights": 1000, "dtype": "int16", "threads": 1, "update": "sign-3",
+                       "compile_s": 0.25, "demo_head_state_bytes": 1413,
+                       "tiny_training_sram_bytes": 262144,
+                       "state_share_of_tiny_training_sram": 1413 / 262144,
+                       "sources": {"pool": {"c_read_vs_memcpy": 6.37, "c_update_vs_memcpy": 10.0,
+                                            "c_read_ms": 0.874, "python_read_ms": 12.62}}}}  # fmt: skip
+    assert B.c_step_table(data) == [
+        "| C step, 1,000 `int16` weights, 1 thread | pool |",
+        "|---|---:|",
+        "| perturbed read / memory copy | 6.4 |",
+        "| sign-3 update / memory copy | 10.0 |",
+        "| perturbed read, C / torch path (ms) | 0.87 / 12.6 |",
+        "",
+        "The C step compiles in 0.2 s on first use. The training state the device keeps beyond "
+        "inference for the demo's head: **1,413 bytes**, 0.5% of the 262,144 bytes of SRAM that "
+        "backprop-based on-device training (MIT's tiny-training) fits into.",
+    ]  # 0.25 s rounds half to even: 0.2; 1413 / 262144 = 0.539%
+
+
+# -- fixedpoint -----------------------------------------------------------------------------------
+def fixedpoint_result(accs_zo, accs_q16) -> dict:
+    def row(label, precision, accs, sat):
+        mean = sum(accs) / len(accs)
+        return {"label": label, "precision": precision, "accs": accs, "mean": mean, "std": 0.01,
+                "steps": 100, "forwards_per_step": 6.0, "saturated": sat}  # fmt: skip
+
+    return {
+        "config": {"seeds": list(range(len(accs_zo))), "headroom": 2.0},
+        "zero_shot": {"fp32": 0.45, "16w8a_headroom": 0.4},
+        "rows": {"zo_fp32": row("fp32 ZO", "fp32", accs_zo, None),
+                 "q16": row("QZO-FF 16w8a", "16w8a", accs_q16, 0.004)},
+    }  # fmt: skip
+
+
+def test_fixedpoint_table_with_the_paired_t_interval_worked_by_hand():
+    # per-seed differences -1, -2, -3 points: mean -2, s = 1, t(0.975, 2) = 4.3027,
+    # half-width 4.3027 / sqrt(3) = 2.4842
+    result = fixedpoint_result([0.90, 0.91, 0.92], [0.89, 0.89, 0.89])
+    assert B.fixedpoint_table(result) == [
+        "| run | weights / activations | steps | forwards / step | shifted-test accuracy % "
+        "(mean ± std, 3 seeds) | vs fp32 ZO (points, paired 95% t-interval) | trained weights at "
+        "the integer limit |",
+        "|---|---|---:|---:|---:|---:|---:|",
+        "| zero-shot fp32 | fp32 | 0 | - | 45.00 | -46.00 | - |",
+        "| zero-shot 16w8a, headroom 2 | 16 / 8 bit | 0 | - | 40.00 | -51.00 | - |",
+        "| fp32 ZO | fp32 | 100 | 6 | 91.00 ± 1.00 | +0.00 | - |",
+        "| QZO-FF 16w8a | 16 / 8 bit | 100 | 6 | 89.00 ± 1.00 | -2.00 [-4.48, +0.48] | 0.4% |",
+    ]
+
+
+def test_fixedpoint_table_of_one_seed_has_no_interval():
+    lines = B.fixedpoint_table(fixedpoint_result([0.9], [0.875]))
+    assert "(mean ± std, 1 seed) | vs fp32 ZO (points) |" in lines[0]
+    assert lines[-1] == "| QZO-FF 16w8a | 16 / 8 bit | 100 | 6 | 87.50 | -2.50 | 0.4% |"
