@@ -64,3 +64,36 @@ def pytest_generate_tests(metafunc):
 def make_source():
     """``make_source(name)``: a fresh source of the registry (unbound)."""
     return lambda name: SOURCES[name]()
+
+
+@pytest.fixture(scope="session")
+def record_classifier():
+    """``record_classifier(key, lanes, steps, ...) -> (record, source)``: a recorded fixed-point
+    run (``edgezo.hw.engine_cosim.record``) of a small quantized 16 -> 4 linear classifier,
+    trained on the integers of hardware generator ``key`` (the engine tests' real run)."""
+
+    def record_run(key, lanes, steps, estimator="sign", queries=3, per_channel=False, seed=0):
+        import torch
+
+        from edgezo import ZO
+        from edgezo.fixedpoint import quantize_model, trainable_parameters
+        from edgezo.hw.engine_cosim import RecordingFormat, record
+        from edgezo.hw.zsources import z_source
+
+        torch.manual_seed(seed)
+        net = quantize_model(torch.nn.Linear(16, 4), activation_bits=None, per_channel=per_channel)
+        x, y = torch.randn(64, 16), torch.randint(0, 4, (64,))
+        src = z_source(key, lanes)
+        opt = ZO(
+            trainable_parameters(net),
+            lr=3e-2,
+            eps=1e-2,
+            estimator=estimator,
+            queries=queries,
+            directions=src.directions,
+            formats=RecordingFormat(z_bits=8),
+        )
+        loss = lambda: torch.nn.functional.cross_entropy(net(x), y)  # noqa: E731
+        return record(opt, loss, steps, lanes), src
+
+    return record_run

@@ -20,38 +20,31 @@ from edgezo.hw.engine_cosim import RecordingFormat, loss_word, mismatches, recor
 from edgezo.hw.zsources import KEYS, z_source
 
 
-def _run(key, lanes, steps, estimator="sign", queries=3, per_channel=False, seed=0):
+def _run(record_classifier, key, lanes, steps, **kw):
     """A recorded fixed-point run of a small classifier and the engine's replay of it."""
-    torch.manual_seed(seed)
-    net = quantize_model(torch.nn.Linear(16, 4), activation_bits=None, per_channel=per_channel)
-    x, y = torch.randn(64, 16), torch.randint(0, 4, (64,))
-    src = z_source(key, lanes)
-    opt = ZO(
-        trainable_parameters(net),
-        lr=3e-2,
-        eps=1e-2,
-        estimator=estimator,
-        queries=queries,
-        directions=src.directions,
-        formats=RecordingFormat(z_bits=8),
-    )
-    rec = record(opt, lambda: torch.nn.functional.cross_entropy(net(x), y), steps, lanes)
+    rec, src = record_classifier(key, lanes, steps, **kw)
     return rec, replay(Engine(rec.config, src), rec)
 
 
 @pytest.mark.parametrize("key", KEYS)
-def test_engine_matches_fixed_point_run(key):
-    rec, run = _run(key, lanes=4, steps=3)
+def test_engine_matches_fixed_point_run(record_classifier, key):
+    rec, run = _run(record_classifier, key, lanes=4, steps=3)
     assert mismatches(rec, run) == []
     init = np.array(rec.config.init)
     assert all((s.after != init).any() for s in rec.steps)  # the run does train
     assert run.cycles == [rec.config.cycles_per_step()] * 3
 
 
-def test_engine_central_coefficients_and_per_channel_scales():
+def test_engine_central_coefficients_and_per_channel_scales(record_classifier):
     """Central SPSA (n_i and the step's m_u/k_u on the ports) with one scale per output row."""
     rec, run = _run(
-        "pezo-array", lanes=2, steps=3, estimator="central", queries=1, per_channel=True
+        record_classifier,
+        "pezo-array",
+        lanes=2,
+        steps=3,
+        estimator="central",
+        queries=1,
+        per_channel=True,
     )
     assert len(rec.config.groups) == 5  # 4 output channels + the bias
     assert len({tuple(s.upd) for s in rec.steps}) > 1  # the coefficient changes every step

@@ -12,14 +12,11 @@ install command.
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("amaranth", reason="edgezo.hw needs the 'hw' extra")
 
-from edgezo import ZO
-from edgezo.fixedpoint import quantize_model, trainable_parameters
 from edgezo.hw.engine import Engine
-from edgezo.hw.engine_cosim import RecordingFormat, Step, mismatches, record, replay
+from edgezo.hw.engine_cosim import Step, mismatches, replay
 from edgezo.hw.engine_cxxrtl import (
     CompilerMissing,
     CxxrtlMissing,
@@ -40,27 +37,8 @@ def toolchain():
         pytest.fail(str(err), pytrace=False)
 
 
-def _recorded(key, lanes, steps, estimator, queries, seed=0):
-    """A recorded run of a small quantized classifier with per-channel scales (5 groups)."""
-    torch.manual_seed(seed)
-    net = quantize_model(torch.nn.Linear(16, 4), activation_bits=None, per_channel=True)
-    x, y = torch.randn(64, 16), torch.randint(0, 4, (64,))
-    src = z_source(key, lanes)
-    opt = ZO(
-        trainable_parameters(net),
-        lr=3e-2,
-        eps=1e-2,
-        estimator=estimator,
-        queries=queries,
-        directions=src.directions,
-        formats=RecordingFormat(z_bits=8),
-    )
-    rec = record(opt, lambda: torch.nn.functional.cross_entropy(net(x), y), steps, lanes)
-    return rec, src
-
-
-def _both_simulators_agree(key, estimator="sign", queries=2, lanes=2, steps=3):
-    rec, src = _recorded(key, lanes, steps, estimator, queries)
+def _both_simulators_agree(record, key, estimator="sign", queries=2, lanes=2, steps=3):
+    rec, src = record(key, lanes, steps, estimator, queries, per_channel=True)
     assert len(rec.config.groups) == 5  # 4 output channels + the bias
     reference = replay(Engine(rec.config, src), rec)
     compiled = replay_compiled(Engine(rec.config, src), rec)
@@ -77,34 +55,34 @@ def _both_simulators_agree(key, estimator="sign", queries=2, lanes=2, steps=3):
     return rec, compiled
 
 
-def test_compiled_equals_amaranth_lfsr_sign_per_channel():
-    rec, run = _both_simulators_agree("lfsr")
+def test_compiled_equals_amaranth_lfsr_sign_per_channel(record_classifier):
+    rec, run = _both_simulators_agree(record_classifier, "lfsr")
     assert run.timing["run_s"] > 0
     again = build_engine(Engine(rec.config, z_source("lfsr", 2)))  # the same design: cached
     assert again.seconds is None and again.path.exists()
 
 
-def test_compiled_equals_amaranth_central_coefficients():
-    rec, _ = _both_simulators_agree("pezo-array", estimator="central", queries=1)
+def test_compiled_equals_amaranth_central_coefficients(record_classifier):
+    rec, _ = _both_simulators_agree(record_classifier, "pezo-array", estimator="central", queries=1)
     assert len({tuple(s.upd) for s in rec.steps}) > 1  # the coefficient changes every step
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key", KEYS)
-def test_compiled_equals_amaranth_every_generator(key):
-    _both_simulators_agree(key, queries=3, lanes=4)
+def test_compiled_equals_amaranth_every_generator(record_classifier, key):
+    _both_simulators_agree(record_classifier, key, queries=3, lanes=4)
 
 
-def test_compiled_replay_detects_a_wrong_recording():
+def test_compiled_replay_detects_a_wrong_recording(record_classifier):
     """A corrupted loss changes a sign, so the engine's memory must differ from the recording."""
-    rec, src = _recorded("lfsr", 2, 2, "sign", 2)
+    rec, src = record_classifier("lfsr", 2, 2, "sign", 2, per_channel=True)
     rec.steps[1].losses[0], rec.steps[1].losses[1] = rec.steps[1].losses[1], rec.steps[1].losses[0]
     problems = mismatches(rec, replay_compiled(Engine(rec.config, src), rec))
     assert len(problems) == 1 and problems[0].startswith("step 1: ")
 
 
-def test_run_words_refuses_a_step_that_does_not_fit():
-    rec, _ = _recorded("lfsr", 2, 1, "sign", 2)
+def test_run_words_refuses_a_step_that_does_not_fit(record_classifier):
+    rec, _ = record_classifier("lfsr", 2, 1, "sign", 2, per_channel=True)
     short = Step([1.0, 2.0], [], [1, -1], rec.steps[0].upd, rec.steps[0].after)
     with pytest.raises(ValueError, match="needs 4 losses, 2 numerators"):
         run_words(rec.config, [short], True)

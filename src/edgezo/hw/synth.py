@@ -62,14 +62,6 @@ _CLASSES: dict[str, dict[str, dict[str, float]]] = {
         "dsp": {"SB_MAC16": 1},
         "lutram": {},
     },
-    "ice40up": {
-        "luts": {"SB_LUT4": 1},
-        "ffs": {"SB_DFF": 1},
-        "carry": {"SB_CARRY": 1},
-        "bram": {"SB_RAM40_4K": 1},
-        "dsp": {"SB_MAC16": 1},
-        "lutram": {},
-    },
     "ecp5": {
         "luts": {"LUT4": 1},
         "ffs": {"TRELLIS_FF": 1},
@@ -79,6 +71,7 @@ _CLASSES: dict[str, dict[str, dict[str, float]]] = {
         "lutram": {"TRELLIS_DPR16X4": 1},
     },
 }
+_CLASSES["ice40up"] = _CLASSES["ice40"]  # the same cells; -dsp only adds SB_MAC16 inference
 
 
 _BRACKETS = {"{", "}", "},", "[", "]", "],", ""}
