@@ -10,7 +10,6 @@ import argparse
 import sys
 
 from ..hw.pnr import NextpnrNotFound
-from ..hw.power import SimUnavailable
 from ..hw.synth import TARGETS, YosysNotFound
 from .args import make_dir, writable_dir
 
@@ -164,6 +163,7 @@ def run_report(args: argparse.Namespace) -> int:
 def run_engine_report(args: argparse.Namespace) -> int:
     """``hw report --engine``: the engine's cost per generator and lane count."""
     from ..hw.engine_report import write_engine_report
+    from ..hw.power import SimUnavailable  # needs Amaranth: imported with the report
     from ..hw.zsources import KEYS
 
     try:
