@@ -74,15 +74,18 @@ def test_missing_output_directories_are_created_and_reported(tmp_path, monkeypat
 
     monkeypatch.setattr(edgezo.studies.demo, "run_demo", fake_demo)
     out, result = tmp_path / "a" / "b" / "demo", tmp_path / "c" / "result.json"
-    assert cli.main(["demo", "--quick", "--out", str(out), "--json", str(result)]) == 0
+    argv = ["demo", "--quick", "--out", str(out), "--json", str(result), "--seeds", "0"]
+    assert cli.main(argv) == 0
     one = json.loads(result.read_text())
     assert out.is_dir() and one["config"] == {"seed": 0} and "table" not in one
     record = json.loads((out / "demo.json").read_text())
     assert record["seeds"] == [0] and record["runs"]["0"] == one and "provenance" in record
     err = capsys.readouterr().err
     assert f"created directory {out}" in err and f"created directory {result.parent}" in err
+    written = (out / "demo.json").read_text()
     assert cli.main(["demo", "--quick", "--out", str(out)]) == 0  # exists: nothing to say
     assert "created" not in capsys.readouterr().err
+    assert (out / "demo.json").read_text() == written  # without --seeds: the record is kept
 
 
 def test_report_refuses_results_that_are_not_there(tmp_path, no_work, capsys):

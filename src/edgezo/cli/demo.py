@@ -35,7 +35,7 @@ def add_cli(subparsers: Any) -> None:
         type=seed_list,
         metavar="S,S,...",
         default=None,
-        help="run the demo once per seed (e.g. 0,1,2; replaces --seed): DIR/demo.json holds "
+        help="run the demo once per seed (e.g. 0,1,2; replaces --seed) and write DIR/demo.json: "
         "every seed's results, with provenance (the README's demo block is made from it)",
     )
     p.add_argument(
@@ -62,8 +62,8 @@ def add_cli(subparsers: Any) -> None:
         metavar="DIR",
         type=writable_dir,
         default="results/demo",
-        help="directory of curves.png and demo.json (the results with provenance), created if "
-        "missing (default results/demo)",
+        help="directory of curves.png (and demo.json with --seeds), created if missing "
+        "(default results/demo)",
     )
     p.set_defaults(handler=run)
 
@@ -89,8 +89,9 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         out=args.out,
     )
-    text = json.dumps(demo_record(seeds, runs, made_by), indent=2, sort_keys=True) + "\n"
-    atomic_write(args.out / "demo.json", lambda f: f.write(text.encode("utf-8")))
+    if args.seeds:  # only when asked: a plain `make demo` must not replace the committed record
+        text = json.dumps(demo_record(seeds, runs, made_by), indent=2, sort_keys=True) + "\n"
+        atomic_write(args.out / "demo.json", lambda f: f.write(text.encode("utf-8")))
     if args.json:  # the first seed's whole result, loss histories included
         payload = {k: v for k, v in runs[0].items() if k != "table"}
         one = json.dumps(payload, indent=2, sort_keys=True) + "\n"
