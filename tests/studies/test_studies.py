@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from edgezo.directions import Gaussian, Pool
+from edgezo.directions import Gaussian, Pool, RNGArray
 from edgezo.fixedpoint import FixedPointParameter
 from edgezo.studies import cross_domain, fewshot, ood, run_study
 from edgezo.studies.common import PROBES, Budget, prototype_head, run_method, subsets
@@ -88,8 +88,14 @@ def test_methods_build_the_papers_configurations():
             assert opt.estimator.name == "sign" and opt.queries == 3
         else:
             assert net is not model and all(p.dtype == torch.float32 for p in params)
-            kind = Pool if name == "pezo" else Gaussian
+            kind = {"pezo": Pool, "pezo array": RNGArray}.get(name, Gaussian)
             assert isinstance(opt.directions, kind)
+    # PeZO's on-the-fly reuse: the array of 16 8-bit LFSRs, seeded by the run's seed
+    array = make_optimizer("pezo array", list(model.parameters()), Settings(lr=1e-3), seed=7)
+    reference = RNGArray(n=16, rng="lfsr", bits=8, seed=7)
+    assert array.estimator.name == "central" and array.queries == 1
+    assert array.directions.config() == reference.config()
+    assert array.directions.config() != RNGArray(n=16, rng="lfsr", bits=8, seed=8).config()
     sparse = make_optimizer("sparse zo", list(model.parameters()), Settings(lr=1e-3), seed=0)
     kept = sum(m.ones for g in sparse.param_groups for m in g["masks"])
     assert kept == sum(p.numel() - round(0.9 * p.numel()) for p in model.parameters())

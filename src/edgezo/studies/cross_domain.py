@@ -41,7 +41,14 @@ class Config(VisionPlan):
     source: str = "mnist"
     targets: tuple[str, ...] = ("fashion-mnist", "digits")
     regimes: tuple[str, ...] = ("lp", "vpt")
-    methods: tuple[str, ...] = ("zero-shot", "backprop", "zo", "pezo", "qzo-ff 16w8a")
+    methods: tuple[str, ...] = (
+        "zero-shot",
+        "backprop",
+        "zo",
+        "pezo",
+        "pezo array",
+        "qzo-ff 16w8a",
+    )
     train: int = 1000  # target training samples
     val: int = 250
     test: int = 2000

@@ -55,14 +55,14 @@ from .results import StudyWriter
 
 #: Probing learning rates (chosen on pilot runs of the quick study's validation clips; the
 #: full run searches lr/3, lr, 3 lr).
-LP_LRS = {"backprop": 3e-3, "zo": 3e-2, "pezo": 3e-2, "qzo-ff 16w8a": 1e-2}
+LP_LRS = {"backprop": 3e-3, "zo": 3e-2, "pezo": 3e-2, "pezo array": 3e-2, "qzo-ff 16w8a": 1e-2}
 #: Fine-tuning learning rates per backbone (fixed: ft is the costly regime). The DS-CNN's
 #: ZO and PeZO diverge at the CRNN's 1e-4 (loss 1e8 within 100 steps: its depthwise
 #: weights are few per filter); 3e-5 is the best of (1e-5, 3e-5, 1e-4) on validation clips
 #: (``python benchmarks/kws_lr.py --arch dscnn``).
 FT_LRS = {
-    "crnn": {"backprop": 1e-3, "zo": 1e-4, "pezo": 1e-4, "qzo-ff 16w8a": 3e-4},
-    "dscnn": {"backprop": 1e-3, "zo": 3e-5, "pezo": 3e-5, "qzo-ff 16w8a": 3e-4},
+    "crnn": {"backprop": 1e-3, "zo": 1e-4, "pezo": 1e-4, "pezo array": 1e-4, "qzo-ff 16w8a": 3e-4},
+    "dscnn": {"backprop": 1e-3, "zo": 3e-5, "pezo": 3e-5, "pezo array": 3e-5, "qzo-ff 16w8a": 3e-4},
 }
 
 
@@ -85,7 +85,14 @@ class Config:
     backbones: tuple[str, ...] = ARCHS
     conditions: tuple[str, ...] = ("clean", "noisy")
     regimes: tuple[str, ...] = ("lp", "ft")
-    methods: tuple[str, ...] = ("zero-shot", "backprop", "zo", "pezo", "qzo-ff 16w8a")
+    methods: tuple[str, ...] = (
+        "zero-shot",
+        "backprop",
+        "zo",
+        "pezo",
+        "pezo array",
+        "qzo-ff 16w8a",
+    )
     shots: int = 5  # adaptation utterances per class (12 classes) per group
     val: int = 5
     test: int = 20

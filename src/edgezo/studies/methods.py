@@ -42,7 +42,9 @@ from ..optim import ZO
 from ..presets import mezo, pezo, qzo_ff
 from ..updates import sparse_groups
 
-METHODS = ("zero-shot", "backprop", "zo", "pezo", "qzo-ff 16w8a", "sparse zo")
+#: ``pezo array`` is PeZO's on-the-fly reuse (a rotating array of LFSRs, ``pezo(reuse="array")``),
+#: ``pezo`` its pre-generated pool.
+METHODS = ("zero-shot", "backprop", "zo", "pezo", "pezo array", "qzo-ff 16w8a", "sparse zo")
 #: Methods beyond the studies' comparison: the demo's on-device recipe (in torch, and on an
 #: inference runtime with the C step), Figure 6's 8-bit QZO-FF.
 EXTRA = ("pezo 16w8a", "qzo-ff 8w8a", "pezo 16w8a (onnxruntime)")
@@ -53,7 +55,7 @@ WEIGHT_BITS = {"qzo-ff 16w8a": 16, "pezo 16w8a": 16, "qzo-ff 8w8a": 8,
 RUNTIME = frozenset({"pezo 16w8a (onnxruntime)"})
 QUANTIZED = frozenset(WEIGHT_BITS)
 #: Methods that use forward passes only.
-FORWARD_ONLY = frozenset({"zo", "pezo", "sparse zo", *QUANTIZED})
+FORWARD_ONLY = frozenset({"zo", "pezo", "pezo array", "sparse zo", *QUANTIZED})
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ def vision_settings() -> dict[str, Settings]:
         "backprop": Settings(lr=1e-3),
         "zo": Settings(lr=1e-3),
         "pezo": Settings(lr=1e-3),
+        "pezo array": Settings(lr=1e-3),
         "sparse zo": Settings(lr=1e-3),
         "qzo-ff 16w8a": Settings(lr=5e-4),
     }
@@ -90,6 +93,7 @@ def vision_grids() -> dict[str, tuple[float, ...]]:
         "backprop": (3e-4, 1e-3, 3e-3),
         "zo": (3e-4, 1e-3, 3e-3),
         "pezo": (3e-4, 1e-3, 3e-3),
+        "pezo array": (3e-4, 1e-3, 3e-3),
         "sparse zo": (1e-3, 3e-3, 1e-2),
         # two values: a QZO-FF step costs ~5 ZO steps (3 queries, integer passes)
         "qzo-ff 16w8a": (5e-4, 2e-3),
@@ -104,6 +108,7 @@ def probe_grids() -> dict[str, tuple[float, ...]]:
         "backprop": (1e-3, 3e-3, 1e-2, 3e-2),
         "zo": (1e-3, 3e-3, 1e-2, 3e-2),
         "pezo": (1e-3, 3e-3, 1e-2, 3e-2),
+        "pezo array": (1e-3, 3e-3, 1e-2, 3e-2),
         "sparse zo": (3e-3, 1e-2, 3e-2, 1e-1),
         "qzo-ff 16w8a": (5e-4, 2e-3, 8e-3),
     }
@@ -161,6 +166,8 @@ def make_optimizer(
         return mezo(params, lr=s.lr, eps=s.eps, seed=seed, queries=s.queries)
     if name == "pezo":
         return pezo(params, lr=s.lr, eps=s.eps, seed=seed, pool_size=s.pool_size, queries=s.queries)
+    if name == "pezo array":
+        return pezo(params, lr=s.lr, eps=s.eps, seed=seed, reuse="array", queries=s.queries)
     if name == "sparse zo":
         groups = sparse_groups(params, sparsity=s.sparsity, rule="topk")
         return mezo(groups, lr=s.lr, eps=s.eps, seed=seed, queries=s.queries)
