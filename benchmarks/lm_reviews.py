@@ -1,49 +1,62 @@
-"""MiniLM-L6 fine-tuned on real movie reviews, MeZO's way: accuracy of each method and variant.
+"""MiniLM-L6 fine-tuned on real movie reviews, MeZO's way: each method, full and LoRA, 3 seeds.
 
 The task is :func:`edgezo.data.reviews.movie_reviews` (Rotten Tomatoes
 snippets, fresh vs rotten): ``--per-class`` training reviews of each class
-(MeZO: 16 or 512), the 1,000 balanced test reviews. Variants:
+(MeZO: 16 or 512; each seed draws its own, and its own batch order,
+perturbations and LoRA initialization), the 1,000 balanced test reviews.
+Variants:
 
 * ``prompt``: ``"{text} It was {label}."`` with the label words
   ``terrible``/``great``, scored by MiniLM's masked-LM head
   (:func:`edgezo.integrations.prompts.load_minilm_masked_lm`), loss over the
-  label words only (:class:`~edgezo.integrations.prompts.LabelWordLoss`);
+  label words only (:class:`~edgezo.integrations.prompts.LabelWordLoss`); the
+  output layer is cut to the two label words
+  (:func:`~edgezo.integrations.prompts.score_label_words_only`: same scores,
+  no vocabulary-sized logits), and each batch drops the padding columns all
+  its rows share (the same outputs: padding is masked);
 * ``head``: a new 2-way classifier on the [CLS] state (``load_minilm``).
 
-Methods: ``mezo``, ``pezo``, ``qzo_ff`` (its sign-m estimator in float: MiniLM
-is not quantized here) and ``backprop`` (AdamW), full-parameter or (``--adapter
-lora``) on MeZO's LoRA adapter only, in a
-bare loop (batch ``--batch``, constant lr). Each (method, variant, seed)
-reports zero-shot and final test accuracy, the train loss of the first and
-last 20 steps, seconds per step and the process's peak RSS.
+Adapters: ``none`` (full-parameter: every weight of MiniLM trains) and ``lora``
+(MeZO's LoRA, r 8, alpha 16 on query/value,
+:func:`edgezo.integrations.adapters.peft_model`; the base frozen).
 
-    python benchmarks/lm_reviews.py --methods mezo --variants prompt --seeds 0 --steps 300
-    python benchmarks/lm_reviews.py --seeds 0 1 2 --steps 2000 --out results.json   # the study
-    python benchmarks/lm_reviews.py --methods mezo --variants prompt --seeds 0 --adapter lora \
-        --lr 1e-4 --eps 1e-2 --steps 100000 --max-seconds 480 --threads 1   # LoRA, eight CPU minutes
+Methods: ``mezo``, ``pezo`` (central, one query), ``qzo-ff`` (its sign-3
+estimator in float: MiniLM is not quantized here; the 16w8a encoder is in
+``lm_probe.py``) and ``backprop`` (AdamW), at ONE budget of forward passes per
+run (``--forwards``): MeZO and PeZO take ``forwards / 2`` steps, QZO-FF
+``forwards / 6``, backprop ``forwards / 2`` (a forward and a backward).
+Learning rates are MeZO's published values (its grid's largest, the best hope
+at a short budget; see :data:`LR`), not searched here. Every run starts from
+the same model as its seed's zero-shot row (the vacuity reference).
 
-The ``probe`` variant (frozen MiniLM, a head on cached sentence vectors), with
-an lr/eps grid on the validation split and three seeds, is ``lm_probe.py``.
+    python benchmarks/lm_reviews.py --out results/lm-finetune          # the study, ~1.5 CPU-hours
+    python benchmarks/lm_reviews.py --methods mezo --adapters none --seeds 0 --forwards 60 \
+        --test-size 64                                                 # a smoke run
 
-Prints one JSON object (also ``--out file.json``); ``--test-size`` evaluates on
-the first N test reviews (for a quick look).
+Writes a merged study ``OUT/results.json`` (rows per method, variant and seed,
+with per-review correctness for paired intervals; the README's generated
+``finetune`` block) and prints it.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import os
-import resource
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers: no hub access
 
 import torch
-from _common import emit_json
 
 from edgezo import presets
+from edgezo.analysis.stats import pack_correct
+from edgezo.analysis.tables import decided
 from edgezo.data.reviews import LABELS, movie_reviews
 from edgezo.integrations.hf import EncodedText, load_minilm
 from edgezo.integrations.prompts import (
@@ -51,23 +64,30 @@ from edgezo.integrations.prompts import (
     LabelWordLoss,
     PromptDataset,
     PromptTask,
-    accuracy,
+    correct,
     load_minilm_masked_lm,
+    score_label_words_only,
 )
+from edgezo.studies.results import provenance
 
 TASK = PromptTask("{text} It was {label}.", ("terrible", "great"))
-
-#: Default learning rates per (method, variant): a first guess, not a search (see --lr).
+METHODS = ("mezo", "pezo", "qzo-ff", "backprop")
+#: Forward passes of a batch per step (a backward counted as one, as in lm_probe.py).
+FORWARDS = {"mezo": 2, "pezo": 2, "qzo-ff": 6, "backprop": 2}
+#: (lr, eps) per (method, adapter): MeZO's grids' largest lr (RoBERTa-large, its Table 14:
+#: full 1e-7..1e-5 with eps 1e-3; LoRA 1e-5..1e-4 with eps 1e-2), backprop's usual AdamW lrs.
 LR = {
-    ("mezo", "prompt"): 1e-5, ("mezo", "head"): 1e-5,
-    ("pezo", "prompt"): 1e-5, ("pezo", "head"): 1e-5,
-    ("qzo_ff", "prompt"): 1e-5, ("qzo_ff", "head"): 1e-5,
-    ("backprop", "prompt"): 2e-5, ("backprop", "head"): 2e-5,
+    ("mezo", "none"): (1e-5, 1e-3), ("pezo", "none"): (1e-5, 1e-3),
+    ("qzo-ff", "none"): (1e-5, 1e-3), ("backprop", "none"): (2e-5, None),
+    ("mezo", "lora"): (1e-4, 1e-2), ("pezo", "lora"): (1e-4, 1e-2),
+    ("qzo-ff", "lora"): (1e-4, 1e-2), ("backprop", "lora"): (1e-4, None),
 }  # fmt: skip
+#: The claims decided on the rows (method, reference, points, share of cells wanted).
+CLAIMS = (("pezo", "mezo", 1.0, 1.0), ("mezo", "backprop", 5.0, 0.8))
 
 
 def build(
-    variant: str, seed: int, per_class: int, test_size: int, max_length: int, adapter: str = "none"
+    variant: str, seed: int, per_class: int, test_size: int, max_length: int, adapter: str
 ) -> tuple:
     """Model, loss, training set and test set of ``variant`` (``adapter="lora"``: the model
     wrapped in MeZO's LoRA, :func:`edgezo.integrations.adapters.peft_model`; the base frozen)."""
@@ -76,13 +96,12 @@ def build(
     test = (test_texts[:test_size], test_labels[:test_size])
     if variant == "prompt":
         tokenizer, model = load_minilm_masked_lm(seed=seed)
-        model = with_adapter(model, adapter, seed)
+        loss = score_label_words_only(model, LabelWordLoss.for_task(TASK, tokenizer, causal=False))
         sets = [PromptDataset(tokenizer, TASK, *s, max_length=max_length) for s in (train, test)]
-        return model, LabelWordLoss.for_task(TASK, tokenizer, causal=False), *sets
+        return with_adapter(model, adapter, seed), loss, *sets
     tokenizer, model = load_minilm(num_labels=len(LABELS), seed=seed)
-    model = with_adapter(model, adapter, seed)
     sets = [EncodedText(tokenizer, *s, max_length=max_length) for s in (train, test)]
-    return model, ClassificationLoss(), *sets
+    return with_adapter(model, adapter, seed), ClassificationLoss(), *sets
 
 
 def with_adapter(model, adapter: str, seed: int):
@@ -94,23 +113,30 @@ def with_adapter(model, adapter: str, seed: int):
     return peft_model(model, adapter, seed=seed)
 
 
-def train(
-    model, loss_fn, data, method: str, lr: float, eps: float, steps: int, batch: int, seed: int,
-    max_seconds: float | None = None,
-):  # fmt: skip
-    """Up to ``steps`` steps on batches drawn in a seeded order, stopping after ``max_seconds``
-    of this process's CPU time (a budget a loaded machine does not shrink); returns the
-    per-step losses, wall seconds per step and CPU seconds per step."""
+def unpadded(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``batch`` without the trailing columns that are padding in every row (right-padded
+    sequences: the attention mask hides them, so the outputs of the other columns are kept)."""
+    length = int(batch["attention_mask"].sum(dim=1).max())
+    return {k: v[:, :length] if v.dim() == 2 else v for k, v in batch.items()}
+
+
+def optimizer(method: str, params: list[torch.Tensor], lr: float, eps: float | None, seed: int):
+    if method == "backprop":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    return getattr(presets, method.replace("-", "_"))(params, lr=lr, eps=eps, seed=seed)
+
+
+def train(model, loss_fn, data, method: str, lr: float, eps: float | None, steps: int,
+          batch: int, seed: int) -> tuple[list[float], float, float]:  # fmt: skip
+    """``steps`` steps on batches drawn in a seeded order; the per-step losses, wall seconds
+    per step and CPU seconds per step."""
     params = [p for p in model.parameters() if p.requires_grad]
     generator = torch.Generator().manual_seed(seed)
-    if method == "backprop":
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    else:
-        opt = getattr(presets, method)(params, lr=lr, eps=eps, seed=seed)
+    opt = optimizer(method, params, lr, eps, seed)
     model.eval()  # as MeZO: no dropout, every forward of a step sees one function
     losses, started, cpu = [], time.perf_counter(), time.process_time()
     for _ in range(steps):
-        batch_data = dict(data[torch.randperm(len(data), generator=generator)[:batch]])
+        batch_data = unpadded(dict(data[torch.randperm(len(data), generator=generator)[:batch]]))
         labels = batch_data.pop("labels")
         if method == "backprop":
             opt.zero_grad()
@@ -119,81 +145,105 @@ def train(
             opt.step()
         else:
             loss = opt.step(lambda b=batch_data, y=labels: loss_fn(model(**b), y))
-        losses.append(float(loss))
-        if max_seconds is not None and time.process_time() - cpu > max_seconds:
-            break
+        losses.append(loss.item())
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-    return losses, wall / len(losses), cpu / len(losses)
+    return losses, wall / max(len(losses), 1), cpu / max(len(losses), 1)
 
 
-def run(method: str, variant: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    model, loss_fn, train_set, test_set = build(
-        variant, seed, args.per_class, args.test_size, args.max_length, args.adapter
-    )
-    lr = args.lr if args.lr is not None else LR[method, variant]
-    zero_shot = accuracy(model, test_set, loss_fn)
+def evaluated(row: dict[str, Any], model, test_set, loss_fn) -> dict[str, Any]:
+    """``row`` with the test accuracy and the per-review correctness (packed bits)."""
+    flags = correct(model, test_set, loss_fn)
+    return {**row, "accuracy": float(flags.float().mean()), "examples": len(flags),
+            "correct": pack_correct(flags.numpy())}  # fmt: skip
+
+
+def run(method: str, start: tuple, variant: str, adapter: str, seed: int, args) -> dict[str, Any]:
+    """One method from ``start`` (a fresh copy of the seed's model, loss and data)."""
+    model, loss_fn, train_set, test_set = copy.deepcopy(start[0]), *start[1:]
+    lr, eps = LR[method, adapter] if args.lr is None else (args.lr, args.eps)
+    steps = args.forwards // FORWARDS[method]
     losses, per_step, cpu_per_step = train(
-        model, loss_fn, train_set, method, lr, args.eps, args.steps, args.batch, seed,
-        args.max_seconds,
-    )  # fmt: skip
+        model, loss_fn, train_set, method, lr, eps, steps, args.batch, seed
+    )
     window = max(1, args.curve_window)
-    return {
-        "method": method, "variant": variant, "adapter": args.adapter, "seed": seed, "lr": lr,
+    row = {
+        "method": method, "variant": f"{variant} {'full' if adapter == 'none' else adapter}",
+        "seed": seed, "lr": lr, "eps": eps, "steps": steps,
+        "forwards": steps * FORWARDS[method], "forwards_per_step": FORWARDS[method],
         "trained_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "steps": len(losses),
         "train_loss_curve": [statistics.fmean(losses[i : i + window])
                              for i in range(0, len(losses), window)],
-        "eps": None if method == "backprop" else args.eps,
-        "zero_shot_accuracy": zero_shot, "accuracy": accuracy(model, test_set, loss_fn),
-        "train_loss_first20": statistics.fmean(losses[:20]),
-        "train_loss_last20": statistics.fmean(losses[-20:]),
         "seconds_per_step": per_step, "cpu_seconds_per_step": cpu_per_step,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }  # fmt: skip
+    return evaluated(row, model, test_set, loss_fn)
+
+
+def cell_rows(variant: str, adapter: str, seed: int, args) -> list[dict[str, Any]]:
+    """Zero-shot and every method of one (variant, adapter, seed)."""
+    start = build(variant, seed, args.per_class, args.test_size, args.max_length, adapter)
+    name = f"{variant} {'full' if adapter == 'none' else adapter}"
+    zero = {"method": "zero-shot", "variant": name, "seed": seed, "steps": 0, "forwards": 0}
+    rows = [evaluated(zero, start[0], start[3], start[1])]
+    for method in args.methods:
+        rows.append(run(method, start, variant, adapter, seed, args))
+        print(
+            json.dumps({k: v for k, v in rows[-1].items() if k != "correct"}),
+            file=sys.stderr,
+            flush=True,
+        )  # progress: stdout is the payload
+    return rows
+
+
+def study(args: argparse.Namespace) -> dict[str, Any]:
+    """The whole study as a merged ``results.json`` payload (the lm_probe.py format)."""
+    torch.set_num_threads(args.threads)
+    started, seconds, rows = time.perf_counter(), {}, []
+    for seed in args.seeds:
+        began = time.perf_counter()
+        for adapter in args.adapters:
+            for variant in args.variants:
+                rows += cell_rows(variant, adapter, seed, args)
+        seconds[str(seed)] = time.perf_counter() - began
+    claims = [decided(rows, {"claim": f"{m} within {p:g} points of {r}", "method": m,
+                             "reference": r, "points": p, "wanted": w}) for m, r, p, w in CLAIMS]  # fmt: skip
+    config = {k: v for k, v in vars(args).items() if k != "out"}
+    return {
+        "study": "lm-finetune", "quick": args.forwards < 600, "seeds": list(args.seeds),
+        "keys": ["variant"], "provenance": provenance(), "rows": rows, "claims": claims,
+        "config": {**config, "forwards_per_step": FORWARDS,
+                   "lr_eps": {f"{m} {a}": list(v) for (m, a), v in LR.items()}},
+        "seconds": seconds, "total_seconds": time.perf_counter() - started,
     }  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--methods", nargs="+", default=["mezo", "pezo", "qzo_ff", "backprop"],
-                    choices=["mezo", "pezo", "qzo_ff", "backprop"])  # fmt: skip
-    ap.add_argument("--variants", nargs="+", default=["prompt", "head"], choices=["prompt", "head"])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--variants", nargs="+", default=["prompt"], choices=["prompt", "head"])
+    ap.add_argument("--adapters", nargs="+", default=["none", "lora"], choices=["none", "lora"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--forwards", type=int, default=600, help="forward passes per run (600)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--per-class", type=int, default=512, help="training reviews per class (512)")
     ap.add_argument("--test-size", type=int, default=1000, help="test reviews (1000: all)")
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--lr", type=float, help="one lr for every run (default: the LR table)")
-    ap.add_argument("--eps", type=float, default=1e-3)
-    ap.add_argument(
-        "--adapter",
-        default="none",
-        choices=["none", "lora"],
-        help="lora: MeZO's LoRA (r 8, alpha 16 on query/value), the base frozen",
-    )
-    ap.add_argument(
-        "--max-seconds",
-        type=float,
-        help="stop training a run after this many seconds (its steps are reported)",
-    )
+    ap.add_argument("--eps", type=float, default=1e-3, help="with --lr: ZO's eps")
     ap.add_argument(
         "--curve-window",
         type=int,
-        default=50,
+        default=25,
         help="train_loss_curve: the mean loss of each window of this many steps",
     )
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", help="write OUT/results.json")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    rows = [
-        run(method, variant, seed, args)
-        for method in args.methods
-        for variant in args.variants
-        for seed in args.seeds
-    ]
-    settings = {k: v for k, v in vars(args).items() if k not in ("out",)}
-    emit_json({"task": "movie_reviews", "settings": settings, "runs": rows}, args.out)
+    payload = study(args)
+    text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
+    print(text, end="")
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "results.json").write_text(text)
 
 
 if __name__ == "__main__":

@@ -310,18 +310,57 @@ def test_backbone_determinism_shows_what_changes_the_pretrained_bytes():
 
 
 @pytest.mark.slow  # loads MiniLM-L6 four times and evaluates it (about a minute on 2 cores)
-def test_lm_reviews_reports_every_method_variant_and_seed():
-    args = ["--methods", "mezo", "backprop", "--variants", "prompt", "head", "--seeds", "0",
-            "--steps", "2", "--per-class", "4", "--test-size", "8", "--max-length", "32"]  # fmt: skip
+def test_lm_reviews_runs_every_method_on_one_forward_budget():
+    from edgezo.analysis.stats import unpack_correct
+
+    args = ["--methods", "mezo", "qzo-ff", "backprop", "--variants", "prompt", "head",
+            "--adapters", "none", "--seeds", "0", "--forwards", "12", "--per-class", "4",
+            "--test-size", "8", "--max-length", "32"]  # fmt: skip
     res = run_json("lm_reviews.py", *args)
-    assert_finite({k: v for k, v in res.items() if k != "settings"})
-    runs = [(r["method"], r["variant"], r["seed"]) for r in res["runs"]]
-    assert runs == [("mezo", "prompt", 0), ("mezo", "head", 0),
-                    ("backprop", "prompt", 0), ("backprop", "head", 0)]  # fmt: skip
-    for r in res["runs"]:
-        assert 0 <= r["zero_shot_accuracy"] <= 1 and 0 <= r["accuracy"] <= 1
-        assert r["seconds_per_step"] > 0 and r["peak_rss_mib"] > 100
-    assert [r["eps"] for r in res["runs"]] == [1e-3, 1e-3, None, None]
+    rows = [(r["method"], r["variant"], r["steps"]) for r in res["rows"]]
+    assert rows == [(m, f"{v} full", s) for v in ("prompt", "head")
+                    for m, s in (("zero-shot", 0), ("mezo", 6), ("qzo-ff", 2), ("backprop", 6))]  # fmt: skip
+    for r in res["rows"]:
+        flags = unpack_correct(r["correct"], r["examples"])
+        assert r["examples"] == 8 and r["accuracy"] == pytest.approx(flags.mean())
+        assert r["method"] == "zero-shot" or r["forwards"] == 12 and r["seconds_per_step"] > 0
+    assert [r.get("eps") for r in res["rows"][:4]] == [None, 1e-3, 1e-3, None]
+    assert {c["claim"] for c in res["claims"]} == {
+        "pezo within 1 points of mezo",
+        "mezo within 5 points of backprop",
+    }
+
+
+def test_dropping_shared_padding_keeps_the_prompt_scores():
+    """lm_reviews.unpadded: the label words' scores of a right-padded batch are the same with
+    the all-padding columns dropped (a tiny random BERT masked LM, its output cut to the words)."""
+    import torch
+
+    sys.path.insert(0, str(BENCH))
+    import lm_reviews
+    from transformers import BertConfig, BertForMaskedLM
+
+    from edgezo.integrations.prompts import LabelWordLoss, score_label_words_only
+
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2,
+                                       num_attention_heads=2, intermediate_size=32)).eval()  # fmt: skip
+    loss = score_label_words_only(model, LabelWordLoss([7, 9], causal=False))
+    ids = torch.randint(10, 50, (3, 12))
+    mask = torch.zeros(3, 12, dtype=torch.long)
+    for row, n in enumerate((5, 8, 3)):
+        mask[row, :n] = 1
+    labels = torch.full((3, 12), -100)
+    labels[torch.arange(3), torch.tensor([2, 6, 1])] = torch.tensor([7, 9, 9])
+    batch = {"input_ids": ids * mask, "attention_mask": mask, "labels": labels}
+    short = lm_reviews.unpadded(batch)
+    assert short["input_ids"].shape == (3, 8) and short["labels"].shape == (3, 8)
+    with torch.no_grad():
+        full = loss.class_logits(model(**{k: v for k, v in batch.items() if k != "labels"}), labels)
+        cut = loss.class_logits(
+            model(**{k: v for k, v in short.items() if k != "labels"}), short["labels"]
+        )
+    torch.testing.assert_close(cut, full, rtol=1e-5, atol=1e-6)
 
 
 def test_lm_probe_runs_every_method_on_one_budget_and_picks_its_grid_point_on_validation(

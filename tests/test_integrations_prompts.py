@@ -45,6 +45,7 @@ from edgezo.integrations.prompts import (
     PromptTask,
     accuracy,
     load_minilm_masked_lm,
+    score_label_words_only,
 )
 from edgezo.presets import mezo
 
@@ -255,6 +256,47 @@ def test_losses_on_real_model_outputs(kind, bert_tokenizer, gpt_tokenizer):
     assert accuracy(model, data, loss, batch_size=1) == float(
         (predicted == torch.tensor([1, 0])).float().mean()
     )
+
+
+@pytest.mark.parametrize("kind", ["masked", "causal"])
+def test_scoring_label_words_only_keeps_the_losses_and_the_tie(kind, bert_tokenizer, gpt_tokenizer):
+    """The cut output layer gives the full model's label-word logits (hand-indexed), the same
+    loss before and after a ZO step on the same seed, and moves with the tied embeddings."""
+    tokenizer = bert_tokenizer if kind == "masked" else gpt_tokenizer
+    make = tiny_bert_lm if kind == "masked" else tiny_gpt2
+    full, cut = make(len(tokenizer)), make(len(tokenizer))
+    data = PromptDataset(
+        tokenizer, TASK, ["a fine film", "the plot is dull", "dull"], [1, 0, 0], 12
+    )
+    batch = data[:]
+    labels = batch.pop("labels")
+    loss = LabelWordLoss.for_task(TASK, tokenizer, causal=data.causal)
+    cut_loss = score_label_words_only(cut, loss)
+    params = list(cut.parameters())
+    assert [p.shape for p in params] == [p.shape for p in full.parameters()]  # nothing new
+    with torch.no_grad():
+        logits, short = full(**batch).logits, cut(**batch).logits
+    assert short.shape == (*logits.shape[:2], 2)
+    torch.testing.assert_close(short, logits[..., data.word_ids], rtol=1e-5, atol=1e-6)
+    assert float(cut_loss(cut(**batch), labels)) == pytest.approx(
+        float(loss(full(**batch), labels)), rel=1e-5
+    )
+    opts = [mezo(m.parameters(), lr=1e-2, eps=1e-3, seed=3) for m in (full, cut)]
+    for opt, model, fn in zip(opts, (full, cut), (loss, cut_loss), strict=True):
+        opt.step(lambda m=model, f=fn: f(m(**batch), labels))
+    with torch.no_grad():
+        stepped = cut(**batch).logits
+        torch.testing.assert_close(stepped, full(**batch).logits[..., data.word_ids],
+                                   rtol=1e-4, atol=1e-5)  # fmt: skip
+    assert accuracy(cut, data, cut_loss) == accuracy(full, data, loss)
+    with torch.no_grad():
+        cut.get_input_embeddings().weight[data.word_ids[0]] += 1.0  # tied: the score moves
+        moved = cut(**batch).logits
+    assert not torch.allclose(moved[..., 0], stepped[..., 0])
+    torch.testing.assert_close(moved[..., 1], stepped[..., 1])
+    no_linear = type("NoLinearHead", (), {"get_output_embeddings": lambda self: None})()
+    with pytest.raises(ValueError, match="output layer is an nn.Linear"):
+        score_label_words_only(no_linear, loss)
 
 
 # -- with ZOTrainer and with a bare ZO loop ------------------------------------------------------

@@ -23,6 +23,8 @@ pretrained model starts far above chance and ZO has little to learn.
   compute_loss_func=loss)``) and a closure's loss in a bare :class:`~edgezo.ZO`
   loop (``loss(model(**inputs), labels)``), and both give class logits and
   accuracy for evaluation (:func:`accuracy`).
+* :func:`score_label_words_only`: the LM's output layer cut to the label
+  words (the vocabulary's logits are never made), for speed and memory.
 
 Example: a bare ZO loop on a masked LM (see the README for the Trainer)::
 
@@ -272,6 +274,9 @@ class LabelWordLoss:
         if len(set(word_ids)) != len(word_ids) or len(word_ids) < 2:
             raise ValueError(f"Invalid word_ids {list(word_ids)}: give one distinct id per class")
         self.word_ids, self.causal = torch.as_tensor(list(word_ids)), causal
+        #: where the label words' scores are in the logits' last dim (the vocabulary ids, or
+        #: 0..classes-1 after :func:`score_label_words_only`)
+        self.columns = self.word_ids
 
     @classmethod
     def for_task(
@@ -296,7 +301,7 @@ class LabelWordLoss:
         logits = _logits(outputs)
         cols = self.positions(labels) - int(self.causal)
         rows = torch.arange(len(labels), device=logits.device)
-        return logits[rows, cols.to(logits.device)][:, self.word_ids.to(logits.device)]
+        return logits[rows, cols.to(logits.device)][:, self.columns.to(logits.device)]
 
     def targets(self, labels: Tensor) -> Tensor:
         """Each row's class: the index of its label word."""
@@ -338,12 +343,81 @@ class ClassificationLoss(LabelWordLoss):
         return labels
 
 
+class LabelWordOutput(nn.Module):
+    """A language model's output layer cut to the label words: ``(..., hidden) -> (..., classes)``.
+
+    The rows of the label words are read from the output layer's weight (tied to
+    the input embeddings in BERT, OPT and GPT-2) at every call, so training or
+    perturbing the embeddings moves these scores exactly as it moves the full
+    output layer's. What goes: the ``(batch, length, vocabulary)`` logits, about
+    as many multiply-adds as MiniLM's encoder, and their memory (fp32: 125 MB
+    at batch 16, length 64, MiniLM's 30,522 words).
+    """
+
+    def __init__(self, output: nn.Linear, word_ids: Tensor) -> None:
+        super().__init__()
+        self.output = output
+        self.register_buffer("word_ids", torch.as_tensor(word_ids).clone(), persistent=False)
+
+    @property
+    def bias(self) -> Tensor | None:
+        """The full output layer's bias (Hugging Face's ``set_output_embeddings`` re-ties it)."""
+        return self.output.bias
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        bias = None if self.output.bias is None else self.output.bias[self.word_ids]
+        return F.linear(hidden, self.output.weight[self.word_ids], bias)
+
+
+def score_label_words_only(model: PreTrainedModel, loss: LabelWordLoss) -> LabelWordLoss:
+    """Make ``model`` score only ``loss``'s label words; the loss that reads its outputs.
+
+    Replaces the output layer (``model.get_output_embeddings()``) by a
+    :class:`LabelWordOutput` in place; the parameters stay the same objects (a
+    tied weight stays tied), so an optimizer made before or after sees the same
+    tensors. The logits become ``(batch, length, classes)``: the returned loss
+    reads the class ``c`` in column ``c``; its :meth:`~LabelWordLoss.class_logits`,
+    loss and accuracy equal ``loss``'s on the full model (up to float rounding).
+    State-dict names of the output layer gain ``.output``.
+    """
+    output = model.get_output_embeddings()
+    if not isinstance(output, nn.Linear):
+        raise ValueError(
+            f"score_label_words_only needs a model whose output layer is an nn.Linear "
+            f"(got {type(output).__name__}); use the full vocabulary's logits instead"
+        )
+    model.set_output_embeddings(LabelWordOutput(output, loss.word_ids))
+    restricted = LabelWordLoss(loss.word_ids.tolist(), loss.causal)
+    restricted.columns = torch.arange(len(loss.word_ids))
+    return restricted
+
+
 def _logits(outputs: Any) -> Tensor:
     """A model's logits, from its outputs or as given."""
     return outputs if isinstance(outputs, Tensor) else outputs.logits
 
 
 @torch.no_grad()
+def correct(
+    model: nn.Module,
+    dataset: torch.utils.data.Dataset,
+    loss: LabelWordLoss,
+    batch_size: int = 64,
+) -> Tensor:
+    """Per example of ``dataset``, in order: whether its highest class logit
+    (``loss.class_logits``) is its class (a bool tensor; paired intervals need it)."""
+    was_training = model.training
+    model.eval()
+    flags = []
+    for start in range(0, len(dataset), batch_size):
+        batch = dict(dataset[start : start + batch_size])
+        labels = batch.pop("labels")
+        logits = loss.class_logits(model(**batch), labels)
+        flags.append(logits.argmax(-1).cpu() == loss.targets(labels).cpu())
+    model.train(was_training)
+    return torch.cat(flags)
+
+
 def accuracy(
     model: nn.Module,
     dataset: torch.utils.data.Dataset,
@@ -351,17 +425,7 @@ def accuracy(
     batch_size: int = 64,
 ) -> float:
     """The fraction of ``dataset`` whose highest class logit (``loss.class_logits``) is its class."""
-    was_training = model.training
-    model.eval()
-    correct = total = 0
-    for start in range(0, len(dataset), batch_size):
-        batch = dict(dataset[start : start + batch_size])
-        labels = batch.pop("labels")
-        logits = loss.class_logits(model(**batch), labels)
-        correct += int((logits.argmax(-1).cpu() == loss.targets(labels).cpu()).sum())
-        total += len(labels)
-    model.train(was_training)
-    return correct / total
+    return float(correct(model, dataset, loss, batch_size).float().mean())
 
 
 def load_minilm_masked_lm(seed: int = 0) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
