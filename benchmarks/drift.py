@@ -11,18 +11,19 @@ It also measures a failed step (a NaN at the last forward): how close the
 restore comes, against README's bound ``2 q finfo.eps (|w| + max_i |eps z_i|)``
 (``failed_step``: the largest ratio to ``q finfo.eps (...)``, so at most 2).
 
-    python benchmarks/drift.py [--steps 100] [--dim 100000]
+    python benchmarks/drift.py [--steps 100] [--dim 100000] [--out FILE]
 
-Prints one JSON object.
+Prints one JSON object (and writes it to ``--out``), with what made it under ``env``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
+import os
 
 import torch
+from _common import emit_json, provenance
 
 from edgezo import ZO
 from edgezo.directions import Gaussian, Pool
@@ -108,8 +109,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--dim", type=int, default=100_000)
     parser.add_argument("--eps", type=float, default=1e-3)
+    parser.add_argument("--out", help="also write the JSON to this file")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    env = provenance()
     results = {
         str(dtype).removeprefix("torch."): {
             how: measure(dtype, how, args.steps, args.dim, args.eps)
@@ -125,18 +128,16 @@ def main() -> None:
         for estimator in ("central", "forward")
         for q in (1, 3)
     }
-    print(
-        json.dumps(
-            {
-                "benchmark": "drift",
-                "eps": args.eps,
-                "dim": args.dim,
-                "results": results,
-                "failed_step": failed,
-            },
-            indent=1,
-        )
-    )
+    result = {
+        "benchmark": "drift",
+        "eps": args.eps,
+        "dim": args.dim,
+        "steps": args.steps,
+        "results": results,
+        "failed_step": failed,
+        "env": {**env, "loadavg_at_end": list(os.getloadavg())},
+    }
+    emit_json(result, args.out)
 
 
 if __name__ == "__main__":
