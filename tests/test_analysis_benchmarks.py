@@ -223,3 +223,45 @@ def test_fixedpoint_table_of_one_seed_has_no_interval():
     lines = B.fixedpoint_table(fixedpoint_result([0.9], [0.875]))
     assert "(mean ± std, 1 seed) | vs fp32 ZO (points) |" in lines[0]
     assert lines[-1] == "| QZO-FF 16w8a | 16 / 8 bit | 100 | 6 | 87.50 | -2.50 | 0.4% |"
+
+
+# -- peft_memory ----------------------------------------------------------------------------------
+def peft_part(trained: int, grad: float, saved: float) -> dict:
+    return {"params": 1000, "trained_params": trained, "zo_perturbed_dim": trained,
+            "weights_mb": 4.0, "bp_gradient_mb": grad, "zo_state_mb": 0.0,
+            "adam_state_mb": 2 * grad, "bp_saved_activations_mb": saved,
+            "forward_peak_activations_mb": 0.5}  # fmt: skip
+
+
+def test_peft_memory_table(tmp_path):
+    rss = {m: {"peak_rss_mb": 100 * r, "rss_after_setup_mb": 90.0, "step_s_median": t,
+               "peak_over_inference": r}
+           for m, r, t in (("inference", 1.0, 0.456), ("zo-full", 1.0364, 2.0),
+                           ("zo-lora", 1.0, 0.95), ("bp-lora", 1.3025, 1.434),
+                           ("bp-full", 1.5, 12.25))}  # fmt: skip
+    data = {"env": {**ENV, "torch_threads": 1},
+            "settings": {"model": "tiny", "batch": 2, "length": 8, "steps": 3, "threads": 1,
+                         "lora": {"r": 8, "lora_alpha": 16}},
+            "bytes": {"full": peft_part(22713986, 90.856, 154.56),
+                      "lora": peft_part(74498, 0.298, 0.004)},
+            "peak_rss": rss}  # fmt: skip
+    write(tmp_path, "peft_memory", data)
+    assert (
+        B.peft_memory_table(tmp_path)
+        == """\
+From `benchmarks/results/peft_memory.json` (`python benchmarks/peft_memory.py`: edgezo 9.9.9 at \
+commit abcdef0, torch 7.7.7, 1 torch thread, 4 CPUs, load average 0.50 at the start): a tiny \
+random BERT, 2-way head, LoRA r=8, alpha=16 on query and value, batch 2 x 8 tokens, fp32; peak RSS \
+of a fresh process per column after 3 steps, inference's is 100.0 MB; step times are medians of \
+those steps (indicative only on a shared machine).
+
+| | ZO full | ZO LoRA | backprop LoRA (SGD) | backprop full (SGD) |
+|---|---|---|---|---|
+| trained (perturbed) weights | 22,713,986 | 74,498 | 74,498 | 22,713,986 |
+| gradient | 0 | 0 | 0.30 MB | 90.9 MB |
+| optimizer state (Adam would keep) | 0 | 0 | none (0.60 MB) | none (181.7 MB) |
+| activations | 0.50 MB (forward peak) | 0.50 MB (forward peak) | 0.00 MB saved | 154.6 MB saved |
+| peak RSS / inference's | 1.036x | 1.000x | 1.302x | 1.500x |
+| step (inference 0.46 s) | 2.00 s | 0.95 s | 1.43 s | 12.25 s |
+"""
+    )

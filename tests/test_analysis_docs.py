@@ -170,6 +170,7 @@ BENCH_FILES = {
     "fixedpoint_step": ("fixedpoint_step",),
     "runtime": ("runtime",),
     "fixedpoint": ("fixedpoint",),
+    "peft_memory": ("peft_memory",),
 }
 SIGNED = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?!\w)")
 

@@ -13,7 +13,8 @@ they need a quiet machine, and the JSON says which machine and load made them.
 * ``runtime``: ONNX Runtime against torch, the demo trained through ORT and the C step
   (``runtime.json``);
 * ``fixedpoint``: QZO-FF against float ZO and backprop on the demo's head (``fixedpoint.json``;
-  :func:`fixedpoint_table` is also what ``benchmarks/fixedpoint.py --markdown`` prints).
+  :func:`fixedpoint_table` is also what ``benchmarks/fixedpoint.py --markdown`` prints);
+* ``peft_memory``: ZO and backprop, full and LoRA, bytes and peak memory (``peft_memory.json``).
 """
 
 from __future__ import annotations
@@ -439,10 +440,65 @@ def fixedpoint_tables(folder: Path) -> str:
     return head + "\n\n" + fixedpoint_markdown(r)
 
 
+# -- peft_memory ----------------------------------------------------------------------------------
+PEFT_MODELS = {"minilm": "MiniLM-L6", "tiny": "a tiny random BERT"}
+
+
+def mb_cell(value: float) -> str:
+    """Megabytes as ``90.9 MB``, ``0.30 MB`` below 1 MB, ``0`` for nothing."""
+    return "0" if value == 0 else f"{value:.2f} MB" if value < 1 else f"{value:.1f} MB"
+
+
+def peft_memory_table(folder: Path) -> str:
+    """What a LoRA adapter changes in memory, ZO and backprop, full and LoRA
+    (``peft_memory.json``: byte counts, and peak RSS and step time of a fresh process each)."""
+    data = load(folder, "peft_memory")
+    st, by, rss = data["settings"], data["bytes"], data["peak_rss"]
+    cols = (("zo-full", "full"), ("zo-lora", "lora"), ("bp-lora", "lora"), ("bp-full", "full"))
+
+    def row(label: str, cell: Callable[[str, Mapping[str, Any]], str]) -> str:
+        return f"| {label} | " + " | ".join(cell(mode, by[part]) for mode, part in cols) + " |"
+
+    def state(mode: str, b: Mapping[str, Any]) -> str:
+        if mode.startswith("zo"):
+            return mb_cell(b["zo_state_mb"])
+        return f"none ({mb_cell(b['adam_state_mb'])})"
+
+    def activations(mode: str, b: Mapping[str, Any]) -> str:
+        if mode.startswith("zo"):
+            return f"{mb_cell(b['forward_peak_activations_mb'])} (forward peak)"
+        return f"{mb_cell(b['bp_saved_activations_mb'])} saved"
+
+    command = "python benchmarks/peft_memory.py"
+    lines = [
+        "From "
+        + source_line(f"{FOLDER}/peft_memory.json", data, command)
+        + f": {PEFT_MODELS.get(st['model'], st['model'])}, 2-way head, LoRA r={st['lora']['r']}, "
+        f"alpha={st['lora']['lora_alpha']} on query and value, batch {st['batch']} x "
+        f"{st['length']} tokens, fp32; peak RSS of a fresh process per column after "
+        f"{st['steps']} steps, inference's is {rss['inference']['peak_rss_mb']:.1f} MB; step "
+        "times are medians of those steps (indicative only on a shared machine).",
+        "",
+        "| | ZO full | ZO LoRA | backprop LoRA (SGD) | backprop full (SGD) |",
+        "|---|---|---|---|---|",
+        row("trained (perturbed) weights", lambda m, b: f"{b['trained_params']:,}"),
+        row("gradient", lambda m, b: "0" if m.startswith("zo") else mb_cell(b["bp_gradient_mb"])),
+        row("optimizer state (Adam would keep)", state),
+        row("activations", activations),
+        row("peak RSS / inference's", lambda m, b: f"{rss[m]['peak_over_inference']:.3f}x"),
+        row(
+            f"step (inference {rss['inference']['step_s_median']:.2f} s)",
+            lambda m, b: f"{rss[m]['step_s_median']:.2f} s",
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
 #: ``<!-- edgezo:generated benchmark NAME -->`` blocks: NAME -> table of ``benchmarks/results/``.
 BENCHMARKS: dict[str, Callable[[Path], str]] = {
     "step_overhead": step_overhead_table,
     "fixedpoint_step": fixedpoint_step_table,
     "runtime": runtime_tables,
     "fixedpoint": fixedpoint_tables,
+    "peft_memory": peft_memory_table,
 }
