@@ -28,6 +28,9 @@ from _common import emit_json, provenance
 from edgezo import ZO
 from edgezo.directions import Gaussian, Pool
 
+WEIGHT_STD = 0.05  # the weights ~ N(0, WEIGHT_STD), a trained layer's scale
+FAILED_STEP_SEEDS = 5
+
 
 def spacing(w: torch.Tensor) -> torch.Tensor:
     """ulp of each element (float64): the gap to the next representable value away from zero."""
@@ -56,7 +59,7 @@ def summarise(before: torch.Tensor, after: torch.Tensor) -> dict[str, float]:
 
 def measure(dtype: torch.dtype, how: str, steps: int, dim: int, eps: float) -> dict[str, dict]:
     g = torch.Generator().manual_seed(0)
-    weight = (torch.randn(dim, generator=g) * 0.05).to(dtype)
+    weight = (torch.randn(dim, generator=g) * WEIGHT_STD).to(dtype)
     bias = torch.zeros(dim // 10, dtype=dtype)
     params = [weight.clone(), bias.clone()]
     loss = lambda: torch.tensor(1.0)  # noqa: E731  (flat loss: only rounding can move w)
@@ -85,9 +88,10 @@ def failed_step(dtype: torch.dtype, estimator: str, queries: int, dim: int, eps:
     fraction of weights not put back exactly. ``dim`` weights ~ N(0, 0.05) plus ``dim/10`` zeros."""
     info, worst, changed = torch.finfo(dtype), 0.0, 0.0
     fail_at = 2 * queries if estimator == "central" else queries + 1
-    for seed in range(5):
+    for seed in range(FAILED_STEP_SEEDS):
         g = torch.Generator().manual_seed(seed)
-        init = torch.cat([torch.randn(dim, generator=g) * 0.05, torch.zeros(dim // 10)]).to(dtype)
+        init = torch.randn(dim, generator=g) * WEIGHT_STD
+        init = torch.cat([init, torch.zeros(dim // 10)]).to(dtype)
         w = torch.nn.Parameter(init.clone())
         opt = ZO(
             [w], lr=1.0, eps=eps, directions=Gaussian(seed), estimator=estimator, queries=queries
@@ -132,7 +136,10 @@ def main() -> None:
         "benchmark": "drift",
         "eps": args.eps,
         "dim": args.dim,
+        "weight_std": WEIGHT_STD,
+        "zero_biases": args.dim // 10,
         "steps": args.steps,
+        "failed_step_seeds": FAILED_STEP_SEEDS,
         "results": results,
         "failed_step": failed,
         "env": {**env, "loadavg_at_end": list(os.getloadavg())},
