@@ -265,3 +265,92 @@ those steps (indicative only on a shared machine).
 | step (inference 0.46 s) | 2.00 s | 0.95 s | 1.43 s | 12.25 s |
 """
     )
+
+
+# -- distributed ----------------------------------------------------------------------------------
+def dp_config(ranks: int, threads: int, step: float, same: bool = True) -> dict:
+    grad = 11048
+    return {"ranks": ranks, "threads_per_rank": threads, "step_seconds": step,
+            "comm_payload_bytes_per_step": 48.0, "gradient_allreduce_payload_bytes": grad,
+            "payload_ratio_gradient_over_zo": grad / 48,
+            "ring_wire_bytes_per_rank": {"zo_all_gather": (ranks - 1) * 48.0,
+                                         "gradient_all_reduce": 2 * (ranks - 1) / ranks * grad},
+            "replicas_identical": same}  # fmt: skip
+
+
+def distributed(load: tuple[float, float], same: bool = True) -> dict:
+    configs = {"1x1": dp_config(1, 1, 0.00581), "2x1": dp_config(2, 1, 0.0051, same),
+               "1x2": dp_config(1, 2, 0.1234)}  # fmt: skip
+    env = {**ENV, "torch_threads": 1, "cpu_count": 2, "loadavg_at_start": [load[0], 1.0, 1.0],
+           "loadavg_at_end": [load[1], 1.0, 1.0], "backend": "gloo (loopback)", "repeats": 3}  # fmt: skip
+    work = {"mlp": {"params": 2762, "global_batch": 64, "steps_per_run": 60, "configs": configs}}
+    return {"env": env, "workloads": work}
+
+
+def test_distributed_table_on_a_busy_machine(tmp_path):
+    write(tmp_path, "distributed", distributed((7.004, 8.5)))
+    assert (
+        B.distributed_table(tmp_path)
+        == """\
+From `benchmarks/results/distributed.json` (`python benchmarks/distributed.py`: edgezo 9.9.9 at \
+commit abcdef0, torch 7.7.7, 1 torch thread, 2 CPUs, load average 7.00 at the start); gloo \
+(loopback); step times are rank 0's median step, the median over 3 round-robin repeats.
+
+| | MLP, 2,762 params, global batch 64, 60 steps |
+|---|---|
+| bytes per step a rank sends, ZO central | 48 |
+| gradient all-reduce payload (4 bytes x parameters) | 11,048 (230x) |
+| ring wire bytes per rank, 2 ranks: ZO all-gather vs gradient all-reduce | 48 vs 11,048 |
+| step, 1 / 2 ranks of 1 thread | 5.8 / 5.1 ms |
+| step, 1 rank of 2 threads | 123 ms |
+| replicas bit-identical after training | yes |
+
+The machine had 2 cores at a load average of 7.00 at the start and 8.50 at the end: the ranks \
+had no idle cores to run on, so the step times say nothing about how data-parallel ZO scales.
+"""
+    )
+
+
+def test_distributed_table_on_a_quiet_machine_and_diverged_replicas(tmp_path):
+    write(tmp_path, "distributed", distributed((0.5, 2.5), same=False))
+    text = B.distributed_table(tmp_path)
+    assert "| replicas bit-identical after training | no |" in text
+    assert text.endswith("2.50 at the end; the step times include the other jobs' contention.\n")
+
+
+# -- drift --------------------------------------------------------------------------------------
+def drift_case(changed: float, ulps: tuple[float, float, float], bias: float) -> dict:
+    w = dict(zip(("median_ulps", "p99_ulps", "max_ulps"), ulps, strict=True))
+    return {"weights": {"changed_fraction": changed, **w},
+            "zero_bias": {"nonzero_fraction": bias}}  # fmt: skip
+
+
+def test_drift_tables(tmp_path):
+    results = {"float16": {"gaussian": {
+        "after_1": drift_case(0.47763, (0.0, 1.0, 246.0), 0.0),
+        "after_50": drift_case(0.9419, (1.5, float("nan"), 1108.25), 0.02649)}}}  # fmt: skip
+    failed = {"float16/forward/q1": {"max_bound_ratio": 0.994, "changed_fraction": 0.04},
+              "float16/central/q3": {"max_bound_ratio": 0.9875, "changed_fraction": 0.618}}  # fmt: skip
+    data = {"env": {**ENV, "torch_threads": 1}, "eps": 0.001, "dim": 100000, "weight_std": 0.05,
+            "zero_biases": 10000, "steps": 50, "failed_step_seeds": 5, "results": results,
+            "failed_step": failed}  # fmt: skip
+    write(tmp_path, "drift", data)
+    assert (
+        B.drift_tables(tmp_path).split("; ", 1)[1]
+        == """\
+100,000 weights ~ N(0, 0.05) and 10,000 zero biases, eps = 0.001, central steps with `lr = 0`:
+
+| dtype | source | after 1 step: weights changed | median / p99 / max ulps | after 50 steps: \
+changed | median / p99 / max ulps | zero biases not zero (50 steps) |
+|---|---|---|---|---|---|---|
+| float16 | gaussian | 47.8% | 0 / 1 / 246 | 94.2% | 1.5 / - / 1108 | 2.6% |
+
+A failed step (a NaN at the last forward; 100,000 weights ~ N(0, 0.05) plus 10,000 zeros, \
+eps = 0.001, worst of 5 seeds): the largest `|w' - w|` over `q finfo.eps (|w| + max_i |eps z_i|)`, \
+and in parentheses the weights not put back exactly:
+
+| dtype | central, q = 3 | forward, q = 1 |
+|---|---:|---:|
+| float16 | 0.988 (61.8%) | 0.994 (4.0%) |
+"""
+    )

@@ -171,6 +171,8 @@ BENCH_FILES = {
     "runtime": ("runtime",),
     "fixedpoint": ("fixedpoint",),
     "peft_memory": ("peft_memory",),
+    "distributed": ("distributed",),
+    "drift": ("drift",),
 }
 SIGNED = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?!\w)")
 

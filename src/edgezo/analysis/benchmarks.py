@@ -14,7 +14,10 @@ they need a quiet machine, and the JSON says which machine and load made them.
   (``runtime.json``);
 * ``fixedpoint``: QZO-FF against float ZO and backprop on the demo's head (``fixedpoint.json``;
   :func:`fixedpoint_table` is also what ``benchmarks/fixedpoint.py --markdown`` prints);
-* ``peft_memory``: ZO and backprop, full and LoRA, bytes and peak memory (``peft_memory.json``).
+* ``peft_memory``: ZO and backprop, full and LoRA, bytes and peak memory (``peft_memory.json``);
+* ``distributed``: data-parallel ZO's bytes per step and step times (``distributed.json``);
+* ``drift``: how far float perturb/restore moves the weights, and a failed step's restore
+  (``drift.json``).
 """
 
 from __future__ import annotations
@@ -494,6 +497,161 @@ def peft_memory_table(folder: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+# -- distributed ----------------------------------------------------------------------------------
+DP_WORKLOADS = {"mlp": "MLP", "vit": "ViT-tiny-like"}
+
+
+def ms(seconds: float) -> str:
+    """A step time in milliseconds: one decimal below 100 ms, none from there."""
+    return f"{1000 * seconds:.1f}" if seconds < 0.1 else f"{1000 * seconds:.0f}"
+
+
+def distributed_rows(work: Mapping[str, Any]) -> list[str]:
+    """Bytes per step against a gradient all-reduce, and step times per ranks x threads."""
+    names = list(work)
+    configs = {w: work[w]["configs"] for w in names}
+    first = {w: next(iter(configs[w].values())) for w in names}
+
+    def row(label: str, cell: Callable[[str], str]) -> str:
+        return f"| {label} | " + " | ".join(cell(w) for w in names) + " |"
+
+    def wire(w: str) -> str:
+        widest = max(configs[w].values(), key=lambda r: r["ranks"])
+        ring = widest["ring_wire_bytes_per_rank"]
+        return f"{ring['zo_all_gather']:,.0f} vs {ring['gradient_all_reduce']:,.0f}"
+
+    def steps(w: str, threads: int) -> str:
+        rows = sorted((r for r in configs[w].values() if r["threads_per_rank"] == threads),
+                      key=lambda r: r["ranks"])  # fmt: skip
+        return " / ".join(ms(r["step_seconds"]) for r in rows) + " ms"
+
+    ranks = sorted({r["ranks"] for c in configs.values() for r in c.values()
+                    if r["threads_per_rank"] == 1})  # fmt: skip
+    widest = max(ranks)
+    lines = [
+        row("bytes per step a rank sends, ZO central",
+            lambda w: f"{first[w]['comm_payload_bytes_per_step']:,.0f}"),
+        row("gradient all-reduce payload (4 bytes x parameters)",
+            lambda w: f"{first[w]['gradient_allreduce_payload_bytes']:,} "
+            f"({first[w]['payload_ratio_gradient_over_zo']:,.0f}x)"),
+        row(f"ring wire bytes per rank, {widest} ranks: ZO all-gather vs gradient all-reduce",
+            wire),
+        row("step, " + " / ".join(map(str, ranks)) + " ranks of 1 thread",
+            lambda w: steps(w, 1)),
+    ]  # fmt: skip
+    if any(r["threads_per_rank"] == 2 for c in configs.values() for r in c.values()):
+        lines.append(row("step, 1 rank of 2 threads", lambda w: steps(w, 2)))
+    same = all(r["replicas_identical"] for c in configs.values() for r in c.values())
+    lines.append(row("replicas bit-identical after training", lambda w: "yes" if same else "no"))
+    return lines
+
+
+def distributed_table(folder: Path) -> str:
+    """Data-parallel ZO's bytes and step times (``distributed.json``), and what the load says
+    about reading the step times as scaling."""
+    data = load(folder, "distributed")
+    env, work = data["env"], data["workloads"]
+    heads = [f"{DP_WORKLOADS.get(w, w)}, {v['params']:,} params, global batch "
+             f"{v['global_batch']}, {v['steps_per_run']} steps" for w, v in work.items()]  # fmt: skip
+    start, end = env["loadavg_at_start"][0], env["loadavg_at_end"][0]
+    busy = min(start, end) >= env["cpu_count"]
+    lines = [
+        "From "
+        + source_line(f"{FOLDER}/distributed.json", data, "python benchmarks/distributed.py")
+        + f"; {env['backend']}; step times are rank 0's median step, the median over "
+        f"{env['repeats']} round-robin repeats.",
+        "",
+        "| | " + " | ".join(heads) + " |",
+        "|---|" + "---|" * len(work),
+        *distributed_rows(work),
+        "",
+        f"The machine had {env['cpu_count']} cores at a load average of {start:.2f} at the start "
+        f"and {end:.2f} at the end"
+        + (
+            ": the ranks had no idle cores to run on, so the step times say nothing about how "
+            "data-parallel ZO scales."
+            if busy
+            else "; the step times include the other jobs' contention."
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# -- drift --------------------------------------------------------------------------------------
+def ulps(v: float) -> str:
+    """A drift in ulps: whole from 100 on (and whole numbers), else three digits; ``-`` if not
+    taken."""
+    if v != v:  # NaN: the p99 of more than 2**24 weights is not computed
+        return "-"
+    return f"{v:.0f}" if v >= 100 or float(v).is_integer() else f"{v:.3g}"
+
+
+def drift_rows(data: Mapping[str, Any]) -> list[str]:
+    """Per dtype and source: weights changed and their ulps after one and after ``steps`` steps,
+    and the zero biases that did not stay zero."""
+    last = f"after_{data['steps']}"
+    lines = []
+    for dtype, sources in data["results"].items():
+        for how, r in sources.items():
+            cells = []
+            for after in ("after_1", last):
+                w = r[after]["weights"]
+                cells.append(f"{100 * w['changed_fraction']:.1f}%")
+                cells.append(
+                    " / ".join(ulps(w[k]) for k in ("median_ulps", "p99_ulps", "max_ulps"))
+                )
+            bias = 100 * r[last]["zero_bias"]["nonzero_fraction"]
+            lines.append(f"| {dtype} | {how} | " + " | ".join(cells) + f" | {bias:.1f}% |")
+    return lines
+
+
+def failed_step_rows(failed: Mapping[str, Any]) -> list[str]:
+    """``dtype/estimator/qN`` cells as a dtype x (estimator, queries) table: the largest drift
+    over its bound's unit, and the share of weights not put back exactly."""
+    cases = sorted(
+        {k.split("/", 1)[1] for k in failed}, key=lambda c: (c.split("/")[0] != "central", c)
+    )
+    dtypes = list(dict.fromkeys(k.split("/")[0] for k in failed))
+
+    def head(case: str) -> str:
+        estimator, q = case.split("/")
+        return f"{estimator}, q = {q.removeprefix('q')}"
+
+    lines = ["| dtype | " + " | ".join(head(c) for c in cases) + " |",
+             "|---|" + "---:|" * len(cases)]  # fmt: skip
+    for dtype in dtypes:
+        cells = [failed[f"{dtype}/{c}"] for c in cases]
+        lines.append(f"| {dtype} | " + " | ".join(
+            f"{c['max_bound_ratio']:.3f} ({100 * c['changed_fraction']:.1f}%)" for c in cells) + " |")  # fmt: skip
+    return lines
+
+
+def drift_tables(folder: Path) -> str:
+    """The perturb/restore drift with ``lr = 0`` and the failed step's restore (``drift.json``)."""
+    data = load(folder, "drift")
+    n = data["steps"]
+    weights = f"{data['dim']:,} weights ~ N(0, {data['weight_std']:g})"
+    zeros, eps = f"{data['zero_biases']:,}", f"eps = {data['eps']:g}"
+    lines = [
+        "From "
+        + source_line(f"{FOLDER}/drift.json", data, "python benchmarks/drift.py")
+        + f"; {weights} and {zeros} zero biases, {eps}, central steps with `lr = 0`:",
+        "",
+        f"| dtype | source | after 1 step: weights changed | median / p99 / max ulps | after {n} "
+        f"steps: changed | median / p99 / max ulps | zero biases not zero ({n} steps) |",
+        "|---|---|---|---|---|---|---|",
+        *drift_rows(data),
+        "",
+        f"A failed step (a NaN at the last forward; {weights} plus {zeros} zeros, {eps}, worst of "
+        f"{data['failed_step_seeds']} seeds): the largest `|w' - w|` over "
+        "`q finfo.eps (|w| + max_i |eps z_i|)`, and in parentheses the weights not put back "
+        "exactly:",
+        "",
+        *failed_step_rows(data["failed_step"]),
+    ]
+    return "\n".join(lines) + "\n"
+
+
 #: ``<!-- edgezo:generated benchmark NAME -->`` blocks: NAME -> table of ``benchmarks/results/``.
 BENCHMARKS: dict[str, Callable[[Path], str]] = {
     "step_overhead": step_overhead_table,
@@ -501,4 +659,6 @@ BENCHMARKS: dict[str, Callable[[Path], str]] = {
     "runtime": runtime_tables,
     "fixedpoint": fixedpoint_tables,
     "peft_memory": peft_memory_table,
+    "distributed": distributed_table,
+    "drift": drift_tables,
 }
