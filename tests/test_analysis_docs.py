@@ -173,6 +173,7 @@ BENCH_FILES = {
     "peft_memory": ("peft_memory",),
     "distributed": ("distributed",),
     "drift": ("drift",),
+    "memory": ("memory",),
 }
 SIGNED = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?!\w)")
 

@@ -17,7 +17,9 @@ they need a quiet machine, and the JSON says which machine and load made them.
 * ``peft_memory``: ZO and backprop, full and LoRA, bytes and peak memory (``peft_memory.json``);
 * ``distributed``: data-parallel ZO's bytes per step and step times (``distributed.json``);
 * ``drift``: how far float perturb/restore moves the weights, and a failed step's restore
-  (``drift.json``).
+  (``drift.json``);
+* ``memory``: ViT-tiny's training memory, peak resident set and the paper's figure beside
+  ours (``memory.json``).
 """
 
 from __future__ import annotations
@@ -652,6 +654,83 @@ def drift_tables(folder: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+# -- memory ---------------------------------------------------------------------------------------
+RSS_LABELS = {"inference": "inference", "zo-fp32": "ZO", "bp-fp32": "backprop"}
+
+
+def memory_rows(setting: Mapping[str, Any]) -> list[str]:
+    """:func:`edgezo.analysis.memory.memory_table`'s rows: weights, scratch, gradients, optimizer
+    state (the sparse row's mask) and their total, in MB."""
+
+    def cell(v: float) -> str:
+        return "0" if v == 0 else f"{v:.2f} MB"
+
+    lines = ["| | weights | scratch | gradients | optimizer state / mask | total |",
+             "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for r in setting["table_mb"]:
+        keys = ("weights", "scratch", "gradients", "optimizer_state")
+        lines.append(f"| {r['row']} | " + " | ".join(cell(r[k]) for k in keys)
+                     + f" | {r['total']:.2f} MB |")  # fmt: skip
+    return lines
+
+
+def memory_sentences(data: Mapping[str, Any], big: str) -> list[str]:
+    """Peak resident set per mode; the paper's 224x224 figure beside ours; a real step's scratch."""
+    rss, z = data["peak_rss"], data["zo_step"]
+    peaks = ", ".join(
+        f"{RSS_LABELS.get(m, m)} {v:.1f} MB"
+        + ("" if m == "inference" else f" ({rss['peak_over_inference'][m]:.3f}x)")
+        for m, v in rss["peak_rss_mb"].items()
+    )
+    lines = [
+        f"Peak resident set ({rss['peak_rss_source']}) of a fresh process running "
+        f"{rss['steps']} steps, median of {rss['repeats']}: {peaks}.",
+    ]
+    if big in data["paper_comparison"]:
+        pc, s = data["paper_comparison"][big], data["settings"][big]
+        paper, both = pc["paper"], pc["weights_plus_scratch_fp16"]
+        cfg = s["config"]
+        lines += ["", (
+            f"The paper's ViT-tiny figure ({paper['bp_scratch_mb']:.2f} MB -> "
+            f"{paper['ff_scratch_mb']:.2f} MB, {paper['bp_over_ff']:.2f}x) is for "
+            f"{cfg['image']}x{cfg['image']} inputs. Ours there (patch {cfg['patch']}, "
+            f"{s['parameters']:,} parameters): scratch alone {s['bp_saved_mb']['fp32']:.2f} MB -> "
+            f"{s['zo_forward_peak_mb']['fp32']:.2f} MB in fp32; fp16 weights and scratch "
+            f"together {both['bp_mb']:.2f} MB -> {both['zo_mb']:.2f} MB ({both['bp_over_zo']:.2f}x; "
+            f"{both['bp_math_attention_mb']:.2f} MB with math attention). The fp16 weights alone "
+            f"are {s['weights_mb']['fp16']:.2f} MB"
+            + (", the paper's FF number to the hundredth: its bars likely stack weights and scratch."
+               if f"{s['weights_mb']['fp16']:.2f}" == f"{paper['ff_scratch_mb']:.2f}" else ".")
+        )]  # fmt: skip
+    lines += ["", (
+        f"A real step's largest live set against its forward's: ZO fp32 {z['float_step_mb']:.2f} MB "
+        f"vs {z['float_forward_mb']:.2f} MB ({z['float_step_over_forward']:.2f}x), QZO-FF 16w8a "
+        f"{z['fixed_point_step_mb']:.2f} MB vs {z['fixed_point_forward_mb']:.2f} MB "
+        f"({z['fixed_point_step_over_forward']:.2f}x)."
+    )]  # fmt: skip
+    return lines
+
+
+def memory_tables(folder: Path) -> str:
+    """The README's memory section: the training-memory table of the small ViT, peak resident
+    set per mode, the paper's figure beside ours, a real step's scratch (``memory.json``)."""
+    data = load(folder, "memory")
+    small, big = "vit-tiny-32", "vit-tiny-224"
+    s = data["settings"][small]
+    cfg = s["config"]
+    lines = [
+        "From "
+        + source_line(f"{FOLDER}/memory.json", data, "python benchmarks/memory.py")
+        + f": the ViT-tiny-like model ({s['parameters']:,} parameters, {cfg['channels']}x"
+        f"{cfg['image']}x{cfg['image']}, batch {s['batch']}, full fine-tuning):",
+        "",
+        *memory_rows(s),
+        "",
+        *memory_sentences(data, big),
+    ]
+    return "\n".join(lines) + "\n"
+
+
 #: ``<!-- edgezo:generated benchmark NAME -->`` blocks: NAME -> table of ``benchmarks/results/``.
 BENCHMARKS: dict[str, Callable[[Path], str]] = {
     "step_overhead": step_overhead_table,
@@ -661,4 +740,5 @@ BENCHMARKS: dict[str, Callable[[Path], str]] = {
     "peft_memory": peft_memory_table,
     "distributed": distributed_table,
     "drift": drift_tables,
+    "memory": memory_tables,
 }
