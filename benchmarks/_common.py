@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
 import torch
+
+import edgezo
 
 
 def timing_parser(doc: str, repeats: int) -> argparse.ArgumentParser:
@@ -30,6 +35,39 @@ def emit_json(results: dict[str, Any], out: str | None) -> None:
     if out:
         with open(out, "w") as f:
             f.write(text + "\n")
+
+
+def git_head() -> str | None:
+    """The checkout's commit (``+dirty`` if src/ has uncommitted changes), if git is there."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head, dirty = (
+            subprocess.run(
+                ["git", "-C", root, *command], capture_output=True, text=True, check=True
+            ).stdout.strip()
+            for command in (
+                ["rev-parse", "--short", "HEAD"],
+                ["status", "--porcelain", "--", "src"],
+            )
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def provenance() -> dict[str, Any]:
+    """What made a result file (the ``env`` the docs' source lines read): edgezo's version and
+    commit, torch, its threads, the CPUs and the load when the run began."""
+    return {
+        "edgezo": edgezo.__version__,
+        "git_head": git_head(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_at_start": list(os.getloadavg()),
+        "platform": platform.platform(),
+    }
 
 
 class MezoStyle:

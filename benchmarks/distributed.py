@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import platform
 import statistics
 import sys
 import time
@@ -51,7 +50,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from _common import emit_json  # noqa: E402
+from _common import emit_json, provenance  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from edgezo.cli.distributed import add_arguments  # noqa: E402
@@ -182,10 +181,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(1)  # this process never runs OpenMP in parallel before forking
     results: dict[str, Any] = {
         "env": {
-            "cpus": os.cpu_count(),
-            "load_average_start": os.getloadavg(),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
+            **provenance(),
             "backend": "gloo (loopback)",
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "repeats": args.repeats,
@@ -226,7 +222,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "forward_seconds_by_batch": fwd,
             "configs": configs,
         }
-    results["env"]["load_average_end"] = os.getloadavg()
+    results["env"]["loadavg_at_end"] = list(os.getloadavg())
     emit_json(results, args.out)
     return results
 

@@ -11,21 +11,25 @@ It also measures a failed step (a NaN at the last forward): how close the
 restore comes, against README's bound ``2 q finfo.eps (|w| + max_i |eps z_i|)``
 (``failed_step``: the largest ratio to ``q finfo.eps (...)``, so at most 2).
 
-    python benchmarks/drift.py [--steps 100] [--dim 100000]
+    python benchmarks/drift.py [--steps 100] [--dim 100000] [--out FILE]
 
-Prints one JSON object.
+Prints one JSON object (and writes it to ``--out``), with what made it under ``env``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
+import os
 
 import torch
+from _common import emit_json, provenance
 
 from edgezo import ZO
 from edgezo.directions import Gaussian, Pool
+
+WEIGHT_STD = 0.05  # the weights ~ N(0, WEIGHT_STD), a trained layer's scale
+FAILED_STEP_SEEDS = 5
 
 
 def spacing(w: torch.Tensor) -> torch.Tensor:
@@ -55,7 +59,7 @@ def summarise(before: torch.Tensor, after: torch.Tensor) -> dict[str, float]:
 
 def measure(dtype: torch.dtype, how: str, steps: int, dim: int, eps: float) -> dict[str, dict]:
     g = torch.Generator().manual_seed(0)
-    weight = (torch.randn(dim, generator=g) * 0.05).to(dtype)
+    weight = (torch.randn(dim, generator=g) * WEIGHT_STD).to(dtype)
     bias = torch.zeros(dim // 10, dtype=dtype)
     params = [weight.clone(), bias.clone()]
     loss = lambda: torch.tensor(1.0)  # noqa: E731  (flat loss: only rounding can move w)
@@ -84,9 +88,10 @@ def failed_step(dtype: torch.dtype, estimator: str, queries: int, dim: int, eps:
     fraction of weights not put back exactly. ``dim`` weights ~ N(0, 0.05) plus ``dim/10`` zeros."""
     info, worst, changed = torch.finfo(dtype), 0.0, 0.0
     fail_at = 2 * queries if estimator == "central" else queries + 1
-    for seed in range(5):
+    for seed in range(FAILED_STEP_SEEDS):
         g = torch.Generator().manual_seed(seed)
-        init = torch.cat([torch.randn(dim, generator=g) * 0.05, torch.zeros(dim // 10)]).to(dtype)
+        init = torch.randn(dim, generator=g) * WEIGHT_STD
+        init = torch.cat([init, torch.zeros(dim // 10)]).to(dtype)
         w = torch.nn.Parameter(init.clone())
         opt = ZO(
             [w], lr=1.0, eps=eps, directions=Gaussian(seed), estimator=estimator, queries=queries
@@ -108,8 +113,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--dim", type=int, default=100_000)
     parser.add_argument("--eps", type=float, default=1e-3)
+    parser.add_argument("--out", help="also write the JSON to this file")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    env = provenance()
     results = {
         str(dtype).removeprefix("torch."): {
             how: measure(dtype, how, args.steps, args.dim, args.eps)
@@ -125,18 +132,19 @@ def main() -> None:
         for estimator in ("central", "forward")
         for q in (1, 3)
     }
-    print(
-        json.dumps(
-            {
-                "benchmark": "drift",
-                "eps": args.eps,
-                "dim": args.dim,
-                "results": results,
-                "failed_step": failed,
-            },
-            indent=1,
-        )
-    )
+    result = {
+        "benchmark": "drift",
+        "eps": args.eps,
+        "dim": args.dim,
+        "weight_std": WEIGHT_STD,
+        "zero_biases": args.dim // 10,
+        "steps": args.steps,
+        "failed_step_seeds": FAILED_STEP_SEEDS,
+        "results": results,
+        "failed_step": failed,
+        "env": {**env, "loadavg_at_end": list(os.getloadavg())},
+    }
+    emit_json(result, args.out)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ MB = 10**6 bytes. Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from dataclasses import asdict
@@ -39,7 +40,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from _common import emit_json
+from _common import emit_json, provenance
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from edgezo import ZO
@@ -212,17 +213,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--out", help="also write the JSON to this file")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    env = {**environment(), **provenance()}  # the load before this run's own work
     names = ["vit-tiny-32"] if args.quick else list(SETTINGS)
     settings = {n: scratch(n, args.batch) for n in names}
     result: dict[str, Any] = {
         "settings": settings,
         "paper_comparison": {n: paper_comparison(s) for n, s in settings.items()},
         "zo_step": zo_step(args.batch),
-        "env": environment(),
+        "env": env,
     }
     if not args.no_rss:
         repeats, steps = (1, 1) if args.quick else (args.repeats, args.steps)
         result["peak_rss"] = peak_rss(args.batch, steps, repeats, args.device)
+    result["env"]["loadavg_at_end"] = list(os.getloadavg())
     emit_json(result, args.out)
     return result
 

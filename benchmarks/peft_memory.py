@@ -39,7 +39,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub access: MiniLM comes from its wheel
 
 import torch
-from _common import emit_json
+from _common import emit_json, provenance
 from torch import nn
 
 from edgezo.analysis.memory import (
@@ -188,11 +188,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     if args.child:
         return child(args)
     torch.set_num_threads(args.threads)
+    env = {**environment(), **provenance()}  # the load before this run's own work
     settings = {k: getattr(args, k) for k in ("model", "batch", "length", "steps", "threads")}
     result: dict[str, Any] = {"settings": {**settings, "lora": LORA}, "bytes": byte_counts(args)}
     if not args.no_rss:
         result["peak_rss"] = peak_rss(args)
-    result["env"] = environment()
+    result["env"] = {**env, "loadavg_at_end": list(os.getloadavg())}
     emit_json(result, args.out)
     return result
 

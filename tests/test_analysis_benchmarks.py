@@ -223,3 +223,222 @@ def test_fixedpoint_table_of_one_seed_has_no_interval():
     lines = B.fixedpoint_table(fixedpoint_result([0.9], [0.875]))
     assert "(mean ± std, 1 seed) | vs fp32 ZO (points) |" in lines[0]
     assert lines[-1] == "| QZO-FF 16w8a | 16 / 8 bit | 100 | 6 | 87.50 | -2.50 | 0.4% |"
+
+
+# -- peft_memory ----------------------------------------------------------------------------------
+def peft_part(trained: int, grad: float, saved: float) -> dict:
+    return {"params": 1000, "trained_params": trained, "zo_perturbed_dim": trained,
+            "weights_mb": 4.0, "bp_gradient_mb": grad, "zo_state_mb": 0.0,
+            "adam_state_mb": 2 * grad, "bp_saved_activations_mb": saved,
+            "forward_peak_activations_mb": 0.5}  # fmt: skip
+
+
+def test_peft_memory_table(tmp_path):
+    rss = {m: {"peak_rss_mb": 100 * r, "rss_after_setup_mb": 90.0, "step_s_median": t,
+               "peak_over_inference": r}
+           for m, r, t in (("inference", 1.0, 0.456), ("zo-full", 1.0364, 2.0),
+                           ("zo-lora", 1.0, 0.95), ("bp-lora", 1.3025, 1.434),
+                           ("bp-full", 1.5, 12.25))}  # fmt: skip
+    data = {"env": {**ENV, "torch_threads": 1},
+            "settings": {"model": "tiny", "batch": 2, "length": 8, "steps": 3, "threads": 1,
+                         "lora": {"r": 8, "lora_alpha": 16}},
+            "bytes": {"full": peft_part(22713986, 90.856, 154.56),
+                      "lora": peft_part(74498, 0.298, 0.004)},
+            "peak_rss": rss}  # fmt: skip
+    write(tmp_path, "peft_memory", data)
+    assert (
+        B.peft_memory_table(tmp_path)
+        == """\
+From `benchmarks/results/peft_memory.json` (`python benchmarks/peft_memory.py`: edgezo 9.9.9 at \
+commit abcdef0, torch 7.7.7, 1 torch thread, 4 CPUs, load average 0.50 at the start): a tiny \
+random BERT, 2-way head, LoRA r=8, alpha=16 on query and value, batch 2 x 8 tokens, fp32; peak RSS \
+of a fresh process per column after 3 steps, inference's is 100.0 MB; step times are medians of \
+those steps (indicative only on a shared machine).
+
+| | ZO full | ZO LoRA | backprop LoRA (SGD) | backprop full (SGD) |
+|---|---|---|---|---|
+| trained (perturbed) weights | 22,713,986 | 74,498 | 74,498 | 22,713,986 |
+| gradient | 0 | 0 | 0.30 MB | 90.9 MB |
+| optimizer state (Adam would keep) | 0 | 0 | none (0.60 MB) | none (181.7 MB) |
+| activations | 0.50 MB (forward peak) | 0.50 MB (forward peak) | 0.00 MB saved | 154.6 MB saved |
+| peak RSS / inference's | 1.036x | 1.000x | 1.302x | 1.500x |
+| step (inference 0.46 s) | 2.00 s | 0.95 s | 1.43 s | 12.25 s |
+"""
+    )
+
+
+# -- distributed ----------------------------------------------------------------------------------
+def dp_config(ranks: int, threads: int, step: float, same: bool = True) -> dict:
+    grad = 11048
+    return {"ranks": ranks, "threads_per_rank": threads, "step_seconds": step,
+            "comm_payload_bytes_per_step": 48.0, "gradient_allreduce_payload_bytes": grad,
+            "payload_ratio_gradient_over_zo": grad / 48,
+            "ring_wire_bytes_per_rank": {"zo_all_gather": (ranks - 1) * 48.0,
+                                         "gradient_all_reduce": 2 * (ranks - 1) / ranks * grad},
+            "replicas_identical": same}  # fmt: skip
+
+
+def distributed(load: tuple[float, float], same: bool = True) -> dict:
+    configs = {"1x1": dp_config(1, 1, 0.00581), "2x1": dp_config(2, 1, 0.0051, same),
+               "1x2": dp_config(1, 2, 0.1234)}  # fmt: skip
+    env = {**ENV, "torch_threads": 1, "cpu_count": 2, "loadavg_at_start": [load[0], 1.0, 1.0],
+           "loadavg_at_end": [load[1], 1.0, 1.0], "backend": "gloo (loopback)", "repeats": 3}  # fmt: skip
+    work = {"mlp": {"params": 2762, "global_batch": 64, "steps_per_run": 60, "configs": configs}}
+    return {"env": env, "workloads": work}
+
+
+def test_distributed_table_on_a_busy_machine(tmp_path):
+    write(tmp_path, "distributed", distributed((7.004, 8.5)))
+    assert (
+        B.distributed_table(tmp_path)
+        == """\
+From `benchmarks/results/distributed.json` (`python benchmarks/distributed.py`: edgezo 9.9.9 at \
+commit abcdef0, torch 7.7.7, 1 torch thread, 2 CPUs, load average 7.00 at the start); gloo \
+(loopback); step times are rank 0's median step, the median over 3 round-robin repeats.
+
+| | MLP, 2,762 params, global batch 64, 60 steps |
+|---|---|
+| bytes per step a rank sends, ZO central | 48 |
+| gradient all-reduce payload (4 bytes x parameters) | 11,048 (230x) |
+| ring wire bytes per rank, 2 ranks: ZO all-gather vs gradient all-reduce | 48 vs 11,048 |
+| step, 1 / 2 ranks of 1 thread | 5.8 / 5.1 ms |
+| step, 1 rank of 2 threads | 123 ms |
+| replicas bit-identical after training | yes |
+
+The machine had 2 cores at a load average of 7.00 at the start and 8.50 at the end: the ranks \
+had no idle cores to run on, so the step times say nothing about how data-parallel ZO scales.
+"""
+    )
+
+
+def test_distributed_table_on_a_quiet_machine_and_diverged_replicas(tmp_path):
+    write(tmp_path, "distributed", distributed((0.5, 2.5), same=False))
+    text = B.distributed_table(tmp_path)
+    assert "| replicas bit-identical after training | no |" in text
+    assert text.endswith("2.50 at the end; the step times include the other jobs' contention.\n")
+
+
+# -- drift --------------------------------------------------------------------------------------
+def drift_case(changed: float, ulps: tuple[float, float, float], bias: float) -> dict:
+    w = dict(zip(("median_ulps", "p99_ulps", "max_ulps"), ulps, strict=True))
+    return {"weights": {"changed_fraction": changed, **w},
+            "zero_bias": {"nonzero_fraction": bias}}  # fmt: skip
+
+
+def test_drift_tables(tmp_path):
+    results = {"float16": {"gaussian": {
+        "after_1": drift_case(0.47763, (0.0, 1.0, 246.0), 0.0),
+        "after_50": drift_case(0.9419, (1.5, float("nan"), 1108.25), 0.02649)}}}  # fmt: skip
+    failed = {"float16/forward/q1": {"max_bound_ratio": 0.994, "changed_fraction": 0.04},
+              "float16/central/q3": {"max_bound_ratio": 0.9875, "changed_fraction": 0.618}}  # fmt: skip
+    data = {"env": {**ENV, "torch_threads": 1}, "eps": 0.001, "dim": 100000, "weight_std": 0.05,
+            "zero_biases": 10000, "steps": 50, "failed_step_seeds": 5, "results": results,
+            "failed_step": failed}  # fmt: skip
+    write(tmp_path, "drift", data)
+    assert (
+        B.drift_tables(tmp_path).split("; ", 1)[1]
+        == """\
+100,000 weights ~ N(0, 0.05) and 10,000 zero biases, eps = 0.001, central steps with `lr = 0`:
+
+| dtype | source | after 1 step: weights changed | median / p99 / max ulps | after 50 steps: \
+changed | median / p99 / max ulps | zero biases not zero (50 steps) |
+|---|---|---|---|---|---|---|
+| float16 | gaussian | 47.8% | 0 / 1 / 246 | 94.2% | 1.5 / - / 1108 | 2.6% |
+
+A failed step (a NaN at the last forward; 100,000 weights ~ N(0, 0.05) plus 10,000 zeros, \
+eps = 0.001, worst of 5 seeds): the largest `|w' - w|` over `q finfo.eps (|w| + max_i |eps z_i|)`, \
+and in parentheses the weights not put back exactly:
+
+| dtype | central, q = 3 | forward, q = 1 |
+|---|---:|---:|
+| float16 | 0.988 (61.8%) | 0.994 (4.0%) |
+"""
+    )
+
+
+# -- memory ---------------------------------------------------------------------------------------
+def memory_result(ff: float) -> dict:
+    row = {
+        "row": "BP fp32",
+        "weights": 21.451,
+        "scratch": 9.6695,
+        "gradients": 21.451,
+        "optimizer_state": 0.0,
+        "total": 52.5716,
+    }
+    sparse = {
+        "row": "QZO-FF + 90% sparse",
+        "weights": 10.7261,
+        "scratch": 0.1903,
+        "gradients": 0.0,
+        "optimizer_state": 0.6703,
+        "total": 11.5868,
+    }
+    small = {
+        "config": {"image": 32, "patch": 4, "channels": 3},
+        "batch": 1,
+        "parameters": 5362762,
+        "table_mb": [row, sparse],
+    }
+    big = {
+        "config": {"image": 224, "patch": 16, "channels": 3},
+        "parameters": 5717416,
+        "weights_mb": {"fp16": 11.4348},
+        "bp_saved_mb": {"fp32": 29.8692},
+        "zo_forward_peak_mb": {"fp32": 2.8716},
+    }
+    both = {"bp_mb": 26.37, "bp_math_attention_mb": 30.96, "zo_mb": 12.87, "bp_over_zo": 2.05}
+    paper = {"bp_scratch_mb": 31.64, "ff_scratch_mb": ff, "bp_over_ff": 2.77}
+    rss = {
+        "peak_rss_source": "VmHWM",
+        "steps": 3,
+        "repeats": 3,
+        "peak_rss_mb": {"inference": 276.1073, "zo-fp32": 278.2331, "bp-fp32": 459.0182},
+        "peak_over_inference": {"inference": 1.0, "zo-fp32": 1.008, "bp-fp32": 1.662},
+    }
+    step = {
+        "float_step_mb": 0.7611,
+        "float_forward_mb": 0.7611,
+        "float_step_over_forward": 1.0,
+        "fixed_point_step_mb": 2.2479,
+        "fixed_point_forward_mb": 1.953,
+        "fixed_point_step_over_forward": 1.151,
+    }
+    return {"env": {**ENV, "torch_threads": 1},
+            "settings": {"vit-tiny-32": small, "vit-tiny-224": big},
+            "paper_comparison": {"vit-tiny-224": {"paper": paper,
+                                                  "weights_plus_scratch_fp16": both}},
+            "peak_rss": rss, "zo_step": step}  # fmt: skip
+
+
+def test_memory_tables(tmp_path):
+    write(tmp_path, "memory", memory_result(11.43))
+    assert (
+        B.memory_tables(tmp_path).split("): ", 1)[1]
+        == """\
+the ViT-tiny-like model (5,362,762 parameters, 3x32x32, batch 1, full fine-tuning):
+
+| | weights | scratch | gradients | optimizer state / mask | total |
+|---|---:|---:|---:|---:|---:|
+| BP fp32 | 21.45 MB | 9.67 MB | 21.45 MB | 0 | 52.57 MB |
+| QZO-FF + 90% sparse | 10.73 MB | 0.19 MB | 0 | 0.67 MB | 11.59 MB |
+
+Peak resident set (VmHWM) of a fresh process running 3 steps, median of 3: inference 276.1 MB, \
+ZO 278.2 MB (1.008x), backprop 459.0 MB (1.662x).
+
+The paper's ViT-tiny figure (31.64 MB -> 11.43 MB, 2.77x) is for 224x224 inputs. Ours there \
+(patch 16, 5,717,416 parameters): scratch alone 29.87 MB -> 2.87 MB in fp32; fp16 weights and \
+scratch together 26.37 MB -> 12.87 MB (2.05x; 30.96 MB with math attention). The fp16 weights \
+alone are 11.43 MB, the paper's FF number to the hundredth: its bars likely stack weights and \
+scratch.
+
+A real step's largest live set against its forward's: ZO fp32 0.76 MB vs 0.76 MB (1.00x), \
+QZO-FF 16w8a 2.25 MB vs 1.95 MB (1.15x).
+"""
+    )
+
+
+def test_memory_tables_do_not_read_the_paper_as_stacked_when_its_number_differs(tmp_path):
+    write(tmp_path, "memory", memory_result(12.5))
+    text = B.memory_tables(tmp_path)
+    assert "The fp16 weights alone are 11.43 MB.\n" in text and "stack" not in text

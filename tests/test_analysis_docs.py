@@ -170,6 +170,10 @@ BENCH_FILES = {
     "fixedpoint_step": ("fixedpoint_step",),
     "runtime": ("runtime",),
     "fixedpoint": ("fixedpoint",),
+    "peft_memory": ("peft_memory",),
+    "distributed": ("distributed",),
+    "drift": ("drift",),
+    "memory": ("memory",),
 }
 SIGNED = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?!\w)")
 

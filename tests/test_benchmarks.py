@@ -409,3 +409,20 @@ def test_lm_probe_runs_every_method_on_one_budget_and_picks_its_grid_point_on_va
     assert [c["claim"] for c in res["claims"]] == [
         "qzo-ff 16w8a within 5 points of backprop", "pezo within 1 points of mezo"]  # fmt: skip
     assert res["study"] == "lm-reviews" and res["keys"] == ["variant"] and res["quick"]
+
+
+def test_drift_records_its_provenance_and_the_failed_step_stays_within_the_bound(tmp_path):
+    out = tmp_path / "drift.json"
+    res = run_json("drift.py", "--steps", "3", "--dim", "2000", "--out", str(out))
+    assert json.loads(out.read_text()) == res
+    env = res["env"]
+    assert env["torch_threads"] == 1 and len(env["loadavg_at_start"]) == 3
+    assert env["git_head"] is None or len(env["git_head"].removesuffix("+dirty")) >= 7
+    assert res["zero_biases"] == 200 and res["weight_std"] == 0.05 and res["steps"] == 3
+    assert set(res["results"]) == {"float32", "bfloat16", "float16"}
+    for sources in res["results"].values():
+        for how in ("gaussian", "pool"):  # edgezo's +a, -2a, +a of one rounded a: zeros stay zero
+            assert sources[how]["after_3"]["zero_bias"]["nonzero_fraction"] == 0.0
+    assert len(res["failed_step"]) == 12
+    for case, failed in res["failed_step"].items():  # README: at most 2 q finfo.eps (...)
+        assert 0 < failed["max_bound_ratio"] <= 2, case

@@ -13,7 +13,13 @@ they need a quiet machine, and the JSON says which machine and load made them.
 * ``runtime``: ONNX Runtime against torch, the demo trained through ORT and the C step
   (``runtime.json``);
 * ``fixedpoint``: QZO-FF against float ZO and backprop on the demo's head (``fixedpoint.json``;
-  :func:`fixedpoint_table` is also what ``benchmarks/fixedpoint.py --markdown`` prints).
+  :func:`fixedpoint_table` is also what ``benchmarks/fixedpoint.py --markdown`` prints);
+* ``peft_memory``: ZO and backprop, full and LoRA, bytes and peak memory (``peft_memory.json``);
+* ``distributed``: data-parallel ZO's bytes per step and step times (``distributed.json``);
+* ``drift``: how far float perturb/restore moves the weights, and a failed step's restore
+  (``drift.json``);
+* ``memory``: ViT-tiny's training memory, peak resident set and the paper's figure beside
+  ours (``memory.json``).
 """
 
 from __future__ import annotations
@@ -439,10 +445,300 @@ def fixedpoint_tables(folder: Path) -> str:
     return head + "\n\n" + fixedpoint_markdown(r)
 
 
+# -- peft_memory ----------------------------------------------------------------------------------
+PEFT_MODELS = {"minilm": "MiniLM-L6", "tiny": "a tiny random BERT"}
+
+
+def mb_cell(value: float) -> str:
+    """Megabytes as ``90.9 MB``, ``0.30 MB`` below 1 MB, ``0`` for nothing."""
+    return "0" if value == 0 else f"{value:.2f} MB" if value < 1 else f"{value:.1f} MB"
+
+
+def peft_memory_table(folder: Path) -> str:
+    """What a LoRA adapter changes in memory, ZO and backprop, full and LoRA
+    (``peft_memory.json``: byte counts, and peak RSS and step time of a fresh process each)."""
+    data = load(folder, "peft_memory")
+    st, by, rss = data["settings"], data["bytes"], data["peak_rss"]
+    cols = (("zo-full", "full"), ("zo-lora", "lora"), ("bp-lora", "lora"), ("bp-full", "full"))
+
+    def row(label: str, cell: Callable[[str, Mapping[str, Any]], str]) -> str:
+        return f"| {label} | " + " | ".join(cell(mode, by[part]) for mode, part in cols) + " |"
+
+    def state(mode: str, b: Mapping[str, Any]) -> str:
+        if mode.startswith("zo"):
+            return mb_cell(b["zo_state_mb"])
+        return f"none ({mb_cell(b['adam_state_mb'])})"
+
+    def activations(mode: str, b: Mapping[str, Any]) -> str:
+        if mode.startswith("zo"):
+            return f"{mb_cell(b['forward_peak_activations_mb'])} (forward peak)"
+        return f"{mb_cell(b['bp_saved_activations_mb'])} saved"
+
+    command = "python benchmarks/peft_memory.py"
+    lines = [
+        "From "
+        + source_line(f"{FOLDER}/peft_memory.json", data, command)
+        + f": {PEFT_MODELS.get(st['model'], st['model'])}, 2-way head, LoRA r={st['lora']['r']}, "
+        f"alpha={st['lora']['lora_alpha']} on query and value, batch {st['batch']} x "
+        f"{st['length']} tokens, fp32; peak RSS of a fresh process per column after "
+        f"{st['steps']} steps, inference's is {rss['inference']['peak_rss_mb']:.1f} MB; step "
+        "times are medians of those steps (indicative only on a shared machine).",
+        "",
+        "| | ZO full | ZO LoRA | backprop LoRA (SGD) | backprop full (SGD) |",
+        "|---|---|---|---|---|",
+        row("trained (perturbed) weights", lambda m, b: f"{b['trained_params']:,}"),
+        row("gradient", lambda m, b: "0" if m.startswith("zo") else mb_cell(b["bp_gradient_mb"])),
+        row("optimizer state (Adam would keep)", state),
+        row("activations", activations),
+        row("peak RSS / inference's", lambda m, b: f"{rss[m]['peak_over_inference']:.3f}x"),
+        row(
+            f"step (inference {rss['inference']['step_s_median']:.2f} s)",
+            lambda m, b: f"{rss[m]['step_s_median']:.2f} s",
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# -- distributed ----------------------------------------------------------------------------------
+DP_WORKLOADS = {"mlp": "MLP", "vit": "ViT-tiny-like"}
+
+
+def ms(seconds: float) -> str:
+    """A step time in milliseconds: one decimal below 100 ms, none from there."""
+    return f"{1000 * seconds:.1f}" if seconds < 0.1 else f"{1000 * seconds:.0f}"
+
+
+def distributed_rows(work: Mapping[str, Any]) -> list[str]:
+    """Bytes per step against a gradient all-reduce, and step times per ranks x threads."""
+    names = list(work)
+    configs = {w: work[w]["configs"] for w in names}
+    first = {w: next(iter(configs[w].values())) for w in names}
+
+    def row(label: str, cell: Callable[[str], str]) -> str:
+        return f"| {label} | " + " | ".join(cell(w) for w in names) + " |"
+
+    def wire(w: str) -> str:
+        widest = max(configs[w].values(), key=lambda r: r["ranks"])
+        ring = widest["ring_wire_bytes_per_rank"]
+        return f"{ring['zo_all_gather']:,.0f} vs {ring['gradient_all_reduce']:,.0f}"
+
+    def steps(w: str, threads: int) -> str:
+        rows = sorted((r for r in configs[w].values() if r["threads_per_rank"] == threads),
+                      key=lambda r: r["ranks"])  # fmt: skip
+        return " / ".join(ms(r["step_seconds"]) for r in rows) + " ms"
+
+    ranks = sorted({r["ranks"] for c in configs.values() for r in c.values()
+                    if r["threads_per_rank"] == 1})  # fmt: skip
+    widest = max(ranks)
+    lines = [
+        row("bytes per step a rank sends, ZO central",
+            lambda w: f"{first[w]['comm_payload_bytes_per_step']:,.0f}"),
+        row("gradient all-reduce payload (4 bytes x parameters)",
+            lambda w: f"{first[w]['gradient_allreduce_payload_bytes']:,} "
+            f"({first[w]['payload_ratio_gradient_over_zo']:,.0f}x)"),
+        row(f"ring wire bytes per rank, {widest} ranks: ZO all-gather vs gradient all-reduce",
+            wire),
+        row("step, " + " / ".join(map(str, ranks)) + " ranks of 1 thread",
+            lambda w: steps(w, 1)),
+    ]  # fmt: skip
+    if any(r["threads_per_rank"] == 2 for c in configs.values() for r in c.values()):
+        lines.append(row("step, 1 rank of 2 threads", lambda w: steps(w, 2)))
+    same = all(r["replicas_identical"] for c in configs.values() for r in c.values())
+    lines.append(row("replicas bit-identical after training", lambda w: "yes" if same else "no"))
+    return lines
+
+
+def distributed_table(folder: Path) -> str:
+    """Data-parallel ZO's bytes and step times (``distributed.json``), and what the load says
+    about reading the step times as scaling."""
+    data = load(folder, "distributed")
+    env, work = data["env"], data["workloads"]
+    heads = [f"{DP_WORKLOADS.get(w, w)}, {v['params']:,} params, global batch "
+             f"{v['global_batch']}, {v['steps_per_run']} steps" for w, v in work.items()]  # fmt: skip
+    start, end = env["loadavg_at_start"][0], env["loadavg_at_end"][0]
+    busy = min(start, end) >= env["cpu_count"]
+    lines = [
+        "From "
+        + source_line(f"{FOLDER}/distributed.json", data, "python benchmarks/distributed.py")
+        + f"; {env['backend']}; step times are rank 0's median step, the median over "
+        f"{env['repeats']} round-robin repeats.",
+        "",
+        "| | " + " | ".join(heads) + " |",
+        "|---|" + "---|" * len(work),
+        *distributed_rows(work),
+        "",
+        f"The machine had {env['cpu_count']} cores at a load average of {start:.2f} at the start "
+        f"and {end:.2f} at the end"
+        + (
+            ": the ranks had no idle cores to run on, so the step times say nothing about how "
+            "data-parallel ZO scales."
+            if busy
+            else "; the step times include the other jobs' contention."
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# -- drift --------------------------------------------------------------------------------------
+def ulps(v: float) -> str:
+    """A drift in ulps: whole from 100 on (and whole numbers), else three digits; ``-`` if not
+    taken."""
+    if v != v:  # NaN: the p99 of more than 2**24 weights is not computed
+        return "-"
+    return f"{v:.0f}" if v >= 100 or float(v).is_integer() else f"{v:.3g}"
+
+
+def drift_rows(data: Mapping[str, Any]) -> list[str]:
+    """Per dtype and source: weights changed and their ulps after one and after ``steps`` steps,
+    and the zero biases that did not stay zero."""
+    last = f"after_{data['steps']}"
+    lines = []
+    for dtype, sources in data["results"].items():
+        for how, r in sources.items():
+            cells = []
+            for after in ("after_1", last):
+                w = r[after]["weights"]
+                cells.append(f"{100 * w['changed_fraction']:.1f}%")
+                cells.append(
+                    " / ".join(ulps(w[k]) for k in ("median_ulps", "p99_ulps", "max_ulps"))
+                )
+            bias = 100 * r[last]["zero_bias"]["nonzero_fraction"]
+            lines.append(f"| {dtype} | {how} | " + " | ".join(cells) + f" | {bias:.1f}% |")
+    return lines
+
+
+def failed_step_rows(failed: Mapping[str, Any]) -> list[str]:
+    """``dtype/estimator/qN`` cells as a dtype x (estimator, queries) table: the largest drift
+    over its bound's unit, and the share of weights not put back exactly."""
+    cases = sorted(
+        {k.split("/", 1)[1] for k in failed}, key=lambda c: (c.split("/")[0] != "central", c)
+    )
+    dtypes = list(dict.fromkeys(k.split("/")[0] for k in failed))
+
+    def head(case: str) -> str:
+        estimator, q = case.split("/")
+        return f"{estimator}, q = {q.removeprefix('q')}"
+
+    lines = ["| dtype | " + " | ".join(head(c) for c in cases) + " |",
+             "|---|" + "---:|" * len(cases)]  # fmt: skip
+    for dtype in dtypes:
+        cells = [failed[f"{dtype}/{c}"] for c in cases]
+        lines.append(f"| {dtype} | " + " | ".join(
+            f"{c['max_bound_ratio']:.3f} ({100 * c['changed_fraction']:.1f}%)" for c in cells) + " |")  # fmt: skip
+    return lines
+
+
+def drift_tables(folder: Path) -> str:
+    """The perturb/restore drift with ``lr = 0`` and the failed step's restore (``drift.json``)."""
+    data = load(folder, "drift")
+    n = data["steps"]
+    weights = f"{data['dim']:,} weights ~ N(0, {data['weight_std']:g})"
+    zeros, eps = f"{data['zero_biases']:,}", f"eps = {data['eps']:g}"
+    lines = [
+        "From "
+        + source_line(f"{FOLDER}/drift.json", data, "python benchmarks/drift.py")
+        + f"; {weights} and {zeros} zero biases, {eps}, central steps with `lr = 0`:",
+        "",
+        f"| dtype | source | after 1 step: weights changed | median / p99 / max ulps | after {n} "
+        f"steps: changed | median / p99 / max ulps | zero biases not zero ({n} steps) |",
+        "|---|---|---|---|---|---|---|",
+        *drift_rows(data),
+        "",
+        f"A failed step (a NaN at the last forward; {weights} plus {zeros} zeros, {eps}, worst of "
+        f"{data['failed_step_seeds']} seeds): the largest `|w' - w|` over "
+        "`q finfo.eps (|w| + max_i |eps z_i|)`, and in parentheses the weights not put back "
+        "exactly:",
+        "",
+        *failed_step_rows(data["failed_step"]),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# -- memory ---------------------------------------------------------------------------------------
+RSS_LABELS = {"inference": "inference", "zo-fp32": "ZO", "bp-fp32": "backprop"}
+
+
+def memory_rows(setting: Mapping[str, Any]) -> list[str]:
+    """:func:`edgezo.analysis.memory.memory_table`'s rows: weights, scratch, gradients, optimizer
+    state (the sparse row's mask) and their total, in MB."""
+
+    def cell(v: float) -> str:
+        return "0" if v == 0 else f"{v:.2f} MB"
+
+    lines = ["| | weights | scratch | gradients | optimizer state / mask | total |",
+             "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for r in setting["table_mb"]:
+        keys = ("weights", "scratch", "gradients", "optimizer_state")
+        lines.append(f"| {r['row']} | " + " | ".join(cell(r[k]) for k in keys)
+                     + f" | {r['total']:.2f} MB |")  # fmt: skip
+    return lines
+
+
+def memory_sentences(data: Mapping[str, Any], big: str) -> list[str]:
+    """Peak resident set per mode; the paper's 224x224 figure beside ours; a real step's scratch."""
+    rss, z = data["peak_rss"], data["zo_step"]
+    peaks = ", ".join(
+        f"{RSS_LABELS.get(m, m)} {v:.1f} MB"
+        + ("" if m == "inference" else f" ({rss['peak_over_inference'][m]:.3f}x)")
+        for m, v in rss["peak_rss_mb"].items()
+    )
+    lines = [
+        f"Peak resident set ({rss['peak_rss_source']}) of a fresh process running "
+        f"{rss['steps']} steps, median of {rss['repeats']}: {peaks}.",
+    ]
+    if big in data["paper_comparison"]:
+        pc, s = data["paper_comparison"][big], data["settings"][big]
+        paper, both = pc["paper"], pc["weights_plus_scratch_fp16"]
+        cfg = s["config"]
+        lines += ["", (
+            f"The paper's ViT-tiny figure ({paper['bp_scratch_mb']:.2f} MB -> "
+            f"{paper['ff_scratch_mb']:.2f} MB, {paper['bp_over_ff']:.2f}x) is for "
+            f"{cfg['image']}x{cfg['image']} inputs. Ours there (patch {cfg['patch']}, "
+            f"{s['parameters']:,} parameters): scratch alone {s['bp_saved_mb']['fp32']:.2f} MB -> "
+            f"{s['zo_forward_peak_mb']['fp32']:.2f} MB in fp32; fp16 weights and scratch "
+            f"together {both['bp_mb']:.2f} MB -> {both['zo_mb']:.2f} MB ({both['bp_over_zo']:.2f}x; "
+            f"{both['bp_math_attention_mb']:.2f} MB with math attention). The fp16 weights alone "
+            f"are {s['weights_mb']['fp16']:.2f} MB"
+            + (", the paper's FF number to the hundredth: its bars likely stack weights and scratch."
+               if f"{s['weights_mb']['fp16']:.2f}" == f"{paper['ff_scratch_mb']:.2f}" else ".")
+        )]  # fmt: skip
+    lines += ["", (
+        f"A real step's largest live set against its forward's: ZO fp32 {z['float_step_mb']:.2f} MB "
+        f"vs {z['float_forward_mb']:.2f} MB ({z['float_step_over_forward']:.2f}x), QZO-FF 16w8a "
+        f"{z['fixed_point_step_mb']:.2f} MB vs {z['fixed_point_forward_mb']:.2f} MB "
+        f"({z['fixed_point_step_over_forward']:.2f}x)."
+    )]  # fmt: skip
+    return lines
+
+
+def memory_tables(folder: Path) -> str:
+    """The README's memory section: the training-memory table of the small ViT, peak resident
+    set per mode, the paper's figure beside ours, a real step's scratch (``memory.json``)."""
+    data = load(folder, "memory")
+    small, big = "vit-tiny-32", "vit-tiny-224"
+    s = data["settings"][small]
+    cfg = s["config"]
+    lines = [
+        "From "
+        + source_line(f"{FOLDER}/memory.json", data, "python benchmarks/memory.py")
+        + f": the ViT-tiny-like model ({s['parameters']:,} parameters, {cfg['channels']}x"
+        f"{cfg['image']}x{cfg['image']}, batch {s['batch']}, full fine-tuning):",
+        "",
+        *memory_rows(s),
+        "",
+        *memory_sentences(data, big),
+    ]
+    return "\n".join(lines) + "\n"
+
+
 #: ``<!-- edgezo:generated benchmark NAME -->`` blocks: NAME -> table of ``benchmarks/results/``.
 BENCHMARKS: dict[str, Callable[[Path], str]] = {
     "step_overhead": step_overhead_table,
     "fixedpoint_step": fixedpoint_step_table,
     "runtime": runtime_tables,
     "fixedpoint": fixedpoint_tables,
+    "peft_memory": peft_memory_table,
+    "distributed": distributed_table,
+    "drift": drift_tables,
+    "memory": memory_tables,
 }
