@@ -328,3 +328,52 @@ def test_a_probe_block_shows_each_methods_interval_budget_time_and_memory(tmp_pa
 def test_a_probe_block_without_its_results_says_what_to_run(tmp_path):
     with pytest.raises(ValueError, match=r"python benchmarks/lm_probe.py --out results/lm"):
         D.render("probe lm", tmp_path, "results")
+
+
+# -- the language-model fine-tuning block ---------------------------------------------------------
+def finetune_results(root: Path) -> Path:
+    """A hand-made ``results/ft/results.json`` of benchmarks/lm_reviews.py: zero-shot, a ZO
+    method that learned nothing and backprop, in two variants, 3 seeds (no per-review bits:
+    the paired difference is a t-interval over seeds)."""
+    rows = []
+    for variant, trained in (("prompt full", 22_744_506), ("prompt lora", 73_728)):
+        base = {"variant": variant, "examples": 1000}
+        rows += [{**base, "method": "zero-shot", "seed": s, "accuracy": a, "steps": 0, "forwards": 0}
+                 for s, a in enumerate((0.50, 0.52, 0.48))]  # fmt: skip
+        for method, accs, lr, eps in (("mezo", (0.51, 0.52, 0.47), 1e-5, 1e-3),
+                                      ("backprop", (0.70, 0.75, 0.71), 2e-5, None)):  # fmt: skip
+            rows += [{**base, "method": method, "seed": s, "accuracy": a, "steps": 300,
+                      "forwards": 600, "forwards_per_step": 2, "lr": lr, "eps": eps,
+                      "cpu_seconds_per_step": 0.4 + 0.1 * s, "trained_parameters": trained}
+                     for s, a in enumerate(accs)]  # fmt: skip
+    data = {"seeds": [0, 1, 2], "rows": rows, "total_seconds": 3600.0,
+            "config": {"forwards": 600, "batch": 16, "per_class": 512},
+            "provenance": {"edgezo": "0.1.0", "commit": "abcdef1234567", "threads": 1}}  # fmt: skip
+    (root / "ft").mkdir(parents=True)
+    (root / "ft" / "results.json").write_text(json.dumps(data))
+    return root
+
+
+def test_a_finetune_block_shows_each_variants_methods_against_zero_shot(tmp_path):
+    body = D.render("finetune ft", finetune_results(tmp_path / "results"), "results")
+    lines = [line for line in body.splitlines() if line.startswith("| prompt")]
+    assert [line.split(" | ")[:2] for line in lines] == [
+        ["| prompt full", m] for m in ("zero-shot", "mezo", "backprop")
+    ] + [["| prompt lora", m] for m in ("zero-shot", "mezo", "backprop")]
+    diffs = {"mezo": [1.0, 0.0, -1.0], "backprop": [20.0, 23.0, 23.0]}  # points, by seed
+    for method, learned in (("mezo", "no"), ("backprop", "yes")):
+        d = diffs[method]
+        mean, half = statistics.fmean(d), T_TABLE[2] * statistics.stdev(d) / math.sqrt(3)
+        assert f"| {method} | " in body
+        row = next(line for line in lines if line.startswith(f"| prompt full | {method} |"))
+        assert f"| {mean:.2f} [{mean - half:.2f}, {mean + half:.2f}] | {learned} |" in row
+    assert "| 1e-05 | 0.001 | 300 x 2 | 0.50 | 22,744,506 |" in lines[1]
+    assert "| 2e-05 | - | 300 x 2 | 0.50 | 73,728 |" in lines[5]
+    assert "600 forward passes of a batch of 16 per run, 512 training reviews per class" in body
+    assert "commit abcdef1234, 1 thread(s), 60 min in all. Test accuracy over 1,000 reviews" in body
+    assert '"minus zero-shot": a t-interval of the per-seed differences' in body
+
+
+def test_a_finetune_block_without_its_results_says_what_to_run(tmp_path):
+    with pytest.raises(ValueError, match=r"python benchmarks/lm_reviews.py --out results/ft"):
+        D.render("finetune ft", tmp_path, "results")
