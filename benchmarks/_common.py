@@ -9,6 +9,7 @@ import os
 import platform
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,6 +36,16 @@ def emit_json(results: dict[str, Any], out: str | None) -> None:
     if out:
         with open(out, "w") as f:
             f.write(text + "\n")
+
+
+def emit_study(payload: dict[str, Any], out: str | None) -> None:
+    """Print a study's merged payload as sorted, indented JSON and, if ``out`` is given,
+    write it to ``OUT/results.json`` (the layout ``edgezo report`` reads)."""
+    text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
+    print(text, end="")
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "results.json").write_text(text)
 
 
 def git_head() -> str | None:

@@ -57,6 +57,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers: no hub acce
 
 import torch
 import torch.nn.functional as F
+from _common import emit_study
 from torch import Tensor, nn
 
 from edgezo import cache, presets
@@ -314,11 +315,7 @@ def main() -> None:
         payload["lora"] = json.loads(Path(args.lora).read_text())
     else:
         payload = study(args)
-    text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
-    print(text, end="")
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "results.json").write_text(text)
+    emit_study(payload, args.out)
 
 
 if __name__ == "__main__":

@@ -47,12 +47,12 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers: no hub access
 
 import torch
+from _common import emit_study
 
 from edgezo import presets
 from edgezo.analysis.stats import pack_correct
@@ -239,11 +239,7 @@ def main() -> None:
     ap.add_argument("--out", help="write OUT/results.json")
     args = ap.parse_args()
     payload = study(args)
-    text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
-    print(text, end="")
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "results.json").write_text(text)
+    emit_study(payload, args.out)
 
 
 if __name__ == "__main__":
