@@ -115,7 +115,7 @@ def _steps(n: int) -> str:
 def cell_table(
     runs: Mapping[str, Mapping[int, Mapping[str, Any]]], marks: Sequence[int]
 ) -> list[str]:
-    """One cell's accuracy table, as Markdown lines."""
+    """One cell's accuracy table (the trained methods), as Markdown lines."""
     head = ["method", "lr", "budget", "at the budget", *(f"{_steps(m)} steps" for m in marks),
             "end", "end steps"]  # fmt: skip
     lines = [
@@ -124,14 +124,22 @@ def cell_table(
     ]
     for method, seeds in runs.items():
         first = seeds[min(seeds)]
+        if first.get("curve") is None:
+            continue  # zero-shot: the start, in the cell's line
         cells = [interval_at(seeds, "budget"), *(interval_at(seeds, m) for m in marks),
                  interval_at(seeds, "end")]  # fmt: skip
         texts = ["-" if c is None else c.text() for c in cells]
-        lr = "-" if first.get("lr") is None else f"{first['lr']:g}"
-        end = int(first["curve"]["step"][-1]) if first.get("curve") else 0
-        lines.append(f"| {method} | {lr} | {_steps(int(first.get('budget', 0)))} | "
-                     + " | ".join(texts) + f" | {_steps(end)} |")  # fmt: skip
+        lines.append(f"| {method} | {first['lr']:g} | {_steps(int(first['budget']))} | "
+                     + " | ".join(texts) + f" | {_steps(int(first['curve']['step'][-1]))} |")  # fmt: skip
     return lines
+
+
+def cell_line(cell: str, runs: Mapping[str, Mapping[int, Mapping[str, Any]]]) -> str:
+    """The cell's name in bold and its zero-shot accuracy (the start of every run)."""
+    if "zero-shot" not in runs:
+        return f"**{cell}**"
+    start = interval_at(runs["zero-shot"], "end")
+    return f"**{cell}** (zero-shot: {start.text() if start else '-'})"
 
 
 def gap_table(runs: Mapping[str, Mapping[int, Mapping[str, Any]]]) -> list[str]:
@@ -161,7 +169,7 @@ def convergence_body(payload: Mapping[str, Any]) -> list[str]:
         "above 0, *widens* below, else *inconclusive*.",
     ]
     for cell, runs in by_cell(payload["rows"]).items():
-        lines += ["", f"**{cell}**", "", *cell_table(runs, marks), "", *gap_table(runs)]
+        lines += ["", cell_line(cell, runs), "", *cell_table(runs, marks), "", *gap_table(runs)]
     return lines
 
 
