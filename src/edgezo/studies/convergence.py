@@ -280,15 +280,13 @@ def run_config(cfg: Config, opts: Options) -> dict[str, Any]:
 
 def merged(folder: Path, payload: Mapping[str, Any]) -> None:
     """After ``--seeds``: ``curves.png`` (test accuracy per step, mean and 95% t-band over the
-    seeds) and ``results.md`` with the tables of :mod:`edgezo.analysis.convergence`."""
-    from ..analysis.convergence import convergence_body, plot_convergence
+    seeds), linked from ``results.md`` (whose tables :func:`~edgezo.analysis.tables.seed_markdown`
+    makes with :func:`~edgezo.analysis.convergence.convergence_body`)."""
+    from ..analysis.convergence import plot_convergence
+    from ..analysis.tables import seed_markdown
 
     figure = plot_convergence(payload, folder / "curves.png")
-    seeds = ", ".join(map(str, payload["seeds"]))
-    lines = [f"# convergence{' (quick)' if payload['quick'] else ''}, seeds {seeds}", "",
-             *convergence_body(payload), "", f"![curves]({figure.name})", "",
-             "Per seed: " + ", ".join(f"`seed-{s}/`" for s in payload["seeds"]) + "."]  # fmt: skip
-    write_text(folder / "results.md", "\n".join(lines) + "\n")
+    write_text(folder / "results.md", seed_markdown(payload) + f"\n![curves]({figure.name})\n")
 
 
 #: ``run(quick, out, seed=0, progress=True, config=None, jobs=1)``: see :class:`~.common.Study`.
