@@ -16,8 +16,10 @@ study tests that explanation on one cell of each, run far past the budget:
   voices, clean. Its study budget: 100 BP / 300 ZO steps.
 
 Per cell the zero-shot model (the start of every run), backprop (Adam) and ``zo``
-(MeZO-style ZO-SGD) run with the lrs their study chose on validation data (a
-10,000-step grid would cost more than the study itself), and every ``eval_every``
+(MeZO-style ZO-SGD) run with the lrs their study chose on validation data (probing: the
+full cross-domain run's grid search; fine-tuning: the study's fixed lrs, from a sweep on
+validation clips, ``benchmarks/kws_lr.py``; a grid at 10,000 steps would cost more than
+the study itself), batch as in the study, and every ``eval_every``
 steps the loop evaluates the validation and test sets (probing: on the cached features,
 as the study does): each run's curve is step ->
 accuracy, with step 0 the zero-shot model. The seed draws the data subsets, the
@@ -40,11 +42,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from ..data.images import as_input, image_size, load_images
 from ..models.regimes import prepare as prepare_regime
+from ..train import evaluate
 from . import audio, kws_personalize
 from .common import (
     Budget,
+    Data,
     Options,
     Outcome,
     Study,
@@ -116,7 +122,8 @@ class VisionCell:
 @dataclass(frozen=True)
 class AudioCell:
     """The kws-personalize cell: keyword data, backbone, group, condition, regime, clips
-    per class and each method's run (lrs: the study's fixed ft lrs, :data:`FT_LRS`)."""
+    per class and each method's run (lrs: the study's fixed ft lrs,
+    :data:`~.kws_personalize.FT_LRS`)."""
 
     data: audio.AudioData = audio.AudioData()
     arch: str = "crnn"
@@ -171,7 +178,7 @@ VPT = VisionCell(
     },
 )
 FULL = Config()
-#: For tests: the quick cached backbones and keyword set, tiny sets and budgets.
+#: ``--quick``: the studies' backbones, the quick keyword set, small sets and budgets (seconds).
 QUICK = Config(
     vision=VisionCell(
         target="digits", regime="lp", train=200, val=100, test=200, batch=32,
@@ -187,7 +194,11 @@ QUICK = Config(
 )  # fmt: skip
 
 
-def vision_cell(cell: VisionCell, seed: int, pretrain_seed: int, progress: bool):
+#: A cell ready to run: ``(model to adapt, train, val, test, head_only)``.
+Prepared = tuple[nn.Module, Data, Data, Data, bool]
+
+
+def vision_cell(cell: VisionCell, seed: int, pretrain_seed: int, progress: bool) -> Prepared:
     """``(model to adapt, train, val, test, head_only)`` of the cross-domain cell: its
     regime on the pretrained backbone, the head set to the class means of the features."""
     source = backbone(cell.arch, cell.source, steps=cell.pretrain_steps, seed=pretrain_seed,
@@ -202,7 +213,7 @@ def vision_cell(cell: VisionCell, seed: int, pretrain_seed: int, progress: bool)
     return model, train, val, test, cell.regime in ("lp", "lp3")
 
 
-def audio_cell(cell: AudioCell, seed: int, pretrain_seed: int, progress: bool):
+def audio_cell(cell: AudioCell, seed: int, pretrain_seed: int, progress: bool) -> Prepared:
     """``(model to adapt, train, val, test, head_only)`` of the kws-personalize cell: the
     group's clips split per class (``shots`` / ``val`` / ``test``) in its condition, as that
     study draws them (:func:`~.kws_personalize.target_sets`)."""
@@ -233,11 +244,10 @@ def curve_of(start: Mapping[str, Any], history: list[dict[str, Any]]) -> dict[st
     return curve
 
 
-def run_cell(name: str, prepared: tuple, runs: Mapping[str, Run], batch: int, seed: int,
+def run_cell(prepared: Prepared, runs: Mapping[str, Run], batch: int, seed: int,
              progress: bool) -> list[tuple[Outcome, dict[str, Any]]]:  # fmt: skip
-    """Zero-shot, backprop and ZO in one cell: ``(outcome, extra row fields)`` per method."""
-    from ..train import evaluate
-
+    """Zero-shot, backprop and ZO in one cell: ``(outcome, extra row fields)`` per method; the
+    zero-shot model's evaluation is every curve's step 0."""
     model, train, val, test, head_only = prepared
     start = {k: evaluate(model, *d) for k, d in (("val", val), ("test", test))}
     out = [(Outcome("zero-shot", None, **tested(model, test), val_accuracy=start["val"]["accuracy"]),
@@ -271,7 +281,7 @@ def run_config(cfg: Config, opts: Options) -> dict[str, Any]:
         prepared = audio_cell(cfg.audio, opts.seed, pretrain_seed, opts.progress)
         cells.append((cfg.audio.name, prepared, cfg.audio.runs, cfg.audio.batch))
     for name, prepared, runs, batch in cells:
-        for outcome, extra in run_cell(name, prepared, runs, batch, opts.seed, opts.progress):
+        for outcome, extra in run_cell(prepared, runs, batch, opts.seed, opts.progress):
             writer.add(outcome, cell=name, **extra)
     writer.extra["seconds"] = time.perf_counter() - started
     return writer.finish(config=cfg, quick=opts.quick, seed=opts.seed,
