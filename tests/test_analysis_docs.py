@@ -159,6 +159,8 @@ def reference_numbers(data: dict) -> list[float]:
 def test_results_are_committed_for_the_generated_blocks():
     wanted = {what.split()[1] for doc in DOCS for what, _ in D.blocks(doc.read_text())
               if what.startswith("study ")}  # fmt: skip
+    wanted |= {(what.split() + ["convergence"])[1] for doc in DOCS
+               for what, _ in D.blocks(doc.read_text()) if what.split()[0] == "convergence"}  # fmt: skip
     assert wanted, "no generated study block in the docs"
     assert wanted <= set(committed_studies())
 
@@ -219,12 +221,55 @@ def demo_numbers(data: dict) -> list[float]:
             for x in t_bounds([100 * r["methods"][name]["after"] for r in runs])]  # fmt: skip
 
 
+def convergence_numbers(data: dict) -> list[float]:
+    """What the convergence block computes, by hand from its JSON: per cell and method the test
+    accuracy (%) at its budget, at each mark and at its last step (mean and t bounds over the
+    seeds), its lr, budget and last step; ZO - BP per seed at the budgets and at the ends and
+    the change (t bounds); the marks; the provenance line's numbers."""
+    runs: dict[tuple, list[dict]] = {}
+    for r in data["rows"]:
+        runs.setdefault((r["cell"], r["method"]), []).append(r)
+    marks = data["config"]["marks"]
+    out = [*marks]
+
+    def at(r: dict, step) -> float | None:
+        if "curve" not in r:
+            return r["accuracy"]
+        c = r["curve"]
+        step = r["budget"] if step == "budget" else step
+        return c["test"][-1] if step == "end" else (
+            c["test"][c["step"].index(step)] if step in c["step"] else None)  # fmt: skip
+
+    for (cell, method), rows in runs.items():
+        rows = sorted(rows, key=lambda r: r["seed"])
+        for step in ("budget", *marks, "end"):
+            values = [at(r, step) for r in rows]
+            if None not in values:
+                out += t_bounds([100 * v for v in values])
+        if method != "zero-shot":
+            out += [rows[0]["lr"], rows[0]["budget"], rows[0]["curve"]["step"][-1]]
+        if method == "zo":
+            bp = sorted(runs[cell, "backprop"], key=lambda r: r["seed"])
+            gaps = {s: [100 * (at(z, s) - at(b, s)) for z, b in zip(rows, bp, strict=True)]
+                    for s in ("budget", "end")}  # fmt: skip
+            out += t_bounds(gaps["budget"]) + t_bounds(gaps["end"])
+            out += t_bounds([e - b for e, b in zip(gaps["end"], gaps["budget"], strict=True)])
+            out += [bp[0]["budget"], bp[0]["curve"]["step"][-1]]
+    prov = data["provenance"]
+    out += [*data["seeds"], prov["threads"], round(sum(map(float, data["seconds"].values())) / 60)]
+    out += [float(x) for x in NUMBER.findall(f"{prov['edgezo']} {prov['torch']}")]
+    return out + [5.0]  # the margin checked at the end
+
+
 def block_sources(what: str) -> tuple[list[dict], list[float]]:
     """The JSON a block is made from, and the numbers it computes from them."""
     kind, _, arg = what.partition(" ")
     if kind == "study":
         data = committed_studies()[arg]
         return [data], reference_numbers(data)
+    if kind == "convergence":
+        data = committed_studies()[arg or "convergence"]
+        return [data], convergence_numbers(data)
     if kind == "demo":
         data = json.loads((RESULTS / "demo" / "demo.json").read_text())
         return [data], demo_numbers(data)
@@ -246,11 +291,11 @@ def test_every_generated_number_is_in_the_results(doc):
     JSON's numbers, as is, in percent or in milliseconds, or one this test recomputes from
     them, to the digits printed."""
     for what, body in D.blocks(doc.read_text()):
-        if what.split()[0] not in ("study", "demo", "benchmark"):
+        if what.split()[0] not in ("study", "demo", "benchmark", "convergence"):
             continue  # claims, verdicts: the report's (tests/test_analysis_report.py)
         files, derived = block_sources(what)
-        allowed = derived  # a study block prints only numbers it computes
-        if not what.startswith("study "):
+        allowed = derived  # a study or convergence block prints only numbers it computes
+        if what.split()[0] not in ("study", "convergence"):
             allowed = [k * x for f in files for x in leaves(f) for k in (1, 100, 1000)] + derived
         text = re.sub(r"`[^`]*`", "", body).replace("results.json", "").replace("95%", "")
         for commit in (c for f in files for c in commits(f)):

@@ -22,6 +22,9 @@ Kinds of block (the words after ``generated``):
   JSON, beside ``results/``), :data:`edgezo.analysis.benchmarks.BENCHMARKS`.
 * ``ablations [NAME]``: the ablation study's rows and decided differences
   (:mod:`edgezo.analysis.ablations`; ``NAME`` defaults to ``ablations``).
+* ``convergence [NAME]``: the convergence study's accuracy at its budgets, at fixed steps and
+  at the end against backprop, and whether the gap narrows (:mod:`edgezo.analysis.convergence`;
+  ``NAME`` defaults to ``convergence``).
 * ``probe NAME``: a language-model probe study (``benchmarks/lm_probe.py --out
   results/NAME``): per method its mean test accuracy and 95% t-interval over the
   seeds (zero-shot first: the vacuity reference), the lr/eps chosen on validation,
@@ -51,6 +54,7 @@ from ..cache import atomic_write
 from .ablations import ablation_body
 from .benchmarks import BENCHMARKS, FOLDER
 from .claims import difference
+from .convergence import convergence_body
 from .report import by_source, claims_markdown, collect, evaluate, verdict_counts
 from .stats import beats, t_interval
 from .tables import demo_seed_table, demo_table, methods_of, study_body
@@ -149,6 +153,14 @@ def ablations_block(results: Path, name: str, label: str) -> str:
     head = study_block(results, name, label).split("\n", 1)[0]
     data = next(a.data for a in collect(results) if a.source.name == name)
     return "\n".join([head, "", *ablation_body(data)]) + "\n"
+
+
+def convergence_block(results: Path, name: str, label: str) -> str:
+    """The ``convergence NAME`` block: the ``study`` block's provenance line, then per cell the
+    accuracy table and the gap's verdict (:func:`~edgezo.analysis.convergence.convergence_body`)."""
+    head = study_block(results, name, label).split("\n", 1)[0]
+    data = next(a.data for a in collect(results) if a.source.name == name)
+    return "\n".join([head, "", *convergence_body(data)]) + "\n"
 
 
 def probe_block(results: Path, name: str, label: str) -> str:
@@ -254,6 +266,7 @@ def render(what: str, results: Path, label: str) -> str:
         "probe": lambda: probe_block(results, arg.strip(), label),
         "finetune": lambda: finetune_block(results, arg.strip(), label),
         "ablations": lambda: ablations_block(results, arg.strip() or "ablations", label),
+        "convergence": lambda: convergence_block(results, arg.strip() or "convergence", label),
     }
     if kind not in renderers:
         raise ValueError(

@@ -11,10 +11,11 @@ are decided per cell on intervals, vacuous cells left out
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .claims import DECISIONS, NOT_COMPARABLE, cell_decisions, share_verdict
+from .convergence import convergence_body
 from .stats import t_interval
 
 
@@ -60,12 +61,13 @@ def seed_table(rows: Sequence[Mapping], keys: Sequence[str], methods: Sequence[s
 
 def seed_markdown(payload: Mapping[str, Any]) -> str:
     """``results.md`` of a merged study (``edgezo run --seeds``), made from its JSON alone: the
-    table, the claims, the per-seed folders."""
+    table and the claims (a study of :data:`BODIES`: its own tables), the per-seed folders."""
     seeds = ", ".join(map(str, payload["seeds"]))
+    body = BODIES.get(payload["study"], study_body)
     lines = [
         f"# {payload['study']}{' (quick)' if payload['quick'] else ''}, seeds {seeds}",
         "",
-        *study_body(payload),
+        *body(payload),
         "",
         "Per seed: " + ", ".join(f"`seed-{s}/`" for s in payload["seeds"]) + ".",
     ]
@@ -96,6 +98,10 @@ def study_body(payload: Mapping[str, Any]) -> list[str]:
             f"| {c['share']:.0%} | {c['wanted']:.0%} | {c['verdict']} |"
         )
     return lines
+
+
+#: Studies whose merged results are not cells x methods with claims: study -> its body.
+BODIES: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {"convergence": convergence_body}
 
 
 # -- the demo (edgezo demo) ------------------------------------------------------------------------

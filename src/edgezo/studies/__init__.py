@@ -10,13 +10,16 @@ example (:mod:`edgezo.studies.distributed`).
 
 A study is a module of this package with a function
 ``run(quick: bool, out: Path, seed: int, progress: bool, jobs: int) -> dict`` that
-writes its files under ``out`` and returns its summary; :data:`STUDIES` names them.
+writes its files under ``out`` and returns its summary; :data:`STUDIES` names them. A study
+may also define ``merged(folder, payload)``, called after ``--seeds`` merged its seeds into
+``folder`` (:func:`edgezo.studies.seeds.merge`), to write more files from the merged JSON.
 """
 
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 #: Study name -> module under ``edgezo.studies`` (imported only when run).
@@ -27,15 +30,21 @@ STUDIES = {
     "kws-personalize": "kws_personalize",
     "kws-fewshot": "kws_fewshot",
     "ablations": "ablations",
+    "convergence": "convergence",
 }
+
+
+def study_module(name: str) -> ModuleType:
+    """Study ``name``'s module; a ``ValueError`` naming the studies for an unknown one."""
+    if name not in STUDIES:
+        raise ValueError(f"Unknown study {name!r}; choose from {', '.join(sorted(STUDIES))}")
+    return importlib.import_module(f"{__name__}.{STUDIES[name]}")
 
 
 def study_runner(name: str) -> Any:
     """Study ``name``'s ``run`` (see the module's docstring); a ``ValueError`` naming the
     studies for an unknown one."""
-    if name not in STUDIES:
-        raise ValueError(f"Unknown study {name!r}; choose from {', '.join(sorted(STUDIES))}")
-    return importlib.import_module(f"{__name__}.{STUDIES[name]}").run
+    return study_module(name).run
 
 
 def run_study(

@@ -99,4 +99,15 @@ def merge(
     }
     write_text(folder / "results.json", json.dumps(payload, indent=2, sort_keys=True) + "\n")
     write_text(folder / "results.md", seed_markdown(payload))
+    after = merged_hook(payload["study"])
+    if after is not None:
+        after(folder, payload)
     return {"out": str(folder), "claims": claims, "table": seed_table(rows, keys, methods_of(rows))}
+
+
+def merged_hook(study: str) -> Any:
+    """The study's ``merged(folder, payload)`` (more files from the merged JSON), or ``None``
+    when it has none or is not a registered study."""
+    from . import STUDIES, study_module
+
+    return getattr(study_module(study), "merged", None) if study in STUDIES else None
