@@ -33,7 +33,6 @@ seeds; each seed's test accuracy is that of the run trained with it.
 
     python benchmarks/lm_probe.py --out results/lm-reviews          # the study (~10 min)
     python benchmarks/lm_probe.py --per-class 8 --eval-size 16 --forwards 24 --quick  # a smoke run
-    python benchmarks/lm_probe.py --out results/lm-reviews --lora lora.json --keep  # attach LoRA
 
 Writes ``OUT/results.json`` (the merged-study format of ``edgezo run --seeds``:
 one row per method and seed, with ``variant: probe``; provenance, grids,
@@ -46,11 +45,9 @@ import argparse
 import copy
 import hashlib
 import itertools
-import json
 import os
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers: no hub access
@@ -256,7 +253,7 @@ def study(args: argparse.Namespace) -> dict[str, Any]:
     claims = [decided(rows, {"claim": f"{m} within {p:g} points of {r}", "method": m,
                              "reference": r, "points": p, "wanted": w}) for m, r, p, w in CLAIMS]  # fmt: skip
     total = time.perf_counter() - started
-    config = {k: v for k, v in vars(args).items() if k not in ("out", "lora")}
+    config = {k: v for k, v in vars(args).items() if k != "out"}
     return {
         "study": "lm-reviews", "quick": args.quick, "seeds": list(args.seeds), "keys": ["variant"],
         "provenance": provenance(), "rows": rows, "claims": claims, "grid": grid,
@@ -266,7 +263,6 @@ def study(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": {str(s): total / len(args.seeds) for s in args.seeds},
         "feature_seconds": feature_seconds, "seconds_per_review": feats["seconds_per_review"],
         "cpu_seconds_per_review": feats["cpu_seconds_per_review"],
-        **({"lora": json.loads(Path(args.lora).read_text())} if args.lora else {}),
     }  # fmt: skip
 
 
@@ -302,20 +298,9 @@ def main() -> None:
         help="compute the sentence vectors again (and time it) even when cached",
     )
     ap.add_argument("--quick", action="store_true", help="mark the results as a quick run")
-    ap.add_argument("--lora", help="a lm_reviews.py --adapter lora JSON to keep beside the study")
     ap.add_argument("--out", help="write OUT/results.json")
-    ap.add_argument(
-        "--keep",
-        action="store_true",
-        help="with --lora and --out: attach the LoRA run to OUT/results.json, run nothing",
-    )
     args = ap.parse_args()
-    if args.lora and args.out and (Path(args.out) / "results.json").is_file() and args.keep:
-        payload = json.loads((Path(args.out) / "results.json").read_text())  # attach only
-        payload["lora"] = json.loads(Path(args.lora).read_text())
-    else:
-        payload = study(args)
-    emit_study(payload, args.out)
+    emit_study(study(args), args.out)
 
 
 if __name__ == "__main__":

@@ -192,15 +192,6 @@ def probe_block(results: Path, name: str, label: str) -> str:
         state = first.get("training_state_bytes", 0)
         lines.append(f"| {method} | {acc} | {lr} | {eps} | {budget} | {ms:.2f} | {state:,} "
                      f"| {first['model_bytes'] / 1e6:.1f} |")  # fmt: skip
-    for run in data.get("lora", {}).get("runs", []):  # a first measurement beside the study
-        curve = " -> ".join(f"{x:.3f}" for x in run["train_loss_curve"])
-        lines += ["", f"LoRA, one run (not a study): {run['method']} on the {run['variant']} "
-                  f"variant's LoRA adapter ({run['trained_parameters']:,} numbers), seed "
-                  f"{run['seed']}, lr {run['lr']:g}, eps {run['eps']:g}, {run['steps']} steps "
-                  f"({run['cpu_seconds_per_step']:.2f} CPU s/step): test accuracy "
-                  f"{100 * run['zero_shot_accuracy']:.1f}% zero-shot -> "
-                  f"{100 * run['accuracy']:.1f}%; train loss, mean of each "
-                  f"{data['lora']['settings']['curve_window']} steps: {curve}."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
