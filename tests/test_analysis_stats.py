@@ -141,3 +141,13 @@ def test_packed_flags_read_back(flags):
     assert S.unpack_correct(text, len(flags)).tolist() == flags
     with pytest.raises(ValueError, match="not the"):
         S.unpack_correct(text, len(flags) + 8)
+
+
+def test_direction_is_the_sign_of_an_interval_that_excludes_zero():
+    def interval(low: float, high: float, n: int = 3) -> S.Interval:
+        return S.Interval((low + high) / 2, low, high, n, S.T_SEEDS)
+
+    assert S.direction(interval(0.1, 2.0)) == 1
+    assert S.direction(interval(-2.0, -0.1)) == -1
+    assert S.direction(interval(-0.1, 2.0)) == 0 and S.direction(interval(0.0, 1.0)) == 0
+    assert S.direction(interval(1.0, 1.0, n=1)) == 0  # one seed: no interval, no direction

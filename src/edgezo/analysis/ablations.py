@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .stats import Interval, t_interval
+from .stats import Interval, direction, t_interval
 
 BETTER, WORSE, INCONCLUSIVE = "better", "worse", "inconclusive"
 
@@ -46,13 +46,7 @@ def difference(runs: Mapping[str, Mapping[int, Mapping[str, Any]]], a: str, b: s
 def decision(diff: Interval) -> str:
     """:data:`BETTER`, :data:`WORSE` or :data:`INCONCLUSIVE` on the interval of a difference
     (one seed: no interval, always inconclusive)."""
-    if diff.n < 2:
-        return INCONCLUSIVE
-    if diff.low > 0:
-        return BETTER
-    if diff.high < 0:
-        return WORSE
-    return INCONCLUSIVE
+    return {1: BETTER, -1: WORSE, 0: INCONCLUSIVE}[direction(diff)]
 
 
 def _same(values: Sequence[Any]) -> str:

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..extras import require
 from ..figures import save_png
-from .stats import Interval, decide, t_interval
+from .stats import Interval, decide, direction, t_interval
 
 NARROWS, WIDENS, INCONCLUSIVE = "narrows", "widens", "inconclusive"
 #: The "within X points of backprop" margin checked at the end (the papers' 5 points).
@@ -99,13 +99,7 @@ def change(runs: Mapping[str, Mapping[int, Mapping[str, Any]]]) -> Interval:
 def verdict(diff: Interval) -> str:
     """:data:`NARROWS`, :data:`WIDENS` or :data:`INCONCLUSIVE` on the interval of the change
     of the gap (one seed: no interval, always inconclusive)."""
-    if diff.n < 2:
-        return INCONCLUSIVE
-    if diff.low > 0:
-        return NARROWS
-    if diff.high < 0:
-        return WIDENS
-    return INCONCLUSIVE
+    return {1: NARROWS, -1: WIDENS, 0: INCONCLUSIVE}[direction(diff)]
 
 
 def _steps(n: int) -> str:

@@ -151,6 +151,14 @@ def decide(difference: Interval, points: float) -> str:
     return INCONCLUSIVE
 
 
+def direction(difference: Interval) -> int:
+    """+1 when ``difference`` is above zero beyond its interval, -1 when below, 0 when its
+    interval holds zero or it has no interval (one value)."""
+    if difference.n < 2:
+        return 0
+    return 1 if difference.low > 0 else -1 if difference.high < 0 else 0
+
+
 def beats(difference: Interval) -> bool:
     """Whether ``difference`` (a - b) is above zero beyond its interval (a point: above zero)."""
     return difference.low > 1e-12
