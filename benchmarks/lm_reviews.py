@@ -47,6 +47,7 @@ import os
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers: no hub access
@@ -195,7 +196,8 @@ def cell_rows(variant: str, adapter: str, seed: int, args) -> list[dict[str, Any
 
 
 def study(args: argparse.Namespace) -> dict[str, Any]:
-    """The whole study as a merged ``results.json`` payload (the lm_probe.py format)."""
+    """The whole study as a merged ``results.json`` payload (the lm_probe.py format), named
+    after the folder of ``--out`` (the report's layout: ``results/NAME/results.json``)."""
     torch.set_num_threads(args.threads)
     started, seconds, rows = time.perf_counter(), {}, []
     for seed in args.seeds:
@@ -208,7 +210,7 @@ def study(args: argparse.Namespace) -> dict[str, Any]:
                              "reference": r, "points": p, "wanted": w}) for m, r, p, w in CLAIMS]  # fmt: skip
     config = {k: v for k, v in vars(args).items() if k != "out"}
     return {
-        "study": "lm-finetune", "quick": args.forwards < 600, "seeds": list(args.seeds),
+        "study": Path(args.out).name if args.out else "lm-finetune", "quick": args.forwards < 600, "seeds": list(args.seeds),
         "keys": ["variant"], "provenance": provenance(), "rows": rows, "claims": claims,
         "config": {**config, "forwards_per_step": FORWARDS,
                    "lr_eps": {f"{m} {a}": list(v) for (m, a), v in LR.items()}},
