@@ -43,10 +43,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import multiprocessing
 import os
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -195,17 +197,30 @@ def cell_rows(variant: str, adapter: str, seed: int, args) -> list[dict[str, Any
     return rows
 
 
+def seed_rows(seed: int, args: argparse.Namespace) -> tuple[list[dict[str, Any]], float]:
+    """Every (adapter, variant) cell of one seed, and its wall seconds (a worker of --jobs)."""
+    torch.set_num_threads(args.threads)
+    began = time.perf_counter()
+    rows = [row for adapter in args.adapters for variant in args.variants
+            for row in cell_rows(variant, adapter, seed, args)]  # fmt: skip
+    return rows, time.perf_counter() - began
+
+
 def study(args: argparse.Namespace) -> dict[str, Any]:
     """The whole study as a merged ``results.json`` payload (the lm_probe.py format), named
-    after the folder of ``--out`` (the report's layout: ``results/NAME/results.json``)."""
+    after the folder of ``--out`` (the report's layout: ``results/NAME/results.json``).
+    With ``--jobs N`` the seeds run in N processes (each seed's runs are independent and
+    seeded, so the rows are the same as in one process)."""
     torch.set_num_threads(args.threads)
-    started, seconds, rows = time.perf_counter(), {}, []
-    for seed in args.seeds:
-        began = time.perf_counter()
-        for adapter in args.adapters:
-            for variant in args.variants:
-                rows += cell_rows(variant, adapter, seed, args)
-        seconds[str(seed)] = time.perf_counter() - began
+    started = time.perf_counter()
+    if args.jobs > 1:
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(args.jobs, mp_context=spawn) as pool:
+            done = list(pool.map(seed_rows, args.seeds, [args] * len(args.seeds)))
+    else:
+        done = [seed_rows(seed, args) for seed in args.seeds]
+    rows = [row for cell, _ in done for row in cell]
+    seconds = {str(seed): wall for seed, (_, wall) in zip(args.seeds, done, strict=True)}
     claims = [decided(rows, {"claim": f"{m} within {p:g} points of {r}", "method": m,
                              "reference": r, "points": p, "wanted": w}) for m, r, p, w in CLAIMS]  # fmt: skip
     config = {k: v for k, v in vars(args).items() if k != "out"}
@@ -237,7 +252,8 @@ def main() -> None:
         default=25,
         help="train_loss_curve: the mean loss of each window of this many steps",
     )
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    ap.add_argument("--jobs", type=int, default=1, help="processes the seeds are spread over")
     ap.add_argument("--out", help="write OUT/results.json")
     args = ap.parse_args()
     payload = study(args)
