@@ -178,7 +178,7 @@ def test_each_study_runs_end_to_end_and_writes_its_files(study, config, tmp_path
 def test_unknown_study_is_named():
     with pytest.raises(
         ValueError,
-        match="choose from ablations, cross-domain, fewshot, kws-fewshot, kws-personalize, ood",
+        match="choose from ablations, convergence, cross-domain, fewshot, kws-fewshot, kws-personalize, ood",
     ):
         run_study("imagenet", quick=True, out="unused")
 
