@@ -320,6 +320,12 @@ def test_lm_reviews_runs_every_method_on_one_forward_budget():
     rows = [(r["method"], r["variant"], r["steps"]) for r in res["rows"]]
     assert rows == [(m, f"{v} full", s) for v in ("prompt", "head")
                     for m, s in (("zero-shot", 0), ("mezo", 6), ("qzo-ff", 2), ("backprop", 6))]  # fmt: skip
+    # the seeds spread over two processes give the rows of one process, in seed order
+    two = run_json("lm_reviews.py", *args[:10], "0", "1", *args[11:], "--jobs", "2")
+    untimed = [{k: v for k, v in r.items() if "seconds" not in k} for r in two["rows"]]
+    assert untimed[: len(rows)] == [{k: v for k, v in r.items() if "seconds" not in k}
+                                    for r in res["rows"]]  # fmt: skip
+    assert [r["seed"] for r in two["rows"]] == [0] * len(rows) + [1] * len(rows)
     for r in res["rows"]:
         flags = unpack_correct(r["correct"], r["examples"])
         assert r["examples"] == 8 and r["accuracy"] == pytest.approx(flags.mean())
