@@ -29,6 +29,7 @@ from .common import (
     regime_plan,
     subsets,
 )
+from .methods import BOTH_REUSES
 from .parallel import Workers
 from .results import StudyWriter
 
@@ -41,14 +42,7 @@ class Config(VisionPlan):
     source: str = "mnist"
     targets: tuple[str, ...] = ("fashion-mnist", "digits")
     regimes: tuple[str, ...] = ("lp", "vpt")
-    methods: tuple[str, ...] = (
-        "zero-shot",
-        "backprop",
-        "zo",
-        "pezo",
-        "pezo array",
-        "qzo-ff 16w8a",
-    )
+    methods: tuple[str, ...] = BOTH_REUSES
     train: int = 1000  # target training samples
     val: int = 250
     test: int = 2000

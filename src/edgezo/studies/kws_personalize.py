@@ -49,7 +49,7 @@ from .audio import (
     talkers,
 )
 from .common import Budget, Data, Options, Study, outcome_of
-from .methods import Settings
+from .methods import BOTH_REUSES, Settings
 from .parallel import Workers
 from .results import StudyWriter
 
@@ -85,14 +85,7 @@ class Config:
     backbones: tuple[str, ...] = ARCHS
     conditions: tuple[str, ...] = ("clean", "noisy")
     regimes: tuple[str, ...] = ("lp", "ft")
-    methods: tuple[str, ...] = (
-        "zero-shot",
-        "backprop",
-        "zo",
-        "pezo",
-        "pezo array",
-        "qzo-ff 16w8a",
-    )
+    methods: tuple[str, ...] = BOTH_REUSES
     shots: int = 5  # adaptation utterances per class (12 classes) per group
     val: int = 5
     test: int = 20

@@ -45,6 +45,9 @@ from ..updates import sparse_groups
 #: ``pezo array`` is PeZO's on-the-fly reuse (a rotating array of LFSRs, ``pezo(reuse="array")``),
 #: ``pezo`` its pre-generated pool.
 METHODS = ("zero-shot", "backprop", "zo", "pezo", "pezo array", "qzo-ff 16w8a", "sparse zo")
+#: The comparison of the studies that train both of PeZO's reuse strategies (its pool and its
+#: rotating array: cross-domain and kws-personalize).
+BOTH_REUSES = ("zero-shot", "backprop", "zo", "pezo", "pezo array", "qzo-ff 16w8a")
 #: Methods beyond the studies' comparison: the demo's on-device recipe (in torch, and on an
 #: inference runtime with the C step), Figure 6's 8-bit QZO-FF.
 EXTRA = ("pezo 16w8a", "qzo-ff 8w8a", "pezo 16w8a (onnxruntime)")
