@@ -54,6 +54,24 @@ def test_a_block_is_filled_from_the_results_and_the_rest_is_untouched(fake_resul
     assert "| pezo within 5 points of backprop | 0/0 | 0 | 0 | 0% | 80% | not comparable |" in body
 
 
+def test_the_provenance_line_names_each_commit_and_the_untimed_seeds():
+    prov = {"commit": "a" * 40, "dirty": False}
+    data = {"seeds": [0, 1, 2], "provenance": prov, "seconds": {"1": 60.0, "2": 180.0},
+            "runs": {"0": {"commit": "b" * 40, "dirty": False}, "1": prov, "2": prov}}  # fmt: skip
+    assert D.commits_text(data) == f"seeds 0 at commit {'b' * 10}, seeds 1, 2 at commit {'a' * 10}"
+    assert D.timing_text(data) == "4 min for seeds 1, 2 (the others not timed)"
+    data["runs"]["0"] = {**prov, "dirty": True}
+    assert D.commits_text(data).startswith(f"seeds 0 at commit {'a' * 10} (dirty), seeds 1, 2")
+    data["runs"], data["seconds"]["0"] = {"0": prov, "1": prov, "2": prov}, 120.0
+    assert (D.commits_text(data), D.timing_text(data)) == (
+        f"at commit {'a' * 10}",
+        "6 min for all seeds",
+    )
+    del data["runs"]  # a file merged before seeds kept their own provenance: the merge's
+    assert D.commits_text(data) == f"at commit {'a' * 10}"
+    assert D.timing_text({"seeds": [0], "seconds": {}}) == "time not recorded"
+
+
 def test_bad_blocks_and_files_are_refused_with_what_to_do(fake_results, tmp_path):
     with pytest.raises(ValueError, match="unknown generated block 'tables'"):
         D.regenerate("<!-- edgezo:generated tables -->\n<!-- edgezo:end -->", fake_results)

@@ -130,3 +130,59 @@ def test_a_pretrain_seed_gives_every_seed_one_backbone(tmp_path, monkeypatch):
     seen.clear()
     seeds_mod.run_seeds("ood", True, tmp_path, (1, 2), progress=False)
     assert seen == [1, 2]
+
+
+def test_a_stopped_run_resumes_at_its_first_unfinished_seed(tmp_path, monkeypatch):
+    ran = []
+
+    def stopping_run(quick, out, seed=0, progress=True, jobs=1, config=None, pretrain_seed=None):
+        ran.append(seed)
+        if seed == 2 and ran.count(2) == 1:
+            raise KeyboardInterrupt  # stopped during seed 2: seeds 0 and 1 are finished
+        return fake_run(quick, out, seed)
+
+    monkeypatch.setattr(studies, "study_runner", lambda name: stopping_run)
+    with pytest.raises(KeyboardInterrupt):
+        seeds_mod.run_seeds("ood", True, tmp_path, (0, 1, 2), progress=False)
+    folder = tmp_path / "ood"
+    assert not (folder / "results.json").exists() and not (folder / "seed-2" / "seed.json").exists()
+    seeds_mod.run_seeds("ood", True, tmp_path, (0, 1, 2), progress=False)
+    assert ran == [0, 1, 2, 2]
+    payload = json.loads((folder / "results.json").read_text())
+    assert sorted({r["seed"] for r in payload["rows"]}) == [0, 1, 2]
+    assert set(payload["seconds"]) == {"0", "1", "2"}
+
+
+def test_a_seed_is_kept_only_when_it_finished_with_the_same_flags(tmp_path, monkeypatch):
+    ran = []
+
+    def counting_run(quick, out, seed=0, progress=True, jobs=1, config=None, pretrain_seed=None):
+        ran.append((quick, seed))
+        return fake_run(quick, out, seed)
+
+    monkeypatch.setattr(studies, "study_runner", lambda name: counting_run)
+    seeds_mod.run_seeds("ood", True, tmp_path, (0, 1), progress=False)
+    seeds_mod.run_seeds("ood", True, tmp_path, (0, 1), progress=False)
+    assert ran == [(True, 0), (True, 1)]
+    seeds_mod.run_seeds("ood", False, tmp_path, (0, 1), progress=False)  # other flags: rerun
+    assert ran[2:] == [(False, 0), (False, 1)]
+    (tmp_path / "ood" / "seed-1" / "seed.json").unlink()  # no record: not known to be finished
+    seeds_mod.run_seeds("ood", False, tmp_path, (0, 1), progress=False)
+    assert ran[4:] == [(False, 1)]
+
+
+def test_the_merge_keeps_each_seeds_provenance_and_leaves_out_untimed_seeds(merged):
+    folder, _ = merged
+    path = folder / "seed-0" / "results.json"
+    data = json.loads(path.read_text())
+    data["provenance"]["commit"] = "0" * 40
+    path.write_text(json.dumps(data))
+    (folder / "seed-0" / "seed.json").unlink()
+    seeds_mod.merge(folder, (0, 1, 2))
+    payload = json.loads((folder / "results.json").read_text())
+    assert payload["runs"]["0"]["commit"] == "0" * 40
+    assert (
+        payload["runs"]["1"]
+        == json.loads((folder / "seed-1" / "results.json").read_text())["provenance"]
+    )
+    assert set(payload["seconds"]) == {"1", "2"}

@@ -53,7 +53,7 @@ def add_cli(subparsers: Any) -> None:
         default=None,
         help="run the study once per seed (e.g. 0,1,2) into DIR/STUDY/seed-S and merge them: "
         "DIR/STUDY/results.json holds every seed's rows, results.md means and 95%% intervals "
-        "(replaces --seed)",
+        "(replaces --seed); a seed already finished there with the same flags is kept",
     )
     p.add_argument(
         "--pretrain-seed",
