@@ -43,9 +43,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
@@ -54,10 +52,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see benchmarks/step_overh
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from _common import emit_json  # noqa: E402
+from _common import emit_json, provenance  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
-import edgezo  # noqa: E402
 from edgezo import ZO  # noqa: E402
 from edgezo.directions import Directions, Gaussian, Pool, Uniform  # noqa: E402
 
@@ -203,21 +200,6 @@ def mean_of(rows: list[dict[str, Any]], key: str) -> float:
     return statistics.fmean(vals) if all(math.isfinite(v) for v in vals) else math.nan
 
 
-def git_head() -> str | None:
-    """The checkout's commit (``+dirty`` if src/ has uncommitted changes), if git is there."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        run = [["git", "-C", root, "rev-parse", "--short", "HEAD"]]
-        run.append(["git", "-C", root, "status", "--porcelain", "--", "src"])
-        head, dirty = (
-            subprocess.run(c, capture_output=True, text=True, check=True).stdout.strip()
-            for c in run
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head + ("+dirty" if dirty else "")
-
-
 # -- main ----------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -247,14 +229,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     dim = sum(p.numel() for p in make_model(0).parameters())
     results: dict[str, Any] = {
         "benchmark": "scale_rules",
-        "env": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "edgezo": edgezo.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-            "git_head": git_head(),
-        },
+        "env": {**provenance(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
         "config": {
             "quick": args.quick,
             "model": f"MLP 64-{HIDDEN}-10 on sklearn digits",

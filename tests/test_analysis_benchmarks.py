@@ -442,3 +442,38 @@ def test_memory_tables_do_not_read_the_paper_as_stacked_when_its_number_differs(
     write(tmp_path, "memory", memory_result(12.5))
     text = B.memory_tables(tmp_path)
     assert "The fp16 weights alone are 11.43 MB.\n" in text and "stack" not in text
+
+
+# -- scale_rules ----------------------------------------------------------------------------------
+def rule(cos: float, ratio: float, moment: tuple[float, float], loss: float, accs) -> dict:
+    summary = {"cosine_mean_estimate_to_grad": cos, "projection_ratio": ratio,
+               "second_moment_mean": moment[0], "second_moment_std": moment[1],
+               "final_train_loss": loss}  # fmt: skip
+    return {"summary": summary, "training": [{"test_accuracy": a} for a in accs]}
+
+
+def test_scale_rules_table_with_t_intervals_worked_by_hand(tmp_path):
+    config = {"quick": False, "model": "MLP 64-32-10 on sklearn digits", "dim": 2410,
+              "pool_sizes": [1024], "eps": 0.001, "k": 2000, "estimator_batch": 256, "lr": 0.01,
+              "train_steps": 1000, "train_batch": 64, "seeds": [0, 1, 2], "n_test": 450}  # fmt: skip
+    data = {"env": {**ENV, "torch_threads": 1}, "config": config, "wall_s": 274.6,
+            "isotropic_reference_cosine": 0.67336,
+            # accuracies 0.70, 0.72, 0.74: mean 72, sd 2, half-width 4.303 * 2 / sqrt(3) = 4.97
+            "rules": {"Gaussian": rule(0.6691, 0.9675, (1.0005, 0.0286), 1.1253, (0.70, 0.72, 0.74)),
+                      "Pool(P=2**10,pool)": rule(0.4172, 1.2609, (1.0, 0.0), 1.0764, (0.68,) * 3)},
+            "backprop_sgd_reference": {"final_train_loss": 1.3128,  # 80, 81, 82: sd 1, half 2.48
+                                       "per_seed": [{"test_accuracy": a} for a in (0.8, 0.81, 0.82)]}}  # fmt: skip
+    write(tmp_path, "scale_rules", data)
+    head, table = B.scale_rules_table(tmp_path).split("\n\n")
+    assert "1 torch thread, 4 CPUs, load average 0.50 at the start), full settings, 275 s: " in head
+    assert (
+        "pools of P = 1,024. " in head and "mean of K = 2,000 central estimates (eps 0.001)" in head
+    )
+    assert (
+        "give a cosine of 0.673). Training: ZO-SGD, central, one query, lr 0.01, batch 64" in head
+    )
+    assert table.splitlines()[2:] == [
+        "| Gaussian | 0.669 | 0.968 | 1.000 ± 0.029 | 1.125 | 72.00 [67.03, 76.97] |",
+        "| Pool(P=2**10,pool) | 0.417 | 1.261 | 1.000 ± 0.000 | 1.076 | 68.00 [68.00, 68.00] |",
+        "| backprop SGD (same lr) | - | - | - | 1.313 | 81.00 [78.52, 83.48] |",
+    ]

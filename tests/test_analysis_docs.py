@@ -194,6 +194,7 @@ BENCH_FILES = {
     "distributed": ("distributed",),
     "drift": ("drift",),
     "memory": ("memory",),
+    "scale_rules": ("scale_rules",),
 }
 SIGNED = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?!\w)")
 
@@ -229,6 +230,14 @@ def fixedpoint_numbers(data: dict) -> list[float]:
     for row in data["rows"].values():
         out += t_bounds([100 * (a - r) for a, r in zip(row["accs"], ref["accs"], strict=True)])
     return [*out, len(data["config"]["seeds"]), data["seconds"] / 60]
+
+
+def scale_rules_numbers(data: dict) -> list[float]:
+    """What the scale_rules block computes: each rule's (and backprop's) test accuracy (%) over
+    the seeds with its t-interval."""
+    runs = [rule["training"] for rule in data["rules"].values()]
+    runs.append(data["backprop_sgd_reference"]["per_seed"])
+    return [x for seeds in runs for x in t_bounds([100 * r["test_accuracy"] for r in seeds])]
 
 
 def demo_numbers(data: dict) -> list[float]:
@@ -292,7 +301,8 @@ def block_sources(what: str) -> tuple[list[dict], list[float]]:
         data = json.loads((RESULTS / "demo" / "demo.json").read_text())
         return [data], demo_numbers(data)
     files = [json.loads((BENCH / f"{name}.json").read_text()) for name in BENCH_FILES[arg]]
-    return files, fixedpoint_numbers(files[0]) if arg == "fixedpoint" else []
+    computed = {"fixedpoint": fixedpoint_numbers, "scale_rules": scale_rules_numbers}
+    return files, computed[arg](files[0]) if arg in computed else []
 
 
 def commits(obj) -> list[str]:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from edgezo.analysis import benchmarks as B
+
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
@@ -201,9 +203,14 @@ def test_step_overhead_quick_full():
         assert isinstance(targets[key]["met"], bool)
 
 
-def test_scale_rules_quick():
+def test_scale_rules_quick(tmp_path):
     res = run_json("scale_rules.py", "--quick")
     assert_finite(res)
+    (tmp_path / "scale_rules.json").write_text(json.dumps(res))  # the docs' table reads it
+    rows = B.scale_rules_table(tmp_path).splitlines()[4:]
+    assert [r.split(" | ")[0] for r in rows] == [f"| {n}" for n in res["rules"]] + [
+        "| backprop SGD (same lr)"
+    ]
     assert res["config"]["dim"] > 2**10  # the small pool is smaller than d, the large one larger
     expected = {"Gaussian", "Uniform(unit)", "Uniform(perturbation)"}
     expected |= {f"Pool(P=2**{p},{s})" for p in (10, 20) for s in ("pool", "unit", "perturbation")}

@@ -19,7 +19,9 @@ they need a quiet machine, and the JSON says which machine and load made them.
 * ``drift``: how far float perturb/restore moves the weights, and a failed step's restore
   (``drift.json``);
 * ``memory``: ViT-tiny's training memory, peak resident set and the paper's figure beside
-  ours (``memory.json``).
+  ours (``memory.json``);
+* ``scale_rules``: PeZO's scaling rules, per generator and pool size: the mean estimate against
+  the gradient and training (``scale_rules.json``).
 """
 
 from __future__ import annotations
@@ -59,8 +61,8 @@ def source_line(path: str, data: Mapping[str, Any], command: str) -> str:
     threads = env.get("torch_threads")
     return (
         f"`{path}` (`{command}`: edgezo {env['edgezo']} at commit {env['git_head']}, "
-        f"torch {env['torch']}, {threads} torch thread{'s' if threads != 1 else ''}, "
-        f"{env.get('cpu_count')} CPUs"
+        f"torch {env['torch']}, {threads} torch thread{'s' if threads != 1 else ''}"
+        + (f", {env['cpu_count']} CPUs" if env.get("cpu_count") else "")
         + (f", load average {load_avg:.2f} at the start" if load_avg is not None else "")
         + ")"
     )
@@ -731,6 +733,54 @@ def memory_tables(folder: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+# -- scale_rules ----------------------------------------------------------------------------------
+def accuracy_cell(runs: Sequence[Mapping[str, Any]]) -> str:
+    """Test accuracy (%) over the seeds' runs: mean [95% t-interval]."""
+    return t_interval([r["test_accuracy"] for r in runs]).text()
+
+
+def scale_rule_rows(data: Mapping[str, Any]) -> list[str]:
+    """Per rule: the seeds' mean cosine of the mean estimate to the gradient, projection ratio,
+    ``‖z‖²/d``, final training loss, and test accuracy with its t-interval; backprop last."""
+    lines = ["| rule | cosine of the mean estimate to the gradient | projection ratio (1: unbiased) "
+             "| ‖z‖²/d mean ± std | final train loss | test accuracy % [95% t-interval] |",
+             "|---|---:|---:|---:|---:|---|"]  # fmt: skip
+    for name, rule in data["rules"].items():
+        m = rule["summary"]
+        lines.append(
+            f"| {name} | {m['cosine_mean_estimate_to_grad']:.3f} | {m['projection_ratio']:.3f} "
+            f"| {m['second_moment_mean']:.3f} ± {m['second_moment_std']:.3f} "
+            f"| {m['final_train_loss']:.3f} | {accuracy_cell(rule['training'])} |"
+        )
+    bp = data["backprop_sgd_reference"]
+    lines.append(f"| backprop SGD (same lr) | - | - | - | {bp['final_train_loss']:.3f} "
+                 f"| {accuracy_cell(bp['per_seed'])} |")  # fmt: skip
+    return lines
+
+
+def scale_rules_table(folder: Path) -> str:
+    """PeZO's scaling rules (``scale_rules.json``): the settings, then :func:`scale_rule_rows`."""
+    data = load(folder, "scale_rules")
+    c = data["config"]
+    seeds = ", ".join(map(str, c["seeds"]))
+    pools = " and ".join(f"P = {p:,}" for p in c["pool_sizes"])
+    lines = [
+        "From "
+        + source_line(f"{FOLDER}/scale_rules.json", data, "python benchmarks/scale_rules.py")
+        + f", {'quick' if c['quick'] else 'full'} settings, {data['wall_s']:.0f} s: {c['model']} "
+        f"(d = {c['dim']:,} weights), pools of {pools}. Estimator columns: at the initial weights "
+        f"on a fixed batch of {c['estimator_batch']}, the mean of K = {c['k']:,} central "
+        f"estimates (eps {c['eps']:g}) against the autograd gradient, mean over seeds {seeds} "
+        f"(K isotropic directions give a cosine of {data['isotropic_reference_cosine']:.3f}). "
+        f"Training: ZO-SGD, central, one query, lr {c['lr']:g}, batch {c['train_batch']}, "
+        f"{c['train_steps']:,} steps, the same data order and initial weights per seed; test "
+        f"accuracy on {c['n_test']:,} held-out images.",
+        "",
+        *scale_rule_rows(data),
+    ]
+    return "\n".join(lines) + "\n"
+
+
 #: ``<!-- edgezo:generated benchmark NAME -->`` blocks: NAME -> table of ``benchmarks/results/``.
 BENCHMARKS: dict[str, Callable[[Path], str]] = {
     "step_overhead": step_overhead_table,
@@ -741,4 +791,5 @@ BENCHMARKS: dict[str, Callable[[Path], str]] = {
     "distributed": distributed_table,
     "drift": drift_tables,
     "memory": memory_tables,
+    "scale_rules": scale_rules_table,
 }
