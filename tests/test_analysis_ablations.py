@@ -53,6 +53,18 @@ def test_rows_and_differences_by_hand():
     assert "| f/c | f/a | 1.00 [-1.48, 3.48] | inconclusive |" in body
 
 
+def test_a_lr_at_its_grids_edge_is_starred_and_an_inner_or_single_one_is_not():
+    data = payload({"f/a": [0.5, 0.5, 0.5], "f/b": [0.5, 0.5, 0.5]}, [])
+    for r, lr in zip(data["rows"][:3], (1e-3, 1e-2, 1e-1), strict=True):
+        r.update(lr=lr, grid=[1e-3, 1e-2, 1e-1])  # lowest, inner, highest
+    for r in data["rows"][3:]:
+        r.update(lr=1e-2, grid=[1e-2])  # a one-value grid has no edge to widen past
+    body = "\n".join(A.ablation_body(data))
+    assert "| f | a | head fp32 | 50.00 [50.00, 50.00] | 0.001*, 0.01, 0.1* | 10 | 60 |" in body
+    assert "| f | b | head fp32 | 50.00 [50.00, 50.00] | 0.01 | 10 | 60 |" in body
+    assert not A.at_edge({"lr": 1e-3})  # rows run before rows kept their grid: not judged
+
+
 def test_a_comparison_of_a_missing_row_names_it():
     data = payload({"f/a": [0.5, 0.6]}, [("f/a", "f/zz")])
     with pytest.raises(ValueError, match="no row 'f/zz'"):

@@ -59,12 +59,28 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def at_edge(row: Mapping[str, Any]) -> bool:
+    """Whether the row chose the lowest or highest lr of a grid of several values (a wider
+    grid could move it); rows that do not record their ``grid`` are not judged."""
+    grid = row.get("grid") or []
+    return len(grid) > 1 and row["lr"] in (min(grid), max(grid))
+
+
+def lr_cell(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The seeds' chosen lrs (:func:`_same`), ``*`` after each one at its grid's edge."""
+    marked = [f"{_fmt(r['lr'])}{'*' if at_edge(r) else ''}" for r in rows]
+    distinct = list(dict.fromkeys(marked))
+    return ", ".join(distinct if len(distinct) == 1 else marked)
+
+
 def ablation_body(payload: Mapping[str, Any]) -> list[str]:
     """The rows' table and the comparisons' table, as Markdown lines."""
     runs = by_row(payload["rows"])
     lines = [
         "Test accuracy (%) per row: mean over the seeds [95% t-interval]; lr chosen on the "
-        "validation split per seed; steps and forward passes as counted by the training loop.",
+        "validation split per seed (`*`: the lowest or highest value of the row's grid, so a "
+        "wider grid could move the row); steps and forward passes as counted by the training "
+        "loop.",
         "",
         "| family | row | trains | test accuracy | lr | steps | forwards |",
         "|---|---|---|---|---|---:|---:|",
@@ -74,7 +90,7 @@ def ablation_body(payload: Mapping[str, Any]) -> list[str]:
         acc = t_interval([x["accuracy"] for x in r]).text()
         lines.append(
             f"| {r[0]['family']} | {r[0]['row']} | {r[0].get('start', '')} | {acc} | "
-            f"{_same([x['lr'] for x in r])} | {_same([x['steps'] for x in r])} | "
+            f"{lr_cell(r)} | {_same([x['steps'] for x in r])} | "
             f"{_same([x['forwards'] for x in r])} |"
         )
     lines += [

@@ -102,13 +102,13 @@ class Config:
     guided_alpha: float = 0.5
     guided_beta: float = 0.5  # final beta of the ramp from 1 (as benchmarks/fixedpoint.py)
     rho_multiple: int = 5  # sharpness-aware radius rho = rho_multiple * eps
-    sign_grid: tuple[float, ...] = (3e-4, 1e-3, 3e-3, 1e-2)
-    central_grid: tuple[float, ...] = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
-    sgd_grid: tuple[float, ...] = (1e-2, 3e-2, 1e-1, 3e-1)
+    sign_grid: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+    central_grid: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+    sgd_grid: tuple[float, ...] = (1e-2, 3e-2, 1e-1, 3e-1, 1.0)
     adam_grid: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2)
-    whole_grid: tuple[float, ...] = (3e-3, 1e-2)  # whole network: two values (cost)
-    whole_sparse_grid: tuple[float, ...] = (1e-2, 3e-2)  # 10% of the weights move: larger
-    whole_kernel_grid: tuple[float, ...] = (3e-2, 1e-1)  # relative steps (Eq. 9)
+    whole_grid: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2)  # whole network
+    whole_sparse_grid: tuple[float, ...] = (1e-2, 3e-2, 1e-1)  # 10% of the weights move: larger
+    whole_kernel_grid: tuple[float, ...] = (1e-2, 3e-2, 1e-1)  # relative steps (Eq. 9)
     families: tuple[str, ...] = ("m", "z", "budget", "whole")
     comparisons: tuple[tuple[str, str], ...] = COMPARISONS
 
@@ -341,7 +341,7 @@ def run_config(cfg: Config, opts: Options) -> dict[str, Any]:
                          claims=())  # fmt: skip
     for row in rows(cfg):
         outcome = run_row(row, models[row.start], opts.seed, cfg.batch)
-        writer.add(outcome, family=row.family, row=row.label, start=row.start)
+        writer.add(outcome, family=row.family, row=row.label, start=row.start, grid=list(row.grid))
         if opts.progress:
             print(f"ablations seed {opts.seed}: {row.name} {100 * outcome.accuracy:.2f}% "
                   f"(lr {outcome.lr}, {outcome.forwards} forwards)", file=sys.stderr, flush=True)  # fmt: skip
