@@ -115,6 +115,8 @@ def test_full_report(tmp_path):
     path, rows = write_report(tmp_path, throughput=16, bits=8, target="xilinx")
     assert all(r.netlist_matches in (True, None) for r in rows)
     assert (tmp_path / "report.png").exists() and "PeZO" in path.read_text()
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert len(data["rows"]) == len(rows) and len(data["provenance"]["commit"]) == 40
 
 
 def test_engine_report_command_tiny(tmp_path, capsys):

@@ -24,6 +24,7 @@ def test_cli_writes_table_chart_and_json(tmp_path, capsys):
     assert run_cli(["memory", "cnn", "--regime", "lp", "--batch", "2", "--rss-steps", "0",
                     "--out", str(out)]) == 0  # fmt: skip
     data = json.loads((out / "memory.json").read_text())
+    assert len(data["meta"]["provenance"]["commit"]) == 40  # what made it, for the report
     assert [r["name"] for r in data["rows"]] == [
         "BP fp32",
         "BP fp16",

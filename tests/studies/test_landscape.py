@@ -44,6 +44,7 @@ def test_the_cli_writes_its_figure_table_and_json(tmp_path, monkeypatch):
     )  # fmt: skip
     summary = run(False, tmp_path / "out", seed=0, progress=False, config=cfg)
     payload = json.loads((tmp_path / "out" / "landscape.json").read_text())
+    assert payload["provenance"]["edgezo"] and len(payload["provenance"]["commit"]) == 40
     panels = {p["method"]: p for p in payload["panels"]}
     assert set(panels) == set(QUICK.methods) and len(summary["panels"]) == 4
     for p in panels.values():

@@ -163,6 +163,7 @@ def run_memory(args: argparse.Namespace) -> int:
         memory_table,
         write_memory_report,
     )
+    from ..studies.results import provenance
 
     make_dir(args.out)  # checked when parsed: a bad path fails before the work
     torch.set_num_threads(1)
@@ -177,6 +178,7 @@ def run_memory(args: argparse.Namespace) -> int:
         "parameters": sum(p.numel() for p in model.parameters()),
         "trained parameters": trained,
         "environment": environment(),
+        "provenance": provenance(),
     }
     if args.rss_steps:
         meta["peak_rss"] = {

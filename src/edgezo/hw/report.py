@@ -189,6 +189,8 @@ def write_report(
     jobs: int = 2,
 ) -> tuple[Path, list[Row]]:
     """Measure, then write ``report.md``, ``report.png`` and ``report.json`` to ``out``."""
+    from ..studies.results import provenance
+
     yosys_command()  # fail fast, with the install hint, before any work
     start = time.perf_counter()
     rows = measure(throughput, bits, target, cycles, jobs)
@@ -205,6 +207,7 @@ def write_report(
                 "target": target,
                 "cycles": cycles,
                 "rows": [asdict(r) for r in rows],
+                "provenance": provenance(),
             },
             indent=1,
         )

@@ -61,6 +61,7 @@ from .common import (
     subsets,
 )
 from .methods import Settings, make_optimizer, prepare
+from .results import provenance
 
 Data = tuple[Tensor, Tensor]
 
@@ -288,7 +289,7 @@ def run_config(cfg: Config, opts: Options) -> dict[str, Any]:
         title=f"Loss landscapes: {cfg.source} -> {cfg.target} ({cfg.arch})",
     )  # fmt: skip
     payload = {"quick": quick, "seed": seed, "config": _plain(cfg), "panels": rows,
-               "figure": figure.name}  # fmt: skip
+               "figure": figure.name, "provenance": provenance()}  # fmt: skip
     _write(out / "landscape.json", json.dumps(payload, indent=1, sort_keys=True) + "\n")
     _write(out / "landscape.md", markdown(rows, cfg, quick, figure.name))
     return {"out": str(out), "figure": str(figure), "panels": [_summary(r) for r in rows]}
