@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -246,3 +248,17 @@ def test_landscape_grid_writes_a_png(tmp_path):
     assert matplotlib.image.imread(path).shape[1] > matplotlib.image.imread(path).shape[0]
     with pytest.raises(ValueError, match="one per row"):
         landscape_grid([[Panel(surface)]], tmp_path / "x.png", ["lp", "vpt"])
+
+
+def test_a_surface_comes_back_from_its_json_with_its_nans():
+    losses = torch.tensor([[1.0, float("nan")], [2.5, 3.0]], dtype=torch.float64)
+    surface = Surface(torch.tensor([-1.0, 1.0], dtype=torch.float64),
+                      torch.tensor([0.0, 2.0], dtype=torch.float64), losses,
+                      None, ("PC1 (71%)", "PC2 (20%)"), 1.5)  # fmt: skip
+    data = json.loads(json.dumps(surface.to_dict()))  # the JSON writes NaN as null
+    assert data["losses"][0][1] is None
+    back = Surface.from_dict(data)
+    assert torch.equal(back.alphas, surface.alphas) and torch.equal(back.betas, surface.betas)
+    assert torch.equal(back.losses.isnan(), losses.isnan())
+    assert torch.equal(back.losses.nan_to_num(), losses.nan_to_num())
+    assert (back.accuracies, back.labels, back.seconds) == (None, surface.labels, 1.5)

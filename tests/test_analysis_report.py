@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgezo.analysis import claims as C
+from edgezo.analysis import report as R
 from edgezo.analysis.memory import MemoryRow, write_memory_report
 from edgezo.analysis.report import build_report, demote
 from edgezo.cli import report as report_cli
@@ -87,7 +88,7 @@ def write_memory(results: Path, model: str) -> None:
 
 
 def write_landscape(results: Path) -> None:
-    from edgezo.studies.landscape import QUICK, markdown
+    from edgezo.studies.landscape import QUICK, markdown, plain_config
 
     rows = [
         {"regime": r, "method": m, "test_error": e, "distance_moved": d, "lr": 1e-3, "steps": 200,
@@ -100,7 +101,7 @@ def write_landscape(results: Path) -> None:
     payload = {"quick": True, "seed": 0, "config": {"grid": 15, "directions": "pca"},
                "panels": rows, "figure": "landscape.png"}  # fmt: skip
     (out / "landscape.json").write_text(json.dumps(payload))
-    (out / "landscape.md").write_text(markdown(rows, QUICK, True, "landscape.png"))
+    (out / "landscape.md").write_text(markdown(rows, plain_config(QUICK), True, "landscape.png"))
     (out / "landscape.png").write_bytes(b"\x89PNG\r\n\x1a\nfake landscape")
 
 
@@ -522,3 +523,20 @@ def test_the_verdicts_are_counted_under_the_claims_table(built):
     for v in set(verdicts):
         assert f"{verdicts.count(v)} {v}" in line
     assert sum(int(n) for n in re.findall(r"(\d+) [a-z]", line.split(": ", 1)[1])) == len(verdicts)
+
+
+def test_a_section_whose_folder_keeps_only_its_json_is_rebuilt_with_its_figure(tmp_path):
+    results, out = tmp_path / "results", tmp_path / "report"
+    write_memory(results, "vit-tiny")
+    folder = results / "memory"
+    written = (folder / "memory.md").read_text()
+    for name in ("memory.md", "memory.png"):  # what a committed results folder lacks
+        (folder / name).unlink()
+    (artifact,) = [a for a in R.collect(results) if a.source.kind == "memory"]
+    assert artifact.markdown == ""
+    rebuilt = R.rebuilt(artifact).markdown
+    assert rebuilt.startswith("## Training memory: vit-tiny, ft, batch ")  # from the meta
+    assert rebuilt.split("\n", 1)[1] == written.split("\n", 1)[1]  # the command's own text
+    text = R.report_markdown([artifact], [], "results", out)
+    assert "![memory](memory/memory.png)" in text
+    assert (out / "memory" / "memory.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

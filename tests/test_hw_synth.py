@@ -5,6 +5,7 @@ with the install command (they are not skipped: cost numbers are the point of ed
 """
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -31,7 +32,7 @@ from edgezo.hw import (
     synthesize,
 )
 from edgezo.hw.power import SIM_HINT, activity, has_sim
-from edgezo.hw.report import Row, chart, markdown
+from edgezo.hw.report import Row, chart, markdown, rebuild_report
 from edgezo.hw.synth import INSTALL_HINT, YosysNotFound, parse_stat, yosys_command
 
 
@@ -106,6 +107,11 @@ def test_report_tables_and_chart(tmp_path):
     assert f"| pezo-pool | clt | {100 * (pool.luts - clt.luts) / clt.luts:+.1f}% |" in md
     chart(rows, tmp_path / "c.png", "test")
     assert (tmp_path / "c.png").stat().st_size > 10_000
+    # the report of committed results remakes the tables and chart from report.json alone
+    data = {"throughput": 2, "bits": 5, "target": "ice40", "cycles": 64,
+            "rows": json.loads(json.dumps([asdict(r) for r in rows]))}  # fmt: skip
+    assert rebuild_report(tmp_path, data) == md
+    assert (tmp_path / "report.png").stat().st_size > 10_000
 
 
 @pytest.mark.slow

@@ -57,6 +57,10 @@ def test_the_cli_writes_its_figure_table_and_json(tmp_path, monkeypatch):
     md = (tmp_path / "out" / "landscape.md").read_text()
     assert "![landscapes](landscape.png)" in md and "| lp | qzo-ff 8w8a |" in md
     assert (tmp_path / "out" / "landscape.png").stat().st_size > 0
+    # from the JSON alone (what results/ keeps): the same Markdown, the figure drawn again
+    (tmp_path / "again").mkdir()
+    assert landscape.rebuild_report(tmp_path / "again", payload) == md
+    assert (tmp_path / "again" / "landscape.png").stat().st_size > 0
 
 
 def test_the_command_line_passes_its_options_to_run(monkeypatch, capsys, tmp_path):

@@ -33,7 +33,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -186,6 +186,19 @@ class Surface:
     accuracies: Tensor | None
     labels: tuple[str, str] = ("d1", "d2")
     seconds: float = 0.0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Surface:
+        """The surface :meth:`to_dict` wrote (``None`` losses back to NaN)."""
+
+        def grid(values: Any) -> Tensor:
+            return torch.tensor(values, dtype=torch.float64)
+
+        losses = [[math.nan if v is None else v for v in row] for row in data["losses"]]
+        accuracies = data.get("accuracies")
+        return cls(grid(data["alphas"]), grid(data["betas"]), grid(losses),
+                   None if accuracies is None else grid(accuracies), tuple(data["labels"]),
+                   data["seconds"])  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """Plain lists (non-finite losses as ``None``), for JSON."""

@@ -42,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -625,6 +625,18 @@ def plot_memory(rows: Sequence[MemoryRow], path: str | Path, title: str = "") ->
     return path
 
 
+def memory_title(meta: Mapping[str, Any]) -> str:
+    """The table's and the chart's title: model, regime and batch of ``edgezo memory``'s meta."""
+    model = str(meta["model"]).split(" (")[0]
+    return f"Training memory: {model}, {meta['regime']}, batch {meta['batch']}"
+
+
+def memory_text(rows: Sequence[MemoryRow], meta: Mapping[str, Any], title: str = "") -> str:
+    """``memory.md``: the table, what each row counts, and the notes of ``meta``."""
+    legend = "".join(f"- `{key}`: {what}\n" for key, what in ROWS.items())
+    return memory_markdown(rows, title) + "\nRows:\n" + legend + _notes(dict(meta))
+
+
 def write_memory_report(
     out_dir: str | Path, rows: Sequence[MemoryRow], meta: dict[str, Any], title: str = ""
 ) -> list[Path]:
@@ -632,13 +644,21 @@ def write_memory_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md = out / "memory.md"
-    legend = "".join(f"- `{key}`: {what}\n" for key, what in ROWS.items())
-    md.write_text(memory_markdown(rows, title) + "\nRows:\n" + legend + _notes(meta))
+    md.write_text(memory_text(rows, meta, title))
     png = plot_memory(rows, out / "memory.png", title)
     data = {"meta": meta, "rows": [{**asdict(r), "total": r.total} for r in rows]}
     js = out / "memory.json"
     js.write_text(json.dumps(data, indent=2) + "\n")
     return [md, png, js]
+
+
+def rebuild_report(folder: Path, data: Mapping[str, Any]) -> str:
+    """``memory.md``'s text from a ``memory.json`` alone, and ``memory.png`` drawn into
+    ``folder`` (the report of committed results, which keep only the JSON)."""
+    rows = [MemoryRow(**{k: v for k, v in r.items() if k != "total"}) for r in data["rows"]]
+    title = memory_title(data["meta"])
+    plot_memory(rows, Path(folder) / "memory.png", title)
+    return memory_text(rows, data["meta"], title)
 
 
 def _notes(meta: dict[str, Any]) -> str:

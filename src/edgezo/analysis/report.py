@@ -19,7 +19,9 @@ plus tables).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
+import importlib
 import json
 import mimetypes
 import os
@@ -261,6 +263,25 @@ def place_figures(artifact: Artifact, out: Path) -> str:
     return text.strip() + "\n"
 
 
+#: How a section is remade from its JSON when its Markdown is not there (committed results keep
+#: only the JSON): kind -> ``module:function``, called as ``function(folder, data)``, which
+#: draws the figures into ``folder`` and returns the Markdown the command would have written.
+REBUILD = {
+    "memory": "edgezo.analysis.memory:rebuild_report",
+    "landscape": "edgezo.studies.landscape:rebuild_report",
+    "hw": "edgezo.hw.report:rebuild_report",
+}
+
+
+def rebuilt(artifact: Artifact) -> Artifact:
+    """``artifact`` with its Markdown (and figures) remade from its JSON when it has none."""
+    if artifact.markdown or artifact.source.kind not in REBUILD:
+        return artifact
+    module, name = REBUILD[artifact.source.kind].split(":")
+    text = getattr(importlib.import_module(module), name)(artifact.directory, artifact.data)
+    return dataclasses.replace(artifact, markdown=text)
+
+
 def report_markdown(
     artifacts: Sequence[Artifact],
     rows: Sequence[ClaimRow],
@@ -295,7 +316,7 @@ def report_markdown(
             continue
         lines += [f"## {title}", ""]
         for a in mine:
-            body = demote(place_figures(a, out), top=3)
+            body = demote(place_figures(rebuilt(a), out), top=3)
             lines += [body, "", f"Files: `{results}/{a.directory.name}/`.", ""]
     return "\n".join(lines).rstrip() + "\n"
 

@@ -161,6 +161,7 @@ def run_memory(args: argparse.Namespace) -> int:
         environment,
         measure_peak_rss,
         memory_table,
+        memory_title,
         write_memory_report,
     )
     from ..studies.results import provenance
@@ -184,8 +185,7 @@ def run_memory(args: argparse.Namespace) -> int:
         meta["peak_rss"] = {
             mode: measure_peak_rss(model, x, mode, steps=args.rss_steps) for mode in RSS_MODES
         }
-    title = f"Training memory: {args.model}, {args.regime}, batch {args.batch}"
-    paths = write_memory_report(args.out, rows, meta, title)
+    paths = write_memory_report(args.out, rows, meta, memory_title(meta))
     print(paths[0].read_text())
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0

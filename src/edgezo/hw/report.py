@@ -212,5 +212,19 @@ def write_report(
             indent=1,
         )
     )
-    chart(rows, out / "report.png", f"{throughput} numbers/cycle, {bits + 1}-bit, {target}")
+    chart(rows, out / "report.png", chart_title(throughput, bits, target))
     return out / "report.md", rows
+
+
+def chart_title(throughput: int, bits: int, target: str) -> str:
+    """The chart's title: numbers per cycle, output width, target."""
+    return f"{throughput} numbers/cycle, {bits + 1}-bit, {target}"
+
+
+def rebuild_report(folder: Path, data: dict) -> str:
+    """``report.md``'s tables from a ``report.json`` alone, and ``report.png`` drawn into
+    ``folder`` (the report of committed results, which keep only the JSON)."""
+    rows = [Row(**{**r, "resources": Resources(**r["resources"])}) for r in data["rows"]]
+    args = (data["throughput"], data["bits"], data["target"])
+    chart(rows, Path(folder) / "report.png", chart_title(*args))
+    return markdown(rows, *args, data["cycles"])

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -267,32 +268,48 @@ def run_config(cfg: Config, opts: Options) -> dict[str, Any]:
     out = Path(out)
     source = backbone(cfg.arch, cfg.source, steps=cfg.pretrain_steps, seed=seed, progress=progress)
     train, test = target_data(cfg, seed)
-    rows, panels = [], []
+    rows: list[dict[str, Any]] = []
     for regime in cfg.regimes:
         model, _ = prepare_regime(source, regime, classes=10, seed=seed)
         prototype_head(model.head, features(model, train[0]), train[1])
-        panels.append([])
         for method in cfg.methods:
             started = time.perf_counter()
             r = adapt_with_path(method, model, train, test, cfg, head_only=regime == "lp",
                                 seed=seed, progress=progress)  # fmt: skip
             train_seconds = time.perf_counter() - started
             surface, xy, kind = landscape_panel(r, cfg, seed, progress)
-            note = (
-                "" if kind != "random (the path never moved)" else "\n(no movement: random plane)"
-            )
-            title = f"{METHODS[method]}: test error {100 * r.test_error:.1f}%{note}"
-            panels[-1].append(Panel(surface, xy, title))
             rows.append(_row(regime, method, r, surface, xy, kind, train_seconds))
-    figure = landscape_grid(
-        panels, out / "landscape.png", row_labels=[REGIMES[r] for r in cfg.regimes],
-        title=f"Loss landscapes: {cfg.source} -> {cfg.target} ({cfg.arch})",
-    )  # fmt: skip
-    payload = {"quick": quick, "seed": seed, "config": _plain(cfg), "panels": rows,
+    plain = plain_config(cfg)
+    figure = draw(rows, plain, out / "landscape.png")
+    payload = {"quick": quick, "seed": seed, "config": plain, "panels": rows,
                "figure": figure.name, "provenance": provenance()}  # fmt: skip
     _write(out / "landscape.json", json.dumps(payload, indent=1, sort_keys=True) + "\n")
-    _write(out / "landscape.md", markdown(rows, cfg, quick, figure.name))
+    _write(out / "landscape.md", markdown(rows, plain, quick, figure.name))
     return {"out": str(out), "figure": str(figure), "panels": [_summary(r) for r in rows]}
+
+
+def draw(rows: list[dict[str, Any]], cfg: Mapping[str, Any], path: Path) -> Path:
+    """The figure from the panels' JSON rows: regimes in rows, methods in columns."""
+    regimes = list(dict.fromkeys(r["regime"] for r in rows))
+    grid = [[panel(r) for r in rows if r["regime"] == regime] for regime in regimes]
+    return landscape_grid(grid, path, row_labels=[REGIMES[r] for r in regimes],
+                          title=f"Loss landscapes: {cfg['source']} -> {cfg['target']} ({cfg['arch']})")  # fmt: skip
+
+
+def panel(row: Mapping[str, Any]) -> Panel:
+    """One panel from its JSON row: the surface, the path, the method and its test error."""
+    moved = row["plane"] != "random (the path never moved)"
+    note = "" if moved else "\n(no movement: random plane)"
+    title = f"{METHODS[row['method']]}: test error {100 * row['test_error']:.1f}%{note}"
+    xy = torch.tensor(row["trajectory_xy"], dtype=torch.float64)
+    return Panel(Surface.from_dict(row["surface"]), xy, title)
+
+
+def rebuild_report(folder: Path, data: Mapping[str, Any]) -> str:
+    """``landscape.md``'s text from a ``landscape.json`` alone, and ``landscape.png`` drawn into
+    ``folder`` (the report of committed results, which keep only the JSON)."""
+    figure = draw(data["panels"], data["config"], Path(folder) / "landscape.png")
+    return markdown(data["panels"], data["config"], data["quick"], figure.name)
 
 
 def _row(
@@ -322,15 +339,17 @@ def _summary(row: dict[str, Any]) -> dict[str, Any]:
     return {k: row[k] for k in keys}
 
 
-def markdown(rows: list[dict[str, Any]], cfg: Config, quick: bool, figure: str) -> str:
-    """The panels' numbers as a table, the figure and what made it."""
-    n = cfg.grid
+def markdown(rows: list[dict[str, Any]], cfg: Mapping[str, Any], quick: bool, figure: str) -> str:
+    """The panels' numbers as a table, the figure and what made it (``cfg``: the plain config
+    of the JSON)."""
+    n = cfg["grid"]
     lines = [
         f"# Loss landscapes{' (quick)' if quick else ''}",
         "",
-        f"{cfg.arch} pretrained on {cfg.source}, adapted to {cfg.target} ({cfg.train} samples); "
-        f"test error on {cfg.test} test samples. Each surface: {n}x{n} points of the training "
-        f"loss over {cfg.eval_samples} samples, around the final weights.",
+        f"{cfg['arch']} pretrained on {cfg['source']}, adapted to {cfg['target']} "
+        f"({cfg['train']} samples); test error on {cfg['test']} test samples. Each surface: "
+        f"{n}x{n} points of the training loss over {cfg['eval_samples']} samples, around the "
+        "final weights.",
         "",
         "| regime | method | lr | test error (%) | steps | weights | distance moved | "
         "path length | plane | loss min..max | surface (s) |",
@@ -346,10 +365,10 @@ def markdown(rows: list[dict[str, Any]], cfg: Config, quick: bool, figure: str) 
             f"{r['plane']} | {span} | {r['surface_seconds']:.1f} |"
         )
     command = "edgezo landscape" + (" --quick" if quick else "")
-    if cfg.grid != (QUICK if quick else FULL).grid:
-        command += f" --grid {cfg.grid}"
-    if cfg.directions != "pca":
-        command += f" --directions {cfg.directions}"
+    if cfg["grid"] != (QUICK if quick else FULL).grid:
+        command += f" --grid {cfg['grid']}"
+    if cfg["directions"] != "pca":
+        command += f" --directions {cfg['directions']}"
     lines += [
         "",
         f"![landscapes]({figure})",
@@ -367,7 +386,7 @@ def markdown(rows: list[dict[str, Any]], cfg: Config, quick: bool, figure: str) 
     return "\n".join(lines)
 
 
-def _plain(cfg: Config) -> dict[str, Any]:
+def plain_config(cfg: Config) -> dict[str, Any]:
     data = asdict(cfg)
     data["settings"] = {k: asdict(v) for k, v in cfg.settings.items()}
     return data
