@@ -151,3 +151,25 @@ def test_direction_is_the_sign_of_an_interval_that_excludes_zero():
     assert S.direction(interval(-2.0, -0.1)) == -1
     assert S.direction(interval(-0.1, 2.0)) == 0 and S.direction(interval(0.0, 1.0)) == 0
     assert S.direction(interval(1.0, 1.0, n=1)) == 0  # one seed: no interval, no direction
+
+
+def test_a_difference_of_two_rates_by_hand():
+    # 0.30 and 0.20 on 1,000 examples each: se = sqrt((0.21 + 0.16) / 1000) = 0.019235
+    d = S.proportion_difference(0.30, 0.20, 1000)
+    half = 1.959964 * math.sqrt(0.37 / 1000)
+    assert (d.mean, d.low, d.high) == pytest.approx((0.1, 0.1 - half, 0.1 + half))
+    assert S.direction(d) == 1 and S.direction(S.proportion_difference(0.5, 0.49, 1000)) == 0
+    with pytest.raises(ValueError, match="at least 2 examples"):
+        S.proportion_difference(0.5, 0.5, 1)
+
+
+def test_two_rate_intervals_cover_the_true_difference_95_percent_of_the_time():
+    rng = np.random.default_rng(3)
+    n, p_a, p_b, trials = 500, 0.6, 0.45, 2000
+    a = rng.binomial(n, p_a, trials) / n
+    b = rng.binomial(n, p_b, trials) / n
+    covered = []
+    for x, y in zip(a, b, strict=True):
+        d = S.proportion_difference(x, y, n)
+        covered.append(d.low <= p_a - p_b <= d.high)
+    assert 0.93 <= np.mean(covered) <= 0.97  # binomial sd of the share: 0.005

@@ -43,6 +43,8 @@ from .stats import (
     beats,
     bootstrap_interval,
     decide,
+    direction,
+    proportion_difference,
     t_interval,
     unpack_correct,
 )
@@ -368,6 +370,39 @@ def landscape_check(
     return check
 
 
+def landscape_error_check(method: str, reference: str) -> Check:
+    """Reproduced when ``method``'s test error is below ``reference``'s beyond the interval of
+    the difference in every regime (one run each on the same ``config.test`` examples:
+    :func:`~edgezo.analysis.stats.proportion_difference`), not reproduced when it is above
+    beyond it in some regime, inconclusive otherwise."""
+
+    def check(found: Found) -> Finding:
+        data = found[LANDSCAPE]
+        n = int(data["config"]["test"])
+        diffs = {regime: proportion_difference(m[method]["test_error"],
+                                               m[reference]["test_error"], n)
+                 for regime, m in panels(data).items() if method in m and reference in m}  # fmt: skip
+        if not diffs:
+            return Finding(
+                "no panel", NOT_COMPARABLE, f"no regime has both {method} and {reference}"
+            )
+        ours = "; ".join(
+            f"{regime}: {method} minus {reference} {d.text(digits=2)} points of test error"
+            for regime, d in diffs.items()
+        )
+        sides = {regime: direction(d) for regime, d in diffs.items()}
+        why = (f"each regime decided on the 95% interval of the difference ({diffs[next(iter(diffs))].method}"
+               f", {n} test examples)")  # fmt: skip
+        if any(side > 0 for side in sides.values()):
+            return Finding(ours, NOT_REPRODUCED, why + f": {method} worse beyond it")
+        if all(side < 0 for side in sides.values()):
+            return Finding(ours, REPRODUCED, why + f": {method} better in every regime")
+        return Finding(ours, INCONCLUSIVE, why + ": the interval holds 0 in "
+                       + ", ".join(r for r, side in sides.items() if side == 0))  # fmt: skip
+
+    return check
+
+
 # -- memory ------------------------------------------------------------------------------
 def memory_rows(data: Mapping) -> dict[str, Mapping]:
     return {r["name"]: r for r in data["rows"]}
@@ -513,7 +548,7 @@ CLAIMS: tuple[Claim, ...] = (
           landscape_check("qzo-ff 8w8a", "qzo-ff 16w8a", "distance_moved", lambda d: f"moved {d:.3g}", "below")),
     Claim("QZO-FF", "16-bit weights needed: test error of 16w8a vs 8w8a (LP / VPT)",
           "12.74% / 11.38% vs 51.35% / 52.98%", (LANDSCAPE,),
-          landscape_check("qzo-ff 16w8a", "qzo-ff 8w8a", "test_error", lambda e: f"{100 * e:.2f}%", "below")),
+          landscape_error_check("qzo-ff 16w8a", "qzo-ff 8w8a")),
     Claim("QZO-FF", "FF takes more conservative steps than BP (loss-landscape trajectories)",
           "qualitative (Figure 6)", (LANDSCAPE,),
           landscape_check("zo", "backprop", "distance_moved", lambda d: f"moved {d:.3g}", "below")),

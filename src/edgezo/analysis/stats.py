@@ -42,6 +42,7 @@ from ..extras import require
 T_SEEDS = "t-interval over seeds"
 BOOTSTRAP = "paired bootstrap over seeds x test examples"
 POINT = "one run: no interval"
+PROPORTIONS = "normal interval of two proportions, one run each"
 
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
@@ -135,6 +136,20 @@ def bootstrap_interval(
     tail = 100 * (1 - level) / 2
     low, high = np.percentile(stats, [tail, 100 - tail])
     return Interval(float(a.mean()), float(low), float(high), seeds, BOOTSTRAP)
+
+
+def proportion_difference(p_a: float, p_b: float, n: int, level: float = LEVEL) -> Interval:
+    """``p_a - p_b`` of two rates, each measured once on ``n`` examples, with the normal
+    (Wald) interval of a difference of independent proportions. Two runs tested on the same
+    examples are positively correlated, so this interval is wider than a paired one would be:
+    what a single run of each can say when per-example results are not kept."""
+    if n < 2:
+        raise ValueError(f"a proportion interval needs at least 2 examples, got n={n}")
+    stats = require("scipy.stats", "studies", needed_by="edgezo.analysis.stats (intervals)")
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    half = z * math.sqrt((p_a * (1 - p_a) + p_b * (1 - p_b)) / n)
+    diff = p_a - p_b
+    return Interval(diff, diff - half, diff + half, n, PROPORTIONS)
 
 
 def decide(difference: Interval, points: float) -> str:
