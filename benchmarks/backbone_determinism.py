@@ -8,14 +8,13 @@ convolutions likewise (``ONEDNN_MAX_CPU_ISA``), MKL's GEMMs by CPU and thread co
 (``MKL_CBWR`` fixes its code path); the thread count changes how sums are split. Capping
 them here emulates a CPU with fewer instructions on this one.
 
-    python benchmarks/backbone_determinism.py [--steps 200]   # ~1 minute per setting, idle
+    python benchmarks/backbone_determinism.py [--steps 200] [--out FILE]   # ~1 minute per setting
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from _common import emit_json, provenance
 
 #: name -> (torch threads, environment); the first is the reference.
 SETTINGS: dict[str, tuple[int, dict[str, str]]] = {
@@ -65,11 +65,18 @@ def digest(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def kernel_libraries() -> list[str]:
+    """MKL's and oneDNN's versions from torch's build configuration (whose kernels it picks)."""
+    lines = (line.strip(" -") for line in torch.__config__.show().splitlines())
+    return [line for line in lines if line.startswith("Intel(R)")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--steps", type=int, default=200, help="pretraining steps (demo quick: 200)"
     )
+    parser.add_argument("--out", help="also write the JSON to this file")
     args = parser.parse_args()
     out, reference = {}, None
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,10 +86,11 @@ def main() -> None:
             state = torch.load(path)
             reference = reference or state
             diff = max((state[k].float() - reference[k].float()).abs().max().item() for k in state)
-            out[name] = {"sha256": digest(state)[:16], "max_abs_diff_vs_first": diff, "env": env}
-    print(json.dumps({"steps": args.steps, "torch": torch.__version__,
-                      "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                      "settings": out}, indent=2))  # fmt: skip
+            out[name] = {"sha256": digest(state)[:16], "max_abs_diff_vs_first": diff, "env": env,
+                         "threads": threads}  # fmt: skip
+    emit_json({"benchmark": "backbone_determinism", "env": provenance(), "steps": args.steps,
+               "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+               "libraries": kernel_libraries(), "settings": out}, args.out)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -477,3 +477,22 @@ def test_scale_rules_table_with_t_intervals_worked_by_hand(tmp_path):
         "| Pool(P=2**10,pool) | 0.417 | 1.261 | 1.000 ± 0.000 | 1.076 | 68.00 [68.00, 68.00] |",
         "| backprop SGD (same lr) | - | - | - | 1.313 | 81.00 [78.52, 83.48] |",
     ]
+
+
+# -- backbone_determinism -------------------------------------------------------------------------
+def test_backbone_determinism_table(tmp_path):
+    caps = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
+    data = {"env": ENV, "steps": 200, "cpu_capability": "AVX512",
+            "libraries": ["Intel(R) MKL-DNN v3.12.0"],
+            "settings": {"this CPU, 1 thread": {"sha256": "7ec288826be2ac3e", "threads": 1,
+                                                "max_abs_diff_vs_first": 0.0, "env": {}},
+                         "AVX2 kernels": {"sha256": "72b7a2b9d2ae6e4b", "threads": 1,
+                                          "max_abs_diff_vs_first": 0.04812, "env": caps}}}  # fmt: skip
+    write(tmp_path, "backbone_determinism", data)
+    head, table = B.backbone_determinism_table(tmp_path).split("\n\n")
+    assert head.endswith("for 200 steps in a fresh process and cache per setting, on a CPU whose "
+                         "torch kernels are AVX512 (Intel(R) MKL-DNN v3.12.0).")  # fmt: skip
+    assert table.splitlines()[2:] == [
+        "| this CPU, 1 thread | 1 | none | 7ec288826be2ac3e | 0 |",
+        "| AVX2 kernels | 1 | `ATEN_CPU_CAPABILITY=avx2`, `MKL_CBWR=AVX2` | 72b7a2b9d2ae6e4b | 0.048 |",
+    ]

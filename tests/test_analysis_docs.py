@@ -195,6 +195,7 @@ BENCH_FILES = {
     "drift": ("drift",),
     "memory": ("memory",),
     "scale_rules": ("scale_rules",),
+    "backbone_determinism": ("backbone_determinism",),
 }
 SIGNED = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?!\w)")
 

@@ -307,6 +307,8 @@ def test_jvp_memory_on_the_mlp():
 def test_backbone_determinism_shows_what_changes_the_pretrained_bytes():
     res = run_json("backbone_determinism.py", "--steps", "10")
     rows = res["settings"]
+    assert [r["threads"] for r in rows.values()] == [1, 2, 1, 1, 2]
+    assert len(res["env"]["git_head"] or "") >= 7 and res["libraries"]
     first = next(iter(rows.values()))
     assert first["max_abs_diff_vs_first"] == 0.0
     assert all(len(r["sha256"]) == 16 and math.isfinite(r["max_abs_diff_vs_first"])

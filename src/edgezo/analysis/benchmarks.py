@@ -21,7 +21,9 @@ they need a quiet machine, and the JSON says which machine and load made them.
 * ``memory``: ViT-tiny's training memory, peak resident set and the paper's figure beside
   ours (``memory.json``);
 * ``scale_rules``: PeZO's scaling rules, per generator and pool size: the mean estimate against
-  the gradient and training (``scale_rules.json``).
+  the gradient and training (``scale_rules.json``);
+* ``backbone_determinism``: the demo's backbone pretrained under settings that change which
+  CPU kernels run: its SHA-256 and how far its weights move (``backbone_determinism.json``).
 """
 
 from __future__ import annotations
@@ -781,6 +783,32 @@ def scale_rules_table(folder: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+# -- backbone_determinism -------------------------------------------------------------------------
+def backbone_determinism_table(folder: Path) -> str:
+    """Per setting (threads and kernel caps): the pretrained state's SHA-256 and its largest
+    weight difference from the first setting's (``backbone_determinism.json``)."""
+    data = load(folder, "backbone_determinism")
+    libraries = "; ".join(data["libraries"]) or "no MKL or oneDNN"
+    lines = [
+        "From "
+        + source_line(
+            f"{FOLDER}/backbone_determinism.json", data, "python benchmarks/backbone_determinism.py"
+        )  # fmt: skip
+        + f": the demo's SmallCNN pretrained for {data['steps']} steps in a fresh process and "
+        f"cache per setting, on a CPU whose torch kernels are {data['cpu_capability']} "
+        f"({libraries}).",
+        "",
+        "| setting | threads | caps | SHA-256 (first 16 hex) | largest weight difference from "
+        "the first row |",
+        "|---|---:|---|---|---:|",
+    ]
+    for name, r in data["settings"].items():
+        caps = ", ".join(f"`{k}={v}`" for k, v in r["env"].items()) or "none"
+        lines.append(f"| {name} | {r['threads']} | {caps} | {r['sha256']} | "
+                     f"{r['max_abs_diff_vs_first']:.2g} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 #: ``<!-- edgezo:generated benchmark NAME -->`` blocks: NAME -> table of ``benchmarks/results/``.
 BENCHMARKS: dict[str, Callable[[Path], str]] = {
     "step_overhead": step_overhead_table,
@@ -792,4 +820,5 @@ BENCHMARKS: dict[str, Callable[[Path], str]] = {
     "drift": drift_tables,
     "memory": memory_tables,
     "scale_rules": scale_rules_table,
+    "backbone_determinism": backbone_determinism_table,
 }
