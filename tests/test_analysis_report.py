@@ -13,6 +13,7 @@ import json
 import math
 import random
 import re
+import shutil
 from dataclasses import asdict
 from html.parser import HTMLParser
 from pathlib import Path
@@ -552,3 +553,21 @@ def test_a_section_whose_folder_keeps_only_its_json_is_rebuilt_with_its_figure(t
     text = R.report_markdown([artifact], [], "results", out)
     assert "![memory](memory/memory.png)" in text
     assert (out / "memory" / "memory.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_merged_study_keeping_only_its_json_gets_its_table_and_chart(tmp_path):
+    from edgezo.studies import seeds as seeds_mod
+
+    folder = tmp_path / "results" / "ood"
+    for seed in (0, 1):  # two runs of the fake ood study, merged as `edgezo run --seeds` does
+        write_study(tmp_path / f"run-{seed}", "ood")
+        folder.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f"run-{seed}" / "ood").rename(folder / f"seed-{seed}")
+    seeds_mod.merge(folder, (0, 1))
+    for extra in folder.iterdir():  # what a commit keeps: the merged JSON alone
+        if extra.name != "results.json":
+            shutil.rmtree(extra) if extra.is_dir() else extra.unlink()
+    out = tmp_path / "report"
+    text = R.report_markdown(R.collect(tmp_path / "results"), [], "results", out)
+    assert "ood (quick), seeds 0, 1" in text and "![cells](ood/cells.png)" in text
+    assert (out / "ood" / "cells.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

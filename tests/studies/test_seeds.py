@@ -51,6 +51,9 @@ def test_every_seed_runs_into_its_folder_and_the_merge_keeps_every_row(merged):
     prov = payload["provenance"]
     assert prov["edgezo"] and re.fullmatch(r"[0-9a-f]{40}", prov["commit"] or "")
     assert summary["out"] == str(folder)
+    # the chart of the merged cells, linked from results.md
+    assert (folder / "cells.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![cells](cells.png)" in (folder / "results.md").read_text()
 
 
 def test_the_merged_table_is_each_cells_mean_and_t_interval(merged):

@@ -49,7 +49,6 @@ from .claims import (
     Finding,
     Source,
 )
-from .tables import seed_markdown
 
 #: Each kind's Markdown file, beside its JSON.
 MARKDOWN = {
@@ -134,9 +133,7 @@ def collect(results: Path) -> list[Artifact]:
             continue
         source, data = hit
         md = folder / MARKDOWN[source.kind]
-        text = md.read_text() if md.is_file() else ""
-        if not text and "seeds" in data:  # a committed merged study: its JSON alone
-            text = seed_markdown(data)
+        text = md.read_text() if md.is_file() else ""  # "": remade by rebuilt() from the JSON
         found.append(Artifact(source, folder, data, text))
     return sorted(found, key=_order)
 
@@ -267,6 +264,7 @@ def place_figures(artifact: Artifact, out: Path) -> str:
 #: only the JSON): kind -> ``module:function``, called as ``function(folder, data)``, which
 #: draws the figures into ``folder`` and returns the Markdown the command would have written.
 REBUILD = {
+    "study": "edgezo.analysis.tables:rebuild_report",
     "memory": "edgezo.analysis.memory:rebuild_report",
     "landscape": "edgezo.studies.landscape:rebuild_report",
     "hw": "edgezo.hw.report:rebuild_report",

@@ -12,6 +12,7 @@ are decided per cell on intervals, vacuous cells left out
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from .claims import DECISIONS, NOT_COMPARABLE, cell_decisions, share_verdict
@@ -64,14 +65,38 @@ def seed_markdown(payload: Mapping[str, Any]) -> str:
     table and the claims (a study of :data:`BODIES`: its own tables), the per-seed folders."""
     seeds = ", ".join(map(str, payload["seeds"]))
     body = BODIES.get(payload["study"], study_body)
+    chart = [] if payload["study"] in BODIES else ["", f"![cells]({CELLS_PNG})"]
     lines = [
         f"# {payload['study']}{' (quick)' if payload['quick'] else ''}, seeds {seeds}",
         "",
         *body(payload),
+        *chart,
         "",
         "Per seed: " + ", ".join(f"`seed-{s}/`" for s in payload["seeds"]) + ".",
     ]
     return "\n".join(lines) + "\n"
+
+
+#: The chart a merged cells x methods study draws beside its ``results.md``.
+CELLS_PNG = "cells.png"
+
+
+def draw_merged(folder: Path, payload: Mapping[str, Any]) -> None:
+    """The figures of a merged study's folder made from its JSON: the cells chart
+    (:func:`edgezo.analysis.cells.plot_cells`) of a cells x methods study."""
+    from .cells import plot_cells
+
+    if payload["study"] not in BODIES:
+        plot_cells(payload, Path(folder) / CELLS_PNG)
+
+
+def rebuild_report(folder: Path, data: Mapping[str, Any]) -> str:
+    """A merged study's ``results.md`` text and figures from its ``results.json`` alone (what
+    ``results/`` keeps); ``""`` for a one-seed run whose Markdown is missing."""
+    if "seeds" not in data:
+        return ""
+    draw_merged(folder, data)
+    return seed_markdown(data)
 
 
 def study_body(payload: Mapping[str, Any]) -> list[str]:

@@ -30,7 +30,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..analysis.tables import cell_keys, decided, methods_of, seed_markdown, seed_table
+from ..analysis.tables import (
+    cell_keys,
+    decided,
+    draw_merged,
+    methods_of,
+    seed_markdown,
+    seed_table,
+)
 from .results import provenance, write_text
 
 
@@ -124,6 +131,7 @@ def merge(folder: Path, seeds: Sequence[int], pretrain_seed: int | None = None) 
     }
     write_text(folder / "results.json", json.dumps(payload, indent=2, sort_keys=True) + "\n")
     write_text(folder / "results.md", seed_markdown(payload))
+    draw_merged(folder, payload)
     after = merged_hook(payload["study"])
     if after is not None:
         after(folder, payload)
