@@ -798,8 +798,8 @@ def backbone_determinism_table(folder: Path) -> str:
         f"cache per setting, on a CPU whose torch kernels are {data['cpu_capability']} "
         f"({libraries}).",
         "",
-        "| setting | threads | caps | SHA-256 (first 16 hex) | largest weight difference from "
-        "the first row |",
+        "| setting | threads | caps | sha256 of the weights (prefix) | largest weight difference "
+        "from the first row |",
         "|---|---:|---|---|---:|",
     ]
     for name, r in data["settings"].items():
