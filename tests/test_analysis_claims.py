@@ -128,3 +128,32 @@ def test_a_missing_accuracy_is_never_a_pass():
     (d,) = C.cell_decisions(rows, "zo", "backprop", 5.0)
     assert d.gap.method == C.MISSING and d.decision == S.INCONCLUSIVE
     assert check(rows, wanted=1.0).verdict != C.REPRODUCED
+
+
+def timed_rows(ratios: list[float], regime: str = "vpt") -> list[dict]:
+    """One cell, a seed per ratio: zo 1 s per step, backprop ``ratio`` s per step; each row
+    carries a per-example string, as merged results do (it must not split the cell)."""
+    rows = []
+    for seed, ratio in enumerate(ratios):
+        for method, per_step in (("zo", 1.0), ("backprop", ratio)):
+            rows.append({"target": "digits", "regime": regime, "method": method, "seed": seed,
+                         "steps": 100, "seconds": 100 * per_step, "correct": f"bits-{method}"})  # fmt: skip
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("ratios", "verdict"),
+    [([1.8, 1.9, 2.0], C.REPRODUCED),  # mean 1.9, half 4.303 * 0.1 / sqrt 3 = 0.25: above 1.5
+     ([1.1, 1.2, 1.3], C.NOT_REPRODUCED),  # [0.95, 1.45]: wholly below
+     ([1.0, 1.6, 2.2], C.INCONCLUSIVE)],  # [0.11, 3.09]: holds 1.5
+)  # fmt: skip
+def test_the_iteration_cost_is_decided_on_each_cells_interval_over_seeds(ratios, verdict):
+    data = {"keys": ["target", "regime"], "rows": timed_rows(ratios) + timed_rows([9.0], "lp")}
+    finding = C.cost_check({C.study("cross-domain"): data})
+    mean = sum(ratios) / 3
+    half = 4.3027 * math.sqrt(sum((r - mean) ** 2 for r in ratios) / 2) / math.sqrt(3)
+    assert (
+        finding.ours
+        == f"cross-domain digits vpt: {mean:.2f} [{mean - half:.2f}, {mean + half:.2f}]x"
+    )
+    assert finding.verdict == verdict  # the probing cell (lp) is not timed: the head alone
