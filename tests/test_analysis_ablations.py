@@ -19,7 +19,7 @@ from edgezo.analysis import docs as D
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Two-sided 95% quantiles of Student's t from a printed table, by degrees of freedom.
-T_TABLE = {1: 12.7062, 2: 4.3027}
+T_TABLE = {1: 12.7062, 2: 4.3027, 4: 2.7764}
 NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:e-?\d+)?(?![\w])")
 
 

@@ -1,4 +1,4 @@
-"""The untested claims, at equal forward passes: ``edgezo run ablations --seeds 0,1,2``.
+"""The untested claims, at equal forward passes: ``edgezo run ablations --seeds 0,1,2,3,4``.
 
 The setting is the demo's (:mod:`edgezo.studies.demo`): SmallCNN pretrained with
 backprop on MNIST (cached), deployed behind a washed-out, noisy camera, adapted on
