@@ -18,16 +18,27 @@ from ..figures import save_png
 from .stats import Interval, t_interval
 
 
+def accuracies_by_cell(
+    rows: Sequence[Mapping], keys: Sequence[str]
+) -> dict[tuple, dict[str, list[float]]]:
+    """``cell -> method -> test accuracy of each seed``, cells (tuples of the ``keys``' values)
+    and methods in the rows' order."""
+    cells: dict[tuple, dict[str, list[float]]] = {}
+    for r in rows:
+        cell = cells.setdefault(tuple(r[k] for k in keys), {})
+        cell.setdefault(r["method"], []).append(float(r["accuracy"]))
+    return cells
+
+
 def cell_intervals(
     rows: Sequence[Mapping[str, Any]], keys: Sequence[str]
 ) -> dict[str, dict[str, Interval]]:
     """``"key / key" -> method -> Interval`` of the test accuracy (fractions) over the seeds,
     in the rows' order."""
-    accs: dict[str, dict[str, list[float]]] = {}
-    for r in rows:
-        cell = " / ".join(str(r[k]) for k in keys)
-        accs.setdefault(cell, {}).setdefault(r["method"], []).append(float(r["accuracy"]))
-    return {cell: {m: t_interval(v) for m, v in by.items()} for cell, by in accs.items()}
+    return {
+        " / ".join(map(str, cell)): {m: t_interval(v) for m, v in by.items()}
+        for cell, by in accuracies_by_cell(rows, keys).items()
+    }
 
 
 def plot_cells(payload: Mapping[str, Any], path: str | Path) -> Path:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .cells import accuracies_by_cell, plot_cells
 from .claims import DECISIONS, NOT_COMPARABLE, cell_decisions, share_verdict
 from .convergence import convergence_body
 from .stats import t_interval
@@ -49,10 +50,7 @@ def decided(rows: Sequence[Mapping], claim: Mapping[str, Any]) -> dict[str, Any]
 def seed_table(rows: Sequence[Mapping], keys: Sequence[str], methods: Sequence[str]) -> str:
     """A Markdown table: one line per cell, per method the mean test accuracy (%) over the
     seeds and its 95% t-interval ``mean [low, high]``."""
-    cells: dict[tuple, dict[str, list[float]]] = {}
-    for r in rows:
-        cells.setdefault(tuple(r[k] for k in keys), {}).setdefault(r["method"], [])
-        cells[tuple(r[k] for k in keys)][r["method"]].append(float(r["accuracy"]))
+    cells = accuracies_by_cell(rows, keys)
     lines = ["| " + " | ".join([*keys, *methods]) + " |", "|" + "---|" * (len(keys) + len(methods))]
     for cell, accs in cells.items():
         texts = [t_interval(accs[m]).text() if m in accs else "" for m in methods]
@@ -84,8 +82,6 @@ CELLS_PNG = "cells.png"
 def draw_merged(folder: Path, payload: Mapping[str, Any]) -> None:
     """The figures of a merged study's folder made from its JSON: the cells chart
     (:func:`edgezo.analysis.cells.plot_cells`) of a cells x methods study."""
-    from .cells import plot_cells
-
     if payload["study"] not in BODIES:
         plot_cells(payload, Path(folder) / CELLS_PNG)
 
