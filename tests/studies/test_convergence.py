@@ -25,9 +25,10 @@ TINY_AUDIO = AudioData(
     targets=("en-gb-scotland",), held_out=("bed", "bird"), pretrain_steps=10, pretrain_batch=16,
 )  # fmt: skip
 TINY = Config(
-    vision=VisionCell(pretrain_steps=10, train=48, val=16, test=32, batch=16,
-                      runs={"backprop": Run(steps=4, lr=3e-3, budget=2, eval_every=2),
-                            "zo": Run(steps=6, lr=1e-2, budget=3, eval_every=3)}),
+    vision=tuple(VisionCell(regime=regime, pretrain_steps=10, train=48, val=16, test=32, batch=16,
+                            runs={"backprop": Run(steps=4, lr=3e-3, budget=2, eval_every=2),
+                                  "zo": Run(steps=6, lr=1e-2, budget=3, eval_every=3)})
+                 for regime in ("lp", "vpt")),
     audio=AudioCell(data=TINY_AUDIO, group="en-gb-scotland", shots=1, val=1, test=1, batch=4,
                     runs={"backprop": Run(steps=4, lr=1e-3, budget=2, eval_every=2),
                           "zo": Run(steps=6, lr=1e-2, budget=3, eval_every=3)}),
@@ -53,7 +54,7 @@ def rows(folder) -> list[dict]:
 
 def test_every_cell_and_method_ran_with_its_steps_on_the_curve(merged):
     assert STUDIES["convergence"] == "convergence"
-    runs = {(c.name, m): r for c in (TINY.vision, TINY.audio) for m, r in c.runs.items()}
+    runs = {(c.name, m): r for c in TINY.cells for m, r in c.runs.items()}
     seen = set()
     for r in rows(merged):
         seen.add((r["cell"], r["method"], r["seed"]))
@@ -65,7 +66,8 @@ def test_every_cell_and_method_ran_with_its_steps_on_the_curve(merged):
         assert r["forwards"] == PER_STEP[r["method"]] * run.steps
         assert r["curve"]["step"] == list(range(0, run.steps + 1, run.eval_every))
         assert {len(v) for v in r["curve"].values()} == {len(r["curve"]["step"])}
-    cells = {c.name for c in (TINY.vision, TINY.audio)}
+    cells = {c.name for c in TINY.cells}
+    assert len(cells) == 3
     assert seen == {(c, m, s) for c in cells for m in convergence.METHODS for s in (0, 1)}
 
 
@@ -114,9 +116,23 @@ def test_the_merged_folder_has_the_figure_and_the_tables(merged):
 )
 def test_runs_off_the_curves_grid_are_refused(run, message):
     with pytest.raises(ValueError, match=message):
-        Config(vision=VisionCell(runs={"backprop": run, "zo": run}), audio=None)
+        Config(vision=(VisionCell(runs={"backprop": run, "zo": run}),), audio=None)
 
 
 def test_cells_need_both_methods():
     with pytest.raises(ValueError, match="runs must name backprop and zo"):
-        Config(vision=None, audio=AudioCell(runs={"zo": Run(10, 1e-3, 5, 5)}))
+        Config(vision=(), audio=AudioCell(runs={"zo": Run(10, 1e-3, 5, 5)}))
+
+
+def test_two_cells_of_one_name_are_refused():
+    with pytest.raises(ValueError, match="its own name"):
+        Config(vision=(VisionCell(), VisionCell(batch=32)), audio=None)
+
+
+def test_the_full_run_has_the_probing_prompt_and_keyword_cells():
+    names = [c.name for c in convergence.FULL.cells]
+    assert names == [
+        "cross-domain vit mnist->digits lp",
+        "cross-domain vit mnist->digits vpt",
+        "kws-personalize crnn flite clean ft",
+    ]

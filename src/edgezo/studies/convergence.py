@@ -2,15 +2,14 @@
 
 docs/studies.md explains ZO's misses in cross-domain prompt tuning and keyword
 fine-tuning by the studies' small step budgets (1,000 and 300 ZO steps). This
-study tests that explanation on one cell of each, run far past the budget:
+study tests that explanation on cells of each, run far past the budget:
 
-* ``vision``: a cross-domain cell (:mod:`edgezo.studies.cross_domain`): the studies'
-  ViT pretrained with backprop on MNIST, adapted to scikit-learn's 8x8 digits by linear
-  probing (``lp``: the head, on features computed once), the head starting as the
-  nearest-class-mean classifier. Its study budget: 1,000 BP / 5,000 ZO steps; here
-  10,000 / 50,000. :data:`VPT` is the prompt-tuning cell (300 BP / 1,000 ZO steps in its
-  study), left out of the default run for its cost: a ViT forward per ZO query, about
-  45 ms per step on one thread, 25 CPU-minutes for 10,000 steps and 3 seeds.
+* ``vision``: two cross-domain cells (:mod:`edgezo.studies.cross_domain`): the studies'
+  ViT pretrained with backprop on MNIST, adapted to scikit-learn's 8x8 digits
+  by linear probing (``lp``: the head, on features computed once; study budget 1,000 BP /
+  5,000 ZO steps, here 10,000 / 50,000) and by deep prompt tuning (:data:`VPT`: study
+  budget 300 BP / 1,000 ZO steps, here 1,500 / 10,000), the head starting as the
+  nearest-class-mean classifier.
 * ``audio``: the kws-personalize cell (:mod:`edgezo.studies.kws_personalize`) where ZO
   was furthest below backprop: the CRNN fine-tuned as a whole (``ft``) on the flite
   voices, clean. Its study budget: 100 BP / 300 ZO steps.
@@ -146,30 +145,8 @@ class AudioCell:
         return f"kws-personalize {self.arch} {self.group} {self.condition} {self.regime}"
 
 
-@dataclass(frozen=True)
-class Config:
-    """The cells to run (``None``: left out), the step marks the tables show, the
-    backbones' pretraining seed."""
-
-    vision: VisionCell | None = VisionCell()
-    audio: AudioCell | None = AudioCell()
-    marks: tuple[int, ...] = (1000, 3000, 10_000)
-    pretrain_seed: int = 0
-
-    def __post_init__(self) -> None:
-        for cell in (self.vision, self.audio):
-            if cell is None:
-                continue
-            if set(cell.runs) != {"backprop", "zo"}:
-                raise ValueError(
-                    f"{cell.name}: runs must name backprop and zo, got {sorted(cell.runs)}"
-                )
-            for method, run in cell.runs.items():
-                run.check(f"{cell.name} {method}")
-
-
-#: The prompt-tuning cell (lrs: the full run's validation choice for digits ``vpt``), for
-#: ``convergence.run(False, out, config=Config(vision=VPT, audio=None))``.
+#: The prompt-tuning cell (lrs: the full run's validation choice for digits ``vpt``): a ViT
+#: forward per ZO query, about 45 ms per step on one thread.
 VPT = VisionCell(
     regime="vpt",
     runs={
@@ -177,14 +154,44 @@ VPT = VisionCell(
         "zo": Run(steps=10_000, lr=1e-3, budget=1000, eval_every=250),
     },
 )
+
+
+@dataclass(frozen=True)
+class Config:
+    """The cells to run (``vision``: any number of cross-domain cells; ``audio``: ``None`` to
+    leave it out), the step marks the tables show, the backbones' pretraining seed."""
+
+    vision: tuple[VisionCell, ...] = (VisionCell(), VPT)
+    audio: AudioCell | None = AudioCell()
+    marks: tuple[int, ...] = (1000, 3000, 10_000)
+    pretrain_seed: int = 0
+
+    def __post_init__(self) -> None:
+        names = [cell.name for cell in self.cells]
+        if len(set(names)) != len(names):
+            raise ValueError(f"every cell needs its own name (regime, target), got {names}")
+        for cell in self.cells:
+            if set(cell.runs) != {"backprop", "zo"}:
+                raise ValueError(
+                    f"{cell.name}: runs must name backprop and zo, got {sorted(cell.runs)}"
+                )
+            for method, run in cell.runs.items():
+                run.check(f"{cell.name} {method}")
+
+    @property
+    def cells(self) -> tuple[VisionCell | AudioCell, ...]:
+        """Every cell, in the order they run: the vision cells, then the audio cell."""
+        return (*self.vision, *(() if self.audio is None else (self.audio,)))
+
+
 FULL = Config()
 #: ``--quick``: the studies' backbones, the quick keyword set, small sets and budgets (seconds).
 QUICK = Config(
-    vision=VisionCell(
+    vision=(VisionCell(
         target="digits", regime="lp", train=200, val=100, test=200, batch=32,
         runs={"backprop": Run(steps=200, lr=3e-2, budget=50, eval_every=25),
               "zo": Run(steps=1000, lr=1e-2, budget=250, eval_every=50)},
-    ),
+    ),),
     audio=AudioCell(
         data=audio.QUICK_DATA, shots=3, val=3, test=6, batch=36,
         runs={"backprop": Run(steps=10, lr=1e-3, budget=5, eval_every=5),
@@ -273,16 +280,11 @@ def run_config(cfg: Config, opts: Options) -> dict[str, Any]:
     started = time.perf_counter()
     pretrain_seed = cfg.pretrain_seed if opts.pretrain_seed is None else opts.pretrain_seed
     writer = StudyWriter("convergence", opts.out, keys=("cell",), methods=METHODS, claims=())
-    cells = []
-    if cfg.vision is not None:
-        prepared = vision_cell(cfg.vision, opts.seed, pretrain_seed, opts.progress)
-        cells.append((cfg.vision.name, prepared, cfg.vision.runs, cfg.vision.batch))
-    if cfg.audio is not None:
-        prepared = audio_cell(cfg.audio, opts.seed, pretrain_seed, opts.progress)
-        cells.append((cfg.audio.name, prepared, cfg.audio.runs, cfg.audio.batch))
-    for name, prepared, runs, batch in cells:
-        for outcome, extra in run_cell(prepared, runs, batch, opts.seed, opts.progress):
-            writer.add(outcome, cell=name, **extra)
+    for cell in cfg.cells:
+        prepare = vision_cell if isinstance(cell, VisionCell) else audio_cell
+        prepared = prepare(cell, opts.seed, pretrain_seed, opts.progress)
+        for outcome, extra in run_cell(prepared, cell.runs, cell.batch, opts.seed, opts.progress):
+            writer.add(outcome, cell=cell.name, **extra)
     writer.extra["seconds"] = time.perf_counter() - started
     return writer.finish(config=cfg, quick=opts.quick, seed=opts.seed,
                          notes=f"Backbones pretrained with seed {pretrain_seed}.")  # fmt: skip
