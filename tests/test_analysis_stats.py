@@ -173,3 +173,14 @@ def test_two_rate_intervals_cover_the_true_difference_95_percent_of_the_time():
         d = S.proportion_difference(x, y, n)
         covered.append(d.low <= p_a - p_b <= d.high)
     assert 0.93 <= np.mean(covered) <= 0.97  # binomial sd of the share: 0.005
+
+
+def test_an_accuracy_interval_is_the_t_interval_cut_to_0_1():
+    values = [0.90, 1.0, 1.0]  # mean 0.9667, s = 0.0577, half = 4.303 * s / sqrt 3 = 0.1434
+    whole, cut = S.t_interval(values), S.accuracy_interval(values)
+    assert whole.high == pytest.approx(1.1101, abs=1e-4) and cut.high == 1.0
+    assert (cut.mean, cut.low, cut.n, cut.method) == (whole.mean, whole.low, 3, S.T_SEEDS)
+    low = S.accuracy_interval([0.0, 0.0, 0.1])
+    assert low.low == 0.0 and low.high == pytest.approx(S.t_interval([0.0, 0.0, 0.1]).high)
+    inside = [0.50, 0.60, 0.55]  # [0.426, 0.674]: kept as it is
+    assert S.accuracy_interval(inside) == S.t_interval(inside)

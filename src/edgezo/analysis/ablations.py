@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .stats import Interval, direction, t_interval
+from .stats import Interval, accuracy_interval, direction, t_interval
 
 BETTER, WORSE, INCONCLUSIVE = "better", "worse", "inconclusive"
 
@@ -77,7 +77,7 @@ def ablation_body(payload: Mapping[str, Any]) -> list[str]:
     """The rows' table and the comparisons' table, as Markdown lines."""
     runs = by_row(payload["rows"])
     lines = [
-        "Test accuracy (%) per row: mean over the seeds [95% t-interval]; lr chosen on the "
+        "Test accuracy (%) per row: mean over the seeds [95% t-interval, cut to 0-100]; lr chosen on the "
         "validation split per seed (`*`: the lowest or highest value of the row's grid, so a "
         "wider grid could move the row); steps and forward passes as counted by the training "
         "loop.",
@@ -87,7 +87,7 @@ def ablation_body(payload: Mapping[str, Any]) -> list[str]:
     ]
     for seeds in runs.values():
         r = [seeds[s] for s in sorted(seeds)]
-        acc = t_interval([x["accuracy"] for x in r]).text()
+        acc = accuracy_interval([x["accuracy"] for x in r]).text()
         lines.append(
             f"| {r[0]['family']} | {r[0]['row']} | {r[0].get('start', '')} | {acc} | "
             f"{lr_cell(r)} | {_same([x['steps'] for x in r])} | "

@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .stats import t_interval
+from .stats import accuracy_interval, t_interval
 
 #: Where the benchmark JSON lives, relative to the repository root (the parent of ``results/``).
 FOLDER = Path("benchmarks") / "results"
@@ -737,15 +737,15 @@ def memory_tables(folder: Path) -> str:
 
 # -- scale_rules ----------------------------------------------------------------------------------
 def accuracy_cell(runs: Sequence[Mapping[str, Any]]) -> str:
-    """Test accuracy (%) over the seeds' runs: mean [95% t-interval]."""
-    return t_interval([r["test_accuracy"] for r in runs]).text()
+    """Test accuracy (%) over the seeds' runs: mean [95% t-interval, cut to 0-100]."""
+    return accuracy_interval([r["test_accuracy"] for r in runs]).text()
 
 
 def scale_rule_rows(data: Mapping[str, Any]) -> list[str]:
     """Per rule: the seeds' mean cosine of the mean estimate to the gradient, projection ratio,
     ``‖z‖²/d``, final training loss, and test accuracy with its t-interval; backprop last."""
     lines = ["| rule | cosine of the mean estimate to the gradient | projection ratio (1: unbiased) "
-             "| ‖z‖²/d mean ± std | final train loss | test accuracy % [95% t-interval] |",
+             "| ‖z‖²/d mean ± std | final train loss | test accuracy % [95% t-interval, cut to 0-100] |",
              "|---|---:|---:|---:|---:|---|"]  # fmt: skip
     for name, rule in data["rules"].items():
         m = rule["summary"]

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..extras import require
 from ..figures import save_png
-from .stats import Interval, t_interval
+from .stats import Interval, accuracy_interval
 
 
 def accuracies_by_cell(
@@ -36,7 +36,7 @@ def cell_intervals(
     """``"key / key" -> method -> Interval`` of the test accuracy (fractions) over the seeds,
     in the rows' order."""
     return {
-        " / ".join(map(str, cell)): {m: t_interval(v) for m, v in by.items()}
+        " / ".join(map(str, cell)): {m: accuracy_interval(v) for m, v in by.items()}
         for cell, by in accuracies_by_cell(rows, keys).items()
     }
 

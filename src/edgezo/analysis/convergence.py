@@ -27,7 +27,7 @@ import numpy as np
 
 from ..extras import require
 from ..figures import save_png
-from .stats import Interval, decide, direction, t_interval
+from .stats import Interval, accuracy_interval, decide, direction, t_interval
 
 NARROWS, WIDENS, INCONCLUSIVE = "narrows", "widens", "inconclusive"
 #: The "within X points of backprop" margin checked at the end (the papers' 5 points).
@@ -64,7 +64,7 @@ def interval_at(seeds: Mapping[int, Mapping[str, Any]], step: int | str) -> Inte
     values = [accuracy_at(seeds[s], step) for s in sorted(seeds)]
     if any(v is None for v in values):
         return None
-    return t_interval([float(v) for v in values if v is not None])
+    return accuracy_interval([float(v) for v in values if v is not None])
 
 
 def gap_values(runs: Mapping[str, Mapping[int, Mapping[str, Any]]], step: str) -> list[float]:
@@ -156,7 +156,7 @@ def convergence_body(payload: Mapping[str, Any]) -> list[str]:
     """Per cell its accuracy table and its gap table, as Markdown lines."""
     marks = payload["config"]["marks"]
     lines = [
-        "Test accuracy (%) per cell and method: mean over the seeds [95% t-interval], at the "
+        "Test accuracy (%) per cell and method: mean over the seeds [95% t-interval, cut to 0-100], at the "
         "study's budget for the method, at fixed steps and at the last step (zero-shot: the "
         "start of every run). Gap: ZO - BP per seed in points (paired), each at its own "
         "budget and at its own end; the gap *narrows* when the interval of its change lies "
@@ -183,7 +183,9 @@ def plot_convergence(payload: Mapping[str, Any], path: str | os.PathLike[str]) -
                            linestyle="--", label=method)  # fmt: skip
                 continue
             steps = rows[0]["curve"]["step"]
-            bands = [t_interval([r["curve"]["test"][j] for r in rows]) for j in range(len(steps))]
+            bands = [
+                accuracy_interval([r["curve"]["test"][j] for r in rows]) for j in range(len(steps))
+            ]
             ax.plot(steps, [100 * b.mean for b in bands], color=color, label=method)
             if len(rows) > 1:
                 ax.fill_between(steps, [100 * b.low for b in bands], [100 * b.high for b in bands],

@@ -57,7 +57,7 @@ from .benchmarks import BENCHMARKS, FOLDER
 from .claims import difference
 from .convergence import convergence_body
 from .report import by_source, claims_markdown, collect, evaluate, verdict_counts
-from .stats import beats, t_interval
+from .stats import accuracy_interval, beats
 from .tables import demo_seed_table, demo_table, methods_of, study_body
 
 BLOCK = re.compile(
@@ -205,13 +205,13 @@ def probe_block(results: Path, name: str, label: str) -> str:
         f"once: {1e3 * data['cpu_seconds_per_review']['float']:.0f} CPU ms per review (float), "
         f"{1e3 * data['cpu_seconds_per_review']['16w8a']:.0f} ms (16w8a); times are CPU time.",
         "",
-        "| method | test accuracy % [95% t] | lr | eps | steps x forwards | CPU ms/step "
+        "| method | test accuracy % [95% t, cut to 0-100] | lr | eps | steps x forwards | CPU ms/step "
         "| training state (bytes) | model (MB) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for method in methods_of(rows):
         runs = [r for r in rows if r["method"] == method]
-        acc = t_interval([r["accuracy"] for r in runs]).text()
+        acc = accuracy_interval([r["accuracy"] for r in runs]).text()
         first = runs[0]
         lr, eps = (f"{first[k]:g}" if first.get(k) is not None else "-" for k in ("lr", "eps"))
         budget = f"{first['steps']} x {first['forwards'] // max(first['steps'], 1)}"
@@ -244,7 +244,7 @@ def finetune_block(results: Path, name: str, label: str) -> str:
         f'{rows[0]["examples"]:,} reviews; "minus zero-shot": {paired}; "learned": above '
         "zero-shot beyond that interval.",
         "",
-        "| variant | method | test accuracy % [95% t] | minus zero-shot, points [95%] | learned "
+        "| variant | method | test accuracy % [95% t, cut to 0-100] | minus zero-shot, points [95%] | learned "
         "| lr | eps | steps x forwards | CPU s/step | trained numbers |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -259,7 +259,7 @@ def finetune_block(results: Path, name: str, label: str) -> str:
 
 def finetune_line(variant: str, method: str, runs: Sequence[dict], zero: Sequence[dict]) -> str:
     """One row of :func:`finetune_block`."""
-    acc = t_interval([r["accuracy"] for r in runs]).text()
+    acc = accuracy_interval([r["accuracy"] for r in runs]).text()
     first = runs[0]
     if method == "zero-shot":
         return f"| {variant} | zero-shot | {acc} | - | - | - | - | 0 | - | - |"

@@ -6,6 +6,7 @@ a 95% interval, and every claim "``method`` at most X points below
 ``reference``" is decided on the interval of the difference, never on one number:
 
 * :func:`t_interval`: Student's t interval of the mean of per-seed values
+  (:func:`accuracy_interval`: of accuracies, cut to [0, 1])
   (``mean ± t(0.975, n - 1) · s / √n``), the default when only per-seed
   accuracies are known; for a difference of two methods it is taken over the
   per-seed differences (the methods share the seed's data order: paired).
@@ -98,6 +99,14 @@ def t_interval(values: Sequence[float], level: float = LEVEL) -> Interval:
         return Interval(mean, mean, mean, 1, POINT)
     half = t_quantile(len(x) - 1, level) * float(x.std(ddof=1)) / math.sqrt(len(x))
     return Interval(mean, mean - half, mean + half, len(x), T_SEEDS)
+
+
+def accuracy_interval(values: Sequence[float], level: float = LEVEL) -> Interval:
+    """:func:`t_interval` of accuracies (fractions), cut to [0, 1]: the mean accuracy lies
+    there, so the cut interval covers it as often as the whole one, and no table shows a
+    bound above 100%."""
+    whole = t_interval(values, level)
+    return Interval(whole.mean, max(whole.low, 0.0), min(whole.high, 1.0), whole.n, whole.method)
 
 
 def bootstrap_interval(

@@ -4,7 +4,7 @@ The merged ``results.json`` of ``edgezo run STUDY --seeds ...`` (one row per
 cell, method and seed) is the one source: its ``results.md``, the report's study
 sections and the docs' generated blocks (:mod:`edgezo.analysis.docs`) are all
 made here from it, so they cannot disagree. Cells are shown as the mean over the
-seeds and the 95% t-interval (:func:`edgezo.analysis.stats.t_interval`); claims
+seeds and the 95% t-interval (:func:`edgezo.analysis.stats.accuracy_interval`: cut to 0-100%); claims
 are decided per cell on intervals, vacuous cells left out
 (:mod:`edgezo.analysis.claims`).
 """
@@ -18,7 +18,7 @@ from typing import Any
 from .cells import accuracies_by_cell, plot_cells
 from .claims import DECISIONS, NOT_COMPARABLE, cell_decisions, share_verdict
 from .convergence import convergence_body
-from .stats import t_interval
+from .stats import accuracy_interval
 
 
 def cell_keys(rows: Sequence[Mapping]) -> list[str]:
@@ -53,7 +53,7 @@ def seed_table(rows: Sequence[Mapping], keys: Sequence[str], methods: Sequence[s
     cells = accuracies_by_cell(rows, keys)
     lines = ["| " + " | ".join([*keys, *methods]) + " |", "|" + "---|" * (len(keys) + len(methods))]
     for cell, accs in cells.items():
-        texts = [t_interval(accs[m]).text() if m in accs else "" for m in methods]
+        texts = [accuracy_interval(accs[m]).text() if m in accs else "" for m in methods]
         lines.append("| " + " | ".join([*map(str, cell), *texts]) + " |")
     return "\n".join(lines)
 
@@ -100,7 +100,7 @@ def study_body(payload: Mapping[str, Any]) -> list[str]:
     docs' generated blocks show the same)."""
     rows = payload["rows"]
     lines = [
-        "Test accuracy (%) per cell and method: mean over the seeds [95% t-interval].",
+        "Test accuracy (%) per cell and method: mean over the seeds [95% t-interval, cut to 0-100].",
         "",
         seed_table(rows, payload["keys"], methods_of(rows)),
         "",
@@ -156,12 +156,12 @@ def demo_seed_table(runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
     lines = [
         "| method | before | "
         + " | ".join(f"after, seed {s}" for s in seeds)
-        + " | after: mean [95% t-interval] |",
+        + " | after: mean [95% t-interval, cut to 0-100] |",
         "|---|---:|" + "---:|" * len(seeds) + "---|",
     ]
     for name, m in first.items():
         afters = [float(runs[s]["methods"][name]["after"]) for s in seeds]
         cells = [f"{100 * a:.2f}" for a in afters]
         lines.append(f"| {name} | {100 * m['before']:.2f} | " + " | ".join(cells)
-                     + f" | {t_interval(afters).text()} |")  # fmt: skip
+                     + f" | {accuracy_interval(afters).text()} |")  # fmt: skip
     return lines
