@@ -9,6 +9,7 @@ import json
 import pytest
 
 from edgezo.analysis.convergence import accuracy_at
+from edgezo.analysis.tables import rebuild_report
 from edgezo.data.keywords import Augment, KeywordConfig
 from edgezo.studies import STUDIES, convergence
 from edgezo.studies.audio import AudioData
@@ -136,3 +137,11 @@ def test_the_full_run_has_the_probing_prompt_and_keyword_cells():
         "cross-domain vit mnist->digits vpt",
         "kws-personalize crnn flite clean ft",
     ]
+
+
+def test_a_folder_keeping_only_the_json_gets_its_tables_and_curves_back(merged, tmp_path):
+    """What ``results/`` keeps: ``edgezo report`` remakes results.md and curves.png from it."""
+    (tmp_path / "results.json").write_text((merged / "results.json").read_text())
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert rebuild_report(tmp_path, data) == (merged / "results.md").read_text()
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"

@@ -17,7 +17,7 @@ from typing import Any
 
 from .cells import accuracies_by_cell, plot_cells
 from .claims import DECISIONS, NOT_COMPARABLE, cell_decisions, share_verdict
-from .convergence import convergence_body
+from .convergence import convergence_body, plot_convergence
 from .stats import accuracy_interval
 
 
@@ -63,7 +63,8 @@ def seed_markdown(payload: Mapping[str, Any]) -> str:
     table and the claims (a study of :data:`BODIES`: its own tables), the per-seed folders."""
     seeds = ", ".join(map(str, payload["seeds"]))
     body = BODIES.get(payload["study"], study_body)
-    chart = [] if payload["study"] in BODIES else ["", f"![cells]({CELLS_PNG})"]
+    name, _ = chart_of(payload["study"])
+    chart = ["", f"![{Path(name).stem}]({name})"]
     lines = [
         f"# {payload['study']}{' (quick)' if payload['quick'] else ''}, seeds {seeds}",
         "",
@@ -79,11 +80,16 @@ def seed_markdown(payload: Mapping[str, Any]) -> str:
 CELLS_PNG = "cells.png"
 
 
-def draw_merged(folder: Path, payload: Mapping[str, Any]) -> None:
-    """The figures of a merged study's folder made from its JSON: the cells chart
+def chart_of(study: str) -> tuple[str, Callable[[Mapping[str, Any], Path], Path]]:
+    """``(file name, drawer)`` of a merged study's chart: :data:`CHARTS`, else the cells chart
     (:func:`edgezo.analysis.cells.plot_cells`) of a cells x methods study."""
-    if payload["study"] not in BODIES:
-        plot_cells(payload, Path(folder) / CELLS_PNG)
+    return CHARTS.get(study, (CELLS_PNG, plot_cells))
+
+
+def draw_merged(folder: Path, payload: Mapping[str, Any]) -> None:
+    """A merged study's chart (:func:`chart_of`), drawn into its folder from its JSON alone."""
+    name, draw = chart_of(payload["study"])
+    draw(payload, Path(folder) / name)
 
 
 def rebuild_report(folder: Path, data: Mapping[str, Any]) -> str:
@@ -123,6 +129,10 @@ def study_body(payload: Mapping[str, Any]) -> list[str]:
 
 #: Studies whose merged results are not cells x methods with claims: study -> its body.
 BODIES: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {"convergence": convergence_body}
+#: The studies whose chart is their own: file name and drawer (test accuracy per step).
+CHARTS: dict[str, tuple[str, Callable[[Mapping[str, Any], Path], Path]]] = {
+    "convergence": ("curves.png", plot_convergence)
+}
 
 
 # -- the demo (edgezo demo) ------------------------------------------------------------------------

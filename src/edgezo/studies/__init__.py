@@ -10,9 +10,9 @@ example (:mod:`edgezo.studies.distributed`).
 
 A study is a module of this package with a function
 ``run(quick: bool, out: Path, seed: int, progress: bool, jobs: int) -> dict`` that
-writes its files under ``out`` and returns its summary; :data:`STUDIES` names them. A study
-may also define ``merged(folder, payload)``, called after ``--seeds`` merged its seeds into
-``folder`` (:func:`edgezo.studies.seeds.merge`), to write more files from the merged JSON.
+writes its files under ``out`` and returns its summary; :data:`STUDIES` names them. After
+``--seeds``, :func:`edgezo.studies.seeds.merge` writes the merged JSON, its tables and its chart
+(:mod:`edgezo.analysis.tables`).
 """
 
 from __future__ import annotations

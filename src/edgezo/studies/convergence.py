@@ -38,7 +38,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -61,7 +60,7 @@ from .common import (
     tested,
 )
 from .methods import Settings
-from .results import StudyWriter, write_text
+from .results import StudyWriter
 
 METHODS = ("zero-shot", "backprop", "zo")
 
@@ -288,17 +287,6 @@ def run_config(cfg: Config, opts: Options) -> dict[str, Any]:
     writer.extra["seconds"] = time.perf_counter() - started
     return writer.finish(config=cfg, quick=opts.quick, seed=opts.seed,
                          notes=f"Backbones pretrained with seed {pretrain_seed}.")  # fmt: skip
-
-
-def merged(folder: Path, payload: Mapping[str, Any]) -> None:
-    """After ``--seeds``: ``curves.png`` (test accuracy per step, mean and 95% t-band over the
-    seeds), linked from ``results.md`` (whose tables :func:`~edgezo.analysis.tables.seed_markdown`
-    makes with :func:`~edgezo.analysis.convergence.convergence_body`)."""
-    from ..analysis.convergence import plot_convergence
-    from ..analysis.tables import seed_markdown
-
-    figure = plot_convergence(payload, folder / "curves.png")
-    write_text(folder / "results.md", seed_markdown(payload) + f"\n![curves]({figure.name})\n")
 
 
 #: ``run(quick, out, seed=0, progress=True, config=None, jobs=1)``: see :class:`~.common.Study`.

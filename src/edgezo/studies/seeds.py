@@ -132,9 +132,6 @@ def merge(folder: Path, seeds: Sequence[int], pretrain_seed: int | None = None) 
     write_text(folder / "results.json", json.dumps(payload, indent=2, sort_keys=True) + "\n")
     write_text(folder / "results.md", seed_markdown(payload))
     draw_merged(folder, payload)
-    after = merged_hook(payload["study"])
-    if after is not None:
-        after(folder, payload)
     return {"out": str(folder), "claims": claims, "table": seed_table(rows, keys, methods_of(rows))}
 
 
@@ -142,11 +139,3 @@ def recorded_seconds(folder: Path, seeds: Sequence[int]) -> dict[str, float]:
     """``{"S": wall seconds}`` of the seeds whose run left a record in ``folder/seed-S``."""
     records = {s: folder / f"seed-{s}" / RECORD for s in seeds}
     return {str(s): json.loads(r.read_text())["seconds"] for s, r in records.items() if r.is_file()}
-
-
-def merged_hook(study: str) -> Any:
-    """The study's ``merged(folder, payload)`` (more files from the merged JSON), or ``None``
-    when it has none or is not a registered study."""
-    from . import STUDIES, study_module
-
-    return getattr(study_module(study), "merged", None) if study in STUDIES else None
