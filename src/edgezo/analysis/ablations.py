@@ -77,10 +77,10 @@ def ablation_body(payload: Mapping[str, Any]) -> list[str]:
     """The rows' table and the comparisons' table, as Markdown lines."""
     runs = by_row(payload["rows"])
     lines = [
-        "Test accuracy (%) per row: mean over the seeds [95% t-interval, cut to 0-100]; lr chosen on the "
-        "validation split per seed (`*`: the lowest or highest value of the row's grid, so a "
-        "wider grid could move the row); steps and forward passes as counted by the training "
-        "loop.",
+        "Test accuracy (%) per row: mean over the seeds [95% t-interval, cut to 0-100]; lr "
+        "chosen on the validation split per seed (`*`: the lowest or highest value of the "
+        "row's grid, so a wider grid could move the row); steps and forward passes as counted "
+        "by the training loop.",
         "",
         "| family | row | trains | test accuracy | lr | steps | forwards |",
         "|---|---|---|---|---|---:|---:|",

@@ -745,7 +745,8 @@ def scale_rule_rows(data: Mapping[str, Any]) -> list[str]:
     """Per rule: the seeds' mean cosine of the mean estimate to the gradient, projection ratio,
     ``‖z‖²/d``, final training loss, and test accuracy with its t-interval; backprop last."""
     lines = ["| rule | cosine of the mean estimate to the gradient | projection ratio (1: unbiased) "
-             "| ‖z‖²/d mean ± std | final train loss | test accuracy % [95% t-interval, cut to 0-100] |",
+             "| ‖z‖²/d mean ± std | final train loss "
+             "| test accuracy % [95% t-interval, cut to 0-100] |",
              "|---|---:|---:|---:|---:|---|"]  # fmt: skip
     for name, rule in data["rules"].items():
         m = rule["summary"]

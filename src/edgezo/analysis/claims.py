@@ -591,8 +591,9 @@ CLAIMS: tuple[Claim, ...] = (
           "no loss of accuracy", tuple(map(study, ARRAY_STUDIES)),
           within_check(ARRAY_STUDIES, "pezo array", "zo", 1.0, 1.0)),
     *(
-        Claim("PeZO", f"{what}: RNG {label} vs a Gaussian generator", f"{HW_PAPER[metric]}%"
-              if metric != "energy" else f"up to {HW_PAPER[metric]}%", (HW,), hw_check(design, metric))
+        Claim("PeZO", f"{what}: RNG {label} vs a Gaussian generator",
+              f"up to {HW_PAPER[metric]}%" if metric == "energy" else f"{HW_PAPER[metric]}%",
+              (HW,), hw_check(design, metric))
         for design, what in PEZO_DESIGNS.items()
         for metric, label in (("luts", "LUTs"), ("ffs", "flip-flops"), ("energy", "power"))
     ),

@@ -156,11 +156,11 @@ def convergence_body(payload: Mapping[str, Any]) -> list[str]:
     """Per cell its accuracy table and its gap table, as Markdown lines."""
     marks = payload["config"]["marks"]
     lines = [
-        "Test accuracy (%) per cell and method: mean over the seeds [95% t-interval, cut to 0-100], at the "
-        "study's budget for the method, at fixed steps and at the last step (zero-shot: the "
-        "start of every run). Gap: ZO - BP per seed in points (paired), each at its own "
-        "budget and at its own end; the gap *narrows* when the interval of its change lies "
-        "above 0, *widens* below, else *inconclusive*.",
+        "Test accuracy (%) per cell and method: mean over the seeds [95% t-interval, cut to "
+        "0-100], at the study's budget for the method, at fixed steps and at the last step "
+        "(zero-shot: the start of every run). Gap: ZO - BP per seed in points (paired), each "
+        "at its own budget and at its own end; the gap *narrows* when the interval of its "
+        "change lies above 0, *widens* below, else *inconclusive*.",
     ]
     for cell, runs in by_cell(payload["rows"]).items():
         lines += ["", cell_line(cell, runs), "", *cell_table(runs, marks), "", *gap_table(runs)]

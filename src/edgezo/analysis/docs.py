@@ -205,8 +205,8 @@ def probe_block(results: Path, name: str, label: str) -> str:
         f"once: {1e3 * data['cpu_seconds_per_review']['float']:.0f} CPU ms per review (float), "
         f"{1e3 * data['cpu_seconds_per_review']['16w8a']:.0f} ms (16w8a); times are CPU time.",
         "",
-        "| method | test accuracy % [95% t, cut to 0-100] | lr | eps | steps x forwards | CPU ms/step "
-        "| training state (bytes) | model (MB) |",
+        "| method | test accuracy % [95% t, cut to 0-100] | lr | eps | steps x forwards "
+        "| CPU ms/step | training state (bytes) | model (MB) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for method in methods_of(rows):
@@ -244,8 +244,9 @@ def finetune_block(results: Path, name: str, label: str) -> str:
         f'{rows[0]["examples"]:,} reviews; "minus zero-shot": {paired}; "learned": above '
         "zero-shot beyond that interval.",
         "",
-        "| variant | method | test accuracy % [95% t, cut to 0-100] | minus zero-shot, points [95%] | learned "
-        "| lr | eps | steps x forwards | CPU s/step | trained numbers |",
+        "| variant | method | test accuracy % [95% t, cut to 0-100] "
+        "| minus zero-shot, points [95%] | learned | lr | eps | steps x forwards | CPU s/step "
+        "| trained numbers |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for variant in dict.fromkeys(r["variant"] for r in rows):

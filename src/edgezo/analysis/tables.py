@@ -4,9 +4,9 @@ The merged ``results.json`` of ``edgezo run STUDY --seeds ...`` (one row per
 cell, method and seed) is the one source: its ``results.md``, the report's study
 sections and the docs' generated blocks (:mod:`edgezo.analysis.docs`) are all
 made here from it, so they cannot disagree. Cells are shown as the mean over the
-seeds and the 95% t-interval (:func:`edgezo.analysis.stats.accuracy_interval`: cut to 0-100%); claims
-are decided per cell on intervals, vacuous cells left out
-(:mod:`edgezo.analysis.claims`).
+seeds and the 95% t-interval, cut to 0-100%
+(:func:`edgezo.analysis.stats.accuracy_interval`); claims are decided per cell
+on intervals, vacuous cells left out (:mod:`edgezo.analysis.claims`).
 """
 
 from __future__ import annotations
@@ -106,7 +106,8 @@ def study_body(payload: Mapping[str, Any]) -> list[str]:
     docs' generated blocks show the same)."""
     rows = payload["rows"]
     lines = [
-        "Test accuracy (%) per cell and method: mean over the seeds [95% t-interval, cut to 0-100].",
+        "Test accuracy (%) per cell and method: mean over the seeds "
+        "[95% t-interval, cut to 0-100].",
         "",
         seed_table(rows, payload["keys"], methods_of(rows)),
         "",
