@@ -340,11 +340,9 @@ def cost_check(found: Found) -> Finding:
     ours = "; ".join(f"{cell}: {iv.text(scale=1.0)}x" for cell, iv in intervals.items())
     why = ("wall time per step of whole runs (evaluations included) on this shared machine; "
            f"each cell's interval against {FF_CHEAPER:g}x")  # fmt: skip
-    if all(iv.low >= FF_CHEAPER for iv in intervals.values()):
-        return Finding(ours, REPRODUCED, why)
-    if any(iv.high < FF_CHEAPER for iv in intervals.values()):
-        return Finding(ours, NOT_REPRODUCED, why)
-    return Finding(ours, INCONCLUSIVE, why)
+    cells = [CellDecision(cell, iv, decide(iv.shifted(-FF_CHEAPER), 0.0), None)
+             for cell, iv in intervals.items()]  # fmt: skip
+    return Finding(ours, share_verdict(cells, 1.0), why)
 
 
 # -- landscapes ------------------------------------------------------------------------------

@@ -70,6 +70,10 @@ class Interval:
             return mean
         return f"{mean} [{scale * self.low:.{digits}f}, {scale * self.high:.{digits}f}]"
 
+    def shifted(self, by: float) -> Interval:
+        """The same interval moved by ``by`` (e.g. minus a threshold, to decide against it)."""
+        return Interval(self.mean + by, self.low + by, self.high + by, self.n, self.method)
+
     def scaled(self, by: float) -> Interval:
         """The same interval, every value times ``by`` (> 0; e.g. 100: fractions to points)."""
         if by <= 0:
