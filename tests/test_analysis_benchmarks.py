@@ -479,6 +479,38 @@ def test_scale_rules_table_with_t_intervals_worked_by_hand(tmp_path):
     ]
 
 
+# -- fewshot_lr -----------------------------------------------------------------------------------
+def sweep_rows(method: str, lr: float | None, accs: tuple[float, ...]) -> list[dict]:
+    return [{"seed": s, "method": method, "lr": lr, "accuracy": a, "ci95": 3.0, "seconds": 1.0}
+            for s, a in enumerate(accs)]  # fmt: skip
+
+
+def test_fewshot_lr_table_marks_the_study_lr_and_the_best_with_t_intervals(tmp_path):
+    grid = {"zo": [1e-5, 3e-5], "qzo-ff 16w8a": [3e-4, 1e-3]}
+    config = {"arch": "resnet", "regime": "ft", "episodes": 10, "zo_steps": 100,
+              "seeds": [0, 1, 2], "grid": grid, "pretrain_steps": 2000}  # fmt: skip
+    rows = [
+        *sweep_rows("zero-shot", None, (50, 52, 54)),  # mean 52, sd 2, half 4.97
+        *sweep_rows("zo", 1e-5, (56, 57, 58)),  # sd 1: half 2.48
+        *sweep_rows("zo", 3e-5, (60, 60, 60)),
+        *sweep_rows("qzo-ff 16w8a", 3e-4, (59, 60, 61)),
+        *sweep_rows("qzo-ff 16w8a", 1e-3, (1, 2, 3)),
+    ]  # the cut at 0: 2 - 2.48 < 0
+    data = {"env": ENV, "config": config, "study_lrs": {"zo": 3e-5, "qzo-ff 16w8a": 1e-3},
+            "rows": rows, "wall_s": 3012.4}  # fmt: skip
+    write(tmp_path, "fewshot_lr", data)
+    head, table = B.fewshot_lr_table(tmp_path).split("\n\n")
+    assert ", 3,012 s: the resnet backbone, regime `ft`, 100 ZO steps on each of 10 " in head
+    assert "seeds 0, 1, 2, each with its own backbone (2,000 pretraining steps)" in head
+    assert "zero-shot ProtoNets: 52.00 [47.03, 56.97]." in head
+    assert table.splitlines() == [
+        "| method | `1e-05` | `3e-05` | `0.0003` | `0.001` |",
+        "|---|---|---|---|---|",
+        "| zo | 57.00 [54.52, 59.48] | **60.00 [60.00, 60.00]** (best) |  |  |",
+        "| qzo-ff 16w8a |  |  | 60.00 [57.52, 62.48] (best) | **2.00 [0.00, 4.48]** |",
+    ]
+
+
 # -- backbone_determinism -------------------------------------------------------------------------
 def test_backbone_determinism_table(tmp_path):
     caps = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}

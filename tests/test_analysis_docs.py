@@ -195,6 +195,7 @@ BENCH_FILES = {
     "drift": ("drift",),
     "memory": ("memory",),
     "scale_rules": ("scale_rules",),
+    "fewshot_lr": ("fewshot_lr",),
     "backbone_determinism": ("backbone_determinism",),
 }
 SIGNED = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?!\w)")
@@ -239,6 +240,15 @@ def scale_rules_numbers(data: dict) -> list[float]:
     runs = [rule["training"] for rule in data["rules"].values()]
     runs.append(data["backprop_sgd_reference"]["per_seed"])
     return [x for seeds in runs for x in t_bounds([100 * r["test_accuracy"] for r in seeds])]
+
+
+def fewshot_lr_numbers(data: dict) -> list[float]:
+    """What the fewshot_lr block computes: each (method, lr)'s validation accuracy (%) over the
+    seeds with its t-interval, and the bounds it is cut to."""
+    runs: dict[tuple, list[float]] = {}
+    for r in data["rows"]:
+        runs.setdefault((r["method"], r["lr"]), []).append(r["accuracy"])
+    return [0.0, 100.0] + [x for accs in runs.values() for x in t_bounds(accs)]
 
 
 def demo_numbers(data: dict) -> list[float]:
@@ -302,7 +312,8 @@ def block_sources(what: str) -> tuple[list[dict], list[float]]:
         data = json.loads((RESULTS / "demo" / "demo.json").read_text())
         return [data], demo_numbers(data)
     files = [json.loads((BENCH / f"{name}.json").read_text()) for name in BENCH_FILES[arg]]
-    computed = {"fixedpoint": fixedpoint_numbers, "scale_rules": scale_rules_numbers}
+    computed = {"fixedpoint": fixedpoint_numbers, "scale_rules": scale_rules_numbers,
+                "fewshot_lr": fewshot_lr_numbers}  # fmt: skip
     return files, computed[arg](files[0]) if arg in computed else []
 
 

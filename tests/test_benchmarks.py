@@ -229,11 +229,22 @@ def test_scale_rules_quick(tmp_path):
 @pytest.mark.slow  # pretrains (or reads the cached) MNIST ResNet of the few-shot study
 def test_fewshot_lr_sweep_reports_every_method_and_lr(tmp_path):
     grid = '{"backprop": [1e-4], "zo": [1e-5, 3e-5]}'
-    res = run_json("fewshot_lr.py", "--episodes", "2", "--zo-steps", "3", "--grid", grid)
-    assert_finite(res)
-    pairs = [(r["method"], r["lr"]) for r in res["rows"]]
-    assert pairs == [("zero-shot", None), ("backprop", 1e-4), ("zo", 1e-5), ("zo", 3e-5)]
+    res = run_json(
+        "fewshot_lr.py", "--episodes", "2", "--zo-steps", "3", "--seeds", "0", "--grid", grid
+    )
+    assert_finite({k: v for k, v in res.items() if k != "env"})
+    pairs = [(r["seed"], r["method"], r["lr"]) for r in res["rows"]]
+    assert pairs == [
+        (0, "zero-shot", None),
+        (0, "backprop", 1e-4),
+        (0, "zo", 1e-5),
+        (0, "zo", 3e-5),
+    ]
     assert all(0 <= r["accuracy"] <= 100 for r in res["rows"])
+    assert res["study_lrs"] == {"backprop": 1e-4, "zo": 3e-5}  # the study's ft settings
+    (tmp_path / "fewshot_lr.json").write_text(json.dumps(res))  # the docs' table reads it
+    rows = B.fewshot_lr_table(tmp_path).splitlines()[4:]
+    assert [r.split(" | ")[0] for r in rows] == ["| backprop", "| zo"]
 
 
 @pytest.mark.slow  # synthesizes (or reads the cached) keyword set and pretrains the DS-CNN

@@ -22,6 +22,8 @@ they need a quiet machine, and the JSON says which machine and load made them.
   ours (``memory.json``);
 * ``scale_rules``: PeZO's scaling rules, per generator and pool size: the mean estimate against
   the gradient and training (``scale_rules.json``);
+* ``fewshot_lr``: the few-shot study's fixed forward-only ft lrs, swept on validation episodes
+  over seeds (``fewshot_lr.json``);
 * ``backbone_determinism``: the demo's backbone pretrained under settings that change which
   CPU kernels run: its SHA-256 and how far its weights move (``backbone_determinism.json``).
 """
@@ -784,6 +786,58 @@ def scale_rules_table(folder: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+# -- fewshot_lr -----------------------------------------------------------------------------------
+def lr_sweep_cells(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, float | None], str]:
+    """(method, lr) -> its validation accuracy over the seeds: mean [95% t-interval]."""
+    by: dict[tuple[str, float | None], list[float]] = {}
+    for r in rows:
+        by.setdefault((r["method"], r["lr"]), []).append(r["accuracy"] / 100)
+    return {key: accuracy_interval(accs).text() for key, accs in by.items()}
+
+
+def best_lr(rows: Sequence[Mapping[str, Any]], method: str) -> float:
+    """The lr of ``method`` with the best mean validation accuracy over the seeds."""
+    by: dict[float, list[float]] = {}
+    for r in rows:
+        if r["method"] == method:
+            by.setdefault(r["lr"], []).append(r["accuracy"])
+    return max(by, key=lambda lr: sum(by[lr]) / len(by[lr]))
+
+
+def sweep_cell(text: str, used: bool, best: bool) -> str:
+    """A sweep cell: bold where the study uses this lr, ``(best)`` where the sweep is best."""
+    return (f"**{text}**" if used else text) + (" (best)" if best else "")
+
+
+def fewshot_lr_table(folder: Path) -> str:
+    """The few-shot lr sweep (``fewshot_lr.json``): per method and lr, the validation query
+    accuracy over the seeds; the study's fixed lr in bold, the sweep's best marked."""
+    data = load(folder, "fewshot_lr")
+    c, rows = data["config"], data["rows"]
+    cells = lr_sweep_cells(rows)
+    lrs = sorted({lr for lrs in c["grid"].values() for lr in lrs})
+    seeds = ", ".join(map(str, c["seeds"]))
+    lines = [
+        "From "
+        + source_line(f"{FOLDER}/fewshot_lr.json", data, "python benchmarks/fewshot_lr.py")
+        + f", {data['wall_s']:,.0f} s: the {c['arch']} backbone, regime `{c['regime']}`, "
+        f"{c['zo_steps']} ZO steps on each of {c['episodes']} validation episodes per seed; "
+        f"seeds {seeds}, each with its own backbone ({c['pretrain_steps']:,} pretraining steps) "
+        "and episodes. Mean query accuracy (%) over the seeds [95% t-interval, cut to 0-100]; "
+        f"zero-shot ProtoNets: {cells['zero-shot', None]}. **Bold**: the lr the study uses; "
+        "(best): the sweep's best mean.",
+        "",
+        "| method | " + " | ".join(f"`{lr:g}`" for lr in lrs) + " |",
+        "|---|" + "---|" * len(lrs),
+    ]
+    for method, used in data["study_lrs"].items():
+        best = best_lr(rows, method)
+        row = [sweep_cell(cells[method, lr], lr == used, lr == best) if (method, lr) in cells
+               else "" for lr in lrs]  # fmt: skip
+        lines.append(f"| {method} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
 # -- backbone_determinism -------------------------------------------------------------------------
 def backbone_determinism_table(folder: Path) -> str:
     """Per setting (threads and kernel caps): the pretrained state's SHA-256 and its largest
@@ -821,5 +875,6 @@ BENCHMARKS: dict[str, Callable[[Path], str]] = {
     "drift": drift_tables,
     "memory": memory_tables,
     "scale_rules": scale_rules_table,
+    "fewshot_lr": fewshot_lr_table,
     "backbone_determinism": backbone_determinism_table,
 }
