@@ -20,8 +20,10 @@ of the cells of its ``2 + m`` cursors (each module mapped apart, see
 
 from __future__ import annotations
 
+import re
 import sys
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
@@ -32,7 +34,7 @@ from ._rtl import Generator
 from .engine import K_BITS, M_BITS, Engine, EngineConfig
 from .pnr import place_and_route
 from .power import SIM_HINT, SimUnavailable, activity, has_sim
-from .synth import Resources, synthesize
+from .synth import CELL_NAMES, TARGET_NAMES, TARGETS, Resources, synthesize
 from .zsources import Z_BITS, ZSource, z_source
 
 require("amaranth", "hw", needed_by="edgezo.hw")  # first: a missing extra names itself
@@ -260,19 +262,21 @@ def _baseline(lanes: int, dim: int, queries: int, target: str) -> Resources:
     return synthesize(Engine(cost_config(lanes, dim, queries), port_source(lanes)), target)
 
 
+def cheapest(rows: list[EngineRow], family: str, what: str) -> EngineRow | None:
+    """The row of ``family`` whose engine needs the least ``what`` (``None``: no such row)."""
+    have = [r for r in rows if r.family == family and amounts(r, what)[0] is not None]
+    return min(have, key=lambda r: amounts(r, what)[0]) if have else None
+
+
 def pezo_saving(rows: list[EngineRow], what: str) -> dict[str, float]:
     """PeZO's change vs the cheapest Gaussian in ``what``, engine and generator only, in percent.
 
     The cheapest of each family by the engine's amount (``what``: a resource or ``"energy"``).
     """
-    have = [r for r in rows if amounts(r, what)[0] is not None]
-    gauss = [r for r in have if r.family == "Gaussian"]
-    pezo = [r for r in have if r.family == "PeZO"]
-    if not gauss or not pezo:
+    gauss, pezo = cheapest(rows, "Gaussian", what), cheapest(rows, "PeZO", what)
+    if gauss is None or pezo is None:
         return {}
-    (g_eng, g_gen), (p_eng, p_gen) = (
-        amounts(min(rs, key=lambda r: amounts(r, what)[0]), what) for rs in (gauss, pezo)
-    )
+    (g_eng, g_gen), (p_eng, p_gen) = amounts(gauss, what), amounts(pezo, what)
     return {
         "engine": 100.0 * (p_eng - g_eng) / g_eng if g_eng else 0.0,
         "generator": 100.0 * (p_gen - g_gen) / g_gen if g_gen else 0.0,
@@ -379,3 +383,167 @@ ENERGY_NOTE = (
     "counted, energy per cycle averaged over whole steps after it, times cycles_per_step "
     "of the full engine; generator = cells of the 2 + m cursors"
 )
+
+
+# -- the docs' tables, rendered from a committed engine.json ---------------------------------
+#: The generators' names in the docs' tables.
+NAMES = {"boxmuller": "Box-Muller", "clt": "CLT", "lfsr": "LFSR-32", "xorshift": "xorshift32",
+         "pezo-array": "PeZO array", "pezo-pool": "PeZO pool"}  # fmt: skip
+#: nextpnr's name of the logic cells whose use the table shows, per target.
+LOGIC_CELLS = {"ice40": "ICESTORM_LC", "ice40up": "ICESTORM_LC", "ecp5": "TRELLIS_COMB"}
+
+
+def rows_of(data: Mapping) -> list[EngineRow]:
+    """The rows of an ``engine.json``. Files of the report's first version have no ``energy``,
+    ``utilization``, ``seconds`` or ``pnr_error``: those are ``None``."""
+
+    def row(r: Mapping) -> EngineRow:
+        energy, used = r.get("energy"), r.get("utilization")
+        return EngineRow(
+            r["key"],
+            r["family"],
+            r["lanes"],
+            Resources(**r["engine"]),
+            Resources(**r["baseline"]),
+            r["cycles_per_step"],
+            StepEnergy(**energy) if energy else None,
+            r.get("fmax_mhz"),
+            {k: (int(v[0]), int(v[1])) for k, v in used.items()} if used else None,
+            r.get("seconds"),
+            r.get("pnr_error"),
+        )
+
+    return [row(r) for r in data["rows"]]
+
+
+def by_lanes(rows: Sequence[EngineRow]) -> Iterator[tuple[int, list[EngineRow]]]:
+    """``(lanes, rows)`` per lane count, in the rows' order."""
+    for lanes in dict.fromkeys(r.lanes for r in rows):
+        yield lanes, [r for r in rows if r.lanes == lanes]
+
+
+def _share(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _cells(res: Resources, names: Mapping[str, str], dsp: bool) -> list[str]:
+    """``res``'s LUTs, flip-flops, block RAMs (and DSPs) as table cells."""
+    return [str(res.luts), str(res.ffs), f"{res.bram:g}", *([str(res.dsp)] if dsp else [])]
+
+
+def _placed(row: EngineRow) -> str:
+    """The fmax cell: MHz, or why nextpnr refused the design (its ``cell type``)."""
+    if row.pnr_error:
+        kind = re.search(r"cell type '(\w+)'", row.pnr_error)
+        return f"does not place (out of {kind.group(1)})" if kind else "does not place"
+    return "-" if row.fmax_mhz is None else f"{row.fmax_mhz:.1f}"
+
+
+def cost_table(data: Mapping, source: str) -> str:
+    """The engine's cost per generator from an ``engine.json`` (``source``: its path, named in
+    the first line), one table per lane count: the engine's LUTs, flip-flops, block RAMs and DSPs
+    (no DSP column on a target that has none), the generator's share of the LUTs and flip-flops
+    and, for placed designs (``--pnr``), fmax and the logic cells used. The first line says what
+    was synthesized and what the engine without generator needs."""
+    target, rows = data["target"], rows_of(data)
+    names = CELL_NAMES[target]
+    dsp = any(r.engine.dsp or r.baseline.dsp for r in rows)
+    yosys = data.get("yosys", "yosys version not recorded").split(" (")[0]
+    out = []
+    for lanes, group in by_lanes(rows):
+        base = group[0].baseline  # z on ports: the same engine for every generator
+        without = ", ".join(f"{n} {names[k]}" for n, k in zip(
+            _cells(base, names, dsp), ("luts", "ffs", "bram", "dsp"), strict=False))  # fmt: skip
+        out += [
+            f"From `{source}`: {TARGET_NAMES[target]} (`{data.get('script', TARGETS[target])}`, "
+            f"{yosys}), {data['dim']:,} weights, sign-{data['queries']}-SPSA, {lanes} "
+            f"lane{'s' if lanes != 1 else ''}. "
+            f"Without generator: {without}; a step is {group[0].cycles_per_step:,} cycles.",
+            "",
+        ]
+        head = ["generator", "family", names["luts"], "FF", names["bram"]]
+        head += [names["dsp"]] if dsp else []
+        head += ["generator's LUT share", "FF share"]
+        logic = LOGIC_CELLS.get(target)
+        placed = [r.utilization[logic] for r in group if r.utilization and logic in r.utilization]
+        pnr = any(r.fmax_mhz is not None or r.pnr_error for r in group)
+        if pnr:
+            total = f" (of {placed[0][1]})" if placed else ""
+            head += ["fmax (MHz)", f"logic cells used{total}"]
+        out += ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+        for r in group:
+            cells = [NAMES.get(r.key, r.key), r.family, *_cells(r.engine, names, dsp)]
+            cells += [_share(r.share("luts")), _share(r.share("ffs"))]
+            if pnr:
+                used = r.utilization.get(logic) if r.utilization and logic else None
+                cells += [_placed(r), "-" if used is None else str(used[0])]
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out[:-1]) + "\n"
+
+
+def energy_table(data: Mapping, source: str) -> str:
+    """The engine's energy per step per generator from an ``engine.json`` made with ``--cycles``
+    (:func:`step_energy`): per step (millions of the activity model's units), per cycle, the
+    generator's part per cycle and its share; one table per lane count."""
+    rows = [r for r in rows_of(data) if r.energy is not None]
+    if not rows:
+        raise ValueError(
+            f"{source} has no energy per step: make it with `edgezo hw report --engine "
+            "--cycles N` (N > 0)"
+        )
+    out = []
+    for lanes, group in by_lanes(rows):
+        e = group[0].energy
+        out += [
+            f"From `{source}` ({lanes} lanes): the activity model's energy per cycle "
+            f"(`edgezo.hw.power`, relative units) of a {e.sim_rows}-row engine over "
+            f"{e.sim_steps} whole steps after a {e.warmup}-cycle warm-up, times the full "
+            f"engine's {group[0].cycles_per_step:,} cycles per step; the generator's part is "
+            "the energy of its cursors' cells.",
+            "",
+            "| generator | energy / step (millions) | per cycle | generator's part "
+            "| generator's share |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for r in group:
+            assert r.energy is not None and r.energy_per_step is not None
+            out.append(
+                f"| {NAMES.get(r.key, r.key)} | {r.energy_per_step / 1e6:.1f} "
+                f"| {r.energy.per_cycle:.0f} | {r.energy.generator_per_cycle:.0f} "
+                f"| {_share(r.share('energy'))} |"
+            )
+        out.append("")
+    return "\n".join(out[:-1]) + "\n"
+
+
+def savings_table(files: Sequence[tuple[str, Mapping]]) -> str:
+    """PeZO against the Gaussians across ``engine.json`` files (``(path, data)`` each): per file
+    and lane count the change of LUTs and flip-flops of the cheapest PeZO design against the
+    cheapest Gaussian (:func:`pezo_saving`, each by the engine's count), as generators alone and
+    as whole engines. A row of a target other than the first file's names it."""
+    first = files[0][1]["target"]
+    lines, pairs = [], {}
+    for _, data in files:
+        target, rows = data["target"], rows_of(data)
+        for lanes, group in by_lanes(rows):
+            s = {w: pezo_saving(group, w) for w in ("luts", "ffs")}
+            for w in s:
+                pezo, gauss = cheapest(group, "PeZO", w), cheapest(group, "Gaussian", w)
+                if pezo and gauss:
+                    pairs[pezo.key, gauss.key] = True
+            cells = [
+                f"{s[w][k]:+.1f}%" if s[w] else "-" for w in s for k in ("generator", "engine")
+            ]
+            label = f"{lanes}" if target == first else f"{lanes} ({TARGET_NAMES[target]})"
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    which = "; ".join(f"{NAMES.get(p, p)} against {NAMES.get(g, g)}" for p, g in pairs)
+    sources = ", ".join(f"`{path}`" for path, _ in files)
+    return "\n".join([
+        f"From {sources}: PeZO's cheapest design against the cheapest Gaussian, each by the "
+        f"engine's count ({which or 'none'}{' in every row' if len(pairs) == 1 else ''}):",
+        "",
+        "| lanes | LUTs, generators alone | LUTs, engine | FFs, generators alone | FFs, engine |",
+        "|---:|---:|---:|---:|---:|",
+        *lines,
+    ]) + "\n"  # fmt: skip

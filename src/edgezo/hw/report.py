@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from ..extras import require
 from ..figures import save_png
 from . import designs as designs_mod
 from .power import SIM_HINT, WEIGHTS, Activity, activity, has_sim
-from .synth import TARGETS, Resources, synthesize, yosys_command
+from .synth import CELL_NAMES, TARGET_NAMES, TARGETS, Resources, synthesize, yosys_command
 
 #: PeZO's published reductions of RNG logic vs a Gaussian generator (PAPERS.md A)
 PEZO_PUBLISHED = {"luts": -48.6, "ffs": -12.7, "power": -86.0}
@@ -221,10 +222,36 @@ def chart_title(throughput: int, bits: int, target: str) -> str:
     return f"{throughput} numbers/cycle, {bits + 1}-bit, {target}"
 
 
+def rows_of(data: Mapping) -> list[Row]:
+    """The rows of a ``report.json``."""
+    return [Row(**{**r, "resources": Resources(**r["resources"])}) for r in data["rows"]]
+
+
 def rebuild_report(folder: Path, data: dict) -> str:
     """``report.md``'s tables from a ``report.json`` alone, and ``report.png`` drawn into
     ``folder`` (the report of committed results, which keep only the JSON)."""
-    rows = [Row(**{**r, "resources": Resources(**r["resources"])}) for r in data["rows"]]
+    rows = rows_of(data)
     args = (data["throughput"], data["bits"], data["target"])
     chart(rows, Path(folder) / "report.png", chart_title(*args))
     return markdown(rows, *args, data["cycles"])
+
+
+def targets_table(reports: Sequence[Mapping]) -> str:
+    """Each design's LUTs, flip-flops, block RAMs and DSPs on each report's target, side by side
+    (``reports``: the ``report.json`` of ``edgezo hw report --target T``, one per target); ``-``
+    where a report lacks the design."""
+    head, rule, by_target = ["design"], ["---"], []
+    for data in reports:
+        names = CELL_NAMES[data["target"]]
+        head += [f"{TARGET_NAMES[data['target']]} {names['luts']}", names["ffs"], names["bram"]]
+        head.append(names["dsp"])
+        rule += ["---:"] * 4
+        by_target.append({r["key"]: Resources(**r["resources"]) for r in data["rows"]})
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(rule) + "|"]
+    for key in dict.fromkeys(r["key"] for data in reports for r in data["rows"]):
+        cells = [key]
+        for found in by_target:
+            x = found.get(key)
+            cells += ["-"] * 4 if x is None else [str(x.luts), str(x.ffs), _fmt(x.bram), str(x.dsp)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -73,6 +73,15 @@ _CLASSES: dict[str, dict[str, dict[str, float]]] = {
 }
 _CLASSES["ice40up"] = _CLASSES["ice40"]  # the same cells; -dsp only adds SB_MAC16 inference
 
+#: How the tables name each target, and its LUT, flip-flop, block RAM and DSP columns.
+TARGET_NAMES = {"xilinx": "Xilinx", "ice40": "iCE40", "ice40up": "iCE40 UP", "ecp5": "ECP5"}
+CELL_NAMES: dict[str, dict[str, str]] = {
+    "xilinx": {"luts": "LUT", "ffs": "FF", "bram": "RAMB36", "dsp": "DSP48E1"},
+    "ice40": {"luts": "SB_LUT4", "ffs": "FF", "bram": "SB_RAM40_4K", "dsp": "SB_MAC16"},
+    "ecp5": {"luts": "LUT4", "ffs": "FF", "bram": "DP16KD", "dsp": "MULT18X18D"},
+}
+CELL_NAMES["ice40up"] = CELL_NAMES["ice40"]
+
 
 _BRACKETS = {"{", "}", "},", "[", "]", "],", ""}
 
