@@ -20,7 +20,9 @@ from edgezo.studies.results import StudyWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
-DOCS = (ROOT / "README.md", ROOT / "docs" / "studies.md")
+DOCS = (ROOT / "README.md", ROOT / "docs" / "studies.md", ROOT / "docs" / "hw.md")
+#: The engine reports (``edgezo hw report --engine``) that docs/hw.md's engine blocks read.
+ENGINE = ROOT / "docs" / "hw_engine"
 NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?!\w)")  # not the digits of a name (16w8a)
 #: Two-sided 95% quantiles of Student's t from a printed table (4 decimals), by degrees of freedom.
 T_TABLE = {1: 12.7062, 2: 4.3027, 3: 3.1824, 4: 2.7764, 5: 2.5706}
@@ -184,6 +186,8 @@ def test_results_are_committed_for_the_generated_blocks():
 
 
 BENCH = ROOT / "benchmarks" / "results"
+#: The kinds of block of docs/hw.md: the hardware report and the engine reports.
+HW_KINDS = ("hw", "hw-targets", "engine", "engine-energy", "engine-savings")
 #: The JSON files each ``benchmark NAME`` block reads (this test's own list).
 BENCH_FILES = {
     "step_overhead": ("step_overhead", "step_overhead_kernels_off", "mezo_side_by_side"),
@@ -299,9 +303,65 @@ def convergence_numbers(data: dict) -> list[float]:
     return out + [5.0]  # the margin checked at the end
 
 
+def hw_numbers(data: dict) -> list[float]:
+    """What the hw block computes, by hand: each PeZO design's change (%) of LUTs, FFs and energy
+    against each Gaussian; and the constants ``edgezo hw report`` prints beside them: PeZO's
+    published numbers, its arXiv id and the energy weights."""
+    from edgezo.hw.power import WEIGHTS
+    from edgezo.hw.report import PEZO_PUBLISHED
+
+    rows = {r["key"]: r for r in data["rows"]}
+    out = []
+    for pezo in ("pezo-pool", "pezo-pool-anyd", "pezo-array"):
+        for gauss in ("clt", "boxmuller"):
+            p, g = rows[pezo], rows[gauss]
+            for new, base in ((p["resources"]["luts"], g["resources"]["luts"]),
+                              (p["resources"]["ffs"], g["resources"]["ffs"]),
+                              (p["energy"], g["energy"])):  # fmt: skip
+                if new is not None and base:
+                    out.append(100 * (new - base) / base)
+    return [*out, *PEZO_PUBLISHED.values(), *WEIGHTS.values(), 2504.20314]
+
+
+def engine_numbers(data: dict) -> list[float]:
+    """What an engine block computes, by hand: the generator's share (%) of each row's LUTs and
+    FFs, its energy per step in millions; PeZO's cheapest design against the cheapest Gaussian
+    (%), generators alone and engines; and the numbers in the generators' names (LFSR-32)."""
+    from edgezo.hw.engine_report import NAMES
+
+    out = []
+    for lanes in {r["lanes"] for r in data["rows"]}:
+        rows = [r for r in data["rows"] if r["lanes"] == lanes]
+        for r in rows:
+            out += [
+                100 * (r["engine"][w] - r["baseline"][w]) / r["engine"][w] for w in ("luts", "ffs")
+            ]
+            if r.get("energy_per_step"):
+                out.append(r["energy_per_step"] / 1e6)
+        for w in ("luts", "ffs"):
+            gauss = [r for r in rows if r["family"] == "Gaussian"]
+            pezo = [r for r in rows if r["family"] == "PeZO"]
+            if gauss and pezo:
+                g, p = (min(rs, key=lambda r: r["engine"][w]) for rs in (gauss, pezo))
+                gen = [r["engine"][w] - r["baseline"][w] for r in (g, p)]
+                out += [100 * (p["engine"][w] - g["engine"][w]) / g["engine"][w],
+                        100 * (gen[1] - gen[0]) / gen[0]]  # fmt: skip
+    return out + [float(n) for name in NAMES.values() for n in NUMBER.findall(name)]
+
+
 def block_sources(what: str) -> tuple[list[dict], list[float]]:
     """The JSON a block is made from, and the numbers it computes from them."""
     kind, _, arg = what.partition(" ")
+    if kind == "hw":
+        data = json.loads((RESULTS / (arg or "hw") / "report.json").read_text())
+        return [data], hw_numbers(data)
+    if kind == "hw-targets":
+        return [
+            json.loads((RESULTS / name / "report.json").read_text()) for name in arg.split()
+        ], []
+    if kind.startswith("engine"):
+        files = [json.loads((ENGINE / f"{name}.json").read_text()) for name in arg.split()]
+        return files, [x for f in files for x in engine_numbers(f)]
     if kind == "study":
         data = committed_studies()[arg]
         return [data], reference_numbers(data)
@@ -331,7 +391,7 @@ def test_every_generated_number_is_in_the_results(doc):
     JSON's numbers, as is, in percent or in milliseconds, or one this test recomputes from
     them, to the digits printed."""
     for what, body in D.blocks(doc.read_text()):
-        if what.split()[0] not in ("study", "demo", "benchmark", "convergence"):
+        if what.split()[0] not in ("study", "demo", "benchmark", "convergence", *HW_KINDS):
             continue  # claims, verdicts: the report's (tests/test_analysis_report.py)
         files, derived = block_sources(what)
         allowed = derived  # a study or convergence block prints only numbers it computes
@@ -353,7 +413,7 @@ def test_the_docs_are_what_the_committed_results_regenerate(doc):
     text = doc.read_text()
     assert D.regenerate(text, RESULTS, "results") == text, (
         f"{doc.name} is out of date: run `edgezo report --results results --out docs/report "
-        "--docs README.md docs/studies.md` and commit"
+        "--docs README.md docs/studies.md docs/hw.md` and commit"
     )
 
 
@@ -363,12 +423,13 @@ def test_the_committed_report_is_the_one_the_results_make(tmp_path, monkeypatch)
     assert md.read_text() == (ROOT / "docs" / "report" / "report.md").read_text()
 
 
-def test_hand_written_result_tables_are_marked_as_not_regenerated():
-    """Every table of numbers in docs/studies.md outside a generated block is in a section
-    that says it is not regenerated yet."""
-    text = D.BLOCK.sub("", (ROOT / "docs" / "studies.md").read_text())
+@pytest.mark.parametrize("doc", ("studies.md", "hw.md"))
+def test_hand_written_result_tables_are_marked_as_not_regenerated(doc):
+    """Every table of numbers in docs/studies.md and docs/hw.md outside a generated block (also
+    one indented in a list) is in a section that says it is not regenerated yet."""
+    text = D.BLOCK.sub("", (ROOT / "docs" / doc).read_text())
     for section in re.split(r"\n(?=## )", text):
-        tables = [line for line in section.splitlines() if line.startswith("| ")]
+        tables = [line for line in section.splitlines() if line.lstrip().startswith("| ")]
         if any(re.search(r"\d+\.\d+", line) for line in tables):
             assert D.NOT_REGENERATED in section, section.splitlines()[0]
 
@@ -456,3 +517,70 @@ def test_a_finetune_block_shows_each_variants_methods_against_zero_shot(tmp_path
 def test_a_finetune_block_without_its_results_says_what_to_run(tmp_path):
     with pytest.raises(ValueError, match=r"python benchmarks/lm_reviews.py --out results/ft"):
         D.render("finetune ft", tmp_path, "results")
+
+
+# -- the hardware blocks of docs/hw.md -------------------------------------------------------------
+def hw_results(root: Path) -> Path:
+    """A hand-made ``results/hw/report.json``: a CLT, a Box-Muller and PeZO's pool."""
+
+    def row(key, family, label, luts, ffs, energy):
+        resources = {"target": "xilinx", "luts": luts, "ffs": ffs, "carry": 0, "bram": 0.0,
+                     "dsp": 0, "lutram": 0.0, "cells": {}}  # fmt: skip
+        return {"key": key, "family": family, "label": label, "lanes": 4, "resources": resources,
+                "energy": energy, "netlist_matches": True, "seconds": 1.0}  # fmt: skip
+
+    data = {"throughput": 4, "bits": 8, "target": "xilinx", "cycles": 64,
+            "rows": [row("clt", "Gaussian", "the CLT", 400, 200, 80.0),
+                     row("boxmuller", "Gaussian", "the Box-Muller", 100, 50, 40.0),
+                     row("pezo-pool", "PeZO", "the pool", 10, 5, 10.0)],
+            "provenance": {"edgezo": "0.1.0", "commit": "abcdef1234567", "dirty": False,
+                           "threads": 1}}  # fmt: skip
+    (root / "hw").mkdir(parents=True)
+    (root / "hw" / "report.json").write_text(json.dumps(data))
+    return root
+
+
+def test_a_hw_block_is_the_reports_tables_without_title_or_chart(tmp_path):
+    results = hw_results(tmp_path / "results")
+    body = D.render("hw", results, "results")
+    assert body.startswith(
+        "Generated by `edgezo report --docs` from `results/hw/report.json` (`edgezo hw report "
+        "--throughput 4 --bits 8 --target xilinx --out results/hw`: edgezo 0.1.0 at commit "
+        "abcdef1234, 1 thread(s)):\n\nCells from yosys"
+    )
+    assert "# RNG hardware cost" not in body and "\n### PeZO vs the Gaussian baselines" in body
+    # the pool against the CLT: (10 - 400) / 400, (5 - 200) / 200, (10 - 80) / 80
+    assert "| the pool | the CLT | -97.5% | -97.5% | -87.5% |" in body
+    assert "| the pool | the Box-Muller | -90.0% | -90.0% | -75.0% |" in body
+    assert "| PeZO | the pool | 10 | 5 | 0 | 0 | 0 | 10.0 | yes |" in body
+    assert not (results / "hw" / "report.png").exists()  # the chart is the report's, not the doc's
+
+
+def test_engine_blocks_read_the_engine_reports_beside_the_results(tmp_path):
+    base = {"target": "ecp5", "luts": 100, "ffs": 20, "carry": 0, "bram": 1.0, "dsp": 1,
+            "lutram": 0.0, "cells": {}}  # fmt: skip
+    rows = [{"key": key, "family": family, "lanes": 2, "engine": {**base, "luts": luts},
+             "baseline": base, "cycles_per_step": 10}
+            for key, family, luts in (("clt", "Gaussian", 200), ("pezo-pool", "PeZO", 110))
+            ]  # fmt: skip
+    (tmp_path / "docs" / "hw_engine").mkdir(parents=True)
+    engine = {"target": "ecp5", "dim": 4, "queries": 1, "rows": rows}
+    (tmp_path / "docs" / "hw_engine" / "e.json").write_text(json.dumps(engine))
+    text = D.regenerate("<!-- edgezo:generated engine e -->\n<!-- edgezo:end -->\n",
+                        tmp_path / "results")  # fmt: skip
+    assert "| CLT | Gaussian | 200 | 20 | 1 | 1 | 50.0% | 0.0% |" in text
+    assert "| PeZO pool | PeZO | 110 | 20 | 1 | 1 | 9.1% | 0.0% |" in text
+    saving = D.render("engine-savings e", tmp_path / "results", "results")
+    # engines 110 vs 200 LUTs -> -45.0%; generators 10 vs 100 -> -90.0%; FFs: none added, 0
+    assert saving.splitlines()[-1] == "| 2 | -90.0% | -45.0% | +0.0% | +0.0% |"
+    with pytest.raises(ValueError, match=r"has no energy per step"):
+        D.render("engine-energy e", tmp_path / "results", "results")
+    with pytest.raises(ValueError, match=r"engine takes one engine report"):
+        D.render("engine e e", tmp_path / "results", "results")
+
+
+def test_a_missing_hw_or_engine_report_says_what_to_run(tmp_path):
+    with pytest.raises(ValueError, match=r"edgezo hw report --out results/hw-ice40"):
+        D.render("hw-targets hw-ice40", tmp_path / "results", "results")
+    with pytest.raises(ValueError, match=r"edgezo hw report --engine --out DIR.*docs/hw_engine/x"):
+        D.render("engine x", tmp_path / "results", "results")

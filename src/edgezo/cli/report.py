@@ -71,7 +71,7 @@ def add_cli(subparsers: Any) -> None:
         metavar="FILE",
         default=(),
         help="also regenerate the <!-- edgezo:generated ... --> blocks of these Markdown files "
-        "(README.md docs/studies.md) from --results",
+        "(README.md docs/studies.md docs/hw.md) from --results",
     )
     p.set_defaults(handler=_run)
 
