@@ -79,8 +79,10 @@ class Config(EpisodePlan):
     budget: Budget = Budget(steps=50, zo_steps=100, batch=25, grid=True)
     settings: dict[str, dict[str, Settings]] = field(
         default_factory=lambda: {
-            # ft lrs: the best of a sweep on 10 validation episodes (docs/studies.md); ZO at
-            # 1e-4 diverges on some episodes, a sign step needs a larger lr than a ZO-SGD step
+            # ft lrs: fixed by a single-seed sweep on 10 validation episodes; the three-seed
+            # sweep (benchmarks/fewshot_lr.py, docs/studies.md) has ZO's and PeZO's best mean at
+            # 1e-5 and QZO-FF's at 3e-3, inside its intervals; ZO at 1e-4 diverges, a sign step
+            # needs a larger lr than a ZO-SGD step
             "ft": {
                 "backprop": Settings(lr=1e-4),
                 "zo": Settings(lr=3e-5),
