@@ -426,7 +426,7 @@ def _share(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
-def _cells(res: Resources, names: Mapping[str, str], dsp: bool) -> list[str]:
+def _cells(res: Resources, dsp: bool) -> list[str]:
     """``res``'s LUTs, flip-flops, block RAMs (and DSPs) as table cells."""
     return [str(res.luts), str(res.ffs), f"{res.bram:g}", *([str(res.dsp)] if dsp else [])]
 
@@ -453,7 +453,7 @@ def cost_table(data: Mapping, source: str) -> str:
     for lanes, group in by_lanes(rows):
         base = group[0].baseline  # z on ports: the same engine for every generator
         without = ", ".join(f"{n} {names[k]}" for n, k in zip(
-            _cells(base, names, dsp), ("luts", "ffs", "bram", "dsp"), strict=False))  # fmt: skip
+            _cells(base, dsp), ("luts", "ffs", "bram", "dsp"), strict=False))  # fmt: skip
         out += [
             f"From `{source}`: {TARGET_NAMES[target]} (`{data.get('script', TARGETS[target])}`, "
             f"{yosys}), {data['dim']:,} weights, sign-{data['queries']}-SPSA, {lanes} "
@@ -472,7 +472,7 @@ def cost_table(data: Mapping, source: str) -> str:
             head += ["fmax (MHz)", f"logic cells used{total}"]
         out += ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
         for r in group:
-            cells = [NAMES.get(r.key, r.key), r.family, *_cells(r.engine, names, dsp)]
+            cells = [NAMES.get(r.key, r.key), r.family, *_cells(r.engine, dsp)]
             cells += [_share(r.share("luts")), _share(r.share("ffs"))]
             if pnr:
                 used = r.utilization.get(logic) if r.utilization and logic else None
