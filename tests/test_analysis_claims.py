@@ -182,3 +182,48 @@ def test_meets_paper_rounds_to_the_papers_decimals():
     assert C.meets_paper(-48.56, "-48.6") and not C.meets_paper(-48.54, "-48.6")
     assert C.meets_paper(-85.51, "-86") and not C.meets_paper(-85.49, "-86")
     assert C.meets_paper(-90.0, "-86") and not C.meets_paper(-10.0, "-12.7")
+
+
+# -- landscapes over seeds ----------------------------------------------------------------------
+def merged_landscape(values: dict[tuple[str, str], tuple]) -> dict:
+    """A landscape merged over seeds 0, 1, 2: ``(regime, method) -> ((test_error,
+    distance_moved) per seed)``."""
+    runs = {str(s): {"panels": [{"regime": r, "method": m, "test_error": v[s][0],
+                                 "distance_moved": v[s][1]} for (r, m), v in values.items()]}
+            for s in range(3)}  # fmt: skip
+    return {"quick": True, "seed": 0, "seeds": [0, 1, 2], "runs": runs, "panels": [],
+            "config": {"grid": 15, "directions": "pca", "test": 1000}}  # fmt: skip
+
+
+def test_landscape_claims_decide_on_the_seeds_t_intervals():
+    data = merged_landscape({
+        # 8w8a - 16w8a distance: lp -0.2, -0.3, -0.4 (mean -0.3, sd 0.1, half 4.3027 * 0.1 /
+        # sqrt(3) = 0.2484); vpt -1 on every seed (no spread); test error lp +1, +2, +3 points
+        ("lp", "qzo-ff 16w8a"): ((0.41, 0.2), (0.42, 0.3), (0.43, 0.4)),
+        ("lp", "qzo-ff 8w8a"): ((0.40, 0.0), (0.40, 0.0), (0.40, 0.0)),
+        ("vpt", "qzo-ff 16w8a"): ((0.30, 1.5), (0.30, 1.5), (0.30, 1.5)),
+        ("vpt", "qzo-ff 8w8a"): ((0.30, 0.5), (0.30, 0.5), (0.30, 0.5)),
+        # zo - backprop distance: lp -1 everywhere (below), vpt +2, +3, +4 (above beyond it)
+        ("lp", "zo"): ((0.5, 1.0), (0.5, 1.0), (0.5, 1.0)),
+        ("lp", "backprop"): ((0.5, 2.0), (0.5, 2.0), (0.5, 2.0)),
+        ("vpt", "zo"): ((0.5, 4.0), (0.5, 5.0), (0.5, 6.0)),
+        ("vpt", "backprop"): ((0.5, 2.0), (0.5, 2.0), (0.5, 2.0)),
+    })  # fmt: skip
+    found = {C.LANDSCAPE: data}
+    stall = C.landscape_check("qzo-ff 8w8a", "qzo-ff 16w8a", "distance_moved", str, "below")
+    got = stall(found)
+    assert got.verdict == C.REPRODUCED and "over 3 seeds" in got.why
+    assert got.ours == ("lp: qzo-ff 8w8a minus qzo-ff 16w8a -0.300 [-0.548, -0.052] distance "
+                        "moved; vpt: qzo-ff 8w8a minus qzo-ff 16w8a -1.000 [-1.000, -1.000] "
+                        "distance moved")  # fmt: skip
+    steps = C.landscape_check("zo", "backprop", "distance_moved", str, "below")(found)
+    assert steps.verdict == C.NOT_REPRODUCED and steps.why.endswith("beyond it in vpt")
+    assert "vpt: zo minus backprop 3.000 [0.516, 5.484]" in steps.ours
+    error = C.landscape_error_check("qzo-ff 16w8a", "qzo-ff 8w8a")(found)
+    assert error.verdict == C.INCONCLUSIVE and error.why.endswith(
+        "holds 0 in lp, vpt"
+    )  # vpt: no difference
+    assert error.ours.startswith("lp: qzo-ff 16w8a minus qzo-ff 8w8a 2.000 [-0.484, 4.484] points")
+    assert C.LANDSCAPE.command(data, "results") == (
+        "edgezo landscape --quick --grid 15 --directions pca --seeds 0,1,2 --out results/landscape"
+    )

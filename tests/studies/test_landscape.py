@@ -26,7 +26,9 @@ def test_the_path_window_holds_the_path_and_the_final_point(points):
         assert min(x1 - x0, y1 - y0) >= 0.05 * max(x1 - x0, y1 - y0) - 1e-12
 
 
-def test_the_cli_writes_its_figure_table_and_json(tmp_path, monkeypatch):
+@pytest.fixture
+def tiny(tmp_path, monkeypatch) -> Config:
+    """A small untrained CNN instead of the pretrained ViT, and a config that runs in seconds."""
     from edgezo.models.cnn import SmallCNN
     from edgezo.studies import landscape
 
@@ -37,11 +39,17 @@ def test_the_cli_writes_its_figure_table_and_json(tmp_path, monkeypatch):
 
     monkeypatch.setenv("EDGEZO_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(landscape, "backbone", untrained)
-    cfg = Config(
+    return Config(
         arch="cnn", regimes=("lp",), train=64, test=64, pretrain_steps=5,
         budget=Budget(steps=4, zo_steps=6, batch=16), snapshots=3, grid=4, eval_samples=32,
         eval_batch=32,
     )  # fmt: skip
+
+
+def test_the_cli_writes_its_figure_table_and_json(tmp_path, tiny):
+    from edgezo.studies import landscape
+
+    cfg = tiny
     summary = run(False, tmp_path / "out", seed=0, progress=False, config=cfg)
     payload = json.loads((tmp_path / "out" / "landscape.json").read_text())
     assert payload["provenance"]["edgezo"] and len(payload["provenance"]["commit"]) == 40
@@ -61,6 +69,52 @@ def test_the_cli_writes_its_figure_table_and_json(tmp_path, monkeypatch):
     (tmp_path / "again").mkdir()
     assert landscape.rebuild_report(tmp_path / "again", payload) == md
     assert (tmp_path / "again" / "landscape.png").stat().st_size > 0
+
+
+def test_seeds_merge_into_one_landscape_with_every_seeds_numbers(tmp_path, tiny):
+    from edgezo.studies.landscape import merge_seeds
+
+    out = tmp_path / "out"
+    for seed in (3, 1):
+        run(False, out / f"seed-{seed}", seed=seed, progress=False, config=tiny)
+    merge_seeds(out, [3, 1])
+    merged = json.loads((out / "landscape.json").read_text())
+    first = json.loads((out / "seed-3" / "landscape.json").read_text())
+    other = json.loads((out / "seed-1" / "landscape.json").read_text())
+    assert merged["seeds"] == [3, 1] and merged["panels"] == first["panels"]  # the figure's seed
+    for seed, data in (("3", first), ("1", other)):
+        got = [(p["method"], p["test_error"], p["distance_moved"])
+               for p in merged["runs"][seed]["panels"]]  # fmt: skip
+        assert got == [(p["method"], p["test_error"], p["distance_moved"]) for p in data["panels"]]
+    assert merged["runs"]["1"]["provenance"] == other["provenance"]
+    assert first["panels"] != other["panels"]  # the seeds differ: their data and perturbations
+    md = (out / "landscape.md").read_text()
+    assert "| lp | qzo-ff 8w8a |" in md and "Seeds 3, 1 (`--seeds 3,1`): the table and the " in md
+    assert (out / "landscape.png").stat().st_size > 0
+    other["config"]["grid"] = 5  # a seed made with another config is refused, with the fix
+    (out / "seed-1" / "landscape.json").write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="another config than seed 3's: delete .*seed-1"):
+        merge_seeds(out, [3, 1])
+
+
+def test_the_command_line_runs_each_missing_seed_and_merges(monkeypatch, capsys, tmp_path):
+    import argparse
+
+    from edgezo.cli import landscape as landscape_cli
+    from edgezo.studies import landscape
+
+    calls, merged = [], []
+    (tmp_path / "seed-1").mkdir()
+    (tmp_path / "seed-1" / "landscape.json").write_text("{}")  # finished: kept
+    monkeypatch.setattr(landscape, "run", lambda *a: calls.append(a) or {"panels": []})
+    monkeypatch.setattr(landscape, "merge_seeds", lambda out, seeds: merged.append(seeds) or {})
+    parser = argparse.ArgumentParser()
+    landscape_cli.add_cli(parser.add_subparsers())
+    args = parser.parse_args(["landscape", "--quick", "--seeds", "0,1,2", "--out", str(tmp_path)])
+    assert args.handler(args) == 0
+    assert [(c[1].name, c[2]) for c in calls] == [("seed-0", 0), ("seed-2", 2)]
+    assert merged == [(0, 1, 2)]
+    assert "landscape seed 1: kept" in capsys.readouterr().out
 
 
 def test_the_command_line_passes_its_options_to_run(monkeypatch, capsys, tmp_path):

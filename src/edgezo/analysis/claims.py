@@ -121,7 +121,11 @@ class Source:
             argv = ["landscape", *(["--quick"] if data.get("quick") else [])]
             argv += ["--grid", str(cfg["grid"])] if "grid" in cfg else []
             argv += ["--directions", str(cfg["directions"])] if "directions" in cfg else []
-            argv += [*(["--seed", str(data["seed"])] if data.get("seed") else []), "--out", out]
+            if len(data.get("seeds", ())) > 1:  # merged: edgezo landscape --seeds
+                argv += ["--seeds", ",".join(map(str, data["seeds"]))]
+            elif data.get("seed"):
+                argv += ["--seed", str(data["seed"])]
+            argv += ["--out", out]
         else:
             argv = ["hw", "report", "--throughput", str(data["throughput"]),
                     "--bits", str(data["bits"]), "--target", str(data["target"]), "--out", out]  # fmt: skip
@@ -354,13 +358,51 @@ def panels(data: Mapping) -> dict[str, dict[str, Mapping]]:
     return out
 
 
+def seed_differences(data: Mapping, method: str, reference: str, field: str) -> dict[str, list]:
+    """``regime -> [method's field - reference's, per seed]`` of a landscape merged over seeds
+    (``edgezo landscape --seeds``: each seed's panels under ``runs``)."""
+    out: dict[str, list[float]] = {}
+    for run in data["runs"].values():
+        for regime, m in panels(run).items():
+            if method in m and reference in m:
+                out.setdefault(regime, []).append(m[method][field] - m[reference][field])
+    return out
+
+
+def seed_finding(diffs: Mapping[str, list[float]], method: str, reference: str, what: str,
+                 holds: str, seeds: int) -> Finding:  # fmt: skip
+    """Each regime decided on the t-interval over the seeds of ``method - reference`` in
+    ``what``: reproduced when ``holds`` ("below" / "above") zero beyond it in every regime,
+    not reproduced when on the other side beyond it in some regime, inconclusive otherwise."""
+    intervals = {regime: t_interval(d) for regime, d in diffs.items()}
+    ours = "; ".join(f"{regime}: {method} minus {reference} {iv.text(scale=1.0, digits=3)} {what}"
+                     for regime, iv in intervals.items())  # fmt: skip
+    want = -1 if holds == "below" else 1
+    sides = {regime: direction(iv) for regime, iv in intervals.items()}
+    why = f"each regime decided on the 95% t-interval of the difference over {seeds} seeds"
+    if any(side == -want for side in sides.values()):
+        return Finding(ours, NOT_REPRODUCED, why + f": {method} not {holds} {reference} beyond it "
+                       "in " + ", ".join(r for r, side in sides.items() if side == -want))  # fmt: skip
+    if all(side == want for side in sides.values()):
+        return Finding(ours, REPRODUCED, why + f": {method} {holds} {reference} in every regime")
+    return Finding(ours, INCONCLUSIVE, why + ": the interval holds 0 in "
+                   + ", ".join(r for r, side in sides.items() if side == 0))  # fmt: skip
+
+
 def landscape_check(
     method: str, reference: str, field: str, fmt: Callable[[float], str], holds: str
 ) -> Check:
     """Reproduced when, in every regime, ``method``'s ``field`` is ``holds`` ("below" /
-    "above") ``reference``'s."""
+    "above") ``reference``'s: on the seeds' interval of the difference when the landscape
+    was run over seeds (:func:`seed_finding`), on the one run's numbers otherwise."""
 
     def check(found: Found) -> Finding:
+        data = found[LANDSCAPE]
+        if len(data.get("runs", ())) > 1:
+            diffs = seed_differences(data, method, reference, field)
+            if diffs:
+                return seed_finding(diffs, method, reference, field.replace("_", " "), holds,
+                                    len(data["runs"]))  # fmt: skip
         pairs = [(regime, m[method][field], m[reference][field])
                  for regime, m in panels(found[LANDSCAPE]).items()
                  if method in m and reference in m]  # fmt: skip
@@ -389,6 +431,12 @@ def landscape_error_check(method: str, reference: str) -> Check:
 
     def check(found: Found) -> Finding:
         data = found[LANDSCAPE]
+        if len(data.get("runs", ())) > 1:
+            diffs = seed_differences(data, method, reference, "test_error")
+            if diffs:
+                points = {r: [100 * d for d in ds] for r, ds in diffs.items()}
+                return seed_finding(points, method, reference, "points of test error", "below",
+                                    len(data["runs"]))  # fmt: skip
         n = int(data["config"]["test"])
         diffs = {regime: proportion_difference(m[method]["test_error"],
                                                m[reference]["test_error"], n)

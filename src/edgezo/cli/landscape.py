@@ -1,4 +1,5 @@
-"""``edgezo landscape [--quick] [--grid N] [--out DIR] [--directions pca|random]``: Figure 6.
+"""``edgezo landscape [--quick] [--grid N] [--out DIR] [--directions pca|random]
+[--seeds S,S,...]``: Figure 6.
 
 The training and the figure are :func:`edgezo.studies.landscape.run`; it is
 imported when the command runs.
@@ -9,9 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from .args import int_at_least, make_dir, writable_dir
+from .run import seed_list
 
 #: The planes :mod:`edgezo.studies.landscape` draws (its ``DIRECTIONS``).
 DIRECTIONS = ("pca", "random")
@@ -50,6 +53,11 @@ def add_cli(subparsers: Any) -> None:
         "--seed", type=int, default=0, metavar="S", help="seed of everything random (default 0)"
     )
     p.add_argument(
+        "--seeds", type=seed_list, default=None, metavar="S,S,...",
+        help="one landscape per seed under OUT/seed-S (finished ones kept), merged into "
+        "OUT/landscape.json: the first seed's figure, every seed's numbers for the claims",
+    )  # fmt: skip
+    p.add_argument(
         "--threads", type=int_at_least(1), default=None, metavar="T", help="torch CPU threads"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -67,6 +75,15 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cfg = landscape.QUICK if args.quick else landscape.FULL
     cfg = replace(cfg, grid=args.grid or cfg.grid, directions=args.directions)
-    summary = landscape.run(args.quick, args.out, args.seed, not args.no_progress, cfg)
-    print(json.dumps(summary, indent=2))
+    if not args.seeds:
+        summary = landscape.run(args.quick, args.out, args.seed, not args.no_progress, cfg)
+        print(json.dumps(summary, indent=2))
+        return 0
+    for seed in args.seeds:
+        folder = Path(args.out) / f"seed-{seed}"
+        if (folder / "landscape.json").is_file():
+            print(f"landscape seed {seed}: kept, finished in {folder} (delete it to run it again)")
+            continue
+        landscape.run(args.quick, folder, seed, not args.no_progress, cfg)
+    print(json.dumps(landscape.merge_seeds(Path(args.out), args.seeds), indent=2))
     return 0

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -309,7 +309,34 @@ def rebuild_report(folder: Path, data: Mapping[str, Any]) -> str:
     """``landscape.md``'s text from a ``landscape.json`` alone, and ``landscape.png`` drawn into
     ``folder`` (the report of committed results, which keep only the JSON)."""
     figure = draw(data["panels"], data["config"], Path(folder) / "landscape.png")
-    return markdown(data["panels"], data["config"], data["quick"], figure.name)
+    text = markdown(data["panels"], data["config"], data["quick"], figure.name)
+    if len(data.get("runs", ())) > 1:  # merged by edgezo landscape --seeds
+        seeds = ", ".join(map(str, data["seeds"]))
+        text += (f"Seeds {seeds} (`--seeds {seeds.replace(' ', '')}`): the table and the figure "
+                 f"are seed {data['seeds'][0]}'s; the claims decide on every seed's test error "
+                 "and distance moved (`runs` in landscape.json).\n")  # fmt: skip
+    return text
+
+
+def merge_seeds(out: Path, seeds: Sequence[int]) -> dict[str, Any]:
+    """One landscape per seed (``out/seed-S/landscape.json``) merged into ``out/landscape.json``:
+    the first seed's panels (the figure and its table) and each seed's panel summaries under
+    ``runs``, on which the claims decide over the seeds; the figure and Markdown redrawn."""
+    out = Path(out)
+    runs = {s: json.loads((out / f"seed-{s}" / "landscape.json").read_text()) for s in seeds}
+    first = runs[seeds[0]]
+    for s, data in runs.items():
+        if (data["config"], data["quick"]) != (first["config"], first["quick"]):
+            raise ValueError(
+                f"seed {s}'s landscape has another config than seed {seeds[0]}'s: delete "
+                f"{out / f'seed-{s}'} and run it again"
+            )
+    payload = {**first, "seeds": list(seeds),
+               "runs": {str(s): {"panels": [_summary(r) for r in data["panels"]],
+                                 "provenance": data["provenance"]} for s, data in runs.items()}}  # fmt: skip
+    _write(out / "landscape.json", json.dumps(payload, indent=1, sort_keys=True) + "\n")
+    _write(out / "landscape.md", rebuild_report(out, payload))
+    return {"out": str(out), "seeds": list(seeds), "runs": payload["runs"]}
 
 
 def _row(
