@@ -358,7 +358,9 @@ def panels(data: Mapping) -> dict[str, dict[str, Mapping]]:
     return out
 
 
-def seed_differences(data: Mapping, method: str, reference: str, field: str) -> dict[str, list]:
+def seed_differences(
+    data: Mapping, method: str, reference: str, field: str
+) -> dict[str, list[float]]:
     """``regime -> [method's field - reference's, per seed]`` of a landscape merged over seeds
     (``edgezo landscape --seeds``: each seed's panels under ``runs``)."""
     out: dict[str, list[float]] = {}
@@ -404,7 +406,7 @@ def landscape_check(
                 return seed_finding(diffs, method, reference, field.replace("_", " "), holds,
                                     len(data["runs"]))  # fmt: skip
         pairs = [(regime, m[method][field], m[reference][field])
-                 for regime, m in panels(found[LANDSCAPE]).items()
+                 for regime, m in panels(data).items()
                  if method in m and reference in m]  # fmt: skip
         if not pairs:
             return Finding(
