@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .stats import accuracy_interval, t_interval
+from .stats import Interval, accuracy_interval, t_interval
 
 #: Where the benchmark JSON lives, relative to the repository root (the parent of ``results/``).
 FOLDER = Path("benchmarks") / "results"
@@ -787,21 +787,12 @@ def scale_rules_table(folder: Path) -> str:
 
 
 # -- fewshot_lr -----------------------------------------------------------------------------------
-def lr_sweep_cells(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, float | None], str]:
-    """(method, lr) -> its validation accuracy over the seeds: mean [95% t-interval]."""
+def sweep_intervals(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, float | None], Interval]:
+    """(method, lr) -> its validation accuracy over the seeds (fractions, 95% t-interval)."""
     by: dict[tuple[str, float | None], list[float]] = {}
     for r in rows:
         by.setdefault((r["method"], r["lr"]), []).append(r["accuracy"] / 100)
-    return {key: accuracy_interval(accs).text() for key, accs in by.items()}
-
-
-def best_lr(rows: Sequence[Mapping[str, Any]], method: str) -> float:
-    """The lr of ``method`` with the best mean validation accuracy over the seeds."""
-    by: dict[float, list[float]] = {}
-    for r in rows:
-        if r["method"] == method:
-            by.setdefault(r["lr"], []).append(r["accuracy"])
-    return max(by, key=lambda lr: sum(by[lr]) / len(by[lr]))
+    return {key: accuracy_interval(accs) for key, accs in by.items()}
 
 
 def sweep_cell(text: str, used: bool, best: bool) -> str:
@@ -814,7 +805,8 @@ def fewshot_lr_table(folder: Path) -> str:
     accuracy over the seeds; the study's fixed lr in bold, the sweep's best marked."""
     data = load(folder, "fewshot_lr")
     c, rows = data["config"], data["rows"]
-    cells = lr_sweep_cells(rows)
+    intervals = sweep_intervals(rows)
+    cells = {key: iv.text() for key, iv in intervals.items()}
     lrs = sorted({lr for lrs in c["grid"].values() for lr in lrs})
     seeds = ", ".join(map(str, c["seeds"]))
     lines = [
@@ -831,7 +823,9 @@ def fewshot_lr_table(folder: Path) -> str:
         "|---|" + "---|" * len(lrs),
     ]
     for method, used in data["study_lrs"].items():
-        best = best_lr(rows, method)
+        best = max(
+            (lr for m, lr in intervals if m == method), key=lambda lr: intervals[method, lr].mean
+        )
         row = [sweep_cell(cells[method, lr], lr == used, lr == best) if (method, lr) in cells
                else "" for lr in lrs]  # fmt: skip
         lines.append(f"| {method} | " + " | ".join(row) + " |")
