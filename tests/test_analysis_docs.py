@@ -3,6 +3,7 @@ docs held to its committed results/ (every generated number recomputed here from
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -12,8 +13,10 @@ from pathlib import Path
 import pytest
 
 import edgezo.studies as studies
+from edgezo.analysis import claims as C
 from edgezo.analysis import docs as D
 from edgezo.analysis.report import build_report
+from edgezo.analysis.stats import t_interval
 from edgezo.studies import seeds as seeds_mod
 from edgezo.studies.common import Outcome
 from edgezo.studies.results import StudyWriter
@@ -421,6 +424,65 @@ def test_the_committed_report_is_the_one_the_results_make(tmp_path, monkeypatch)
     monkeypatch.chdir(ROOT)
     md, _ = build_report("results", tmp_path)
     assert md.read_text() == (ROOT / "docs" / "report" / "report.md").read_text()
+
+
+#: A quoted interval, ``mean [low, high]`` (a line break may fall anywhere inside it).
+QUOTED = re.compile(r"([-+]?\d+\.\d+)\s*\[\s*([-+]?\d+\.\d+),\s*([-+]?\d+\.\d+)\]")
+
+
+def quoted(text: str) -> list[tuple[str, tuple[float, float, float]]]:
+    """Every ``mean [low, high]`` of ``text``: its words and its three numbers."""
+    return [(m.group(0), tuple(map(float, m.groups()))) for m in QUOTED.finditer(text)]
+
+
+def same_interval(q: tuple[float, ...], c: tuple[float, ...], digits: int) -> bool:
+    """``q`` is ``c`` (or ``c`` negated: "8-bit minus 16-bit" read the other way) to ``digits``."""
+    tol = 0.6 * 10**-digits
+    flipped = (-c[0], -c[2], -c[1])
+    return any(all(abs(a - b) <= tol for a, b in zip(q, x, strict=True)) for x in (c, flipped))
+
+
+def pair_intervals(mean: float, tol: float) -> list[tuple[float, float, float]]:
+    """The intervals (points) of every difference of two methods in one cell of a committed
+    study whose mean is ``±mean``, and of every two landscape methods (test error in points,
+    distance moved) over the seeds: what the prose can quote beyond the generated blocks. Only
+    pairs whose mean matches are bootstrapped (about a second each)."""
+    out = []
+    for path in sorted(RESULTS.glob("*/results.json")):
+        rows = json.loads(path.read_text()).get("rows", [])
+        if not rows or "accuracy" not in rows[0]:
+            continue
+        for methods in C.runs_by_cell(rows).values():
+            for a, b in itertools.combinations(methods, 2):
+                by_seed = {r.get("seed", 0): float(r["accuracy"]) for r in methods[b]}
+                diffs = [100 * (float(r["accuracy"]) - by_seed[r.get("seed", 0)])
+                         for r in methods[a] if r.get("seed", 0) in by_seed]  # fmt: skip
+                if diffs and abs(abs(statistics.fmean(diffs)) - abs(mean)) <= tol:
+                    iv = C.difference(methods[a], methods[b])
+                    out.append((iv.mean, iv.low, iv.high))
+    land = json.loads((RESULTS / "landscape" / "landscape.json").read_text())
+    names = {p["method"] for p in land["panels"]}
+    for a, b in itertools.combinations(sorted(names), 2):
+        for field, scale in (("test_error", 100.0), ("distance_moved", 1.0)):
+            for d in C.seed_differences(land, a, b, field).values():
+                iv = t_interval([scale * x for x in d])
+                out.append((iv.mean, iv.low, iv.high))
+    return out
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_interval_quoted_in_the_prose_is_one_the_results_give(doc):
+    """An interval the prose quotes (outside the generated blocks) is printed in a generated
+    block or is the interval of two methods' difference in a committed study cell or in the
+    landscape's seeds, to the digits quoted: prose cannot keep a number the results dropped."""
+    generated = [iv for f in DOCS for _, body in D.blocks(f.read_text()) for _, iv in quoted(body)]
+    generated += [iv for _, iv in quoted((ROOT / "docs" / "report" / "report.md").read_text())]
+    for words, q in quoted(D.BLOCK.sub("", doc.read_text())):
+        digits = max(len(w.rpartition(".")[2]) for w in re.findall(r"\d+\.\d+", words))
+        if any(same_interval(q, c, digits) for c in generated):
+            continue
+        candidates = pair_intervals(q[0], 0.6 * 10**-digits)
+        assert any(same_interval(q, c, digits) for c in candidates), (doc.name, words)
 
 
 @pytest.mark.parametrize("doc", ("studies.md", "hw.md"))
