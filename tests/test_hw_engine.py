@@ -14,7 +14,6 @@ import torch
 pytest.importorskip("amaranth", reason="edgezo.hw needs the 'hw' extra")
 
 from edgezo import ZO
-from edgezo.fixedpoint import quantize_model, trainable_parameters
 from edgezo.hw.engine import Engine, EngineConfig
 from edgezo.hw.engine_cosim import RecordingFormat, loss_word, mismatches, record, replay
 from edgezo.hw.zsources import KEYS, z_source
@@ -143,57 +142,27 @@ def test_engine_demo_head_100_steps(key):
     assert mismatches(rec, run) == []
 
 
-#: lanes of the stack's engine. The compiled simulator's cost is its compile time (which
-#: grows with the lanes: the C++ holds one datapath per lane) plus cycles / speed (which
-#: shrink with them); 8 lanes took the least of both here (docs/hw.md)
-STACK_LANES = 8
-
-
-def _stack_run(key, steps, lanes=STACK_LANES):
-    """A two-layer quantized MLP of 51,712 16-bit weights, recorded for ``steps`` steps of
-    sign-3-SPSA on ``key``'s integers (perturbed reads not kept: 6 copies a step)."""
-    torch.manual_seed(1)
-    layers = [
-        torch.nn.Linear(192, 256, bias=False),
-        torch.nn.ReLU(),
-        torch.nn.Linear(256, 10, bias=False),
-    ]
-    net = quantize_model(torch.nn.Sequential(*layers), activation_bits=None)
-    x, y = torch.randn(256, 192), torch.randint(0, 10, (256,))
-    src = z_source(key, lanes)
-    opt = ZO(
-        trainable_parameters(net),
-        lr=3e-2,
-        eps=1e-2,
-        estimator="sign",
-        queries=3,
-        directions=src.directions,
-        formats=RecordingFormat(z_bits=8),
-    )
-    loss = lambda: torch.nn.functional.cross_entropy(net(x), y)  # noqa: E731
-    return record(opt, loss, steps, lanes, keep_reads=False), src
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("key", KEYS)
 def test_engine_layer_stack_50k_weights(key):
     """51,712 weights for 100 steps, in the compiled simulator (yosys CXXRTL + g++: Amaranth's
-    would take about 1.5 hours per generator); prints compile time, cycles and wall time."""
-    from edgezo.hw.engine_cxxrtl import replay_compiled
+    would take about 1.5 hours per generator); prints compile time, cycles and wall time
+    (benchmarks/hw_engine_cxxrtl.py records them)."""
+    from edgezo.hw.engine_stack import STACK_LANES, run_stack
 
-    rec, src = _stack_run(key, 100)
+    run = run_stack(key, 100)
+    rec = run.record
     assert len(rec.config.init) == 51_712 and len(rec.steps) == 100
-    run = replay_compiled(Engine(rec.config, src), rec, stream=False)
-    assert run.cycles == [rec.config.cycles_per_step()] * 100
+    assert run.replay.cycles == [rec.config.cycles_per_step()] * 100
     init = np.array(rec.config.init)
     assert all((s.after != init).any() for s in rec.steps)  # the stack does train
-    problems = mismatches(rec, run)
+    problems = mismatches(rec, run.replay)
     print(
-        f"\n50k stack {key}: {STACK_LANES} lanes, compile {run.timing['compile_s']:.0f} s, "
-        f"{sum(run.cycles):,} cycles in {run.timing['run_s']:.1f} s, "
+        f"\n50k stack {key}: {STACK_LANES} lanes, compile {run.replay.timing['compile_s']:.0f} s, "
+        f"{sum(run.replay.cycles):,} cycles in {run.replay.timing['run_s']:.1f} s, "
         f"{'bit-exact' if not problems else problems[:3]}"
     )
-    assert problems == []
+    assert problems == [] and run.exact_steps == 100
 
 
 def test_engine_netlist_matches_rtl():

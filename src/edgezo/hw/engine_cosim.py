@@ -238,18 +238,26 @@ async def _one_step(ctx, engine: Engine, step: Step, out: Replay) -> None:
     out.cycles.append(cycles)
 
 
-def mismatches(rec: Record, run: Replay) -> list[str]:
-    """Every difference between the engine and the Python path, in words (empty: bit-exact)."""
+def step_mismatches(rec: Record, run: Replay) -> list[list[str]]:
+    """Per recorded step, its differences between the engine and the Python path, in words
+    (an empty list: that step is bit-exact)."""
     problems = []
     for s, (step, mem, streamed) in enumerate(
         zip(rec.steps, run.memory, run.streamed, strict=True)
     ):
+        found = []
         if not np.array_equal(mem, step.after):
             bad = np.flatnonzero(mem != step.after)
-            problems.append(
+            found.append(
                 f"step {s}: {bad.size} weights differ, first at {bad[0]}: engine "
                 f"{mem[bad[0]]}, Python {step.after[bad[0]]}"
             )
         if step.reads and not np.array_equal(streamed, np.concatenate(step.reads)):
-            problems.append(f"step {s}: the perturbed stream differs from the layers' reads")
+            found.append(f"step {s}: the perturbed stream differs from the layers' reads")
+        problems.append(found)
     return problems
+
+
+def mismatches(rec: Record, run: Replay) -> list[str]:
+    """Every difference between the engine and the Python path, in words (empty: bit-exact)."""
+    return [p for step in step_mismatches(rec, run) for p in step]

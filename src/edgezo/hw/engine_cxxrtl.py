@@ -107,14 +107,15 @@ class Build:
     seconds: float | None
 
 
-def build_engine(engine: Engine) -> Build:
-    """The engine's test bench executable, compiled once per design, compiler and CPU."""
+def build_engine(engine: Engine, rebuild: bool = False) -> Build:
+    """The engine's test bench executable, compiled once per design, compiler and CPU
+    (``rebuild``: compiled again even if cached, to time the compiler)."""
     include, cxx = cxxrtl_include(), cxx_compiler()
     source = design_cxx(engine) + "\n" + DRIVER.read_text()
     headers = b"".join(p.read_bytes() for p in sorted((include / "backends/cxxrtl").glob("*.h")))
     flags = (*FLAGS, f"-I{include}")
     path = library_path(cxx, source.encode() + headers, "engine-cxxrtl", flags).with_suffix("")
-    if path.exists():
+    if path.exists() and not rebuild:
         return Build(path, None)
     with tempfile.TemporaryDirectory(prefix="edgezo-cxxrtl-") as tmp:
         main = Path(tmp) / "engine.cc"
@@ -162,16 +163,21 @@ def read_replay(data: bytes, config: EngineConfig, steps: int) -> Replay:
 
 
 def replay_compiled(
-    engine: Engine, rec: Record, steps: int | None = None, stream: bool = True
+    engine: Engine,
+    rec: Record,
+    steps: int | None = None,
+    stream: bool = True,
+    rebuild: bool = False,
 ) -> Replay:
     """:func:`.engine_cosim.replay` on the compiled engine: the same :class:`Replay`.
 
     ``stream=False`` leaves out the streamed rows (``2m`` copies of the weights per step;
     the replay's ``streamed`` are then empty), for long runs recorded without reads.
-    ``timing`` holds ``compile_s`` (0 when the executable was cached) and ``run_s``.
+    ``timing`` holds ``compile_s`` (0 when the executable was cached; ``rebuild`` compiles it
+    even then, see :func:`build_engine`) and ``run_s``.
     """
     todo = rec.steps[: len(rec.steps) if steps is None else steps]
-    built = build_engine(engine)
+    built = build_engine(engine, rebuild)
     with tempfile.TemporaryDirectory(prefix="edgezo-cxxrtl-") as tmp:
         src, dst = Path(tmp) / "run.bin", Path(tmp) / "replay.bin"
         run_words(engine.config, todo, stream).tofile(src)
