@@ -15,7 +15,8 @@ seconds are measured (``--cached``: use the cache; a cached design's compile rea
 Generators run one after the other: on a shared machine the seconds depend on its load.
 
     PYTHONPATH=src python benchmarks/hw_engine_cxxrtl.py --out benchmarks/results/hw_engine_cxxrtl.json
-    # about 30 minutes on 2 shared cores; --generators pezo-pool: about 40 s
+    # 8 minutes on 2 shared cores at a load average of 1 to 4, 30 at 6 to 9;
+    # --generators pezo-pool: about 20 s
 
 Needs the ``hw`` extra, yosys, Debian's ``yosys-dev`` (CXXRTL's headers) and ``g++``.
 """
