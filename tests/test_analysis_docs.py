@@ -150,6 +150,11 @@ def test_a_missing_demo_or_benchmark_says_what_to_run(fake_results):
     with pytest.raises(ValueError, match=r"python benchmarks/runtime.py --out"):
         D.regenerate("<!-- edgezo:generated benchmark runtime -->\n<!-- edgezo:end -->",
                      fake_results)  # fmt: skip
+    with pytest.raises(ValueError, match=r"use one of: step_overhead, .*, hw_engine_cxxrtl"):
+        D.regenerate("<!-- edgezo:generated benchmark nope -->\n<!-- edgezo:end -->", fake_results)
+    with pytest.raises(ValueError, match=r"python benchmarks/hw_engine_cxxrtl.py --out"):
+        D.regenerate("<!-- edgezo:generated benchmark hw_engine_cxxrtl -->\n<!-- edgezo:end -->",
+                     fake_results)  # fmt: skip
 
 
 # -- the repository's docs against its committed results ----------------------------------------
@@ -189,8 +194,9 @@ def test_results_are_committed_for_the_generated_blocks():
 
 
 BENCH = ROOT / "benchmarks" / "results"
-#: The kinds of block of docs/hw.md: the hardware report and the engine reports.
-HW_KINDS = ("hw", "hw-targets", "engine", "engine-energy", "engine-savings")
+#: The kinds of block of docs/hw.md: the hardware report, the engine reports and the Gaussian
+#: generators' exact accuracy (computed from the models).
+HW_KINDS = ("hw", "hw-targets", "engine", "engine-energy", "engine-savings", "gaussian-accuracy")
 #: The JSON files each ``benchmark NAME`` block reads (this test's own list).
 BENCH_FILES = {
     "step_overhead": ("step_overhead", "step_overhead_kernels_off", "mezo_side_by_side"),
@@ -204,8 +210,17 @@ BENCH_FILES = {
     "scale_rules": ("scale_rules",),
     "fewshot_lr": ("fewshot_lr",),
     "backbone_determinism": ("backbone_determinism",),
+    "hw_engine_cxxrtl": ("hw_engine_cxxrtl",),
 }
 SIGNED = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?!\w)")
+#: A small number in scientific notation, ``3.0e-5`` (negative powers only: ``2e484`` is hex).
+POWER = re.compile(r"(?<![\w.])(\d+)(?:\.(\d+))?e-(\d+)(?!\w)")
+
+
+def as_decimal(m: re.Match) -> str:
+    """``3.0e-5`` as ``0.000030``: the same value, with as many printed digits."""
+    whole, frac, power = m.group(1), m.group(2) or "", int(m.group(3))
+    return f"{float(f'{whole}.{frac}e-{power}'):.{len(frac) + power}f}"
 
 
 def leaves(obj) -> list[float]:
@@ -355,6 +370,12 @@ def engine_numbers(data: dict) -> list[float]:
 def block_sources(what: str) -> tuple[list[dict], list[float]]:
     """The JSON a block is made from, and the numbers it computes from them."""
     kind, _, arg = what.partition(" ")
+    if kind == "gaussian-accuracy":  # computed from the models: their parameters and stats
+        from edgezo.hw.gaussian import CLT, BoxMuller
+
+        clt, bm = CLT(k=4, bits=8), BoxMuller(bits=8)
+        stats = [x for model in (clt, bm) for x in model.stats().values()]
+        return [], [*stats, clt.k, bm.m, bm.a, 0.0, 1.0]  # 0 and 1 of N(0,1)
     if kind == "hw":
         data = json.loads((RESULTS / (arg or "hw") / "report.json").read_text())
         return [data], hw_numbers(data)
@@ -404,6 +425,7 @@ def test_every_generated_number_is_in_the_results(doc):
         for commit in (c for f in files for c in commits(f)):
             text = text.replace(commit, "")
         text = re.sub(r"(?<=\d),(?=\d{3})", "", text)  # 10,000
+        text = POWER.sub(as_decimal, text)  # 3.0e-5
         for number in SIGNED.findall(text):
             value, digits = float(number), len(number.partition(".")[2])
             tol = 0.6 * 10**-digits  # the printed rounding, and t's 4-digit table

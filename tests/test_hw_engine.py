@@ -7,6 +7,12 @@ row it streamed must equal what the layers read. The long runs (the demo's
 classifier head, a >= 50k-weight layer stack, >= 100 steps) are ``-m slow``.
 """
 
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -163,6 +169,35 @@ def test_engine_layer_stack_50k_weights(key):
         f"{'bit-exact' if not problems else problems[:3]}"
     )
     assert problems == [] and run.exact_steps == 100
+
+
+@pytest.mark.slow
+def test_the_cxxrtl_benchmark_records_each_generators_run(tmp_path):
+    """``benchmarks/hw_engine_cxxrtl.py`` on the cheapest generator and 2 steps (about 15 s: it
+    compiles the design afresh): its JSON says what ran, how long and that it was bit-exact."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "hw_engine_cxxrtl.py"
+    out = tmp_path / "cxx.json"
+    done = subprocess.run(
+        [sys.executable, str(script), "--generators", "pezo-pool", "--steps", "2", "--out", out],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    data = json.loads(done.stdout)
+    assert json.loads(out.read_text()) == data  # --out writes what it prints
+    assert data["config"] == {"lanes": 8, "steps": 2, "estimator": "sign", "queries": 3,
+                              "compiled_fresh": True}  # fmt: skip
+    (row,) = data["rows"]
+    assert row["key"] == "pezo-pool" and row["weights"] == 51_712
+    assert row["exact_steps"] == row["steps"] == 2 and row["first_problems"] == []
+    assert row["cycles_as_predicted"] and row["cycles"] == 2 * row["cycles_per_step"]
+    assert row["compile_s"] > 0 and row["total_s"] > row["compile_s"] + row["run_s"]
+    # run_s is rounded to milliseconds in the JSON, cycles_per_s computed before rounding
+    assert row["cycles_per_s"] == pytest.approx(row["cycles"] / row["run_s"], rel=0.01)
+    assert data["env"]["git_head"] and len(data["env"]["loadavg_at_start"]) == 3
+    assert not re.search(r"/(work|tmp|root|home)/", done.stdout)  # no machine paths
 
 
 def test_engine_netlist_matches_rtl():

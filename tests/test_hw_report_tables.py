@@ -1,13 +1,14 @@
 """The hardware tables of docs/hw.md, rendered from report and engine JSON alone (no yosys):
-:func:`edgezo.hw.engine_report.cost_table`, ``energy_table``, ``savings_table`` and
-:func:`edgezo.hw.report.targets_table`, on small hand-made files worked by hand."""
+:func:`edgezo.hw.engine_report.cost_table`, ``energy_table``, ``savings_table``,
+``cxxrtl_table`` and :func:`edgezo.hw.report.targets_table`, ``gaussian_accuracy_table``, on
+small hand-made files worked by hand."""
 
 from __future__ import annotations
 
 import pytest
 
-from edgezo.hw.engine_report import cost_table, energy_table, rows_of, savings_table
-from edgezo.hw.report import targets_table
+from edgezo.hw.engine_report import cost_table, cxxrtl_table, energy_table, rows_of, savings_table
+from edgezo.hw.report import gaussian_accuracy_table, gaussian_models, targets_table
 
 
 def res(target: str, luts: int, ffs: int, bram: float, dsp: int) -> dict:
@@ -138,3 +139,56 @@ def test_the_targets_table_puts_each_targets_counts_side_by_side():
         "| pezo-pool | 42 | 14 | 8 | 0 | - | - | - | - |\n"
         "| boxmuller | - | - | - | - | 597 | 392 | 32 | 16 |\n"
     )
+
+
+def stack_row(key: str, compile_s: float, run_s: float, **extra) -> dict:
+    """A row of ``benchmarks/hw_engine_cxxrtl.py``'s JSON: 4 steps of 1,000 cycles, bit-exact."""
+    row = {"key": key, "lanes": 2, "weights": 8000, "steps": 4, "cycles_per_step": 1000,
+           "cycles_as_predicted": True, "cycles": 4000, "compile_s": compile_s, "run_s": run_s,
+           "cycles_per_s": round(4000 / run_s), "record_s": 0.5, "total_s": compile_s + run_s + 3,
+           "exact_steps": 4, "first_problems": [], "loadavg_at_start": 2.96}  # fmt: skip
+    return {**row, **extra}
+
+
+def test_the_cxxrtl_table_shows_seconds_speed_and_bit_exact_steps_worked_by_hand():
+    rows = [
+        stack_row("clt", 434.6, 2.45),  # 4000 / 2.45 = 1632.65 -> 1,633 cycles/s
+        stack_row("pezo-pool", 4.72, 0.125, exact_steps=3, total_s=10.5),
+        stack_row("lfsr", 12.0, 0.5, cycles_as_predicted=False, cycles=4004),
+    ]
+    config = {"lanes": 2, "steps": 4, "estimator": "sign", "queries": 3, "compiled_fresh": True}
+    lines = cxxrtl_table({"config": config, "rows": rows}, "`f.json`").splitlines()
+    assert lines[0].startswith(
+        "From `f.json`: per generator, 4 steps of sign-3-SPSA on 8,000 weights recorded with the "
+        "fixed-point path and replayed by the 2-lane engine compiled with yosys CXXRTL and g++ "
+        "(every design compiled afresh), 1,000 cycles a step, 4,000 in all; "
+    )
+    assert lines[2:] == [
+        "| generator | load | compile (s) | run (s) | cycles / s | whole run (s) | result |",
+        "|---|---:|---:|---:|---:|---:|---|",
+        "| CLT (`clt`) | 3.0 | 435 | 2.5 | 1,633 | 440 | bit-exact, 4 of 4 steps |",
+        "| PeZO pool (`pezo-pool`) | 3.0 | 5 | 0.1 | 32,000 | 10 | 3 of 4 steps bit-exact |",
+        "| LFSR-32 (`lfsr`) | 3.0 | 12 | 0.5 | 8,000 | 16 | bit-exact, 4 of 4 steps; cycles "
+        "differ from the prediction |",
+    ]
+    cached = cxxrtl_table({"config": {**config, "compiled_fresh": False}, "rows": rows}, "x")
+    assert "(designs from the compile cache (compile 0: cached))" in cached
+
+
+def test_the_gaussian_accuracy_table_says_exactly_and_writes_small_numbers_as_powers():
+    stats = {
+        "A": {"mean": 0.0, "variance": 1.0, "ks": 0.007383975, "max_abs": 3.4505963},
+        "B": {"mean": -2.96e-5, "variance": 0.999964, "ks": 0.000494, "max_abs": 4.21875},
+    }
+    assert gaussian_accuracy_table(stats).splitlines()[2:] == [
+        "| A | 0 exactly | 1 exactly | 0.0074 | 3.45 |",
+        "| B | -3.0e-5 | 0.99996 | 4.9e-4 | 4.22 |",
+    ]
+
+
+def test_the_gaussian_models_are_the_documented_defaults():
+    models = gaussian_models(bits=8)
+    assert [(label, call) for label, call, _ in models] == [
+        ("CLT, k = 4", "CLT(k=4, bits=8)"),
+        ("Box-Muller, m = 12, a = 10", "BoxMuller(bits=8)"),
+    ]

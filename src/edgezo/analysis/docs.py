@@ -19,7 +19,9 @@ Kinds of block (the words after ``generated``):
   from, the first seed's table as ``edgezo demo`` prints it, and every seed's accuracy
   with the mean and 95% t-interval.
 * ``benchmark NAME``: a table of ``benchmarks/results/`` (the benchmark scripts' committed
-  JSON, beside ``results/``), :data:`edgezo.analysis.benchmarks.BENCHMARKS`.
+  JSON, beside ``results/``), :data:`edgezo.analysis.benchmarks.BENCHMARKS` and the hardware's
+  :data:`HW_BENCHMARKS` (``hw_engine_cxxrtl``: the compiled engine's long run per generator,
+  :func:`edgezo.hw.engine_report.cxxrtl_table`).
 * ``ablations [NAME]``: the ablation study's rows and decided differences
   (:mod:`edgezo.analysis.ablations`; ``NAME`` defaults to ``ablations``).
 * ``convergence [NAME]``: the convergence study's accuracy at its budgets, at fixed steps and
@@ -44,6 +46,9 @@ Kinds of block (the words after ``generated``):
   the docs; :func:`edgezo.hw.engine_report.cost_table` and ``energy_table``).
 * ``engine-savings FILE ...``: PeZO against the cheapest Gaussian across those files
   (:func:`edgezo.hw.engine_report.savings_table`).
+* ``gaussian-accuracy``: the Gaussian baselines' exact mean, variance, KS distance to N(0, 1)
+  and largest ``|z|`` at 8 bits, computed from the models when the block is rendered (about
+  2 s; :func:`edgezo.hw.report.gaussian_models`, not a results file).
 
 The hardware kinds need the ``hw`` extra (Amaranth), imported only when such a block is rendered.
 
@@ -66,7 +71,7 @@ from typing import Any
 
 from ..cache import atomic_write
 from .ablations import ablation_body
-from .benchmarks import BENCHMARKS, FOLDER
+from .benchmarks import BENCHMARKS, FOLDER, load, source_line
 from .claims import Source, difference
 from .convergence import convergence_body
 from .report import by_source, claims_markdown, collect, demote, evaluate, verdict_counts
@@ -181,12 +186,27 @@ def demo_block(results: Path, label: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def hw_engine_cxxrtl_table(folder: Path) -> str:
+    """The compiled engine's long run per generator (``hw_engine_cxxrtl.json`` of
+    ``benchmarks/hw_engine_cxxrtl.py``)."""
+    from ..hw.engine_report import cxxrtl_table  # needs the 'hw' extra (Amaranth)
+
+    data = load(folder, "hw_engine_cxxrtl")
+    command = "python benchmarks/hw_engine_cxxrtl.py"
+    return cxxrtl_table(data, source_line(f"{FOLDER}/hw_engine_cxxrtl.json", data, command))
+
+
+#: The hardware's ``benchmark NAME`` tables, beside :data:`~.benchmarks.BENCHMARKS`.
+HW_BENCHMARKS: dict[str, Callable[[Path], str]] = {"hw_engine_cxxrtl": hw_engine_cxxrtl_table}
+
+
 def benchmark_block(results: Path, name: str) -> str:
     """The ``benchmark NAME`` block: a table of the benchmark JSON under ``benchmarks/results/``
     of the repository that holds ``results``."""
-    if name not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark {name!r}; use one of: {', '.join(BENCHMARKS)}")
-    return BENCHMARKS[name](Path(results).parent / FOLDER)
+    tables = {**BENCHMARKS, **HW_BENCHMARKS}
+    if name not in tables:
+        raise ValueError(f"unknown benchmark {name!r}; use one of: {', '.join(tables)}")
+    return tables[name](Path(results).parent / FOLDER)
 
 
 def ablations_block(results: Path, name: str, label: str) -> str:
@@ -358,6 +378,23 @@ def engine_block(results: Path, kind: str, names: Sequence[str]) -> str:
     return table(files[0][1], files[0][0])
 
 
+def gaussian_block() -> str:
+    """The ``gaussian-accuracy`` block: the Gaussian baselines' exact accuracy at 8 bits,
+    computed from the models now (exact properties of their tables, not results)."""
+    from ..hw.report import gaussian_accuracy_table, gaussian_models  # needs the 'hw' extra
+
+    models = gaussian_models(bits=8)
+    calls = " and ".join(f"`{call}.stats()`" for _, call, _ in models)
+    head = (
+        "Computed by `edgezo report --docs` from the models when the docs are regenerated, not "
+        f"read from a results file: {calls} of `edgezo.hw.gaussian`, exact properties of the "
+        "designs' tables; `tests/test_hw_rtl.py` holds the models to the bounds of "
+        "`edgezo.hw.gaussian.ACCURACY`."
+    )
+    stats = {label: model.stats() for label, _, model in models}
+    return head + "\n\n" + gaussian_accuracy_table(stats)
+
+
 def render(what: str, results: Path, label: str) -> str:
     """The body of the block ``what`` (``"study NAME"``, ``"claims"``, ``"benchmark NAME"``, ...).
     A new kind of block is one line here."""
@@ -377,6 +414,7 @@ def render(what: str, results: Path, label: str) -> str:
         "engine": lambda: engine_block(results, kind, arg.split()),
         "engine-energy": lambda: engine_block(results, kind, arg.split()),
         "engine-savings": lambda: engine_block(results, kind, arg.split()),
+        "gaussian-accuracy": gaussian_block,
     }
     if kind not in renderers:
         raise ValueError(

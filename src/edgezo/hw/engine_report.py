@@ -547,3 +547,41 @@ def savings_table(files: Sequence[tuple[str, Mapping]]) -> str:
         "|---:|---:|---:|---:|---:|",
         *lines,
     ]) + "\n"  # fmt: skip
+
+
+def _stack_result(row: Mapping) -> str:
+    """The result cell of :func:`cxxrtl_table`: bit-exact steps of steps, and whether every
+    step took the cycles ``cycles_per_step`` predicts."""
+    exact, steps = row["exact_steps"], row["steps"]
+    text = f"bit-exact, {exact} of {steps} steps" if exact == steps else (
+        f"{exact} of {steps} steps bit-exact")  # fmt: skip
+    return text if row["cycles_as_predicted"] else f"{text}; cycles differ from the prediction"
+
+
+def cxxrtl_table(data: Mapping, source: str) -> str:
+    """The compiled engine's long run per generator from ``benchmarks/hw_engine_cxxrtl.py``'s
+    JSON (``source``: where it comes from, in Markdown): the load when the generator began, the
+    compile, run and whole-run seconds, cycles per second and the bit-exact steps."""
+    config, rows = data["config"], data["rows"]
+    first = rows[0]
+    compiled = ("every design compiled afresh" if config["compiled_fresh"]
+                else "designs from the compile cache (compile 0: cached)")  # fmt: skip
+    lines = [
+        f"From {source}: per generator, {config['steps']} steps of "
+        f"sign-{config['queries']}-SPSA on {first['weights']:,} weights recorded with the "
+        f"fixed-point path and replayed by the {config['lanes']}-lane engine compiled with yosys "
+        f"CXXRTL and g++ ({compiled}), {first['cycles_per_step']:,} cycles a step, "
+        f"{first['cycles']:,} in all; one generator after the other. *Whole run*: recording, "
+        "RTLIL, yosys, compiling, running and comparing; *load*: the one-minute load average "
+        "when the generator began.",
+        "",
+        "| generator | load | compile (s) | run (s) | cycles / s | whole run (s) | result |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {NAMES.get(r['key'], r['key'])} (`{r['key']}`) | {r['loadavg_at_start']:.1f} "
+            f"| {r['compile_s']:.0f} | {r['run_s']:.1f} | {r['cycles_per_s']:,} "
+            f"| {r['total_s']:.0f} | {_stack_result(r)} |"
+        )
+    return "\n".join(lines) + "\n"

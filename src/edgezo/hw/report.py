@@ -22,6 +22,7 @@ import numpy as np
 from ..extras import require
 from ..figures import save_png
 from . import designs as designs_mod
+from .gaussian import CLT, BoxMuller, GaussianModel
 from .power import SIM_HINT, WEIGHTS, Activity, activity, has_sim
 from .synth import CELL_NAMES, TARGET_NAMES, TARGETS, Resources, synthesize, yosys_command
 
@@ -254,4 +255,39 @@ def targets_table(reports: Sequence[Mapping]) -> str:
             x = found.get(key)
             cells += ["-"] * 4 if x is None else [str(x.luts), str(x.ffs), _fmt(x.bram), str(x.dsp)]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# -- the Gaussian generators' exact accuracy (docs/hw.md), computed from the models ----------
+def gaussian_models(bits: int = 8) -> list[tuple[str, str, GaussianModel]]:
+    """The Gaussian baselines' default models at ``bits``: ``(label, call, model)``, the label
+    naming the parameters that set the accuracy (CLT's ``k``, Box-Muller's table address bits
+    ``m`` and ``a``) and the call the one that makes the model."""
+    clt, bm = CLT(k=4, bits=bits), BoxMuller(bits=bits)
+    return [
+        (f"CLT, k = {clt.k}", f"CLT(k={clt.k}, bits={bits})", clt),
+        (f"Box-Muller, m = {bm.m}, a = {bm.a}", f"BoxMuller(bits={bits})", bm),
+    ]
+
+
+def _small(x: float) -> str:
+    """Two significant digits, in scientific notation below 0.001 (``3.0e-5``)."""
+    if x == 0 or abs(x) >= 1e-3:
+        return f"{x:.2g}"
+    mantissa, _, exponent = f"{x:.1e}".partition("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def gaussian_accuracy_table(stats: Mapping[str, Mapping[str, float]]) -> str:
+    """One row per generator (``stats``: its label -> :meth:`~.gaussian.GaussianModel.stats`):
+    the mean and the variance ("exactly" when they are 0 and 1), the grid KS distance to
+    N(0, 1) and the largest ``|z|``."""
+    lines = [
+        "| generator | mean | variance | KS to N(0,1) on the output grid | max abs(z) |",
+        "|---|---|---|---|---|",
+    ]
+    for label, s in stats.items():
+        mean = "0 exactly" if s["mean"] == 0 else _small(s["mean"])
+        var = "1 exactly" if s["variance"] == 1 else f"{s['variance']:.5f}"
+        lines.append(f"| {label} | {mean} | {var} | {_small(s['ks'])} | {s['max_abs']:.2f} |")
     return "\n".join(lines) + "\n"
