@@ -14,7 +14,7 @@ REVIEWS_STAMP := $(VENV)/.edgezo-reviews
 # Debian-only tools and data: yosys (hardware cost by synthesis), yosys-dev and g++ (CXXRTL's
 # headers and the C++ compiler of the compiled engine co-simulation), Fashion-MNIST (vision
 # studies), espeak-ng and flite (the synthesized keyword-spotting set of the audio studies)
-APT_PACKAGES := yosys yosys-dev g++ dataset-fashion-mnist espeak-ng flite
+APT_PACKAGES := yosys yosys-dev g++ dataset-fashion-mnist espeak-ng flite qemu-user
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test test-slow bench lint setup system-deps clean
@@ -46,7 +46,8 @@ $(REVIEWS_STAMP): $(TORCH_STAMP)
 system-deps:
 	@if command -v yosys >/dev/null 2>&1 && [ -d /usr/share/datasets/fashion-mnist ] && \
 	    [ -f /usr/share/yosys/include/backends/cxxrtl/cxxrtl.h ] && command -v g++ >/dev/null 2>&1 && \
-	    command -v espeak-ng >/dev/null 2>&1 && command -v flite >/dev/null 2>&1; then :; \
+	    command -v espeak-ng >/dev/null 2>&1 && command -v flite >/dev/null 2>&1 && \
+	    command -v qemu-x86_64 >/dev/null 2>&1; then :; \
 	elif command -v apt-get >/dev/null 2>&1; then \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
@@ -54,7 +55,8 @@ system-deps:
 	  echo "NOTE: apt-get is not available: install the Debian packages '$(APT_PACKAGES)'"; \
 	  echo "      with your system's package manager (yosys: hardware cost; yosys-dev, g++: the"; \
 	  echo "      compiled engine co-simulation; dataset-fashion-mnist:"; \
-	  echo "      vision studies; espeak-ng, flite: audio studies); the tests that need them fail"; \
+	  echo "      vision studies; espeak-ng, flite: audio studies; qemu-user: pretraining checked"; \
+	  echo "      on emulated CPUs); the tests that need them fail"; \
 	  echo "      and say so."; \
 	fi
 

@@ -102,14 +102,17 @@ from ..data import load_mnist, load_shifted_mnist
 from ..extras import MissingExtra
 from ..fixedpoint import quantize_model
 from ..models import SmallCNN, count_parameters
+from ..models.portable import Adam as PortableAdam
+from ..models.portable import run_portable
 from ..runtime.clib import CompilerMissing
 from ..train import EpochSampler, fit
 from . import methods
 from .common import calibration_batches
 from .results import provenance
 
-#: Bump when pretraining changes in a way the config does not capture.
-PRETRAIN_FORMAT = 1
+#: Bump when pretraining changes in a way the config does not capture (2: a portable run,
+#: :mod:`edgezo.models.portable`).
+PRETRAIN_FORMAT = 2
 
 Data = tuple[Tensor, Tensor]
 
@@ -211,6 +214,9 @@ def replayed(x: Tensor, y: Tensor, steps: int, batch: int, seed: int) -> Data:
 def pretrain(config: DemoConfig, progress: bool = True) -> tuple[SmallCNN, bool, float]:
     """The pretrained backbone: from the cache, or trained now (backprop, Adam) and stored.
 
+    Trained by :func:`pretrained_weights` in a portable run
+    (:func:`edgezo.models.portable.run_portable`): the same bytes on any x86-64 CPU.
+
     Returns ``(model, from_cache, seconds spent training)``.
     """
     key_config = config.pretrain_config()
@@ -226,21 +232,38 @@ def pretrain(config: DemoConfig, progress: bool = True) -> tuple[SmallCNN, bool,
         file=sys.stderr,
         flush=True,
     )
-    x, y = load_mnist("train")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.pretrain_seed)
-        model = SmallCNN(width=config.width, hidden=config.hidden)
-    opt = torch.optim.Adam(model.parameters(), lr=config.pretrain_lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=config.pretrain_lr, total_steps=config.pretrain_steps
-    )
-    steps, batch, seed = config.pretrain_steps, config.pretrain_batch, config.pretrain_seed
-    train = replayed(as_input(x), y, steps, batch, seed)
-    fit(model, opt, train, steps=steps, batch_size=batch, scheduler=sched, seed=seed,
-        progress=progress)  # fmt: skip
+    state = run_portable(PRETRAIN_TARGET, pretrain_arguments(config, progress))
+    model.load_state_dict(state)
     seconds = time.perf_counter() - start
     _store(key_config, model)
     return model.eval(), False, seconds
+
+
+#: What a portable run calls to pretrain the demo's backbone.
+PRETRAIN_TARGET = f"{__name__}:pretrained_weights"
+
+
+def pretrain_arguments(config: DemoConfig, progress: bool = False) -> dict[str, Any]:
+    """:func:`pretrained_weights`' arguments for ``config`` (plain JSON)."""
+    return {"steps": config.pretrain_steps, "batch": config.pretrain_batch,
+            "lr": config.pretrain_lr, "seed": config.pretrain_seed, "width": config.width,
+            "hidden": config.hidden, "progress": progress}  # fmt: skip
+
+
+def pretrained_weights(steps: int, batch: int, lr: float, seed: int, width: int, hidden: int,
+                       progress: bool) -> dict[str, Tensor]:  # fmt: skip
+    """SmallCNN trained on MNIST with backprop: :class:`edgezo.models.portable.Adam` under
+    a one-cycle schedule, seeded initial weights and batch order; its ``state_dict``."""
+    x, y = load_mnist("train")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = SmallCNN(width=width, hidden=hidden)
+    opt = PortableAdam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    train = replayed(as_input(x), y, steps, batch, seed)
+    fit(model, opt, train, steps=steps, batch_size=batch, scheduler=sched, seed=seed,
+        progress=progress)  # fmt: skip
+    return model.state_dict()
 
 
 def _store(key_config: dict[str, Any], model: nn.Module) -> None:
