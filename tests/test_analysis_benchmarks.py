@@ -513,18 +513,23 @@ def test_fewshot_lr_table_marks_the_study_lr_and_the_best_with_t_intervals(tmp_p
 
 # -- backbone_determinism -------------------------------------------------------------------------
 def test_backbone_determinism_table(tmp_path):
-    caps = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
+    pins = {"OMP_NUM_THREADS": "1", "MKL_CBWR": "COMPATIBLE"}
     data = {"env": ENV, "steps": 200, "cpu_capability": "AVX512",
             "libraries": ["Intel(R) MKL-DNN v3.12.0"],
-            "settings": {"this CPU, 1 thread": {"sha256": "7ec288826be2ac3e", "threads": 1,
-                                                "max_abs_diff_vs_first": 0.0, "env": {}},
-                         "AVX2 kernels": {"sha256": "72b7a2b9d2ae6e4b", "threads": 1,
-                                          "max_abs_diff_vs_first": 0.04812, "env": caps}}}  # fmt: skip
+            "settings": {"this CPU, portable": {"sha256": "7ec288826be2ac3e", "cpu": "this",
+                                                "pinned": True, "env": pins, "seconds": 27.46,
+                                                "max_abs_diff_vs_first": 0.0},
+                         "emulated Nehalem": {"sha256": "72b7a2b9d2ae6e4b", "cpu": "Nehalem",
+                                              "pinned": False, "env": {"OMP_NUM_THREADS": "2"},
+                                              "seconds": 612.5,
+                                              "max_abs_diff_vs_first": 0.04812}}}  # fmt: skip
     write(tmp_path, "backbone_determinism", data)
     head, table = B.backbone_determinism_table(tmp_path).split("\n\n")
-    assert head.endswith("for 200 steps in a fresh process and cache per setting, on a CPU whose "
-                         "torch kernels are AVX512 (Intel(R) MKL-DNN v3.12.0).")  # fmt: skip
+    assert head.endswith("for 200 steps in a fresh process per setting, on this CPU (torch's "
+                         "kernels: AVX512; Intel(R) MKL-DNN v3.12.0) and on CPUs emulated by "
+                         "`qemu-x86_64 -cpu MODEL`.")  # fmt: skip
     assert table.splitlines()[2:] == [
-        "| this CPU, 1 thread | 1 | none | 7ec288826be2ac3e | 0 |",
-        "| AVX2 kernels | 1 | `ATEN_CPU_CAPABILITY=avx2`, `MKL_CBWR=AVX2` | 72b7a2b9d2ae6e4b | 0.048 |",
+        "| this CPU, portable | this one | pinned (portable) | 7ec288826be2ac3e | 0 | 27 |",
+        "| emulated Nehalem | emulated Nehalem | torch's choice, `OMP_NUM_THREADS=2` | "
+        "72b7a2b9d2ae6e4b | 0.048 | 612 |",
     ]

@@ -24,8 +24,9 @@ they need a quiet machine, and the JSON says which machine and load made them.
   the gradient and training (``scale_rules.json``);
 * ``fewshot_lr``: the few-shot study's fixed forward-only ft lrs, swept on validation episodes
   over seeds (``fewshot_lr.json``);
-* ``backbone_determinism``: the demo's backbone pretrained under settings that change which
-  CPU kernels run: its SHA-256 and how far its weights move (``backbone_determinism.json``).
+* ``backbone_determinism``: the demo's backbone pretrained on this CPU and emulated ones, with
+  pinned and with torch's own kernels: its SHA-256 and how far its weights move
+  (``backbone_determinism.json``).
 """
 
 from __future__ import annotations
@@ -834,8 +835,9 @@ def fewshot_lr_table(folder: Path) -> str:
 
 # -- backbone_determinism -------------------------------------------------------------------------
 def backbone_determinism_table(folder: Path) -> str:
-    """Per setting (threads and kernel caps): the pretrained state's SHA-256 and its largest
-    weight difference from the first setting's (``backbone_determinism.json``)."""
+    """Per setting (CPU, pinned or torch's own kernels, threads): the pretrained state's SHA-256,
+    its largest weight difference from the first setting's and the wall seconds
+    (``backbone_determinism.json``)."""
     data = load(folder, "backbone_determinism")
     libraries = "; ".join(data["libraries"]) or "no MKL or oneDNN"
     lines = [
@@ -843,18 +845,23 @@ def backbone_determinism_table(folder: Path) -> str:
         + source_line(
             f"{FOLDER}/backbone_determinism.json", data, "python benchmarks/backbone_determinism.py"
         )  # fmt: skip
-        + f": the demo's SmallCNN pretrained for {data['steps']} steps in a fresh process and "
-        f"cache per setting, on a CPU whose torch kernels are {data['cpu_capability']} "
-        f"({libraries}).",
+        + f": the demo's SmallCNN pretrained for {data['steps']} steps in a fresh process per "
+        f"setting, on this CPU (torch's kernels: {data['cpu_capability']}; {libraries}) and on "
+        "CPUs emulated by `qemu-x86_64 -cpu MODEL`.",
         "",
-        "| setting | threads | caps | sha256 of the weights (prefix) | largest weight difference "
-        "from the first row |",
-        "|---|---:|---|---|---:|",
+        "| setting | CPU | kernels | sha256 of the weights (prefix) | largest weight difference "
+        "from the first row | seconds |",
+        "|---|---|---|---|---:|---:|",
     ]
     for name, r in data["settings"].items():
-        caps = ", ".join(f"`{k}={v}`" for k, v in r["env"].items()) or "none"
-        lines.append(f"| {name} | {r['threads']} | {caps} | {r['sha256']} | "
-                     f"{r['max_abs_diff_vs_first']:.2g} |")  # fmt: skip
+        kernels = (
+            "pinned (portable)"
+            if r["pinned"]
+            else "torch's choice, " + ", ".join(f"`{k}={v}`" for k, v in r["env"].items())
+        )
+        cpu = "this one" if r["cpu"] == "this" else f"emulated {r['cpu']}"
+        lines.append(f"| {name} | {cpu} | {kernels} | {r['sha256']} | "
+                     f"{r['max_abs_diff_vs_first']:.2g} | {r['seconds']:.0f} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -66,14 +66,14 @@ reaches ~93% with backprop but is erratic under ZO (every activation moves with
 it: 66% where the head gets 84%, same budget).
 
 ``lr = 3e-3``, ``eps = 1e-3``, batch 64, 800 steps were tuned once on the full
-run (lr 5e-3 and 1e-2 are slightly worse; 300 steps already give ~81%).
+run, on the backbone the demo pretrained before its pretraining was portable (the
+percentages in this docstring are that backbone's; lr 5e-3 and 1e-2 are slightly worse; 300 steps already give ~81%).
 qzo-ff's ``lr = 3e-3``, ``eps = 1e-2`` are the benchmark's grid choice (float
 sign-3-SPSA, 1000 steps, scored on held-out shifted train images: every pair
 of lr in {3e-3, 1e-2} and eps in {1e-3, 1e-2} within 0.8 points). Its row
 costs about three times mezo's (six forwards per step instead of two, plus
-~8% for the fixed-point forward); the full demo (``edgezo demo``, seed 0, fresh
-cache) printed 88.25% (mezo), 88.08% (pezo), 90.02% (qzo-ff 16w8a) and 88.92%
-(pezo 16w8a) from 44.81% zero-shot (44.90% quantized): the README's table.
+~8% for the fixed-point forward); the full demo's accuracies over seeds 0, 1 and 2
+are the README's table (``results/demo/demo.json``, ``edgezo demo --seeds 0,1,2``).
 The model is in ``eval()`` mode for every forward pass (SmallCNN has no
 dropout or batch norm, but a ZO forward must never update running statistics:
 the two perturbed losses would be taken under different models).
