@@ -215,7 +215,7 @@ def pretrain(config: DemoConfig, progress: bool = True) -> tuple[SmallCNN, bool,
     """The pretrained backbone: from the cache, or trained now (backprop, Adam) and stored.
 
     Trained by :func:`pretrained_weights` in a portable run
-    (:func:`edgezo.models.portable.run_portable`): the same bytes on any x86-64 CPU.
+    (:func:`edgezo.models.portable.run_portable`): bytes that do not depend on the x86-64 CPU.
 
     Returns ``(model, from_cache, seconds spent training)``.
     """
