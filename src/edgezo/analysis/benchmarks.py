@@ -26,7 +26,9 @@ they need a quiet machine, and the JSON says which machine and load made them.
   over seeds (``fewshot_lr.json``);
 * ``backbone_determinism``: the demo's backbone pretrained on this CPU and emulated ones, with
   pinned and with torch's own kernels: its SHA-256 and how far its weights move
-  (``backbone_determinism.json``).
+  (``backbone_determinism.json``);
+* ``hw_engine_cxxrtl``: the compiled hardware engine's long run per generator (rendered by
+  :func:`edgezo.hw.engine_report.cxxrtl_table`; needs the ``hw`` extra).
 """
 
 from __future__ import annotations
@@ -865,6 +867,17 @@ def backbone_determinism_table(folder: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+# -- hw_engine_cxxrtl ----------------------------------------------------------------------------
+def hw_engine_cxxrtl_table(folder: Path) -> str:
+    """The compiled engine's long run per generator (``hw_engine_cxxrtl.json`` of
+    ``benchmarks/hw_engine_cxxrtl.py``)."""
+    from ..hw.engine_report import cxxrtl_table  # needs the 'hw' extra (Amaranth)
+
+    data = load(folder, "hw_engine_cxxrtl")
+    command = "python benchmarks/hw_engine_cxxrtl.py"
+    return cxxrtl_table(data, source_line(f"{FOLDER}/hw_engine_cxxrtl.json", data, command))
+
+
 #: ``<!-- edgezo:generated benchmark NAME -->`` blocks: NAME -> table of ``benchmarks/results/``.
 BENCHMARKS: dict[str, Callable[[Path], str]] = {
     "step_overhead": step_overhead_table,
@@ -878,4 +891,5 @@ BENCHMARKS: dict[str, Callable[[Path], str]] = {
     "scale_rules": scale_rules_table,
     "fewshot_lr": fewshot_lr_table,
     "backbone_determinism": backbone_determinism_table,
+    "hw_engine_cxxrtl": hw_engine_cxxrtl_table,
 }

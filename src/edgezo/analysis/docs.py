@@ -19,9 +19,7 @@ Kinds of block (the words after ``generated``):
   from, the first seed's table as ``edgezo demo`` prints it, and every seed's accuracy
   with the mean and 95% t-interval.
 * ``benchmark NAME``: a table of ``benchmarks/results/`` (the benchmark scripts' committed
-  JSON, beside ``results/``), :data:`edgezo.analysis.benchmarks.BENCHMARKS` and the hardware's
-  :data:`HW_BENCHMARKS` (``hw_engine_cxxrtl``: the compiled engine's long run per generator,
-  :func:`edgezo.hw.engine_report.cxxrtl_table`).
+  JSON, beside ``results/``), :data:`edgezo.analysis.benchmarks.BENCHMARKS`.
 * ``ablations [NAME]``: the ablation study's rows and decided differences
   (:mod:`edgezo.analysis.ablations`; ``NAME`` defaults to ``ablations``).
 * ``convergence [NAME]``: the convergence study's accuracy at its budgets, at fixed steps and
@@ -71,7 +69,7 @@ from typing import Any
 
 from ..cache import atomic_write
 from .ablations import ablation_body
-from .benchmarks import BENCHMARKS, FOLDER, load, source_line
+from .benchmarks import BENCHMARKS, FOLDER
 from .claims import Source, difference
 from .convergence import convergence_body
 from .report import by_source, claims_markdown, collect, demote, evaluate, verdict_counts
@@ -186,27 +184,12 @@ def demo_block(results: Path, label: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def hw_engine_cxxrtl_table(folder: Path) -> str:
-    """The compiled engine's long run per generator (``hw_engine_cxxrtl.json`` of
-    ``benchmarks/hw_engine_cxxrtl.py``)."""
-    from ..hw.engine_report import cxxrtl_table  # needs the 'hw' extra (Amaranth)
-
-    data = load(folder, "hw_engine_cxxrtl")
-    command = "python benchmarks/hw_engine_cxxrtl.py"
-    return cxxrtl_table(data, source_line(f"{FOLDER}/hw_engine_cxxrtl.json", data, command))
-
-
-#: The hardware's ``benchmark NAME`` tables, beside :data:`~.benchmarks.BENCHMARKS`.
-HW_BENCHMARKS: dict[str, Callable[[Path], str]] = {"hw_engine_cxxrtl": hw_engine_cxxrtl_table}
-
-
 def benchmark_block(results: Path, name: str) -> str:
     """The ``benchmark NAME`` block: a table of the benchmark JSON under ``benchmarks/results/``
     of the repository that holds ``results``."""
-    tables = {**BENCHMARKS, **HW_BENCHMARKS}
-    if name not in tables:
-        raise ValueError(f"unknown benchmark {name!r}; use one of: {', '.join(tables)}")
-    return tables[name](Path(results).parent / FOLDER)
+    if name not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}; use one of: {', '.join(BENCHMARKS)}")
+    return BENCHMARKS[name](Path(results).parent / FOLDER)
 
 
 def ablations_block(results: Path, name: str, label: str) -> str:
