@@ -114,6 +114,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 # before torch loads OpenMP (see step_overhead.py)
@@ -174,16 +175,14 @@ def set_trainable(model: nn.Module, prefix: str | None) -> nn.Module:
     return model.eval()
 
 
-def build_family(family: str) -> nn.Module:
-    if family == "resnet":
-        return SmallResNet(classes=10, in_channels=1)
-    if family == "vit":
-        return ViTTiny(ViTConfig.small(classes=10))
-    if family == "crnn":
-        return CRNN(classes=10, mels=28)
-    if family == "dscnn":
-        return DSCNN(classes=10)
-    raise ValueError(family)
+#: Each family's untrained model (partials of edgezo's classes: pretraining builds it in a
+#: portable process, which cannot load this script's functions).
+FAMILIES: dict[str, Callable[[], nn.Module]] = {
+    "resnet": partial(SmallResNet, classes=10, in_channels=1),
+    "vit": partial(ViTTiny, ViTConfig.small(classes=10)),
+    "crnn": partial(CRNN, classes=10, mels=28),
+    "dscnn": partial(DSCNN, classes=10),
+}
 
 
 def pretrained_family(
@@ -191,7 +190,7 @@ def pretrained_family(
 ) -> tuple[nn.Module, Any]:
     model, info = pretrained(
         f"runtime-bench-{family}",
-        lambda: build_family(family),
+        FAMILIES[family],
         train,
         config={"data": "mnist train, 28x28 (kws: 28 frames x 28 mels)", "family": family,
                 "classes": 10},

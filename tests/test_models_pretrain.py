@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from torch import Tensor, nn
 
 import edgezo.models.pretrain as pretrain_module
 from edgezo import cache
+from edgezo.models.portable import Adam
 from edgezo.models.pretrain import pretrained
+from edgezo.train import fit, warmup_cosine
 
 
 def _blobs(n: int = 240) -> tuple[Tensor, Tensor]:
@@ -49,12 +53,33 @@ def test_second_call_loads_the_same_weights_from_the_cache(cache_dir, monkeypatc
     def no_training(*args, **kwargs):
         raise AssertionError("a cached model must not be trained again")
 
-    monkeypatch.setattr(pretrain_module, "fit", no_training)
+    monkeypatch.setattr(pretrain_module, "run_portable", no_training)
     second, again = pretrained("blobnet", _net, data, progress=False, **ARGS)
     assert again.from_cache and _equal(first, second)
     assert again.train_accuracy == info.train_accuracy
     assert again.train_seconds == pytest.approx(info.train_seconds)
     assert not second.training
+
+
+def _portable_reference(data: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
+    """ARGS's run done here, with the portable Adam and the same schedule and batches: in
+    this process's kernels, so equal to the portable process's run up to float rounding."""
+    torch.manual_seed(0)
+    model = _net()
+    opt = Adam(model.parameters(), lr=ARGS["lr"])
+    fit(model, opt, data, steps=ARGS["steps"], batch_size=ARGS["batch_size"], seed=0,
+        progress=False, scheduler=warmup_cosine(opt, ARGS["steps"], warmup=ARGS["steps"] // 20))  # fmt: skip
+    return model.state_dict()
+
+
+def test_the_portable_run_is_the_documented_recipe(cache_dir):
+    """What the other process trains is what the module doc says: the seeded build, Adam, a
+    warmup-cosine schedule and fit's seeded batches (checked against this process's run)."""
+    data = _blobs()
+    model, _ = pretrained("blobnet", _net, data, progress=False, **ARGS)
+    reference = _portable_reference(data)
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, reference[name], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -67,35 +92,43 @@ def test_a_different_run_misses_the_cache(cache_dir, change):
     assert not info.from_cache
 
 
+class Counting(nn.Module):
+    """The same net (same init) that raises inside its ``fail_at``-th forward (in the
+    portable process that trains it, which counts from its own start)."""
+
+    fail_at: int | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net, self.calls = _net(), 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise KeyboardInterrupt
+        return self.net(x)
+
+
+class FailsInStep45(Counting):
+    fail_at = 45  # steps 1..44 are done, and fit saves them as it fails
+
+
+class FailsInStep20(Counting):
+    fail_at = 20  # a run from the start fails here; one resumed after step 44 needs 16 + 1 calls
+
+
 def test_interrupted_pretraining_resumes_to_the_same_weights(tmp_path, monkeypatch):
     data = _blobs()
     monkeypatch.setenv(cache.ENV, str(tmp_path / "a"))
     expected, _ = pretrained("blobnet", _net, data, progress=False, **ARGS)
 
-    class Counting(nn.Module):  # the same net (same init), counting its forwards
-        fail_at: int | None = None
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.net, self.calls = _net(), 0
-
-        def forward(self, x: Tensor) -> Tensor:
-            self.calls += 1
-            if self.calls == self.fail_at:
-                raise KeyboardInterrupt
-            return self.net(x)
-
-    class Failing(Counting):
-        fail_at = 45  # inside step 45: steps 1..44 are done
-
     monkeypatch.setenv(cache.ENV, str(tmp_path / "b"))
-    with pytest.raises(KeyboardInterrupt):
-        pretrained("blobnet", Failing, data, progress=False, **ARGS)
+    with pytest.raises(RuntimeError, match="portable run"):
+        pretrained("blobnet", FailsInStep45, data, progress=False, **ARGS)
     assert len(list((tmp_path / "b").glob("*.ckpt"))) == 1
 
-    resumed, info = pretrained("blobnet", Counting, data, progress=False, **ARGS)
+    resumed, info = pretrained("blobnet", FailsInStep20, data, progress=False, **ARGS)
     assert not info.from_cache
-    assert resumed.calls == (60 - 44) + 1  # the remaining steps, then the train accuracy
     pairs = zip(resumed.net.parameters(), expected.parameters(), strict=True)
     assert all(torch.equal(a, b) for a, b in pairs)
     assert not list((tmp_path / "b").glob("*.ckpt"))  # removed once the weights are cached
@@ -106,3 +139,9 @@ def test_unknown_optimizer_is_named(cache_dir):
         ValueError, match=r"Unknown optimizer 'lbfgs'; choose one of \['adam', 'sgd'\]"
     ):
         pretrained("blobnet", _net, _blobs(), optimizer="lbfgs", progress=False, **ARGS)
+
+
+@pytest.mark.parametrize("build", [lambda: _net(), functools.partial(lambda: _net())])
+def test_a_build_that_cannot_cross_a_process_is_refused_before_training(cache_dir, build):
+    with pytest.raises(ValueError, match="functools.partial of one"):
+        pretrained("blobnet", build, _blobs(), progress=False, **ARGS)

@@ -149,20 +149,28 @@ def run_portable(
             another CPU).
         pinned: ``False`` runs the process with torch's own kernel choices (for measuring
             what pinning changes).
-        env: more environment for the process (:data:`PORTABLE_ENV` wins where pinned).
+        env: more environment for the process (:data:`PORTABLE_ENV` wins where pinned). Its
+            ``PYTHONPATH`` is this process's ``sys.path`` unless ``env`` names one.
 
     Raises:
         RuntimeError: the process failed (its output went to this process's stderr).
     """
-    env = {**os.environ, **(env or {}), **(PORTABLE_ENV if pinned else {})}
+    search_path = os.pathsep.join(p for p in sys.path if p)  # what this process can import
+    env = {**os.environ, "PYTHONPATH": search_path, **(env or {}),
+           **(PORTABLE_ENV if pinned else {})}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="edgezo-portable-") as tmp:
         out = Path(tmp) / "state.pt"
         command = [*prefix, sys.executable, "-m", __name__, target, json.dumps(dict(kwargs)),
                    str(out), "pinned" if pinned else "unpinned"]  # fmt: skip
-        done = subprocess.run(command, env=env, check=False)
-        if done.returncode != 0 or not out.is_file():
+        with subprocess.Popen(command, env=env) as process:
+            try:
+                code = process.wait()
+            except KeyboardInterrupt:  # Ctrl-C reached the child too: let it save its checkpoint
+                process.wait()
+                raise
+        if code != 0 or not out.is_file():
             raise RuntimeError(
-                f"the portable run of {target} failed (exit {done.returncode}); its output is above"
+                f"the portable run of {target} failed (exit {code}); its output is above"
             )
         return torch.load(out, map_location="cpu", weights_only=True)
 

@@ -13,13 +13,23 @@ The recipe: the model is built by ``build()`` under ``torch.manual_seed(seed)``
 the first 5% of the steps), batches from ``fit``'s seeded sampler. An
 interrupted pretraining leaves a checkpoint next to the cache entry, and the
 next call with the same arguments resumes it.
+
+The same bytes on any x86-64 CPU: building and training run in a portable process
+(:func:`edgezo.models.portable.run_portable`: one thread, aten's scalar kernels, MKL's
+compatible path, no oneDNN), with :class:`edgezo.models.portable.Adam`. So ``build`` must
+cross a process: a module-level function or class, or a ``functools.partial`` of one, not a
+lambda. The training tensors cross as they are: the backbone is as portable as they are
+(images scaled by 1/255 are; features a float pipeline computed are only as portable as
+that pipeline). Portable kernels cost speed: about 2.5x torch's own here.
 """
 
 from __future__ import annotations
 
+import functools
+import tempfile
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,14 +39,15 @@ from torch import Tensor, nn
 
 from .. import cache
 from ..train import evaluate, fit, warmup_cosine
+from .portable import Adam, run_portable
 
 #: Bump when the recipe changes in a way the cache key does not capture.
-PRETRAIN_FORMAT = 1
+PRETRAIN_FORMAT = 2  # 2: trained in a portable process
 #: Training samples the reported train accuracy is measured on (the first ones).
 ACCURACY_SAMPLES = 10_000
 
 OPTIMIZERS: dict[str, Callable[[list[Tensor], float], torch.optim.Optimizer]] = {
-    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
+    "adam": lambda params, lr: Adam(params, lr=lr),
     "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
 }
 
@@ -78,7 +89,8 @@ def pretrained(
 
     Args:
         name: the cache entry's name (a file-name stem, e.g. ``"smallcnn-mnist"``).
-        build: makes the untrained model (called under a seeded random state).
+        build: makes the untrained model (called under a seeded random state, in the
+            portable process: a module-level function or class, or a partial of one).
         train: ``(x, y)`` with integer class labels.
         config: plain-JSON description of everything else that defines the
             weights (data set, model size); part of the cache key.
@@ -88,6 +100,11 @@ def pretrained(
 
     Returns:
         The model in ``eval()`` mode and its :class:`PretrainInfo`.
+
+    Raises:
+        ValueError: ``build`` cannot be loaded in another process (a lambda), or the optimizer
+            is unknown.
+        RuntimeError: the portable process failed (its output went to stderr).
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"Unknown optimizer {optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
@@ -110,15 +127,71 @@ def pretrained(
         )
         return model.eval(), info
     checkpoint = cache.state_path(name, key).with_suffix(".ckpt")
-    opt = OPTIMIZERS[optimizer]([p for p in model.parameters() if p.requires_grad], lr)
-    fit(model, opt, train, steps=steps, batch_size=batch_size, seed=seed, progress=progress,
-        scheduler=warmup_cosine(opt, steps, warmup=steps // 20), checkpoint_path=checkpoint,
-        checkpoint_every=max(1, steps // 10))  # fmt: skip
-    accuracy = _train_accuracy(model, train)
+    training = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
+                "optimizer": optimizer, "progress": progress}  # fmt: skip
+    state, accuracy = train_portable(build, train, training, checkpoint)
+    model.load_state_dict(state)
     seconds = time.perf_counter() - started
     _store(name, key, model, {"train_accuracy": accuracy, "train_seconds": seconds}, checkpoint)
     info = PretrainInfo(False, seconds, seconds, accuracy, cache.state_path(name, key))
     return model.eval(), info
+
+
+def train_portable(
+    build: Callable[[], nn.Module],
+    train: tuple[Tensor, Tensor],
+    training: Mapping[str, Any],
+    checkpoint: Path | None = None,
+    prefix: Sequence[str] = (),
+) -> tuple[dict[str, Tensor], float]:
+    """Build and train the model in a portable process (see the module doc): its
+    ``state_dict`` and its train accuracy.
+
+    Args:
+        training: :func:`pretrained`'s ``steps``, ``batch_size``, ``lr``, ``seed``,
+            ``optimizer`` and ``progress``.
+        checkpoint: where the run resumes from and saves to (``None``: no checkpoints).
+        prefix: a command to run the process under (an emulated CPU, for tests).
+    """
+    _check_crosses(build)
+    with tempfile.TemporaryDirectory(prefix="edgezo-pretrain-") as tmp:
+        job = Path(tmp) / "job.pt"
+        torch.save({"build": build, "train": train}, job)
+        arguments = {**training, "job": str(job),
+                     "checkpoint": None if checkpoint is None else str(checkpoint)}  # fmt: skip
+        out = run_portable(f"{__name__}:{_train_job.__name__}", arguments, prefix=prefix)
+    accuracy = float(out.pop(ACCURACY_KEY))
+    return out, accuracy
+
+
+#: The key :func:`_train_job` returns the train accuracy under, beside the ``state_dict``.
+ACCURACY_KEY = "__edgezo_train_accuracy__"
+
+
+def _train_job(job: str, checkpoint: str | None, steps: int, batch_size: int, lr: float,
+               seed: int, optimizer: str, progress: bool) -> dict[str, Tensor]:  # fmt: skip
+    """In the portable process: build, train, and return the ``state_dict`` and accuracy."""
+    parts = torch.load(job, weights_only=False)  # written by train_portable, just now
+    model = _build(parts["build"], seed)
+    opt = OPTIMIZERS[optimizer]([p for p in model.parameters() if p.requires_grad], lr)
+    fit(model, opt, parts["train"], steps=steps, batch_size=batch_size, seed=seed,
+        progress=progress, scheduler=warmup_cosine(opt, steps, warmup=steps // 20),
+        checkpoint_path=checkpoint, checkpoint_every=max(1, steps // 10) if checkpoint else None)  # fmt: skip
+    accuracy = _train_accuracy(model, parts["train"])
+    return {**model.state_dict(), ACCURACY_KEY: torch.tensor(accuracy, dtype=torch.float64)}
+
+
+def _check_crosses(build: Callable[[], nn.Module]) -> None:
+    """Fail, saying what to pass instead, if ``build`` cannot be loaded in another process."""
+    function = build.func if isinstance(build, functools.partial) else build
+    module = getattr(function, "__module__", None)
+    name = getattr(function, "__qualname__", "")
+    if module in (None, "__main__") or "<" in name:
+        raise ValueError(
+            f"pretraining runs in a portable process, which cannot load build={build!r} "
+            f"({module}.{name}): pass a function or class defined at the top of an importable "
+            "module, or a functools.partial of one (not a lambda, a local function or __main__)"
+        )
 
 
 def cache_config(name: str, config: Mapping[str, Any], **training: Any) -> dict[str, Any]:

@@ -25,6 +25,7 @@ has no parameters, so it is run once on every clip rather than at every forward
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,7 +246,7 @@ def backbone(
     classes = len(data.keywords.classes)
     model, info = pretrained_announced(
         f"kws-{arch}",
-        lambda: build(arch, classes),
+        functools.partial(build, arch, classes),
         pretraining_data(data, cfg, seed),
         config={
             "arch": arch,

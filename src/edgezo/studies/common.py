@@ -11,6 +11,7 @@ device that runs the whole network would spend.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
@@ -357,7 +358,7 @@ def backbone(
     classes = num_classes(dataset)
     model, _ = pretrained_announced(
         f"{arch}-{dataset}",
-        lambda: _build(arch, classes),
+        functools.partial(_build, arch, classes),
         (as_input(x), y),
         config={"arch": arch, "dataset": dataset, "classes": classes},
         steps=steps,
