@@ -145,3 +145,15 @@ def test_unknown_optimizer_is_named(cache_dir):
 def test_a_build_that_cannot_cross_a_process_is_refused_before_training(cache_dir, build):
     with pytest.raises(ValueError, match="functools.partial of one"):
         pretrained("blobnet", build, _blobs(), progress=False, **ARGS)
+
+
+def test_a_result_names_the_backbones_it_rests_on(cache_dir):
+    """A study's provenance lists each backbone it loaded, with the SHA-256 of its weights."""
+    from edgezo.models.portable import state_digest
+    from edgezo.models.pretrain import PRETRAIN_FORMAT, loaded_backbones
+    from edgezo.studies.results import provenance
+
+    model, _ = pretrained("blobnet", _net, _blobs(), progress=False, **ARGS)
+    record = {"name": "blobnet", "format": PRETRAIN_FORMAT,
+              "sha256": state_digest(model.state_dict())}  # fmt: skip
+    assert record in loaded_backbones() and record in provenance()["backbones"]

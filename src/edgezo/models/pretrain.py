@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from .. import cache
 from ..train import evaluate, fit, warmup_cosine
-from .portable import Adam, run_portable
+from .portable import Adam, run_portable, state_digest
 
 #: Bump when the recipe changes in a way the cache key does not capture.
 PRETRAIN_FORMAT = 2  # 2: trained in a portable process
@@ -125,7 +125,7 @@ def pretrained(
             train_accuracy=accuracy,
             path=cache.state_path(name, key),
         )
-        return model.eval(), info
+        return _loaded(name, model), info
     checkpoint = cache.state_path(name, key).with_suffix(".ckpt")
     training = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
                 "optimizer": optimizer, "progress": progress}  # fmt: skip
@@ -134,7 +134,7 @@ def pretrained(
     seconds = time.perf_counter() - started
     _store(name, key, model, {"train_accuracy": accuracy, "train_seconds": seconds}, checkpoint)
     info = PretrainInfo(False, seconds, seconds, accuracy, cache.state_path(name, key))
-    return model.eval(), info
+    return _loaded(name, model), info
 
 
 def train_portable(
@@ -192,6 +192,24 @@ def _check_crosses(build: Callable[[], nn.Module]) -> None:
             f"({module}.{name}): pass a function or class defined at the top of an importable "
             "module, or a functools.partial of one (not a lambda, a local function or __main__)"
         )
+
+
+#: The backbones :func:`pretrained` returned in this process: ``(name, sha256)`` -> record.
+_LOADED: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+def _loaded(name: str, model: nn.Module) -> nn.Module:
+    """``model`` in eval mode, its name and weights' SHA-256 noted for :func:`loaded_backbones`."""
+    digest = state_digest(model.state_dict())
+    _LOADED[name, digest] = {"name": name, "format": PRETRAIN_FORMAT, "sha256": digest}
+    return model.eval()
+
+
+def loaded_backbones() -> list[dict[str, Any]]:
+    """Every backbone :func:`pretrained` returned in this process (name, :data:`PRETRAIN_FORMAT`,
+    SHA-256 of the weights, :func:`~edgezo.models.portable.state_digest`), in name order: what a
+    result rests on, for its provenance."""
+    return [_LOADED[k] for k in sorted(_LOADED)]
 
 
 def cache_config(name: str, config: Mapping[str, Any], **training: Any) -> dict[str, Any]:

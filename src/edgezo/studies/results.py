@@ -17,6 +17,7 @@ import torch
 from .. import __version__
 from ..analysis.curves import plot_curves
 from ..cache import atomic_write
+from ..models.pretrain import loaded_backbones
 from .common import Outcome
 
 #: A claim: (method, reference, points, share wanted): ``method`` is at most ``points``
@@ -33,7 +34,8 @@ CLAIMS: tuple[Claim, ...] = (
 def provenance() -> dict[str, Any]:
     """What made a result: edgezo's version and git commit (``dirty`` when the work tree had
     changes; ``None`` outside a git checkout), torch's version and thread count, the CPU
-    architecture. No path or host name."""
+    architecture, and the pretrained backbones this process loaded (``backbones``: name, format,
+    SHA-256; left out when none). No path or host name."""
     root = Path(__file__).resolve().parents[3]
     commit, dirty = None, None
     try:
@@ -45,7 +47,7 @@ def provenance() -> dict[str, Any]:
         dirty = bool(status.stdout.strip())
     except (OSError, subprocess.SubprocessError):
         pass
-    return {
+    made = {
         "edgezo": __version__,
         "commit": commit,
         "dirty": dirty,
@@ -53,6 +55,8 @@ def provenance() -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
     }
+    backbones = loaded_backbones()
+    return {**made, "backbones": backbones} if backbones else made
 
 
 #: What a single run's claim check is (its ``met`` / ``not met`` are not the report's verdicts).
