@@ -75,6 +75,15 @@ def test_the_provenance_line_names_each_commit_and_the_untimed_seeds():
     del data["runs"]  # a file merged before seeds kept their own provenance: the merge's
     assert D.commits_text(data) == f"at commit {'a' * 10}"
     assert D.timing_text({"seeds": [0], "seconds": {}}) == "time not recorded"
+    assert D.backbones_text(data) == "backbones not recorded (run before edgezo recorded them)"
+    vit, cnn = ({"name": n, "format": 2, "sha256": n * 8} for n in ("vit", "cnn"))
+    data["runs"] = {"0": {**prov, "backbones": [vit]}, "1": {**prov, "backbones": [vit, cnn]},
+                    "2": prov}  # fmt: skip
+    assert (
+        D.backbones_text(data) == "2 backbones' SHA-256 recorded (seeds 0, 1: `runs` in the JSON)"
+    )
+    data["runs"]["2"] = {**prov, "backbones": [cnn]}
+    assert D.backbones_text(data).endswith("(every seed: `runs` in the JSON)")
 
 
 def test_bad_blocks_and_files_are_refused_with_what_to_do(fake_results, tmp_path):

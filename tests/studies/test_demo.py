@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import stat
@@ -285,9 +286,9 @@ def test_study_backbone_pretraining_and_runs_are_announced(monkeypatch, tmp_path
     g = torch.Generator().manual_seed(0)
     train = (torch.randn(16, 3, generator=g), torch.randint(0, 2, (16,), generator=g))
     kwargs = {"config": {"k": 1}, "steps": 2, "batch_size": 4, "lr": 1e-2, "progress": False}
-    pretrained_announced("tiny", lambda: torch.nn.Linear(3, 2), train, **kwargs)
+    pretrained_announced("tiny", functools.partial(torch.nn.Linear, 3, 2), train, **kwargs)
     assert "pretraining tiny with backprop (2 steps; first run only" in capsys.readouterr().err
-    pretrained_announced("tiny", lambda: torch.nn.Linear(3, 2), train, **kwargs)
+    pretrained_announced("tiny", functools.partial(torch.nn.Linear, 3, 2), train, **kwargs)
     assert "pretraining" not in capsys.readouterr().err  # found in the cache
     with Workers(1, desc="cells", progress=False) as workers:
         assert workers.map(abs, [(-1,), (-2,)]) == [1, 2]

@@ -115,17 +115,7 @@ def pretrained(
     state = cache.load_state(name, key)
     if state is not None:
         model.load_state_dict(state)
-        recorded = cache.load_state(f"{name}-info", key) or {}
-        accuracy = recorded.get("train_accuracy")
-        accuracy = _train_accuracy(model, train) if accuracy is None else float(accuracy)
-        info = PretrainInfo(
-            from_cache=True,
-            seconds=time.perf_counter() - started,
-            train_seconds=float(recorded.get("train_seconds", torch.tensor(float("nan")))),
-            train_accuracy=accuracy,
-            path=cache.state_path(name, key),
-        )
-        return _loaded(name, model), info
+        return note_backbone(name, model), _cached_info(name, key, model, train, started)
     checkpoint = cache.state_path(name, key).with_suffix(".ckpt")
     training = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
                 "optimizer": optimizer, "progress": progress}  # fmt: skip
@@ -134,7 +124,21 @@ def pretrained(
     seconds = time.perf_counter() - started
     _store(name, key, model, {"train_accuracy": accuracy, "train_seconds": seconds}, checkpoint)
     info = PretrainInfo(False, seconds, seconds, accuracy, cache.state_path(name, key))
-    return _loaded(name, model), info
+    return note_backbone(name, model), info
+
+
+def _cached_info(name: str, key: dict[str, Any], model: nn.Module, train: tuple[Tensor, Tensor],
+                 started: float) -> PretrainInfo:  # fmt: skip
+    """The :class:`PretrainInfo` of a model loaded from the cache (its recorded numbers)."""
+    recorded = cache.load_state(f"{name}-info", key) or {}
+    accuracy = recorded.get("train_accuracy")
+    return PretrainInfo(
+        from_cache=True,
+        seconds=time.perf_counter() - started,
+        train_seconds=float(recorded.get("train_seconds", torch.tensor(float("nan")))),
+        train_accuracy=_train_accuracy(model, train) if accuracy is None else float(accuracy),
+        path=cache.state_path(name, key),
+    )
 
 
 def train_portable(
@@ -198,17 +202,19 @@ def _check_crosses(build: Callable[[], nn.Module]) -> None:
 _LOADED: dict[tuple[str, str], dict[str, Any]] = {}
 
 
-def _loaded(name: str, model: nn.Module) -> nn.Module:
-    """``model`` in eval mode, its name and weights' SHA-256 noted for :func:`loaded_backbones`."""
+def note_backbone(name: str, model: nn.Module, recipe: int = PRETRAIN_FORMAT) -> nn.Module:
+    """``model`` in eval mode, noted for :func:`loaded_backbones` with its pretraining
+    recipe's format and the SHA-256 of its weights (``recipe``: the demo's backbone notes its
+    own :data:`edgezo.studies.demo.PRETRAIN_FORMAT`)."""
     digest = state_digest(model.state_dict())
-    _LOADED[name, digest] = {"name": name, "format": PRETRAIN_FORMAT, "sha256": digest}
+    _LOADED[name, digest] = {"name": name, "format": recipe, "sha256": digest}
     return model.eval()
 
 
 def loaded_backbones() -> list[dict[str, Any]]:
-    """Every backbone :func:`pretrained` returned in this process (name, :data:`PRETRAIN_FORMAT`,
-    SHA-256 of the weights, :func:`~edgezo.models.portable.state_digest`), in name order: what a
-    result rests on, for its provenance."""
+    """Every backbone :func:`pretrained` returned in this process (name, the format of its
+    pretraining recipe, SHA-256 of the weights: :func:`~edgezo.models.portable.state_digest`),
+    in name order: what a result rests on, for its provenance."""
     return [_LOADED[k] for k in sorted(_LOADED)]
 
 

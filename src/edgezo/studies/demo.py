@@ -104,6 +104,7 @@ from ..fixedpoint import quantize_model
 from ..models import SmallCNN, count_parameters
 from ..models.portable import Adam as PortableAdam
 from ..models.portable import run_portable
+from ..models.pretrain import note_backbone
 from ..runtime.clib import CompilerMissing
 from ..train import EpochSampler, fit
 from . import methods
@@ -224,7 +225,7 @@ def pretrain(config: DemoConfig, progress: bool = True) -> tuple[SmallCNN, bool,
     state = cache.load_state("smallcnn-mnist", key_config)
     if state is not None:
         model.load_state_dict(state)
-        return model.eval(), True, 0.0
+        return note_backbone("smallcnn-mnist", model, PRETRAIN_FORMAT), True, 0.0
     start = time.perf_counter()
     print(
         f"pretraining SmallCNN on MNIST with backprop ({config.pretrain_steps} steps; first run "
@@ -236,7 +237,7 @@ def pretrain(config: DemoConfig, progress: bool = True) -> tuple[SmallCNN, bool,
     model.load_state_dict(state)
     seconds = time.perf_counter() - start
     _store(key_config, model)
-    return model.eval(), False, seconds
+    return note_backbone("smallcnn-mnist", model, PRETRAIN_FORMAT), False, seconds
 
 
 #: What a portable run calls to pretrain the demo's backbone.

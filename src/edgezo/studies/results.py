@@ -34,8 +34,8 @@ CLAIMS: tuple[Claim, ...] = (
 def provenance() -> dict[str, Any]:
     """What made a result: edgezo's version and git commit (``dirty`` when the work tree had
     changes; ``None`` outside a git checkout), torch's version and thread count, the CPU
-    architecture, and the pretrained backbones this process loaded (``backbones``: name, format,
-    SHA-256; left out when none). No path or host name."""
+    architecture, and the pretrained backbones this process loaded (``backbones``: name, recipe
+    format, SHA-256; left out when none). No path or host name."""
     root = Path(__file__).resolve().parents[3]
     commit, dirty = None, None
     try:
