@@ -20,7 +20,8 @@ compatible path, no oneDNN), with :class:`edgezo.models.portable.Adam`. So ``bui
 cross a process: a module-level function or class, or a ``functools.partial`` of one, not a
 lambda. The training tensors cross as they are: the backbone is as portable as they are
 (images scaled by 1/255 are; features a float pipeline computed are only as portable as
-that pipeline). Portable kernels cost speed: about 2.5x torch's own here.
+that pipeline). Portable kernels are slower than torch's own (docs/studies.md, "Backbones
+across machines"), once per machine: the weights are cached.
 """
 
 from __future__ import annotations
