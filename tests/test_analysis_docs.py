@@ -174,7 +174,7 @@ def committed_studies() -> dict[str, dict]:
 def reference_numbers(data: dict) -> list[float]:
     """Every number a study block may show, recomputed from its JSON: per cell and method the
     mean accuracy (%) over seeds and its t-interval bounds (printed t table), the claims'
-    counts and shares, the seeds, the provenance, the minutes."""
+    counts and shares, the seeds, the provenance, the minutes, the backbones recorded."""
     cells: dict[tuple, list[float]] = {}
     for r in data["rows"]:
         key = (*(r[k] for k in data["keys"]), r["method"])
@@ -190,6 +190,8 @@ def reference_numbers(data: dict) -> list[float]:
     prov = data["provenance"]
     out += [*data["seeds"], prov["threads"], round(sum(map(float, data["seconds"].values())) / 60)]
     out += [float(x) for x in NUMBER.findall(f"{prov['edgezo']} {prov['torch']}")]
+    runs = (data.get("runs") or {}).values()
+    out.append(len({b["sha256"] for run in runs for b in run.get("backbones", [])}))
     return out
 
 
@@ -420,7 +422,7 @@ def commits(obj) -> list[str]:
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
 def test_every_generated_number_is_in_the_results(doc):
-    """Each number of a generated block (code spans, commits and "95%" aside) is one of its
+    """Each number of a generated block (code spans, commits, "95%" and "SHA-256" aside) is one of its
     JSON's numbers, as is, in percent or in milliseconds, or one this test recomputes from
     them, to the digits printed."""
     for what, body in D.blocks(doc.read_text()):
@@ -431,6 +433,7 @@ def test_every_generated_number_is_in_the_results(doc):
         if what.split()[0] not in ("study", "convergence"):
             allowed = [k * x for f in files for x in leaves(f) for k in (1, 100, 1000)] + derived
         text = re.sub(r"`[^`]*`", "", body).replace("results.json", "").replace("95%", "")
+        text = text.replace("SHA-256", "")
         for commit in (c for f in files for c in commits(f)):
             text = text.replace(commit, "")
         text = re.sub(r"(?<=\d),(?=\d{3})", "", text)  # 10,000
