@@ -3,7 +3,6 @@ portable runs that give the same bytes on other (emulated) CPUs."""
 
 from __future__ import annotations
 
-import functools
 import shutil
 
 import numpy as np
@@ -102,6 +101,7 @@ def qemu(cpu: str) -> tuple[str, ...]:
     return ("qemu-x86_64", "-cpu", cpu)
 
 
+@pytest.mark.slow  # the studies' backbones check the same pinning in the default suite
 def test_the_demos_pretraining_is_the_same_on_an_emulated_cpu_without_avx():
     """Nehalem has no AVX: MKL, aten and glibc take other code paths than on this CPU, yet the
     portable run's bytes are the same (three steps: about 30 s, most of it loading torch)."""
@@ -123,22 +123,33 @@ def test_pinning_is_what_makes_the_bytes_portable():
     assert pretrain_digest(steps) == pretrain_digest(steps, prefix=qemu("Haswell"))
 
 
-@pytest.mark.parametrize("arch", ["vit", "resnet"])
-def test_a_studys_backbone_is_the_same_on_an_emulated_cpu_without_avx(arch):
+class ViTAndResNet(torch.nn.Module):
+    """The studies' ViT and SmallResNet side by side (their logits summed): one portable run,
+    on the emulated CPU one torch start, covers both."""
+
+    def __init__(self) -> None:
+        from edgezo.studies.common import _build
+
+        super().__init__()
+        self.vit, self.resnet = _build("vit", 10), _build("resnet", 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vit(x) + self.resnet(x)
+
+
+def test_a_studys_backbones_are_the_same_on_an_emulated_cpu_without_avx():
     """The studies' backbones (edgezo.models.pretrain.pretrained) train in the same portable
     process: a ViT (softmax, GELU, LayerNorm) and a ResNet (batch norm in training) give
     the same bytes on Nehalem as here, and other bytes with another seed (the check can fail)."""
     from edgezo.data.images import as_input, load_images
     from edgezo.models.pretrain import train_portable
-    from edgezo.studies.common import _build
 
     x, y = load_images("mnist", "train")
     train = (as_input(x[:48]), y[:48])
     training = {"steps": 3, "batch_size": 16, "lr": 1e-3, "seed": 0, "optimizer": "adam",
                 "progress": False}  # fmt: skip
-    build = functools.partial(_build, arch, 10)
-    here, accuracy = train_portable(build, train, training)
-    there, accuracy_there = train_portable(build, train, training, prefix=qemu("Nehalem"))
+    here, accuracy = train_portable(ViTAndResNet, train, training)
+    there, accuracy_there = train_portable(ViTAndResNet, train, training, prefix=qemu("Nehalem"))
     assert P.state_digest(here) == P.state_digest(there) and accuracy == accuracy_there
-    other, _ = train_portable(build, train, {**training, "seed": 1})
+    other, _ = train_portable(ViTAndResNet, train, {**training, "seed": 1})
     assert P.state_digest(other) != P.state_digest(here)

@@ -82,14 +82,12 @@ def test_the_portable_run_is_the_documented_recipe(cache_dir):
         torch.testing.assert_close(value, reference[name], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize(
-    "change", [{"lr": 2e-2}, {"seed": 1}, {"steps": 61}, {"config": {"data": "other"}}]
-)
-def test_a_different_run_misses_the_cache(cache_dir, change):
+def test_a_different_run_misses_the_cache(cache_dir):
     data = _blobs()
     pretrained("blobnet", _net, data, progress=False, **ARGS)
-    _, info = pretrained("blobnet", _net, data, progress=False, **{**ARGS, **change})
-    assert not info.from_cache
+    for change in ({"lr": 2e-2}, {"seed": 1}, {"steps": 61}, {"config": {"data": "other"}}):
+        _, info = pretrained("blobnet", _net, data, progress=False, **{**ARGS, **change})
+        assert not info.from_cache, change
 
 
 class Counting(nn.Module):
