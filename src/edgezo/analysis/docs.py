@@ -109,7 +109,7 @@ def study_block(results: Path, name: str, label: str) -> str:
 def backbones_text(data: Mapping[str, Any]) -> str:
     """Which seeds' runs recorded the backbones they rest on (name, recipe format, SHA-256 in
     ``runs.S.backbones``: :func:`edgezo.models.pretrain.loaded_backbones`)."""
-    runs = data.get("runs") or {str(data["seeds"][0]): data.get("provenance", {})}
+    runs = seed_provenance(data)
     recorded = [seed for seed, prov in runs.items() if prov.get("backbones")]
     if not recorded:
         return "backbones not recorded (run before edgezo recorded them)"
@@ -118,11 +118,17 @@ def backbones_text(data: Mapping[str, Any]) -> str:
     return f"{count} backbones' SHA-256 recorded ({which}: `runs` in the JSON)"
 
 
+def seed_provenance(data: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:
+    """Each seed's provenance of a merged study (``runs``); older files have only the merge's,
+    which stands for the first seed."""
+    return data.get("runs") or {str(data["seeds"][0]): data.get("provenance", {})}
+
+
 def commits_text(data: Mapping[str, Any]) -> str:
     """``at commit C`` of a merged study, or ``seeds 0 at commit C, 1, 2 at commit D`` when its
     seeds ran at different commits (their own provenance, ``runs``; older files have only the
     merge's). ``(dirty)`` marks a run from a work tree with changes."""
-    runs = data.get("runs") or {str(data["seeds"][0]): data.get("provenance", {})}
+    runs = seed_provenance(data)
     by_commit: dict[str, list[str]] = {}
     for seed, prov in runs.items():
         mark = f"{str(prov.get('commit'))[:10]}{' (dirty)' if prov.get('dirty') else ''}"
