@@ -63,8 +63,10 @@ system-deps:
 demo: $(STUDIES_STAMP)
 	$(BIN)/edgezo demo
 
+# one pytest worker per core (pytest-xdist), each test file on one worker so that a file's
+# module and session fixtures (a pretrained backbone, a quick demo run) are built once
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow
