@@ -6,6 +6,7 @@ with the install command (they are not skipped: cost numbers are the point of ed
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -297,3 +298,59 @@ def test_engine_one_lane_places_on_the_up5k():
     fits = measure("lfsr", 1, "ice40up", dim=8, queries=1, pnr=True)
     assert fits.pnr_error is None and fits.fmax_mhz > 1.0
     assert fits.utilization["ICESTORM_DSP"] == (fits.engine.dsp + 1, 8)
+
+
+# -- ABC's intermittent crash: repeated, and only that failure -------------------------------
+_WIRE = "module \\top\n  wire width 2 input 1 \\a\n  wire width 2 output 2 \\b\n  connect \\b \\a\nend\n"
+_ABC_MESSAGE = 'ERROR: ABC: execution of command ""berkeley-abc" -s -f abc.script 2>&1" failed: return code 134.'
+
+
+def _yosys_whose_abc_crashes(tmp_path, yosys, crashes: int) -> Path:
+    """An executable that fails as yosys does when ABC aborts on its first ``crashes`` calls,
+    then runs the real yosys; it counts its calls in ``calls``."""
+    script = tmp_path / "crashing-yosys"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'n=$(($(cat "{tmp_path}/calls" 2>/dev/null || echo 0) + 1)); echo $n > "{tmp_path}/calls"\n'
+        f"if [ $n -le {crashes} ]; then echo '{_ABC_MESSAGE}' >&2; exit 1; fi\n"
+        f'exec "{yosys[0]}" "$@"\n'
+    )
+    script.chmod(0o755)
+    return script
+
+
+def _calls(tmp_path) -> int:
+    return int((tmp_path / "calls").read_text())
+
+
+def test_a_run_whose_abc_crashed_is_repeated_and_said(tmp_path, yosys, monkeypatch, capsys):
+    from edgezo.hw.synth import ABC_TRIES, run_yosys
+
+    crashes = ABC_TRIES - 1
+    monkeypatch.setenv("EDGEZO_YOSYS", str(_yosys_whose_abc_crashes(tmp_path, yosys, crashes)))
+    work = tmp_path / "work"
+    work.mkdir()
+    log = run_yosys(_WIRE, "hierarchy -top top; stat", work)
+    assert "Number of cells" in log and _calls(tmp_path) == crashes + 1
+    said = capsys.readouterr().err.splitlines()
+    assert [f"try {i} of {ABC_TRIES}" in line for i, line in enumerate(said, 1)] == [True] * crashes
+
+
+def test_abc_crashing_every_time_is_an_error_after_the_last_try(tmp_path, yosys, monkeypatch):
+    from edgezo.hw.synth import ABC_TRIES, run_yosys
+
+    crashing = _yosys_whose_abc_crashes(tmp_path, yosys, ABC_TRIES)
+    monkeypatch.setenv("EDGEZO_YOSYS", str(crashing))
+    with pytest.raises(RuntimeError, match="return code 134"):
+        run_yosys(_WIRE, "stat", tmp_path)
+    assert _calls(tmp_path) == ABC_TRIES
+
+
+def test_another_yosys_failure_is_not_repeated_and_shows_the_log(tmp_path, yosys, monkeypatch):
+    from edgezo.hw.synth import run_yosys
+
+    counting = _yosys_whose_abc_crashes(tmp_path, yosys, 0)
+    monkeypatch.setenv("EDGEZO_YOSYS", str(counting))
+    with pytest.raises(RuntimeError, match="no_such_pass") as info:
+        run_yosys(_WIRE, "no_such_pass", tmp_path)
+    assert _calls(tmp_path) == 1 and "last lines of yosys.log" in str(info.value)
