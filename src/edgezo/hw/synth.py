@@ -141,8 +141,9 @@ def to_rtlil(gen: Generator) -> str:
 
 #: yosys's message when its ABC subprocess (Debian's ``berkeley-abc``) dies. ABC aborts now and
 #: then (SIGABRT, return code 134) on a design that it maps when run again: the tiny engine
-#: report crashed in 2 of about 20 runs here, and the design of one crash then mapped in 48 runs
-#: out of 48. Such a run is repeated, :data:`ABC_TRIES` tries in all, each repeat said on stderr.
+#: report of the test suite crashed in 1 of 5 suite runs here and in 1 of 37 runs on its own,
+#: and the design of that crash then mapped in 48 runs out of 48. Such a run is repeated,
+#: :data:`ABC_TRIES` tries in all, each repeat said on stderr.
 ABC_CRASHED = "ERROR: ABC: execution of command"
 ABC_TRIES = 3
 
