@@ -141,7 +141,7 @@ def to_rtlil(gen: Generator) -> str:
 
 #: yosys's message when its ABC subprocess (Debian's ``berkeley-abc``) dies. ABC aborts now and
 #: then (SIGABRT, return code 134) on a design that it maps when run again: the tiny engine
-#: report of the test suite crashed in 1 of 5 suite runs here and in 1 of 37 runs on its own,
+#: report of the test suite crashed in 1 of 5 suite runs here and in 1 of 43 runs on its own,
 #: and the design of that crash then mapped in 48 runs out of 48. Such a run is repeated,
 #: :data:`ABC_TRIES` tries in all, each repeat said on stderr.
 ABC_CRASHED = "ERROR: ABC: execution of command"
