@@ -73,6 +73,29 @@ def test_default_dscnn_count_is_the_layout():
     assert model(torch.zeros(2, 1, 101, 10)).shape == (2, 12)
 
 
+@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "portable"])
+def test_dscnn_runs_channels_last_only_with_onednn_and_both_layouts_agree(onednn):
+    """Channels-last is oneDNN's fast layout and torch's own conv's slow one: a portable run
+    (oneDNN off) keeps channels-first; the features agree to float rounding either way."""
+    model, (x, _) = DSCNN().eval(), batch()
+    seen = []
+    model.blocks.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    features, other = (features_with_onednn(model, x, on) for on in (onednn, not onednn))
+    last = seen[0].is_contiguous(memory_format=torch.channels_last) and not seen[0].is_contiguous()
+    assert last == onednn
+    torch.testing.assert_close(features, other, rtol=1e-5, atol=1e-6)
+
+
+def features_with_onednn(model: nn.Module, x: torch.Tensor, enabled: bool) -> torch.Tensor:
+    """``model.features(x)`` with oneDNN on or off (as a portable run sets it), then restored."""
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = enabled
+    try:
+        return model.features(x)
+    finally:
+        torch.backends.mkldnn.enabled = before
+
+
 @pytest.mark.parametrize("name", sorted(BUILDERS))
 def test_forward_is_head_of_features(name):
     model = BUILDERS[name]().eval()

@@ -206,8 +206,11 @@ class DSCNN(nn.Module):
 
     def features(self, x: Tensor) -> Tensor:
         """``(B, 1, frames, mels)`` -> the globally averaged last block ``(B, channels)``."""
-        # channels-last: PyTorch's CPU depthwise conv is several times faster in it (same values)
-        h = self.stem(x).contiguous(memory_format=torch.channels_last)
+        # Channels-last makes oneDNN's depthwise conv several times faster; without oneDNN (a
+        # portable run, edgezo.models.portable) torch's own conv is 2-3x slower in it.
+        h = self.stem(x)
+        if torch.backends.mkldnn.enabled:
+            h = h.contiguous(memory_format=torch.channels_last)
         return self.blocks(h).mean(dim=(2, 3))
 
     def forward(self, x: Tensor) -> Tensor:
