@@ -357,7 +357,10 @@ def train(qmodel: nn.Module, forward, x: Tensor, y: Tensor, steps: int = 30) -> 
     return [float(opt.step(lambda: F.cross_entropy(forward(x), y))) for _ in range(steps)]
 
 
-def test_training_through_onnx_runtime_equals_training_in_torch_bit_for_bit():
+def test_training_through_onnx_runtime_gives_torchs_integers_bit_for_bit():
+    """The losses are the same to float rounding (bit for bit on some CPUs: an AMD EPYC with
+    AVX2 rounds ORT's kernels an ulp apart from torch's), every sign(L+ - L-) agrees, and so
+    the trained integers are the same bit for bit."""
     qmodel, x = smallcnn()
     twin = quantize_model(head_only(SmallCNN(classes=10, width=4, hidden=16)), 16, 8,
                           calibration=[x])  # fmt: skip
@@ -365,7 +368,7 @@ def test_training_through_onnx_runtime_equals_training_in_torch_bit_for_bit():
     y = torch.randint(0, 10, (64,), generator=torch.Generator().manual_seed(3))
     ort_losses = train(qmodel, OnnxRuntimeModel(qmodel, x[:4]), x, y)
     torch_losses = train(twin, twin, x, y)
-    assert ort_losses == torch_losses  # the same floats, step after step
+    torch.testing.assert_close(ort_losses, torch_losses, rtol=1e-6, atol=0)  # step after step
     assert ort_losses[-1] < ort_losses[0]
     for (name, p), q in zip(qmodel.named_parameters(), twin.parameters(), strict=True):
         assert p.dtype in (torch.int16, torch.int8) and torch.equal(p, q), name
