@@ -236,3 +236,25 @@ def test_tested_flags_are_evaluates_accuracy_example_by_example():
     assert flags.tolist() == (model(x).argmax(1) == y).tolist()
     assert out["accuracy"] == pytest.approx(evaluate(model, x, y)["accuracy"], abs=1e-12)
     assert math.isnan(tested(model, None)["accuracy"])
+
+
+def test_provenance_names_the_cpu_and_torchs_kernel_level_on_it(tmp_path, monkeypatch):
+    """A result's last digits follow the CPU: its model (the first of /proc/cpuinfo's, where
+    there is one) and torch's kernel level are recorded, never a path or host name."""
+    import platform
+    from pathlib import Path
+
+    from edgezo.studies import results
+
+    made = results.provenance()
+    assert made["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert made["cpu"] == results.cpu_model() and made["cpu"]
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Chip A @ 2GHz\n\nmodel name\t: Chip B\n")
+    real = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda p, *a, **k: real(cpuinfo if str(p) ==
+                        "/proc/cpuinfo" else p, *a, **k))  # fmt: skip
+    assert results.cpu_model() == "Chip A @ 2GHz"
+    cpuinfo.write_text("processor\t: 0\n")
+    assert results.cpu_model() == (platform.processor() or "unknown")
+    assert platform.node() not in json.dumps(made)

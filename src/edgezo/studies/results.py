@@ -31,11 +31,23 @@ CLAIMS: tuple[Claim, ...] = (
 )
 
 
+def cpu_model() -> str:
+    """The CPU's model name (the first ``model name`` of ``/proc/cpuinfo``; elsewhere
+    ``platform.processor()``): a result's kernels, and so its last digits, follow the CPU."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or "unknown"
+
+
 def provenance() -> dict[str, Any]:
     """What made a result: edgezo's version and git commit (``dirty`` when the work tree had
     changes; ``None`` outside a git checkout), torch's version and thread count, the CPU
-    architecture, and the pretrained backbones this process loaded (``backbones``: name, recipe
-    format, SHA-256; left out when none). No path or host name."""
+    architecture, model (:func:`cpu_model`) and torch's kernel level on it, and the pretrained
+    backbones this process loaded (``backbones``: name, recipe format, SHA-256; left out when
+    none). No path or host name."""
     root = Path(__file__).resolve().parents[3]
     commit, dirty = None, None
     try:
@@ -54,6 +66,8 @@ def provenance() -> dict[str, Any]:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
     backbones = loaded_backbones()
     return {**made, "backbones": backbones} if backbones else made
