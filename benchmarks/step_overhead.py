@@ -85,6 +85,7 @@ import edgezo.directions as directions  # noqa: E402
 import edgezo.formats.floats as float_format  # noqa: E402
 from edgezo import ZO, passes  # noqa: E402
 from edgezo.models import SmallCNN, ViTTiny, count_parameters  # noqa: E402
+from edgezo.models.portable import cpu_model  # noqa: E402
 from edgezo.passes import streams  # noqa: E402
 
 WORKLOADS = ("smallcnn", "vittiny")
@@ -520,17 +521,6 @@ def bench_memory(workloads, iters: int, threads: int, jobs: int) -> dict[str, An
 
 
 # -- environment ---------------------------------------------------------------
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def git_head() -> str | None:
     """The checkout's commit (``+dirty`` if src/ has uncommitted changes), if git is there."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

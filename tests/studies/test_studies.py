@@ -238,23 +238,22 @@ def test_tested_flags_are_evaluates_accuracy_example_by_example():
     assert math.isnan(tested(model, None)["accuracy"])
 
 
-def test_provenance_names_the_cpu_and_torchs_kernel_level_on_it(tmp_path, monkeypatch):
+def test_provenance_names_the_cpu_and_torchs_kernel_level_on_it(tmp_path):
     """A result's last digits follow the CPU: its model (the first of /proc/cpuinfo's, where
     there is one) and torch's kernel level are recorded, never a path or host name."""
     import platform
-    from pathlib import Path
 
-    from edgezo.studies import results
+    from edgezo.models.portable import cpu_model
+    from edgezo.studies.results import provenance
 
-    made = results.provenance()
+    made = provenance()
     assert made["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
-    assert made["cpu"] == results.cpu_model() and made["cpu"]
+    assert made["cpu"] == cpu_model() and made["cpu"]
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nmodel name\t: Chip A @ 2GHz\n\nmodel name\t: Chip B\n")
-    real = Path.read_text
-    monkeypatch.setattr(Path, "read_text", lambda p, *a, **k: real(cpuinfo if str(p) ==
-                        "/proc/cpuinfo" else p, *a, **k))  # fmt: skip
-    assert results.cpu_model() == "Chip A @ 2GHz"
+    assert cpu_model(cpuinfo) == "Chip A @ 2GHz"
     cpuinfo.write_text("processor\t: 0\n")
-    assert results.cpu_model() == (platform.processor() or "unknown")
+    assert (
+        cpu_model(cpuinfo) == cpu_model(tmp_path / "missing") == (platform.processor() or "unknown")
+    )
     assert platform.node() not in json.dumps(made)

@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -102,6 +103,17 @@ class Adam(torch.optim.Optimizer):
                 denom = (exact_sqrt(v) / math.sqrt(1 - beta2**t)).add_(group["eps"])
                 p.addcdiv_(m, denom, value=-group["lr"] / (1 - beta1**t))
         return loss
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name (the first ``model name`` of ``cpuinfo``; where there is none,
+    ``platform.processor()``): torch's kernels, and so a float result's last digits, follow it."""
+    try:
+        lines = cpuinfo.read_text().splitlines()
+    except OSError:
+        lines = []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or "unknown"
 
 
 def state_digest(state: Mapping[str, Tensor]) -> str:

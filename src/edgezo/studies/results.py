@@ -17,6 +17,7 @@ import torch
 from .. import __version__
 from ..analysis.curves import plot_curves
 from ..cache import atomic_write
+from ..models.portable import cpu_model
 from ..models.pretrain import loaded_backbones
 from .common import Outcome
 
@@ -31,23 +32,12 @@ CLAIMS: tuple[Claim, ...] = (
 )
 
 
-def cpu_model() -> str:
-    """The CPU's model name (the first ``model name`` of ``/proc/cpuinfo``; elsewhere
-    ``platform.processor()``): a result's kernels, and so its last digits, follow the CPU."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        lines = []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else platform.processor() or "unknown"
-
-
 def provenance() -> dict[str, Any]:
     """What made a result: edgezo's version and git commit (``dirty`` when the work tree had
     changes; ``None`` outside a git checkout), torch's version and thread count, the CPU
-    architecture, model (:func:`cpu_model`) and torch's kernel level on it, and the pretrained
-    backbones this process loaded (``backbones``: name, recipe format, SHA-256; left out when
-    none). No path or host name."""
+    architecture, model (:func:`~edgezo.models.portable.cpu_model`) and torch's kernel level on
+    it, and the pretrained backbones this process loaded (``backbones``: name, recipe format,
+    SHA-256; left out when none). No path or host name."""
     root = Path(__file__).resolve().parents[3]
     commit, dirty = None, None
     try:
