@@ -8,6 +8,7 @@ import json
 import math
 import re
 import statistics
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -476,6 +477,23 @@ def same_interval(q: tuple[float, ...], c: tuple[float, ...], digits: int) -> bo
     return any(all(abs(a - b) <= tol for a, b in zip(q, x, strict=True)) for x in (c, flipped))
 
 
+def cell_pairs(path: Path) -> list[tuple[float, list[Mapping], list[Mapping]]]:
+    """Every two methods of one cell of a committed study's ``results.json``: the mean over the
+    seeds of their accuracy difference (points), and their rows."""
+    rows = json.loads(path.read_text()).get("rows", []) if path.exists() else []
+    if not rows or "accuracy" not in rows[0]:
+        return []
+    out = []
+    for methods in C.runs_by_cell(rows).values():
+        for a, b in itertools.combinations(methods, 2):
+            by_seed = {r.get("seed", 0): float(r["accuracy"]) for r in methods[b]}
+            diffs = [100 * (float(r["accuracy"]) - by_seed[r.get("seed", 0)])
+                     for r in methods[a] if r.get("seed", 0) in by_seed]  # fmt: skip
+            if diffs:
+                out.append((statistics.fmean(diffs), methods[a], methods[b]))
+    return out
+
+
 def pair_intervals(mean: float, tol: float) -> list[tuple[float, float, float]]:
     """The intervals (points) of every difference of two methods in one cell of a committed
     study whose mean is ``±mean``, and of every two landscape methods (test error in points,
@@ -483,17 +501,10 @@ def pair_intervals(mean: float, tol: float) -> list[tuple[float, float, float]]:
     pairs whose mean matches are bootstrapped (about a second each)."""
     out = []
     for path in sorted(RESULTS.glob("*/results.json")):
-        rows = json.loads(path.read_text()).get("rows", [])
-        if not rows or "accuracy" not in rows[0]:
-            continue
-        for methods in C.runs_by_cell(rows).values():
-            for a, b in itertools.combinations(methods, 2):
-                by_seed = {r.get("seed", 0): float(r["accuracy"]) for r in methods[b]}
-                diffs = [100 * (float(r["accuracy"]) - by_seed[r.get("seed", 0)])
-                         for r in methods[a] if r.get("seed", 0) in by_seed]  # fmt: skip
-                if diffs and abs(abs(statistics.fmean(diffs)) - abs(mean)) <= tol:
-                    iv = C.difference(methods[a], methods[b])
-                    out.append((iv.mean, iv.low, iv.high))
+        for diff, runs, reference in cell_pairs(path):
+            if abs(abs(diff) - abs(mean)) <= tol:
+                iv = C.difference(runs, reference)
+                out.append((iv.mean, iv.low, iv.high))
     land = json.loads((RESULTS / "landscape" / "landscape.json").read_text())
     names = {p["method"] for p in land["panels"]}
     for a, b in itertools.combinations(sorted(names), 2):
@@ -517,6 +528,37 @@ def test_every_interval_quoted_in_the_prose_is_one_the_results_give(doc):
             continue
         candidates = pair_intervals(q[0], 0.6 * 10**-digits)
         assert any(same_interval(q, c, digits) for c in candidates), (doc.name, words)
+
+
+#: A signed number of the prose ("-34.2 points"; quoted intervals are cut out first).
+SIGNED_PROSE = re.compile(r"(?<![\w.])[-+]\d+\.\d+(?![\d.])")
+
+
+def study_sections(text: str) -> list[tuple[str, str, str]]:
+    """``(study, prose, generated)`` for each ``## `` section of ``text`` whose heading names
+    ``edgezo run STUDY``: its text outside and inside the generated blocks."""
+    out = []
+    for section in re.split(r"\n(?=## )", text):
+        named = re.search(r"`edgezo run ([\w-]+)", section.partition("\n")[0])
+        if named:
+            generated = " ".join(body for _, body in D.blocks(section))
+            out.append((named.group(1), QUOTED.sub("", D.BLOCK.sub("", section)), generated))
+    return out
+
+
+def test_every_signed_difference_in_a_studys_prose_is_one_its_results_give():
+    """A signed number in a study's section of docs/studies.md (a gap, "-34.21 points") is the
+    mean difference of two methods in one cell of that study's committed results, or a number
+    its generated block prints, to the two decimals the tables print (one decimal would match
+    one of a study's hundreds of pairs by chance): a rerun cannot leave a stale gap behind."""
+    sections = study_sections((ROOT / "docs" / "studies.md").read_text())
+    assert {study for study, *_ in sections} == set(studies.STUDIES)  # each heading names it
+    for study, prose, generated in sections:
+        known = [d for d, *_ in cell_pairs(RESULTS / study / "results.json")]
+        known += [float(x) for x in re.findall(r"-?\d+\.\d+", generated)]
+        for number in SIGNED_PROSE.findall(prose):
+            assert len(number.partition(".")[2]) >= 2, (study, number, "quote two decimals")
+            assert any(abs(abs(float(number)) - abs(x)) <= 0.006 for x in known), (study, number)
 
 
 @pytest.mark.parametrize("doc", ("studies.md", "hw.md"))
