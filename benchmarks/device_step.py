@@ -9,6 +9,10 @@ the C library's compile time (fresh build into a temporary directory) and the
 device state of the demo's ``pezo 16w8a`` head (pool of 1021, sign-3).
 
     PYTHONPATH=src python benchmarks/device_step.py --out results.json
+
+``--march haswell`` builds the C step for that x86 level instead of this CPU's own
+(``-march=native``): on a CPU with AVX-512, the same machine then measures the AVX2 build, which
+separates the instruction set from the CPU model when two machines disagree.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from edgezo.directions import LFSR, Pool, Rademacher, RNGArray, Xorshift
 from edgezo.fixedpoint import quantize_model, trainable_parameters
 from edgezo.formats import FixedPointFormat
 from edgezo.models import SmallCNN
+from edgezo.models.portable import cpu_model
 from edgezo.runtime import clib
 from edgezo.runtime.device import DeviceFormat
 
@@ -94,10 +99,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--weights", type=int, default=1_000_000)
     ap.add_argument("--repeats", type=int, default=21)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--march", default=None, help="build for -march=MARCH, not this CPU's own")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if args.march:  # before the first build: the library's cached name hashes the flags
+        clib.NATIVE = (f"-march={args.march}",)
     result = {
         "weights": args.weights, "repeats": args.repeats, "threads": 1,
+        "march": args.march or "native", "cpu": cpu_model(),
         "compile_s": compile_seconds(), "demo_head_state_bytes": demo_state(),
         "sources": {name: one_source(name, args.weights, args.repeats) for name in SOURCES},
     }  # fmt: skip

@@ -303,6 +303,21 @@ def test_fixedpoint_step_compares_both_integer_executors_with_the_float_step():
         assert c["steps"]["float"]["paired_median_to_float_step"] == 1.0
 
 
+def test_device_step_builds_for_the_march_asked_and_times_every_source(tmp_path):
+    """``--march`` builds the C step for that level (off x86 the compiler refuses it and the
+    build falls back, with a warning) and the JSON says which; every source's read and update
+    are timed against the copy."""
+    res = run_json("device_step.py", "--weights", "20000", "--repeats", "3", "--march", "x86-64")
+    assert res["march"] == "x86-64" and res["cpu"]
+    assert set(res["sources"]) == {
+        "pool 1021", "lfsr 7-bit (native)", "xorshift 8-bit (table)",
+        "rng array 16 x lfsr", "rademacher (hash)",
+    }  # fmt: skip
+    assert_positive(res["sources"])
+    for r in res["sources"].values():
+        assert r["c_read_vs_memcpy"] == pytest.approx(r["c_read_ms"] / r["memcpy_ms"])
+
+
 def test_jvp_memory_on_the_mlp():
     """jvp's step holds one copy of the weights (its tangents) plus its largest tensor once;
     a central step holds no more than the forward."""
