@@ -530,7 +530,7 @@ def test_every_interval_quoted_in_the_prose_is_one_the_results_give(doc):
         assert any(same_interval(q, c, digits) for c in candidates), (doc.name, words)
 
 
-#: A signed number of the prose ("-34.2 points"; quoted intervals are cut out first).
+#: A signed number of the prose ("-34.21 points"; quoted intervals are cut out first).
 SIGNED_PROSE = re.compile(r"(?<![\w.])[-+]\d+\.\d+(?![\d.])")
 
 

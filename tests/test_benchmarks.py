@@ -303,7 +303,7 @@ def test_fixedpoint_step_compares_both_integer_executors_with_the_float_step():
         assert c["steps"]["float"]["paired_median_to_float_step"] == 1.0
 
 
-def test_device_step_builds_for_the_march_asked_and_times_every_source(tmp_path):
+def test_device_step_builds_for_the_march_asked_and_times_every_source():
     """``--march`` builds the C step for that level (off x86 the compiler refuses it and the
     build falls back, with a warning) and the JSON says which; every source's read and update
     are timed against the copy."""
