@@ -534,11 +534,16 @@ def test_every_interval_quoted_in_the_prose_is_one_the_results_give(doc):
 SIGNED_PROSE = re.compile(r"(?<![\w.])[-+]\d+\.\d+(?![\d.])")
 
 
+def sections(text: str) -> list[str]:
+    """``text`` cut before each ``## `` heading."""
+    return re.split(r"\n(?=## )", text)
+
+
 def study_sections(text: str) -> list[tuple[str, str, str]]:
     """``(study, prose, generated)`` for each ``## `` section of ``text`` whose heading names
     ``edgezo run STUDY``: its text outside and inside the generated blocks."""
     out = []
-    for section in re.split(r"\n(?=## )", text):
+    for section in sections(text):
         named = re.search(r"`edgezo run ([\w-]+)", section.partition("\n")[0])
         if named:
             generated = " ".join(body for _, body in D.blocks(section))
@@ -555,7 +560,7 @@ def test_every_signed_difference_in_a_studys_prose_is_one_its_results_give():
     assert {study for study, *_ in sections} == set(studies.STUDIES)  # each heading names it
     for study, prose, generated in sections:
         known = [d for d, *_ in cell_pairs(RESULTS / study / "results.json")]
-        known += [float(x) for x in re.findall(r"-?\d+\.\d+", generated)]
+        known += [float(x) for x in SIGNED.findall(generated)]
         for number in SIGNED_PROSE.findall(prose):
             assert len(number.partition(".")[2]) >= 2, (study, number, "quote two decimals")
             assert any(abs(abs(float(number)) - abs(x)) <= 0.006 for x in known), (study, number)
@@ -566,7 +571,7 @@ def test_hand_written_result_tables_are_marked_as_not_regenerated(doc):
     """Every table of numbers in docs/studies.md and docs/hw.md outside a generated block (also
     one indented in a list) is in a section that says it is not regenerated yet."""
     text = D.BLOCK.sub("", (ROOT / "docs" / doc).read_text())
-    for section in re.split(r"\n(?=## )", text):
+    for section in sections(text):
         tables = [line for line in section.splitlines() if line.lstrip().startswith("| ")]
         if any(re.search(r"\d+\.\d+", line) for line in tables):
             assert D.NOT_REGENERATED in section, section.splitlines()[0]
