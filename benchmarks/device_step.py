@@ -22,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -94,6 +95,22 @@ def compile_seconds() -> float:
         return clib.build(clib.compiler(), Path(tmp) / "edgezo_step.so")
 
 
+def use_march(march: str) -> None:
+    """Build the C step for ``-march=march`` from here on (before the first build: the cached
+    library's name hashes the flags); a level the compiler refuses is an error, not the generic
+    build clib falls back to, which the JSON would then time under the wrong name."""
+    clib.NATIVE = (f"-march={march}",)
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        try:
+            clib.build(clib.compiler(), Path(tmp) / "probe.so")
+        except UserWarning as refused:
+            raise SystemExit(
+                f"device_step.py: the C compiler refused --march {march} ({refused}); pass a "
+                "level it knows for this CPU (x86: haswell, skylake-avx512, x86-64-v3), or none"
+            ) from None
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", type=int, default=1_000_000)
@@ -102,8 +119,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--march", default=None, help="build for -march=MARCH, not this CPU's own")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    if args.march:  # before the first build: the library's cached name hashes the flags
-        clib.NATIVE = (f"-march={args.march}",)
+    if args.march:
+        use_march(args.march)
     result = {
         "weights": args.weights, "repeats": args.repeats, "threads": 1,
         "march": args.march or "native", "cpu": cpu_model(),

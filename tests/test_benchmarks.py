@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -303,12 +304,16 @@ def test_fixedpoint_step_compares_both_integer_executors_with_the_float_step():
         assert c["steps"]["float"]["paired_median_to_float_step"] == 1.0
 
 
+#: A baseline -march level of this machine's architecture, which every compiler for it knows.
+BASE_MARCH = {"x86_64": "x86-64", "amd64": "x86-64", "aarch64": "armv8-a", "arm64": "armv8-a"}
+
+
 def test_device_step_builds_for_the_march_asked_and_times_every_source():
-    """``--march`` builds the C step for that level (off x86 the compiler refuses it and the
-    build falls back, with a warning) and the JSON says which; every source's read and update
-    are timed against the copy."""
-    res = run_json("device_step.py", "--weights", "20000", "--repeats", "3", "--march", "x86-64")
-    assert res["march"] == "x86-64" and res["cpu"]
+    """``--march`` builds the C step for that level and the JSON says which; every source's
+    read and update are timed against the copy."""
+    march = BASE_MARCH.get(platform.machine().lower(), "native")
+    res = run_json("device_step.py", "--weights", "20000", "--repeats", "3", "--march", march)
+    assert res["march"] == march and res["cpu"]
     assert set(res["sources"]) == {
         "pool 1021", "lfsr 7-bit (native)", "xorshift 8-bit (table)",
         "rng array 16 x lfsr", "rademacher (hash)",
@@ -316,6 +321,16 @@ def test_device_step_builds_for_the_march_asked_and_times_every_source():
     assert_positive(res["sources"])
     for r in res["sources"].values():
         assert r["c_read_vs_memcpy"] == pytest.approx(r["c_read_ms"] / r["memcpy_ms"])
+
+
+def test_device_step_refuses_a_march_the_compiler_refuses():
+    """No silent fallback: the JSON would time the generic build under the level's name."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "device_step.py"), "--weights", "1000", "--march", "no-such"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0 and not done.stdout
+    assert "refused --march no-such" in done.stderr and "pass a level it knows" in done.stderr
 
 
 def test_jvp_memory_on_the_mlp():
