@@ -84,6 +84,7 @@ import edgezo  # noqa: E402
 import edgezo.directions as directions  # noqa: E402
 import edgezo.formats.floats as float_format  # noqa: E402
 from edgezo import ZO, passes  # noqa: E402
+from edgezo.analysis.cost import interleaved  # noqa: E402  (one round-robin timer)
 from edgezo.models import SmallCNN, ViTTiny, count_parameters  # noqa: E402
 from edgezo.models.portable import cpu_model  # noqa: E402
 from edgezo.passes import streams  # noqa: E402
@@ -152,23 +153,6 @@ def summary(times: list[float]) -> dict[str, float]:
         "max_s": s[-1],
         "n": len(s),
     }
-
-
-def interleaved(
-    fns: dict[str, Callable[[], Any]], repeats: int, warmup: int
-) -> dict[str, list[float]]:
-    """Time every function once per round, rotating the order; ``warmup`` rounds discarded."""
-    names = list(fns)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(warmup + repeats):
-        k = r % len(names)
-        for name in names[k:] + names[:k]:
-            t0 = time.perf_counter()
-            fns[name]()
-            dt = time.perf_counter() - t0
-            if r >= warmup:
-                times[name].append(dt)
-    return times
 
 
 def ratio(times: dict[str, list[float]], num: str, den: str) -> dict[str, float]:

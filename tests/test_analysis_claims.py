@@ -130,15 +130,11 @@ def test_a_missing_accuracy_is_never_a_pass():
     assert check(rows, wanted=1.0).verdict != C.REPRODUCED
 
 
-def timed_rows(ratios: list[float], regime: str = "vpt") -> list[dict]:
-    """One cell, a seed per ratio: zo 1 s per step, backprop ``ratio`` s per step; each row
-    carries a per-example string, as merged results do (it must not split the cell)."""
-    rows = []
-    for seed, ratio in enumerate(ratios):
-        for method, per_step in (("zo", 1.0), ("backprop", ratio)):
-            rows.append({"target": "digits", "regime": regime, "method": method, "seed": seed,
-                         "steps": 100, "seconds": 100 * per_step, "correct": f"bits-{method}"})  # fmt: skip
-    return rows
+def timed(ratios: list[float], regime: str = "vpt") -> dict:
+    """One ``edgezo cost`` cell, a round per ratio: zo 1 s per step, backprop ``ratio`` s."""
+    seconds = {"two forwards": [0.9] * len(ratios), "zo": [1.0] * len(ratios),
+               "pezo": [1.0] * len(ratios), "backprop": list(ratios)}  # fmt: skip
+    return {"regime": regime, "trained": 10, "seconds": seconds}
 
 
 @pytest.mark.parametrize(
@@ -147,16 +143,15 @@ def timed_rows(ratios: list[float], regime: str = "vpt") -> list[dict]:
      ([1.1, 1.2, 1.3], C.NOT_REPRODUCED),  # [0.95, 1.45]: wholly below
      ([1.0, 1.6, 2.2], C.INCONCLUSIVE)],  # [0.11, 3.09]: holds 1.5
 )  # fmt: skip
-def test_the_iteration_cost_is_decided_on_each_cells_interval_over_seeds(ratios, verdict):
-    data = {"keys": ["target", "regime"], "rows": timed_rows(ratios) + timed_rows([9.0], "lp")}
-    finding = C.cost_check({C.study("cross-domain"): data})
+def test_the_iteration_cost_is_decided_on_each_regimes_interval_over_rounds(ratios, verdict):
+    meta = {"batch": 8, "threads": 1, "rounds": 3, "load_average_start": [0.5, 0.5, 0.5]}
+    data = {"meta": meta, "cells": [timed(ratios), timed([0.5, 0.6, 0.7], "lp")]}
+    finding = C.cost_check({C.COST_VIT: data})
     mean = sum(ratios) / 3
     half = 4.3027 * math.sqrt(sum((r - mean) ** 2 for r in ratios) / 2) / math.sqrt(3)
-    assert (
-        finding.ours
-        == f"cross-domain digits vpt: {mean:.2f} [{mean - half:.2f}, {mean + half:.2f}]x"
-    )
-    assert finding.verdict == verdict  # the probing cell (lp) is not timed: the head alone
+    assert finding.ours == f"vpt: {mean:.2f} [{mean - half:.2f}, {mean + half:.2f}]x"
+    assert finding.verdict == verdict  # probing (lp) is left out: backprop runs the head alone
+    assert "load average 0.5 at the start" in finding.why
 
 
 def hw_found(**energy: float) -> dict:

@@ -1,10 +1,10 @@
 """One report of every result: ``report.md`` (figures next to it) and a self-contained ``report.html``.
 
-Reads what ``edgezo run``, ``edgezo memory``, ``edgezo landscape`` and ``edgezo hw
-report`` wrote under a results directory (one folder each: ``cross-domain/``,
-``memory/``, ``landscape/``, ``hw/``...), puts each claim of the papers beside
+Reads what ``edgezo run``, ``edgezo memory``, ``edgezo cost``, ``edgezo landscape`` and
+``edgezo hw report`` wrote under a results directory (one folder each: ``cross-domain/``,
+``memory/``, ``cost/``, ``landscape/``, ``hw/``...), puts each claim of the papers beside
 our number (:mod:`edgezo.analysis.claims`), then includes every study's,
-memory, landscape and hardware Markdown as written, with its figures.
+memory, cost, landscape and hardware Markdown as written, with its figures.
 
 Every number in the report comes from a results file: the claims table's "ours"
 is formatted from the JSON files, the sections are those files' own Markdown,
@@ -54,11 +54,18 @@ from .claims import (
 MARKDOWN = {
     "study": "results.md",
     "memory": "memory.md",
+    "cost": "cost.md",
     "landscape": "landscape.md",
     "hw": "report.md",
 }
 #: Section titles, in the report's order.
-SECTIONS = {"study": "Studies", "memory": "Memory", "landscape": "Loss landscape", "hw": "Hardware"}
+SECTIONS = {
+    "study": "Studies",
+    "memory": "Memory",
+    "cost": "Time per iteration",
+    "landscape": "Loss landscape",
+    "hw": "Hardware",
+}
 IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
 HEADING = re.compile(r"^(#{1,6})(?=\s)")
 FENCE = re.compile(r"^\s*(```|~~~)")
@@ -98,6 +105,9 @@ def identify(folder: Path) -> tuple[Source, dict] | None:
     if (folder / "memory.json").is_file():
         data = _load(folder / "memory.json", "memory", "meta")
         return Source("memory", str(data["meta"].get("model", "")).split(" (")[0]), data
+    if (folder / "cost.json").is_file():
+        data = _load(folder / "cost.json", "cost", "cells")
+        return Source("cost", str(data["meta"]["model"]).split(" (")[0]), data
     if (folder / "landscape.json").is_file():
         return LANDSCAPE, _load(folder / "landscape.json", "landscape", "panels")
     if (folder / "report.json").is_file():
@@ -266,6 +276,7 @@ def place_figures(artifact: Artifact, out: Path) -> str:
 REBUILD = {
     "study": "edgezo.analysis.tables:rebuild_report",
     "memory": "edgezo.analysis.memory:rebuild_report",
+    "cost": "edgezo.analysis.cost:rebuild_report",
     "landscape": "edgezo.studies.landscape:rebuild_report",
     "hw": "edgezo.hw.report:rebuild_report",
 }

@@ -5,7 +5,7 @@ Writes ``report.md`` and a self-contained ``report.html``
 (:func:`edgezo.analysis.report.build_report`). With ``--run-quick``, first runs
 the quick version of every missing result into ``--results``: each study of
 ``edgezo run`` (``--quick``), ``edgezo memory vit-tiny`` and ``crnn``,
-``edgezo landscape --quick`` and, if yosys is installed, ``edgezo hw report``.
+``edgezo cost vit-tiny --rounds 3``, ``edgezo landscape --quick`` and, if yosys is installed, ``edgezo hw report``.
 Each is run in this process through its own subcommand's parser (the command
 printed is the command run), one after the other; a failure is reported and
 the next one runs.
@@ -30,6 +30,7 @@ from .args import make_dir, writable_dir
 REGISTRARS = {
     "run": "edgezo.cli.run",
     "memory": "edgezo.cli.memory",
+    "cost": "edgezo.cli.cost",
     "landscape": "edgezo.cli.landscape",
     "hw": "edgezo.cli.hw",
 }
@@ -42,7 +43,7 @@ def add_cli(subparsers: Any) -> None:
         help="one Markdown + HTML report: the papers' claims beside ours, every table and figure",
         description=(
             "Collect every result under --results (study folders from edgezo run, memory/, "
-            "landscape/, hw/), check each claim of the two papers against them, and write "
+            "cost/, landscape/, hw/), check each claim of the two papers against them, and write "
             "report.md (figures next to it) and a self-contained report.html to --out. "
             "--run-quick first runs the quick version of whatever is missing."
         ),
@@ -157,7 +158,7 @@ def check_results(results: Path, run_quick: bool) -> None:
     if not results.is_dir():
         state = "is not a directory" if results.exists() else "does not exist"
         raise ValueError(
-            f"--results {results} {state}; point it at the folder edgezo run/memory/landscape "
+            f"--results {results} {state}; point it at the folder edgezo run/memory/cost/landscape "
             "wrote into, or add --run-quick to make the quick results there first"
         )
     if not collect(results):
