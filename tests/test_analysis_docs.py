@@ -85,6 +85,8 @@ def test_the_provenance_line_names_each_commit_and_the_untimed_seeds():
     )
     data["runs"]["2"] = {**prov, "backbones": [cnn]}
     assert D.backbones_text(data).endswith("(every seed: `runs` in the JSON)")
+    data["runs"] = {"0": {**prov, "backbones": [cnn]}, "1": {**prov, "backbones": [cnn]}}
+    assert D.backbones_text(data).startswith("1 backbone's SHA-256 recorded (every seed")
 
 
 def test_bad_blocks_and_files_are_refused_with_what_to_do(fake_results, tmp_path):

@@ -103,6 +103,20 @@ def write_cost(results: Path) -> None:
     write_cost_report(results / C.COST_VIT.directory, {"meta": meta, "cells": cells})
 
 
+def test_the_cost_claim_reads_the_run_in_the_folder_it_names(tmp_path):
+    write_cost(tmp_path)  # cost/: the claim's
+    other = json.loads((tmp_path / "cost" / "cost.json").read_text())
+    for cell in other["cells"]:
+        cell["seconds"]["backprop"] = [9.0, 9.0, 9.5]
+    write_cost_report(tmp_path / "batch32", other)  # sorts first, same model
+    found = R.by_source(R.collect(tmp_path))
+    assert found[C.COST_VIT].directory.name == "cost"
+    md = build_report(tmp_path, tmp_path / "out")[0].read_text()
+    ours = claims_table(md)["an FF iteration is cheaper than a BP iteration"][3]
+    assert ours.startswith(ref_cost()[0])  # cost/'s 1.93x in ft, not batch32/'s 18-19x
+    assert md.count("\n## Time per iteration\n") == 1 and "| 9000.0 |" in md  # both shown
+
+
 def write_landscape(results: Path) -> None:
     from edgezo.studies.landscape import QUICK, markdown, plain_config
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
@@ -10,21 +9,14 @@ import pytest
 from edgezo.analysis.claims import Source
 from edgezo.analysis.cost import STEPS
 from edgezo.analysis.report import identify
-from edgezo.cli import cost as cost_cli
 from edgezo.cli import memory as memory_cli
-
-
-def run_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="edgezo")
-    cost_cli.add_cli(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.handler(args)
+from edgezo.cli.report import run_edgezo  # as `edgezo report --run-quick` runs it
 
 
 def test_cli_times_each_regime_and_writes_what_the_report_reads(tmp_path, capsys):
     out = tmp_path / "cost-cnn"
     argv = ["cost", "cnn", "--regimes", "lp,ft", "--batch", "2", "--rounds", "2", "--warmup", "0"]
-    assert run_cli([*argv, "--out", str(out)]) == 0
+    assert run_edgezo([*argv, "--out", str(out)]) == 0
     data = json.loads((out / "cost.json").read_text())
     assert [c["regime"] for c in data["cells"]] == ["lp", "ft"]
     for cell in data["cells"]:
@@ -43,8 +35,8 @@ def test_cli_times_each_regime_and_writes_what_the_report_reads(tmp_path, capsys
 
 def test_cli_names_the_known_regimes_for_an_unknown_one(capsys):
     with pytest.raises(SystemExit):
-        run_cli(["cost", "cnn", "--regimes", "ft,full"])
+        run_edgezo(["cost", "cnn", "--regimes", "ft,full"])
     assert "unknown regime(s) ['full']; give a comma list of" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        run_cli(["cost", "cnn", "--rounds", "1"])
+        run_edgezo(["cost", "cnn", "--rounds", "1"])
     assert "must be >= 2, got 1" in capsys.readouterr().err

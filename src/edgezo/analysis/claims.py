@@ -20,6 +20,9 @@ How the papers' words are read where they give no finer rule:
   reproduced when the share of reproduced non-vacuous cells is at least the
   paper's, not reproduced when even the inconclusive ones cannot make it, and
   vacuous when no cell counts (:func:`share_verdict`).
+* "an FF iteration about 1.5x cheaper than BP": backprop's time per step over MeZO's ZO
+  step, timed step against step by ``edgezo cost vit-tiny`` (batch 8) in each regime that
+  runs the whole network, decided on the interval over the rounds against 1.5x.
 * "close" and "costs little" use the same 5-point bar; "no loss of training
   accuracy" is at most 1 point below Gaussian ZO in every cell.
 * Hardware reductions must hold against every Gaussian baseline measured (the

@@ -159,7 +159,8 @@ def plot_cost(data: Mapping[str, Any], path: str | Path) -> Path:
     ax.set_xticks(range(len(cells)), [c["regime"] for c in cells])
     ax.set_ylabel("median time per step (ms)")
     ax.set_title(cost_title(data["meta"]), fontsize=9)
-    ax.legend(fontsize=8)
+    ax.set_ylim(top=1.2 * ax.get_ylim()[1])  # room for the legend above the bars
+    ax.legend(fontsize=8, ncols=len(STEPS), loc="upper center")
     fig.tight_layout()
     path = save_png(fig, path, dpi=120)
     plt.close(fig)

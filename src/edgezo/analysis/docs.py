@@ -115,7 +115,8 @@ def backbones_text(data: Mapping[str, Any]) -> str:
         return "backbones not recorded (run before edgezo recorded them)"
     count = len({b["sha256"] for s in recorded for b in runs[s]["backbones"]})
     which = "every seed" if len(recorded) == len(runs) else f"seeds {', '.join(recorded)}"
-    return f"{count} backbones' SHA-256 recorded ({which}: `runs` in the JSON)"
+    whose = "1 backbone's" if count == 1 else f"{count} backbones'"
+    return f"{whose} SHA-256 recorded ({which}: `runs` in the JSON)"
 
 
 def seed_provenance(data: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:

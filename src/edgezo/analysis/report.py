@@ -151,12 +151,17 @@ def collect(results: Path) -> list[Artifact]:
 def _order(a: Artifact) -> tuple:
     kind = list(SECTIONS).index(a.source.kind)
     known = STUDIES.index(a.source.name) if a.source.name in STUDIES else len(STUDIES)
-    preferred = a.source.kind != "memory" or a.data["meta"].get("regime") == "ft"
+    preferred = True
+    if a.source.kind == "memory":  # several runs of one model: the claims read full fine-tuning
+        preferred = a.data["meta"].get("regime") == "ft"
+    elif a.source.kind == "cost":  # ...the run in the folder the claim names (cost/: batch 8)
+        preferred = a.directory.name == a.source.directory
     return kind, known, not preferred, a.directory.name
 
 
 def by_source(artifacts: Sequence[Artifact]) -> dict[Source, Artifact]:
-    """The artifact read for each source: the first in report order (memory: regime ``ft``)."""
+    """The artifact read for each source: the first in report order (memory: regime ``ft``;
+    cost: the folder :attr:`Source.directory` names)."""
     out: dict[Source, Artifact] = {}
     for a in artifacts:
         out.setdefault(a.source, a)
