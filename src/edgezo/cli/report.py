@@ -5,10 +5,10 @@ Writes ``report.md`` and a self-contained ``report.html``
 (:func:`edgezo.analysis.report.build_report`). With ``--run-quick``, first runs
 the quick version of every missing result into ``--results``: each study of
 ``edgezo run`` (``--quick``), ``edgezo memory vit-tiny`` and ``crnn``,
-``edgezo cost vit-tiny --rounds 3``, ``edgezo landscape --quick`` and, if yosys is installed, ``edgezo hw report``.
-Each is run in this process through its own subcommand's parser (the command
-printed is the command run), one after the other; a failure is reported and
-the next one runs.
+``edgezo cost vit-tiny --rounds 3``, ``edgezo landscape --quick`` and, if yosys is
+installed, ``edgezo hw report``. Each is run in this process through its own
+subcommand's parser (the command printed is the command run), one after the other;
+a failure is reported and the next one runs.
 """
 
 from __future__ import annotations
