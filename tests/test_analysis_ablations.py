@@ -118,6 +118,8 @@ def reference_numbers(data: dict) -> list[float]:
         interval([100 * (r["accuracy"] - by_seed[r["seed"]]) for r in runs[a]])
     prov = data["provenance"]
     out += [*data["seeds"], prov["threads"], round(sum(map(float, data["seconds"].values())) / 60)]
+    shas = {b["sha256"] for run in data.get("runs", {}).values() for b in run.get("backbones", [])}
+    out.append(float(len(shas)))  # "1 backbone's SHA-256 recorded"
     out += [float(x) for x in re.findall(r"\d+", prov["edgezo"])]
     # the numbers of the rows' names (sign-3, q=3, 90%, fp32, 16w8a's parts)
     names = " ".join(runs) + " ".join(f"{a} {b}" for a, b in data["config"]["comparisons"])
@@ -132,7 +134,7 @@ def test_the_repository_block_holds_only_numbers_of_the_committed_results():
     assert len(bodies) == 1, "docs/studies.md should have one ablations block"
     allowed = reference_numbers(data)
     text = bodies[0].replace(data["provenance"]["commit"][:10], "").replace("results.json", "")
-    text = text.replace("cut to 0-100", "")  # the caption's range, not a result
+    text = text.replace("cut to 0-100", "").replace("SHA-256", "")  # a range and a hash's name
     for number in NUMBER.findall(text):
         assert any(abs(float(number) - a) <= 0.006 * max(1.0, abs(a)) for a in allowed), number
 
