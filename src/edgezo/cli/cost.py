@@ -36,7 +36,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description=(
             "Time a backprop step, MeZO's and PeZO's ZO steps and two plain forwards on a model, "
             "per training regime, each once per round in a rotating order; the ratios (backprop "
-            "over ZO, per round) get a 95%% t-interval over the rounds. Writes cost.md, cost.png "
+            "over ZO, per round) get a 95% t-interval over the rounds. Writes cost.md, cost.png "
             "and cost.json. Run it on a quiet machine."
         ),
     )
