@@ -423,6 +423,10 @@ def test_missing_or_foreign_results_are_refused_with_advice(tmp_path):
         ValueError, match=r"odd/results.json is not a study results file \(no 'study'\)"
     ):
         build_report(tmp_path / "r")
+    (tmp_path / "c" / "cost").mkdir(parents=True)  # timed cells without what timed them
+    (tmp_path / "c" / "cost" / "cost.json").write_text('{"cells": []}')
+    with pytest.raises(ValueError, match=r"cost.json is not a cost results file \(no 'meta'\)"):
+        build_report(tmp_path / "c")
 
 
 def test_empty_results_make_a_report_of_not_run_claims(tmp_path, monkeypatch):

@@ -106,7 +106,7 @@ def identify(folder: Path) -> tuple[Source, dict] | None:
         data = _load(folder / "memory.json", "memory", "meta")
         return Source("memory", str(data["meta"].get("model", "")).split(" (")[0]), data
     if (folder / "cost.json").is_file():
-        data = _load(folder / "cost.json", "cost", "cells")
+        data = _load(folder / "cost.json", "cost", "meta", "cells")
         return Source("cost", str(data["meta"]["model"]).split(" (")[0]), data
     if (folder / "landscape.json").is_file():
         return LANDSCAPE, _load(folder / "landscape.json", "landscape", "panels")
@@ -116,16 +116,17 @@ def identify(folder: Path) -> tuple[Source, dict] | None:
     return None
 
 
-def _load(path: Path, kind: str, key: str) -> dict:
+def _load(path: Path, kind: str, *keys: str) -> dict:
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(
             f"{path} is not valid JSON ({e}); re-run the command that wrote it"
         ) from None
-    if not isinstance(data, dict) or key not in data:
-        raise ValueError(f"{path} is not a {kind} results file (no {key!r}); re-run the command "
-                         "that wrote it or move it out of the results directory")  # fmt: skip
+    missing = [k for k in keys if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise ValueError(f"{path} is not a {kind} results file (no {missing[0]!r}); re-run the "
+                         "command that wrote it or move it out of the results directory")  # fmt: skip
     return data
 
 
