@@ -64,15 +64,20 @@ def test_the_provenance_line_names_each_commit_and_the_untimed_seeds():
     prov = {"commit": "a" * 40, "dirty": False}
     data = {"seeds": [0, 1, 2], "provenance": prov, "seconds": {"1": 60.0, "2": 180.0},
             "runs": {"0": {"commit": "b" * 40, "dirty": False}, "1": prov, "2": prov}}  # fmt: skip
-    assert D.commits_text(data) == f"seeds 0 at commit {'b' * 10}, seeds 1, 2 at commit {'a' * 10}"
+    assert D.commits_text(data) == f"seed 0 at commit {'b' * 10}, seeds 1, 2 at commit {'a' * 10}"
     assert D.timing_text(data) == "4 min for seeds 1, 2 (the others not timed)"
     data["runs"]["0"] = {**prov, "dirty": True}
-    assert D.commits_text(data).startswith(f"seeds 0 at commit {'a' * 10} (dirty), seeds 1, 2")
+    assert D.commits_text(data).startswith(f"seed 0 at commit {'a' * 10} (dirty), seeds 1, 2")
     data["runs"], data["seconds"]["0"] = {"0": prov, "1": prov, "2": prov}, 120.0
     assert (D.commits_text(data), D.timing_text(data)) == (
         f"at commit {'a' * 10}",
         "6 min for all seeds",
     )
+    data["provenance"] = {**prov, "threads": 2}  # the merge's threads: it trains nothing
+    data["runs"] = {s: {**prov, "threads": 1} for s in "012"}
+    assert D.threads_text(data) == "1 thread(s)"
+    data["runs"]["2"] = {**prov, "threads": 2}
+    assert D.threads_text(data) == "seeds 0, 1 on 1 thread(s), seed 2 on 2 thread(s)"
     del data["runs"]  # a file merged before seeds kept their own provenance: the merge's
     assert D.commits_text(data) == f"at commit {'a' * 10}"
     assert D.timing_text({"seeds": [0], "seconds": {}}) == "time not recorded"
