@@ -224,6 +224,28 @@ def test_a_study_spread_over_two_processes_equals_one_process(
     assert len(payloads[0]["rows"]) == rows
 
 
+def test_ood_rows_hold_every_corruptions_test_flags_in_turn(tmp_path, monkeypatch):
+    """An OOD row's ``correct`` is each corruption's test images in the config's order: its
+    slices give the per-corruption accuracies and their mean the row's accuracy, so the claims
+    bootstrap over seeds x images (a wrong order or size would break the slices)."""
+    from edgezo.analysis.stats import unpack_correct
+
+    monkeypatch.setenv("EDGEZO_CACHE", str(tmp_path / "cache"))
+    config = ood.Config(
+        arch="cnn", severities=(3,), corruptions=("fog", "rotate", "contrast"), regimes=("lp",),
+        methods=("zero-shot", "zo"), train=64, val=32, test=24, pretrain_steps=10,
+        budget=TINY, probe_budget=TINY_PROBE,
+    )  # fmt: skip
+    ood.run(False, tmp_path / "ood", progress=False, config=config)
+    payload = json.loads((tmp_path / "ood" / "results.json").read_text())
+    for row in payload["rows"]:
+        flags = unpack_correct(row["correct"], row["examples"]).reshape(3, 24)
+        assert row["accuracy"] == pytest.approx(flags.mean(), abs=1e-12)
+        per = [c for c in payload["per_corruption"] if c["method"] == row["method"]]
+        assert [c["corruption"] for c in per] == list(config.corruptions)
+        assert [c["accuracy"] for c in per] == pytest.approx(flags.mean(axis=1).tolist())
+
+
 def test_tested_flags_are_evaluates_accuracy_example_by_example():
     from edgezo.analysis.stats import unpack_correct
     from edgezo.studies.common import tested

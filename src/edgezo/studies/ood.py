@@ -17,13 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from ..analysis.stats import pack_correct, unpack_correct
 from ..data.corruptions import CORRUPTIONS, corrupt
 from ..data.images import as_input, load_images
 from ..models.regimes import prepare as prepare_regime
-from ..train import evaluate
 from .common import (
     PROBES,
     Budget,
@@ -35,6 +36,7 @@ from .common import (
     regime_plan,
     run_method,
     subsets,
+    tested,
 )
 from .parallel import Workers
 from .results import StudyWriter
@@ -94,17 +96,20 @@ def adapt_and_test(
     progress: bool,
 ) -> tuple[Outcome, dict[str, float]]:
     """One cell: adapt ``model`` in ``regime`` by ``method`` (lr chosen on ``data["val"]``)
-    and test it on every corruption; the outcome's accuracy is their mean. A task of
-    :class:`Workers`."""
+    and test it on every corruption; the outcome's accuracy is their mean, and its ``correct``
+    flags are every corruption's test images in turn (equal sizes: the claims' paired
+    bootstrap over seeds x images reads them). A task of :class:`Workers`."""
     budget, grids = regime_plan(cfg, regime)
     outcome, net = run_method(
         method, model, data["train"], data["val"], None,
         grids.get(method, ()), cfg.settings.get(method), budget,
         seed=seed, head_only=regime in PROBES, progress=progress,
     )  # fmt: skip
-    accuracies = {name: evaluate(net, *t)["accuracy"] for name, t in tests.items()}
-    outcome.accuracy = sum(accuracies.values()) / len(accuracies)
-    return outcome, accuracies
+    results = {name: tested(net, t) for name, t in tests.items()}
+    flags = np.concatenate([unpack_correct(r["correct"], r["examples"]) for r in results.values()])
+    outcome.accuracy = sum(r["accuracy"] for r in results.values()) / len(results)
+    outcome.correct, outcome.examples = pack_correct(flags), len(flags)
+    return outcome, {name: r["accuracy"] for name, r in results.items()}
 
 
 def run_config(cfg: Config, opts: Options) -> dict[str, Any]:
