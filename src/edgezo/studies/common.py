@@ -277,21 +277,25 @@ def outcome_of(*args: Any) -> Outcome:
     return run_method(*args)[0]
 
 
-def tested(model: nn.Module, test: Data | None, batch: int = 1000) -> dict[str, Any]:
-    """``model``'s test accuracy and which examples it got right (packed), as :class:`Outcome`
-    fields; accuracy ``nan`` without ``test``. The accuracy is :func:`edgezo.train.evaluate`'s:
-    top-1 in eval mode."""
-    if test is None:
-        return {"accuracy": math.nan}
-    x, y = test
+def correct_flags(model: nn.Module, x: Tensor, y: Tensor, batch: int = 1000) -> Tensor:
+    """Which of ``(x, y)`` ``model`` gets right (bool, one per example): top-1 in eval mode,
+    :func:`edgezo.train.evaluate`'s accuracy example by example."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            flags = torch.cat([model(x[i : i + batch]).argmax(1) == y[i : i + batch]
-                               for i in range(0, len(x), batch)])  # fmt: skip
+            return torch.cat([model(x[i : i + batch]).argmax(1) == y[i : i + batch]
+                              for i in range(0, len(x), batch)])  # fmt: skip
     finally:
         model.train(was_training)
+
+
+def tested(model: nn.Module, test: Data | None, batch: int = 1000) -> dict[str, Any]:
+    """``model``'s test accuracy and which examples it got right (packed), as :class:`Outcome`
+    fields; accuracy ``nan`` without ``test`` (:func:`correct_flags`)."""
+    if test is None:
+        return {"accuracy": math.nan}
+    flags = correct_flags(model, *test, batch=batch)
     return {"accuracy": flags.double().mean().item(), "correct": pack_correct(flags.numpy()),
             "examples": len(flags)}  # fmt: skip
 

@@ -17,11 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from ..analysis.stats import pack_correct, unpack_correct
+from ..analysis.stats import pack_correct
 from ..data.corruptions import CORRUPTIONS, corrupt
 from ..data.images import as_input, load_images
 from ..models.regimes import prepare as prepare_regime
@@ -33,10 +32,10 @@ from .common import (
     Study,
     VisionPlan,
     backbone,
+    correct_flags,
     regime_plan,
     run_method,
     subsets,
-    tested,
 )
 from .parallel import Workers
 from .results import StudyWriter
@@ -105,11 +104,12 @@ def adapt_and_test(
         grids.get(method, ()), cfg.settings.get(method), budget,
         seed=seed, head_only=regime in PROBES, progress=progress,
     )  # fmt: skip
-    results = {name: tested(net, t) for name, t in tests.items()}
-    flags = np.concatenate([unpack_correct(r["correct"], r["examples"]) for r in results.values()])
-    outcome.accuracy = sum(r["accuracy"] for r in results.values()) / len(results)
-    outcome.correct, outcome.examples = pack_correct(flags), len(flags)
-    return outcome, {name: r["accuracy"] for name, r in results.items()}
+    flags = {name: correct_flags(net, *t) for name, t in tests.items()}
+    accuracies = {name: f.double().mean().item() for name, f in flags.items()}
+    outcome.accuracy = sum(accuracies.values()) / len(accuracies)
+    every = torch.cat(list(flags.values()))
+    outcome.correct, outcome.examples = pack_correct(every.numpy()), len(every)
+    return outcome, accuracies
 
 
 def run_config(cfg: Config, opts: Options) -> dict[str, Any]:
